@@ -1,0 +1,13 @@
+//! SeaORM entities for every FlowPilot table, one module per table.
+//!
+//! This crate holds column definitions and relations only: no business rules,
+//! no validation and nothing GraphQL sees directly. Services in the
+//! `flowpilot` crate read and write these models and convert them into their
+//! own types at the edge.
+
+pub mod membership;
+pub mod organization;
+pub mod refresh_token;
+pub mod role;
+pub mod user;
+pub mod user_session;

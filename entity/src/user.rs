@@ -1,0 +1,40 @@
+//! `users`: one row per registered person.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "users")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    /// Trimmed and lower-cased, so lookups are case-insensitive.
+    #[sea_orm(unique)]
+    pub email: String,
+    pub display_name: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {
+    #[sea_orm(has_many = "super::user_session::Entity")]
+    UserSession,
+    #[sea_orm(has_many = "super::membership::Entity")]
+    Membership,
+}
+
+impl Related<super::user_session::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::UserSession.def()
+    }
+}
+
+impl Related<super::membership::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Membership.def()
+    }
+}
+
+impl ActiveModelBehavior for ActiveModel {}

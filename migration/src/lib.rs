@@ -1,0 +1,19 @@
+//! Database migrations for FlowPilot, run by `flowpilot migrate` and at
+//! start-up. A migration that has shipped is never edited: every change to
+//! the schema is a new migration appended to [`Migrator::migrations`].
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261124_000001_identity_and_organizations;
+
+/// The ordered list of FlowPilot's migrations.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(
+            m20261124_000001_identity_and_organizations::Migration,
+        )]
+    }
+}

@@ -1,0 +1,135 @@
+//! Application state and the server's life cycle: build (connect, migrate,
+//! bind) and serve until shut down.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+
+use crate::auth::tokens::TokenKeys;
+use crate::clock::Clock;
+use crate::config::{Config, redact_url};
+use crate::db::{self, StatementCounter};
+use crate::{graphql, http};
+
+/// Shared state of one FlowPilot instance, cheap to clone into every
+/// request and background task.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database pool (SQLite or PostgreSQL).
+    pub db: DatabaseConnection,
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// The one source of "now".
+    pub clock: Clock,
+    /// Keys that sign and verify access tokens.
+    pub tokens: Arc<TokenKeys>,
+    /// Redis, when `REDIS_URL` is set; reconnects on its own.
+    pub redis: Option<ConnectionManager>,
+    /// Number of SQL statements run on `db` since start.
+    pub sql_statements: StatementCounter,
+}
+
+/// A built server: connected, migrated and bound, not yet serving.
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl App {
+    /// Connects to the database (and Redis), migrates and binds the port,
+    /// with the system clock.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Clock::system()).await
+    }
+
+    /// As [`App::build`], reading time from `clock`.
+    pub async fn build_with_clock(config: Config, clock: Clock) -> anyhow::Result<Self> {
+        let sql_statements = StatementCounter::default();
+        let db = db::connect(&config, &sql_statements).await?;
+        db::migrate_on_start(&config, &db).await?;
+        let redis = match &config.settings.redis_url {
+            Some(url) => Some(connect_redis(url).await?),
+            None => {
+                if config.is_postgres() {
+                    tracing::warn!(
+                        "REDIS_URL is not set: events stay in this process, so run a single instance"
+                    );
+                }
+                None
+            }
+        };
+        let address = SocketAddr::new(config.settings.host, config.settings.port);
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address}"))?;
+        let tokens = Arc::new(TokenKeys::new(&config.jwt_secret));
+        let state = AppState {
+            db,
+            config: Arc::new(config),
+            clock,
+            tokens,
+            redis,
+            sql_statements,
+        };
+        Ok(Self { listener, state })
+    }
+
+    /// The address the server listens on (its port is real even when 0 was asked).
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// The instance's shared state.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves requests until `shutdown` resolves, then lets in-flight
+    /// requests finish and closes the database pool.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let schema = graphql::build_schema(&self.state.config.settings);
+        let router = http::router(self.state.clone(), schema);
+        tracing::info!(address = %self.local_addr()?, "FlowPilot is serving GraphQL at /graphql");
+        axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("the HTTP server failed")?;
+        self.state.db.close().await.ok();
+        tracing::info!("FlowPilot stopped");
+        Ok(())
+    }
+}
+
+async fn connect_redis(url: &str) -> anyhow::Result<ConnectionManager> {
+    let failed = || format!("cannot connect to Redis at {}", redact_url(url));
+    let client = redis::Client::open(url).with_context(failed)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_max_delay(Duration::from_secs(5));
+    let mut manager = tokio::time::timeout(
+        Duration::from_secs(10),
+        ConnectionManager::new_with_config(client, config),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("timed out"))
+    .with_context(failed)?
+    .with_context(failed)?;
+    redis::cmd("PING")
+        .query_async::<String>(&mut manager)
+        .await
+        .with_context(failed)?;
+    Ok(manager)
+}

@@ -1,0 +1,174 @@
+//! GraphQL types and resolvers for identity: `viewer`, `register`, `login`
+//! and `refreshSession`. Thin: parse input, call the service, convert.
+
+use async_graphql::{Context, ID, InputObject, Object, SimpleObject, Union};
+use chrono::{DateTime, Utc};
+use entity::user;
+
+use super::service::{self, IssuedSession, Registration};
+use super::{DisplayName, Email, Password};
+use crate::error::AppError;
+use crate::graphql::context::RequestContext;
+use crate::orgs::schema::Membership;
+
+/// The signed-in person. Only ever the viewer: other people appear as
+/// summaries that reveal nothing beyond what is shared.
+pub struct User(user::Model);
+
+#[Object]
+impl User {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    /// Lower-cased email address.
+    async fn email(&self) -> &str {
+        &self.0.email
+    }
+
+    async fn display_name(&self) -> &str {
+        &self.0.display_name
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    /// Every organization the viewer belongs to, oldest membership first.
+    async fn memberships(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Membership>> {
+        let memberships = RequestContext::of(ctx)
+            .loaders
+            .memberships_by_user
+            .load_one(self.0.id)
+            .await
+            .map_err(AppError::from)?
+            .unwrap_or_default();
+        Ok(memberships.into_iter().map(Membership::from).collect())
+    }
+}
+
+/// Tokens for a new or refreshed session.
+#[derive(SimpleObject)]
+pub struct AuthPayload {
+    /// Bearer token for the `Authorization` header; valid 15 minutes.
+    access_token: String,
+    /// Single-use token for `refreshSession`; valid 7 days.
+    refresh_token: String,
+    access_token_expires_at: DateTime<Utc>,
+    refresh_token_expires_at: DateTime<Utc>,
+    user: User,
+}
+
+impl From<IssuedSession> for AuthPayload {
+    fn from(issued: IssuedSession) -> Self {
+        Self {
+            access_token: issued.access_token,
+            refresh_token: issued.refresh_token,
+            access_token_expires_at: issued.access_token_expires_at,
+            refresh_token_expires_at: issued.refresh_token_expires_at,
+            user: User(issued.user),
+        }
+    }
+}
+
+/// A second factor is required to finish signing in.
+#[derive(SimpleObject)]
+pub struct MfaChallenge {
+    challenge_token: String,
+    expires_at: DateTime<Utc>,
+}
+
+/// What `login` returns: tokens, or a challenge when MFA is on.
+#[derive(Union)]
+pub enum LoginResult {
+    AuthPayload(AuthPayload),
+    MfaChallenge(MfaChallenge),
+}
+
+#[derive(InputObject)]
+pub struct RegisterInput {
+    pub email: String,
+    /// At least 10 characters.
+    pub password: String,
+    pub display_name: String,
+}
+
+#[derive(InputObject)]
+pub struct LoginInput {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(InputObject)]
+pub struct RefreshSessionInput {
+    pub refresh_token: String,
+}
+
+#[derive(Default)]
+pub struct AuthQuery;
+
+#[Object]
+impl AuthQuery {
+    /// The signed-in user; null without a token, UNAUTHENTICATED for an
+    /// invalid, expired or revoked one.
+    async fn viewer(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
+        Ok(RequestContext::of(ctx)
+            .viewer
+            .optional_user()?
+            .map(|u| User(u.user.clone())))
+    }
+}
+
+#[derive(Default)]
+pub struct AuthMutation;
+
+#[Object]
+impl AuthMutation {
+    /// Creates an account and signs it in. A registered email is CONFLICT.
+    async fn register(
+        &self,
+        ctx: &Context<'_>,
+        input: RegisterInput,
+    ) -> async_graphql::Result<AuthPayload> {
+        let request = RequestContext::of(ctx);
+        let registration = Registration {
+            email: Email::parse(&input.email, "email")?,
+            password: Password::parse(&input.password, "password")?,
+            display_name: DisplayName::parse(&input.display_name, "displayName")?,
+        };
+        Ok(
+            service::register(&request.state, registration, request.device.clone())
+                .await?
+                .into(),
+        )
+    }
+
+    /// Signs in. Wrong password and unknown email answer alike.
+    async fn login(
+        &self,
+        ctx: &Context<'_>,
+        input: LoginInput,
+    ) -> async_graphql::Result<LoginResult> {
+        let request = RequestContext::of(ctx);
+        let issued = service::login(
+            &request.state,
+            &input.email,
+            input.password,
+            request.device.clone(),
+        )
+        .await?;
+        Ok(LoginResult::AuthPayload(issued.into()))
+    }
+
+    /// Exchanges a refresh token for a new pair; the old one stops working.
+    async fn refresh_session(
+        &self,
+        ctx: &Context<'_>,
+        input: RefreshSessionInput,
+    ) -> async_graphql::Result<AuthPayload> {
+        let request = RequestContext::of(ctx);
+        Ok(service::refresh(&request.state, &input.refresh_token)
+            .await?
+            .into())
+    }
+}

@@ -1,0 +1,397 @@
+//! Settings: read once at start from flags and the environment, validated,
+//! and turned into a [`Config`] the rest of FlowPilot trusts.
+//!
+//! Every setting has a flag and an environment variable; `README.md` lists
+//! them. Validation errors are plain sentences, printed as one line by
+//! `main` before exiting non-zero.
+
+use std::fs;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use rand::RngCore;
+
+/// The shortest secret accepted for `FLOWPILOT_JWT_SECRET` and
+/// `FLOWPILOT_ENCRYPTION_KEY`.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// Name of the file, beside the SQLite database, that keeps generated secrets.
+pub const SECRET_FILE_NAME: &str = "flowpilot.secret";
+
+/// Log line format.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Raw settings as given on the command line or in the environment.
+#[derive(clap::Parser, Clone, Debug)]
+#[command(
+    name = "flowpilot",
+    version,
+    about = "FlowPilot workflow automation server"
+)]
+pub struct Settings {
+    /// Address to listen on.
+    #[arg(long, env = "FLOWPILOT_HOST", default_value = "0.0.0.0", global = true)]
+    pub host: IpAddr,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "FLOWPILOT_PORT", default_value_t = 8000, global = true)]
+    pub port: u16,
+    /// `sqlite://path` (created if missing) or `postgres://…`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://flowpilot.db",
+        global = true,
+        hide_env_values = true
+    )]
+    pub database_url: String,
+    /// Largest number of pooled database connections.
+    #[arg(
+        long,
+        env = "FLOWPILOT_DB_MAX_CONNECTIONS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub db_max_connections: u32,
+    /// `redis://…`; without it FlowPilot uses its in-process event bus.
+    #[arg(long, env = "REDIS_URL", global = true, hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// HMAC key for access tokens, at least 32 characters.
+    #[arg(
+        long,
+        env = "FLOWPILOT_JWT_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
+    pub jwt_secret: Option<String>,
+    /// Key material for encrypting secrets at rest, at least 32 characters.
+    #[arg(
+        long,
+        env = "FLOWPILOT_ENCRYPTION_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    pub encryption_key: Option<String>,
+    /// Log line format.
+    #[arg(
+        long,
+        env = "FLOWPILOT_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+    /// Log filter in `tracing` syntax, e.g. `info,flowpilot=debug`.
+    #[arg(long, env = "FLOWPILOT_LOG", default_value = "info", global = true)]
+    pub log: String,
+    /// Whether the schema answers introspection queries.
+    #[arg(long, env = "FLOWPILOT_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub introspection: bool,
+    /// Deepest selection set a query may nest.
+    #[arg(
+        long,
+        env = "FLOWPILOT_MAX_QUERY_DEPTH",
+        default_value_t = 16,
+        global = true
+    )]
+    pub max_query_depth: usize,
+    /// Highest complexity (fields counted across the query) a query may have.
+    #[arg(
+        long,
+        env = "FLOWPILOT_MAX_QUERY_COMPLEXITY",
+        default_value_t = 500,
+        global = true
+    )]
+    pub max_query_complexity: usize,
+    /// Most operations in one batched request.
+    #[arg(
+        long,
+        env = "FLOWPILOT_MAX_BATCH_SIZE",
+        default_value_t = 10,
+        global = true
+    )]
+    pub max_batch_size: usize,
+    /// Largest request body in bytes.
+    #[arg(long, env = "FLOWPILOT_MAX_BODY_BYTES", default_value_t = 1024 * 1024, global = true)]
+    pub max_body_bytes: usize,
+    /// Seconds a request may take before it is answered with 408.
+    #[arg(
+        long,
+        env = "FLOWPILOT_REQUEST_TIMEOUT_SECS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub request_timeout_secs: u64,
+    /// Comma-separated proxy addresses whose `X-Forwarded-For` is believed.
+    #[arg(
+        long,
+        env = "FLOWPILOT_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Comma-separated origins allowed to call the API from a browser.
+    #[arg(
+        long,
+        env = "FLOWPILOT_CORS_ORIGINS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub cors_origins: Vec<String>,
+}
+
+/// Which database the URL names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatabaseKind {
+    /// An SQLite file (or `None` for an in-memory database).
+    Sqlite {
+        path: Option<PathBuf>,
+    },
+    Postgres,
+}
+
+/// Validated configuration: everything here has been checked.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub settings: Settings,
+    pub database: DatabaseKind,
+    pub jwt_secret: String,
+    pub encryption_key: String,
+}
+
+impl Config {
+    /// Checks the settings and fills in the embedded default's secrets,
+    /// generating and storing them on first start.
+    pub fn from_settings(settings: Settings) -> anyhow::Result<Self> {
+        let database = parse_database_url(&settings.database_url)?;
+        if let Some(url) = &settings.redis_url {
+            redis::Client::open(url.as_str())
+                .map_err(|e| anyhow::anyhow!("REDIS_URL is not a valid Redis URL: {e}"))?;
+        }
+        if settings.max_batch_size == 0 {
+            bail!("FLOWPILOT_MAX_BATCH_SIZE must be at least 1");
+        }
+        let (jwt_secret, encryption_key) = match (
+            &database,
+            &settings.jwt_secret,
+            &settings.encryption_key,
+        ) {
+            (_, Some(jwt), Some(key)) => (jwt.clone(), key.clone()),
+            (DatabaseKind::Postgres, jwt, _) => {
+                let missing = if jwt.is_none() {
+                    "FLOWPILOT_JWT_SECRET"
+                } else {
+                    "FLOWPILOT_ENCRYPTION_KEY"
+                };
+                bail!(
+                    "{missing} is required with PostgreSQL (any string of at least {MIN_SECRET_LEN} characters)"
+                );
+            }
+            (DatabaseKind::Sqlite { path }, jwt, key) => {
+                let stored = match path {
+                    Some(db_path) => load_or_create_secret_file(&secret_file_beside(db_path))?,
+                    None => StoredSecrets::generate(),
+                };
+                (
+                    jwt.clone().unwrap_or(stored.jwt_secret),
+                    key.clone().unwrap_or(stored.encryption_key),
+                )
+            }
+        };
+        check_secret("FLOWPILOT_JWT_SECRET", &jwt_secret)?;
+        check_secret("FLOWPILOT_ENCRYPTION_KEY", &encryption_key)?;
+        Ok(Self {
+            settings,
+            database,
+            jwt_secret,
+            encryption_key,
+        })
+    }
+
+    /// Whether the database is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.database == DatabaseKind::Postgres
+    }
+}
+
+fn check_secret(name: &str, value: &str) -> anyhow::Result<()> {
+    if value.chars().count() < MIN_SECRET_LEN {
+        bail!("{name} must be at least {MIN_SECRET_LEN} characters long");
+    }
+    Ok(())
+}
+
+/// Classifies `DATABASE_URL`, refusing anything FlowPilot cannot use.
+pub fn parse_database_url(url: &str) -> anyhow::Result<DatabaseKind> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(DatabaseKind::Postgres);
+    }
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        let rest = rest.strip_prefix("//").unwrap_or(rest);
+        let path = rest.split('?').next().unwrap_or_default();
+        if path.is_empty() || path == ":memory:" {
+            return Ok(DatabaseKind::Sqlite { path: None });
+        }
+        return Ok(DatabaseKind::Sqlite {
+            path: Some(PathBuf::from(path)),
+        });
+    }
+    bail!(
+        "DATABASE_URL must start with sqlite:// or postgres:// (got {})",
+        redact_url(url)
+    )
+}
+
+/// The URL with any password replaced, fit for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}")
+            } else {
+                format!("{scheme}://{user}@{host}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// The secret file's path for a given database file.
+pub fn secret_file_beside(db_path: &Path) -> PathBuf {
+    match db_path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(SECRET_FILE_NAME),
+        _ => PathBuf::from(SECRET_FILE_NAME),
+    }
+}
+
+struct StoredSecrets {
+    jwt_secret: String,
+    encryption_key: String,
+}
+
+impl StoredSecrets {
+    fn generate() -> Self {
+        Self {
+            jwt_secret: random_secret(),
+            encryption_key: random_secret(),
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let mut jwt_secret = None;
+        let mut encryption_key = None;
+        for line in text.lines() {
+            match line.split_once('=') {
+                Some(("FLOWPILOT_JWT_SECRET", v)) => jwt_secret = Some(v.trim().to_owned()),
+                Some(("FLOWPILOT_ENCRYPTION_KEY", v)) => encryption_key = Some(v.trim().to_owned()),
+                _ => {}
+            }
+        }
+        Some(Self {
+            jwt_secret: jwt_secret?,
+            encryption_key: encryption_key?,
+        })
+    }
+}
+
+fn random_secret() -> String {
+    let mut bytes = [0u8; 48];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Reads the embedded default's secrets, creating the file (mode 0600) with
+/// fresh ones on first start.
+fn load_or_create_secret_file(path: &Path) -> anyhow::Result<StoredSecrets> {
+    match fs::read_to_string(path) {
+        Ok(text) => StoredSecrets::parse(&text).with_context(|| {
+            format!(
+                "{} is missing FLOWPILOT_JWT_SECRET or FLOWPILOT_ENCRYPTION_KEY",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secrets = StoredSecrets::generate();
+            write_secret_file(path, &secrets)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            tracing::info!(path = %path.display(), "generated secrets for the embedded database");
+            Ok(secrets)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn write_secret_file(path: &Path, secrets: &StoredSecrets) -> std::io::Result<()> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    writeln!(
+        file,
+        "# FlowPilot secrets for the database beside this file. Keep private."
+    )?;
+    writeln!(file, "FLOWPILOT_JWT_SECRET={}", secrets.jwt_secret)?;
+    writeln!(file, "FLOWPILOT_ENCRYPTION_KEY={}", secrets.encryption_key)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_are_classified_by_scheme() {
+        assert_eq!(
+            parse_database_url("postgres://u@h/db").unwrap(),
+            DatabaseKind::Postgres
+        );
+        assert_eq!(
+            parse_database_url("sqlite://data/fp.db?mode=rwc").unwrap(),
+            DatabaseKind::Sqlite {
+                path: Some(PathBuf::from("data/fp.db"))
+            }
+        );
+        assert_eq!(
+            parse_database_url("sqlite::memory:").unwrap(),
+            DatabaseKind::Sqlite { path: None }
+        );
+        assert!(parse_database_url("mysql://u@h/db").is_err());
+    }
+
+    #[test]
+    fn redacted_urls_hide_the_password_only() {
+        assert_eq!(
+            redact_url("postgres://u:pw@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+    }
+
+    #[test]
+    fn the_secret_file_sits_beside_the_database() {
+        assert_eq!(
+            secret_file_beside(Path::new("/var/lib/fp/fp.db")),
+            PathBuf::from("/var/lib/fp/flowpilot.secret")
+        );
+        assert_eq!(
+            secret_file_beside(Path::new("fp.db")),
+            PathBuf::from("flowpilot.secret")
+        );
+    }
+}

@@ -1,0 +1,102 @@
+//! The one error type of FlowPilot and its GraphQL `extensions.code`.
+//!
+//! Services return [`AppError`]; resolvers turn it into a GraphQL error with
+//! `?`. Internal causes are logged (inside the request's span, so with its
+//! request id) and replaced by a generic message: nothing about the database,
+//! the network or a stack reaches the client.
+
+use async_graphql::ErrorExtensions;
+
+/// Everything that can go wrong in a request, by what the client should do.
+///
+/// It deliberately has no `Display` implementation: the only way to show an
+/// `AppError` to a client is through [`async_graphql::Error`], which decides
+/// what is safe to reveal.
+#[derive(Debug)]
+pub enum AppError {
+    /// No valid credentials: sign in or refresh the access token.
+    Unauthenticated(&'static str),
+    /// Signed in, but the role does not allow this action.
+    Forbidden,
+    /// The object does not exist or the viewer may not know it exists.
+    NotFound(&'static str),
+    /// Input that can't be accepted; `field` is its path in the input.
+    BadUserInput { field: String, message: String },
+    /// The request conflicts with existing state (a taken email, say).
+    Conflict(String),
+    /// A failure the client cannot fix; the cause is logged, never returned.
+    Internal(anyhow::Error),
+}
+
+impl AppError {
+    /// Bad input at `field` (a path such as `definition.steps[2].id`).
+    pub fn bad_input(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::BadUserInput {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The machine-readable code clients switch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated(_) => "UNAUTHENTICATED",
+            Self::Forbidden => "FORBIDDEN",
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::BadUserInput { .. } => "BAD_USER_INPUT",
+            Self::Conflict(_) => "CONFLICT",
+            Self::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// The message clients see.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Unauthenticated(message) => (*message).to_owned(),
+            Self::Forbidden => "your role does not allow this action".to_owned(),
+            Self::NotFound(what) => format!("{what} not found"),
+            Self::BadUserInput { message, .. } => message.clone(),
+            Self::Conflict(message) => message.clone(),
+            Self::Internal(_) => "internal error".to_owned(),
+        }
+    }
+}
+
+impl From<sea_orm::DbErr> for AppError {
+    fn from(err: sea_orm::DbErr) -> Self {
+        Self::Internal(err.into())
+    }
+}
+
+impl From<sea_orm::TransactionError<AppError>> for AppError {
+    fn from(err: sea_orm::TransactionError<AppError>) -> Self {
+        match err {
+            sea_orm::TransactionError::Connection(db) => db.into(),
+            sea_orm::TransactionError::Transaction(app) => app,
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for AppError {
+    fn from(err: tokio::task::JoinError) -> Self {
+        Self::Internal(err.into())
+    }
+}
+
+impl From<AppError> for async_graphql::Error {
+    fn from(err: AppError) -> Self {
+        if let AppError::Internal(cause) = &err {
+            tracing::error!(error = ?cause, "internal error");
+        }
+        let code = err.code();
+        async_graphql::Error::new(err.public_message()).extend_with(|_, ext| {
+            ext.set("code", code);
+            if let AppError::BadUserInput { field, .. } = &err {
+                ext.set("field", field.as_str());
+            }
+        })
+    }
+}
+
+/// Shorthand for service results.
+pub type AppResult<T> = Result<T, AppError>;

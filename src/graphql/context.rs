@@ -1,0 +1,78 @@
+//! What a resolver knows about the request it serves: the application
+//! state, the viewer, the client's device and the request's DataLoaders.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, ID};
+use uuid::Uuid;
+
+use super::loaders::Loaders;
+use crate::app::AppState;
+use crate::auth::service::{AuthenticatedUser, DeviceInfo};
+use crate::error::{AppError, AppResult};
+
+/// Who is making the request.
+#[derive(Debug)]
+pub enum Viewer {
+    /// No credentials were sent.
+    Anonymous,
+    /// A valid access token for a live session.
+    User(AuthenticatedUser),
+    /// Credentials were sent but are invalid, expired or revoked.
+    Rejected(&'static str),
+    /// Credentials could not be checked (the database failed); logged.
+    Unavailable,
+}
+
+impl Viewer {
+    /// The signed-in user, or UNAUTHENTICATED.
+    pub fn user(&self) -> AppResult<&AuthenticatedUser> {
+        self.optional_user()?
+            .ok_or(AppError::Unauthenticated("sign in to do this"))
+    }
+
+    /// The signed-in user, `None` when anonymous, and an error when the
+    /// credentials sent were bad.
+    pub fn optional_user(&self) -> AppResult<Option<&AuthenticatedUser>> {
+        match self {
+            Self::Anonymous => Ok(None),
+            Self::User(user) => Ok(Some(user)),
+            Self::Rejected(reason) => Err(AppError::Unauthenticated(reason)),
+            Self::Unavailable => Err(AppError::Internal(anyhow::anyhow!(
+                "authentication was unavailable"
+            ))),
+        }
+    }
+}
+
+/// Everything a resolver needs about its request, attached once per request.
+pub struct RequestContext {
+    pub state: AppState,
+    pub viewer: Viewer,
+    pub device: DeviceInfo,
+    pub loaders: Loaders,
+}
+
+impl RequestContext {
+    /// Bundles a request's context, with fresh DataLoaders.
+    pub fn new(state: AppState, viewer: Viewer, device: DeviceInfo) -> Arc<Self> {
+        let loaders = Loaders::new(&state);
+        Arc::new(Self {
+            state,
+            viewer,
+            device,
+            loaders,
+        })
+    }
+
+    /// The context of the request `ctx` belongs to. Every request executed
+    /// by FlowPilot's handlers carries one.
+    pub fn of<'a>(ctx: &'a Context<'_>) -> &'a Self {
+        ctx.data_unchecked::<Arc<Self>>()
+    }
+}
+
+/// Parses a GraphQL `ID` into a UUID; BAD_USER_INPUT at `field` otherwise.
+pub fn parse_id(id: &ID, field: &str) -> AppResult<Uuid> {
+    Uuid::parse_str(id.as_str()).map_err(|_| AppError::bad_input(field, "not a valid id"))
+}

@@ -1,0 +1,51 @@
+//! Schema assembly, per-request context and the abuse limits.
+//!
+//! Each domain contributes its own `Query`/`Mutation` objects; they are
+//! merged here. The SDL in `schema.graphql` is [`sdl`]'s output, and a test
+//! fails when the two drift apart.
+
+pub mod context;
+pub mod loaders;
+
+use async_graphql::{EmptySubscription, MergedObject, Schema, SchemaBuilder};
+
+use crate::auth::schema::{AuthMutation, AuthQuery};
+use crate::config::Settings;
+use crate::orgs::schema::{OrgMutation, OrgQuery};
+
+/// Root query: the viewer and what they can reach.
+#[derive(MergedObject, Default)]
+pub struct QueryRoot(AuthQuery, OrgQuery);
+
+/// Root mutation.
+#[derive(MergedObject, Default)]
+pub struct MutationRoot(AuthMutation, OrgMutation);
+
+/// The FlowPilot GraphQL schema.
+pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+
+fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
+    Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        EmptySubscription,
+    )
+}
+
+/// The schema as served, with the depth, complexity and introspection
+/// settings applied.
+pub fn build_schema(settings: &Settings) -> AppSchema {
+    let mut builder = builder()
+        .limit_depth(settings.max_query_depth)
+        .limit_complexity(settings.max_query_complexity)
+        .limit_recursive_depth(settings.max_query_depth.max(32));
+    if !settings.introspection {
+        builder = builder.disable_introspection();
+    }
+    builder.finish()
+}
+
+/// The schema definition language of the API, as in `schema.graphql`.
+pub fn sdl() -> String {
+    builder().finish().sdl()
+}

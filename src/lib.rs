@@ -1,0 +1,16 @@
+//! FlowPilot: a workflow-automation backend served as one GraphQL API.
+//!
+//! The binary in `main.rs` parses settings and calls [`app::App`]; tests
+//! build the same `App` in-process. Dependencies point one way:
+//! `http -> graphql -> {domain}::schema -> {domain}::service -> entity`.
+
+pub mod app;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod orgs;
+pub mod telemetry;

@@ -1,0 +1,129 @@
+//! The `flowpilot` command: `serve` (default), `migrate` and `schema`.
+//!
+//! Start-up failures print one line to stderr and exit non-zero.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use flowpilot::app::App;
+use flowpilot::config::{Config, Settings};
+use flowpilot::{db, graphql, telemetry};
+use migration::{Migrator, MigratorTrait};
+
+#[derive(Parser)]
+#[command(
+    name = "flowpilot",
+    version,
+    about = "FlowPilot workflow automation server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    settings: Settings,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the GraphQL API (the default).
+    Serve,
+    /// Manage the database schema.
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// Print the GraphQL schema (SDL).
+    Schema,
+}
+
+#[derive(Subcommand)]
+enum MigrateAction {
+    /// Apply every pending migration.
+    Up,
+    /// Roll back the latest migrations.
+    Down {
+        /// How many to roll back.
+        #[arg(long, default_value_t = 1)]
+        steps: u32,
+    },
+    /// List migrations and whether each is applied.
+    Status,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Schema) = cli.command {
+        print!("{}", graphql::sdl());
+        return ExitCode::SUCCESS;
+    }
+    telemetry::init(cli.settings.log_format, &cli.settings.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(&anyhow::Error::from(err)),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(&err),
+    }
+}
+
+fn fail(err: &anyhow::Error) -> ExitCode {
+    let line = format!("{err:#}").replace(['\n', '\r'], " ");
+    eprintln!("error: {line}");
+    ExitCode::FAILURE
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::from_settings(cli.settings)?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => App::build(config).await?.serve(shutdown_signal()).await,
+        Command::Migrate { action } => migrate(config, action).await,
+        Command::Schema => unreachable!("handled before start-up"),
+    }
+}
+
+async fn migrate(config: Config, action: MigrateAction) -> anyhow::Result<()> {
+    let conn = db::connect(&config, &db::StatementCounter::default()).await?;
+    match action {
+        MigrateAction::Up => db::migrate_on_start(&config, &conn).await?,
+        MigrateAction::Down { steps } => Migrator::down(&conn, Some(steps)).await?,
+        MigrateAction::Status => {
+            for migration in Migrator::get_migration_with_status(&conn).await? {
+                println!(
+                    "{:<8} {}",
+                    format!("{:?}", migration.status()).to_lowercase(),
+                    migration.name()
+                );
+            }
+        }
+    }
+    conn.close().await.ok();
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received, shutting down"),
+        () = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}

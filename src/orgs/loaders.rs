@@ -1,0 +1,37 @@
+//! DataLoaders for organization data, so a list of memberships costs one
+//! query for the memberships and one for their organizations, however long
+//! the list.
+
+use std::collections::HashMap;
+
+use async_graphql::dataloader::Loader;
+use entity::{membership, organization};
+use sea_orm::DatabaseConnection;
+use uuid::Uuid;
+
+use super::service;
+use crate::graphql::loaders::LoadError;
+
+/// Organizations by id.
+pub struct OrganizationLoader(pub DatabaseConnection);
+
+impl Loader<Uuid> for OrganizationLoader {
+    type Value = organization::Model;
+    type Error = LoadError;
+
+    async fn load(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
+        Ok(service::organizations_by_id(&self.0, ids).await?)
+    }
+}
+
+/// Each user's memberships, oldest first.
+pub struct MembershipsByUserLoader(pub DatabaseConnection);
+
+impl Loader<Uuid> for MembershipsByUserLoader {
+    type Value = Vec<membership::Model>;
+    type Error = LoadError;
+
+    async fn load(&self, user_ids: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
+        Ok(service::memberships_by_user(&self.0, user_ids).await?)
+    }
+}

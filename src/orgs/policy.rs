@@ -1,0 +1,82 @@
+//! Role-based access control: one table of (action, minimum role).
+//!
+//! Every organization-scoped field and mutation asks [`authorize`] with the
+//! viewer's role. A viewer with no role in the organization never reaches
+//! this point: the service answers NOT_FOUND before, so non-members learn
+//! nothing about the organization.
+
+use entity::role::Role;
+
+use crate::error::{AppError, AppResult};
+
+/// Something a member may do inside an organization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Read the organization's own fields (name, slug, the viewer's role).
+    ViewOrganization,
+}
+
+/// The least privileged role allowed to perform `action`.
+pub const fn minimum_role(action: Action) -> Role {
+    match action {
+        Action::ViewOrganization => Role::Viewer,
+    }
+}
+
+/// Rank of a role: higher may do everything lower may.
+const fn rank(role: Role) -> u8 {
+    match role {
+        Role::Owner => 4,
+        Role::Admin => 3,
+        Role::Editor => 2,
+        Role::Viewer => 1,
+    }
+}
+
+/// Whether `role` may perform `action`.
+pub const fn allows(role: Role, action: Action) -> bool {
+    rank(role) >= rank(minimum_role(action))
+}
+
+/// FORBIDDEN unless `role` may perform `action`.
+pub fn authorize(role: Role, action: Action) -> AppResult<()> {
+    if allows(role, action) {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL_ROLES: [Role; 4] = [Role::Owner, Role::Admin, Role::Editor, Role::Viewer];
+
+    #[test]
+    fn roles_rank_owner_over_admin_over_editor_over_viewer() {
+        let ranks: Vec<u8> = ALL_ROLES.iter().map(|r| rank(*r)).collect();
+        assert!(ranks.windows(2).all(|pair| pair[0] > pair[1]));
+    }
+
+    #[test]
+    fn every_role_may_view_its_organization() {
+        for role in ALL_ROLES {
+            assert!(
+                authorize(role, Action::ViewOrganization).is_ok(),
+                "{role:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_action_is_allowed_exactly_from_its_minimum_role_up() {
+        let action = Action::ViewOrganization;
+        for role in ALL_ROLES {
+            assert_eq!(
+                allows(role, action),
+                rank(role) >= rank(minimum_role(action))
+            );
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Organizations and memberships: creation, member lookups and the batched
+//! reads behind the DataLoaders. Knows nothing of GraphQL.
+
+use std::collections::HashMap;
+
+use entity::role::Role;
+use entity::{membership, organization};
+use rand::Rng;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, Set,
+};
+use uuid::Uuid;
+
+use super::policy::{self, Action};
+use crate::app::AppState;
+use crate::db::{begin_write, is_unique_violation};
+use crate::error::{AppError, AppResult};
+
+/// The longest organization name, in characters.
+const MAX_NAME_CHARS: usize = 100;
+/// The longest slug derived from a name, before any suffix.
+const MAX_SLUG_BASE: usize = 48;
+/// Attempts at a unique slug before giving up.
+const SLUG_ATTEMPTS: usize = 5;
+
+/// An organization name: trimmed, non-empty, at most 100 characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrganizationName(String);
+
+impl OrganizationName {
+    /// Parses user input; `field` names the input field in the error.
+    pub fn parse(raw: &str, field: &str) -> AppResult<Self> {
+        let name = raw.trim();
+        if name.is_empty() {
+            return Err(AppError::bad_input(
+                field,
+                "organization name must not be empty",
+            ));
+        }
+        if name.chars().count() > MAX_NAME_CHARS {
+            return Err(AppError::bad_input(
+                field,
+                format!("organization name must be at most {MAX_NAME_CHARS} characters"),
+            ));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(AppError::bad_input(
+                field,
+                "organization name must not contain control characters",
+            ));
+        }
+        Ok(Self(name.to_owned()))
+    }
+}
+
+/// An organization as one member sees it.
+#[derive(Clone, Debug)]
+pub struct MemberOrganization {
+    pub organization: organization::Model,
+    pub role: Role,
+}
+
+/// Creates an organization with `owner_id` as its OWNER, in one transaction.
+pub async fn create_organization(
+    state: &AppState,
+    owner_id: Uuid,
+    name: OrganizationName,
+) -> AppResult<MemberOrganization> {
+    let base = slug_base(&name.0);
+    for attempt in 0..SLUG_ATTEMPTS {
+        let slug = if attempt == 0 {
+            base.clone()
+        } else {
+            format!("{base}-{}", random_suffix())
+        };
+        let now = state.clock.now();
+        let txn = begin_write(&state.db).await?;
+        let inserted = organization::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            name: Set(name.0.clone()),
+            slug: Set(slug),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(&txn)
+        .await;
+        let organization = match inserted {
+            Ok(organization) => organization,
+            Err(e) if is_unique_violation(&e) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        insert_membership(&txn, organization.id, owner_id, Role::Owner, now).await?;
+        txn.commit().await?;
+        tracing::info!(organization_id = %organization.id, "organization created");
+        return Ok(MemberOrganization {
+            organization,
+            role: Role::Owner,
+        });
+    }
+    Err(AppError::Internal(anyhow::anyhow!(
+        "no free slug for {base:?} after {SLUG_ATTEMPTS} attempts"
+    )))
+}
+
+/// The organization as `user_id` sees it, if they may view it; NOT_FOUND
+/// for non-members (and unknown ids), so non-members learn nothing.
+pub async fn find_for_member(
+    db: &DatabaseConnection,
+    user_id: Uuid,
+    organization_id: Uuid,
+) -> AppResult<MemberOrganization> {
+    let not_found = || AppError::NotFound("organization");
+    let (membership, organization) = membership::Entity::find()
+        .filter(membership::Column::OrganizationId.eq(organization_id))
+        .filter(membership::Column::UserId.eq(user_id))
+        .find_also_related(organization::Entity)
+        .one(db)
+        .await?
+        .ok_or_else(not_found)?;
+    let organization = organization.ok_or_else(not_found)?;
+    policy::authorize(membership.role, Action::ViewOrganization)?;
+    Ok(MemberOrganization {
+        organization,
+        role: membership.role,
+    })
+}
+
+/// Adds `user_id` to an organization with `role`. A second membership for
+/// the same pair is CONFLICT.
+pub async fn add_member(
+    state: &AppState,
+    organization_id: Uuid,
+    user_id: Uuid,
+    role: Role,
+) -> AppResult<membership::Model> {
+    let txn = begin_write(&state.db).await?;
+    let membership =
+        insert_membership(&txn, organization_id, user_id, role, state.clock.now()).await?;
+    txn.commit().await?;
+    Ok(membership)
+}
+
+async fn insert_membership(
+    conn: &impl ConnectionTrait,
+    organization_id: Uuid,
+    user_id: Uuid,
+    role: Role,
+    now: chrono::DateTime<chrono::Utc>,
+) -> AppResult<membership::Model> {
+    membership::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        organization_id: Set(organization_id),
+        user_id: Set(user_id),
+        role: Set(role),
+        created_at: Set(now),
+    }
+    .insert(conn)
+    .await
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            AppError::Conflict("already a member of this organization".to_owned())
+        } else {
+            e.into()
+        }
+    })
+}
+
+/// Memberships of each user, oldest first, in one query.
+pub async fn memberships_by_user(
+    db: &DatabaseConnection,
+    user_ids: &[Uuid],
+) -> Result<HashMap<Uuid, Vec<membership::Model>>, sea_orm::DbErr> {
+    let rows = membership::Entity::find()
+        .filter(membership::Column::UserId.is_in(user_ids.iter().copied()))
+        .order_by_asc(membership::Column::CreatedAt)
+        .order_by_asc(membership::Column::Id)
+        .all(db)
+        .await?;
+    let mut by_user: HashMap<Uuid, Vec<membership::Model>> = HashMap::new();
+    for row in rows {
+        by_user.entry(row.user_id).or_default().push(row);
+    }
+    Ok(by_user)
+}
+
+/// Organizations by id, in one query.
+pub async fn organizations_by_id(
+    db: &DatabaseConnection,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, organization::Model>, sea_orm::DbErr> {
+    let rows = organization::Entity::find()
+        .filter(organization::Column::Id.is_in(ids.iter().copied()))
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().map(|org| (org.id, org)).collect())
+}
+
+/// A URL-friendly slug from a name: lower-case ASCII letters and digits
+/// separated by single dashes.
+fn slug_base(name: &str) -> String {
+    let mut slug = String::new();
+    for c in name.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c);
+        } else if !slug.is_empty() && !slug.ends_with('-') {
+            slug.push('-');
+        }
+        if slug.len() >= MAX_SLUG_BASE {
+            break;
+        }
+    }
+    let slug = slug.trim_end_matches('-');
+    if slug.is_empty() {
+        "org".to_owned()
+    } else {
+        slug.to_owned()
+    }
+}
+
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::thread_rng();
+    (0..6)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_keep_ascii_letters_and_digits_joined_by_single_dashes() {
+        assert_eq!(slug_base("  Acme, Inc. -- R&D 2026 "), "acme-inc-r-d-2026");
+        assert_eq!(slug_base("Ünïcode only ☃"), "n-code-only");
+        assert_eq!(slug_base("☃☃"), "org");
+    }
+
+    #[test]
+    fn long_names_give_bounded_slugs() {
+        assert!(slug_base(&"a".repeat(500)).len() <= MAX_SLUG_BASE);
+    }
+
+    #[test]
+    fn blank_organization_names_are_refused() {
+        assert!(OrganizationName::parse("   ", "name").is_err());
+        assert!(OrganizationName::parse(&"x".repeat(101), "name").is_err());
+        assert!(OrganizationName::parse(" Acme ", "name").is_ok());
+    }
+}
