@@ -15,10 +15,12 @@ use crate::orgs::schema::{OrgMutation, OrgQuery};
 
 /// Root query: the viewer and what they can reach.
 #[derive(MergedObject, Default)]
+#[graphql(name = "Query")]
 pub struct QueryRoot(AuthQuery, OrgQuery);
 
 /// Root mutation.
 #[derive(MergedObject, Default)]
+#[graphql(name = "Mutation")]
 pub struct MutationRoot(AuthMutation, OrgMutation);
 
 /// The FlowPilot GraphQL schema.

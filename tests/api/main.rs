@@ -1,0 +1,15 @@
+//! FlowPilot's integration tests: one binary, one module per area. Each
+//! test starts the real server in-process on port 0 with its own database
+//! and talks to it over HTTP as clients do.
+//!
+//! Backends: SQLite by default; PostgreSQL when `FLOWPILOT_TEST_DATABASE_URL`
+//! is set, Redis when `FLOWPILOT_TEST_REDIS_URL` is set.
+
+mod support;
+
+mod auth;
+mod health;
+mod limits;
+mod orgs;
+mod schema_sdl;
+mod startup;

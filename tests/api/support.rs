@@ -1,0 +1,447 @@
+//! The test server and its client: `TestApp::spawn().await` gives a running
+//! FlowPilot with a database of its own; helpers keep tests short.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use flowpilot::app::{App, AppState};
+use flowpilot::clock::Clock;
+use flowpilot::config::{Config, Settings};
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+use serde_json::{Value, json};
+use tokio::sync::{OnceCell, oneshot};
+use tokio::task::JoinHandle;
+
+/// A password every test user shares; long enough for the rules.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// The PostgreSQL server URL tests use, if any (any database on the server).
+pub fn postgres_url() -> Option<String> {
+    std::env::var("FLOWPILOT_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| u.starts_with("postgres"))
+}
+
+/// The Redis URL tests use, if any.
+pub fn redis_url() -> Option<String> {
+    std::env::var("FLOWPILOT_TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// Settings as the tests run them: loopback, port 0, fixed secrets.
+pub fn test_settings(database_url: &str) -> Settings {
+    let mut settings = Settings::parse_from(["flowpilot"]);
+    settings.host = "127.0.0.1".parse().expect("loopback parses");
+    settings.port = 0;
+    settings.database_url = database_url.to_owned();
+    settings.db_max_connections = 5;
+    settings.redis_url = redis_url();
+    settings.jwt_secret = Some("test-jwt-secret-that-is-long-enough-for-flowpilot".into());
+    settings.encryption_key = Some("test-encryption-key-that-is-long-enough-too".into());
+    settings
+}
+
+/// A database for one test, removed when dropped.
+pub enum TestDatabase {
+    Sqlite {
+        _dir: tempfile::TempDir,
+        url: String,
+    },
+    Postgres {
+        name: String,
+        server_url: String,
+        url: String,
+    },
+}
+
+impl TestDatabase {
+    /// A fresh, migrated database on the configured backend.
+    pub async fn create() -> Self {
+        match postgres_url() {
+            Some(server_url) => {
+                let template = postgres_template(&server_url).await;
+                let name = format!(
+                    "fp_test_{}_{}",
+                    std::process::id(),
+                    uuid::Uuid::new_v4().simple()
+                );
+                let admin = Database::connect(&server_url)
+                    .await
+                    .expect("connect to PostgreSQL");
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+                    .await
+                    .expect("clone the template database");
+                admin.close().await.ok();
+                let url = with_database(&server_url, &name);
+                Self::Postgres {
+                    name,
+                    server_url,
+                    url,
+                }
+            }
+            None => {
+                let dir = tempfile::tempdir().expect("temporary directory");
+                let url = format!("sqlite://{}", dir.path().join("flowpilot.db").display());
+                Self::Sqlite { _dir: dir, url }
+            }
+        }
+    }
+
+    /// An empty PostgreSQL database (no migrations), for start-up tests.
+    pub async fn create_empty_postgres(server_url: &str) -> Self {
+        let name = format!(
+            "fp_test_{}_{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let admin = Database::connect(server_url)
+            .await
+            .expect("connect to PostgreSQL");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
+        admin.close().await.ok();
+        let url = with_database(server_url, &name);
+        Self::Postgres {
+            name,
+            server_url: server_url.to_owned(),
+            url,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        match self {
+            Self::Sqlite { url, .. } | Self::Postgres { url, .. } => url,
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Self::Postgres {
+            name, server_url, ..
+        } = self
+        {
+            let (name, server_url) = (name.clone(), server_url.clone());
+            // Drop runs inside a test's runtime: use a thread with its own.
+            let dropped = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
+                runtime.block_on(async {
+                    let admin = Database::connect(&server_url).await.ok()?;
+                    admin
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await
+                        .ok()?;
+                    admin.close().await.ok()
+                })
+            });
+            let _ = dropped.join();
+        }
+    }
+}
+
+/// `server_url` with its database name replaced by `name`.
+fn with_database(server_url: &str, name: &str) -> String {
+    let (base, query) = match server_url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (server_url, None),
+    };
+    let prefix = base
+        .rsplit_once('/')
+        .map(|(prefix, _)| prefix)
+        .unwrap_or(base);
+    match query {
+        Some(query) => format!("{prefix}/{name}?{query}"),
+        None => format!("{prefix}/{name}"),
+    }
+}
+
+/// Creates (once per test process) a migrated template database that every
+/// PostgreSQL test clones, after dropping what crashed runs left behind.
+async fn postgres_template(server_url: &str) -> String {
+    static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+    TEMPLATE
+        .get_or_init(|| async {
+            let admin = Database::connect(server_url)
+                .await
+                .expect("connect to PostgreSQL");
+            drop_stale_databases(&admin).await;
+            let name = format!("fp_tpl_{}", std::process::id());
+            admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}"))
+                .await
+                .expect("drop old template");
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create template");
+            let template = Database::connect(with_database(server_url, &name))
+                .await
+                .expect("connect to template");
+            Migrator::up(&template, None)
+                .await
+                .expect("migrate template");
+            template.close().await.ok();
+            admin.close().await.ok();
+            name
+        })
+        .await
+        .clone()
+}
+
+async fn drop_stale_databases(admin: &DatabaseConnection) {
+    let rows = admin
+        .query_all_raw(Statement::from_string(
+            admin.get_database_backend(),
+            "SELECT datname FROM pg_database WHERE datname LIKE 'fp\\_test\\_%' OR datname LIKE 'fp\\_tpl\\_%'",
+        ))
+        .await
+        .unwrap_or_default();
+    for row in rows {
+        let Ok(name) = row.try_get::<String>("", "datname") else {
+            continue;
+        };
+        let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_some_and(|pid| PathBuf::from(format!("/proc/{pid}")).exists());
+        if !alive {
+            admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await
+                .ok();
+        }
+    }
+}
+
+/// A running FlowPilot server with a database of its own.
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub state: AppState,
+    pub clock: Clock,
+    client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+    _database: Option<TestDatabase>,
+}
+
+impl TestApp {
+    /// A server with the default test settings.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// A server whose settings `adjust` may change first.
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> Self {
+        let database = TestDatabase::create().await;
+        let mut settings = test_settings(database.url());
+        adjust(&mut settings);
+        let mut app = Self::start(settings).await;
+        app._database = Some(database);
+        app
+    }
+
+    /// A server with exactly these settings, over whatever database they name.
+    pub async fn start(settings: Settings) -> Self {
+        let config = Config::from_settings(settings).expect("valid test settings");
+        let clock = Clock::system();
+        let app = App::build_with_clock(config, clock.clone())
+            .await
+            .expect("server builds");
+        let address = app.local_addr().expect("bound address");
+        let state = app.state().clone();
+        let (shutdown, stopped) = oneshot::channel();
+        let server = tokio::spawn(app.serve(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            address,
+            state,
+            clock,
+            client: reqwest::Client::new(),
+            shutdown: Some(shutdown),
+            server: Some(server),
+            _database: None,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.address, path)
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET succeeds")
+    }
+
+    /// Runs an operation with no token.
+    pub async fn graphql(&self, query: &str, variables: Value) -> GqlResponse {
+        self.graphql_with(None, query, variables).await
+    }
+
+    /// Runs an operation with an access token.
+    pub async fn graphql_as(&self, token: &str, query: &str, variables: Value) -> GqlResponse {
+        self.graphql_with(Some(token), query, variables).await
+    }
+
+    async fn graphql_with(
+        &self,
+        token: Option<&str>,
+        query: &str,
+        variables: Value,
+    ) -> GqlResponse {
+        let mut request = self
+            .client
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        GqlResponse::from(request.send().await.expect("POST /graphql succeeds")).await
+    }
+
+    /// Registers a user and returns their tokens.
+    pub async fn register(&self, email: &str) -> Session {
+        let response = self
+            .graphql(
+                "mutation($input: RegisterInput!) { register(input: $input) { accessToken refreshToken user { id } } }",
+                json!({ "input": { "email": email, "password": PASSWORD, "displayName": "Test User" } }),
+            )
+            .await;
+        Session::from_payload(&response.data()["register"])
+    }
+
+    /// Registers a user with a unique email.
+    pub async fn user(&self) -> Session {
+        self.register(&format!(
+            "user-{}@example.com",
+            uuid::Uuid::new_v4().simple()
+        ))
+        .await
+    }
+
+    /// Creates an organization as `owner` and returns its id.
+    pub async fn organization(&self, owner: &Session, name: &str) -> String {
+        let response = self
+            .graphql_as(
+                &owner.access_token,
+                "mutation($input: CreateOrganizationInput!) { createOrganization(input: $input) { id } }",
+                json!({ "input": { "name": name } }),
+            )
+            .await;
+        response.data()["createOrganization"]["id"]
+            .as_str()
+            .expect("organization id")
+            .to_owned()
+    }
+
+    /// Stops the server gracefully and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(Duration::from_secs(10), server)
+                .await
+                .expect("server stops within 10 s")
+                .expect("server task did not panic")
+                .expect("server stopped cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// A signed-in user as a client holds it.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub user_id: String,
+}
+
+impl Session {
+    pub fn from_payload(payload: &Value) -> Self {
+        Self {
+            access_token: payload["accessToken"]
+                .as_str()
+                .expect("accessToken")
+                .to_owned(),
+            refresh_token: payload["refreshToken"]
+                .as_str()
+                .expect("refreshToken")
+                .to_owned(),
+            user_id: payload["user"]["id"].as_str().expect("user.id").to_owned(),
+        }
+    }
+}
+
+/// A GraphQL HTTP response.
+#[derive(Debug)]
+pub struct GqlResponse {
+    pub status: reqwest::StatusCode,
+    pub body: Value,
+}
+
+impl GqlResponse {
+    pub async fn from(response: reqwest::Response) -> Self {
+        let status = response.status();
+        let text = response.text().await.expect("response body");
+        let body =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+        Self { status, body }
+    }
+
+    /// `data`, after asserting there were no errors.
+    pub fn data(&self) -> &Value {
+        assert!(
+            self.body.get("errors").is_none(),
+            "unexpected errors: {}",
+            self.body
+        );
+        &self.body["data"]
+    }
+
+    /// The first error's `extensions.code`.
+    pub fn error_code(&self) -> &str {
+        self.body["errors"][0]["extensions"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error code in {}", self.body))
+    }
+
+    /// The first error's `extensions.field`.
+    pub fn error_field(&self) -> &str {
+        self.body["errors"][0]["extensions"]["field"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error field in {}", self.body))
+    }
+
+    pub fn error_message(&self) -> &str {
+        self.body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+    }
+}
