@@ -31,7 +31,7 @@ pub enum LogFormat {
 }
 
 /// Raw settings as given on the command line or in the environment.
-#[derive(clap::Parser, Clone, Debug)]
+#[derive(clap::Parser, Clone)]
 #[command(
     name = "flowpilot",
     version,
@@ -158,12 +158,17 @@ pub enum DatabaseKind {
     Postgres,
 }
 
-/// Validated configuration: everything here has been checked.
-#[derive(Clone, Debug)]
+/// Validated configuration: everything here has been checked. It holds
+/// secrets, so it has no `Debug`.
+#[derive(Clone)]
 pub struct Config {
+    /// The settings as given, after validation.
     pub settings: Settings,
+    /// Which database `settings.database_url` names.
     pub database: DatabaseKind,
+    /// The HMAC key for access tokens (given or generated).
     pub jwt_secret: String,
+    /// Key material for secrets encrypted at rest (given or generated).
     pub encryption_key: String,
 }
 
@@ -176,9 +181,7 @@ impl Config {
             redis::Client::open(url.as_str())
                 .map_err(|e| anyhow::anyhow!("REDIS_URL is not a valid Redis URL: {e}"))?;
         }
-        if settings.max_batch_size == 0 {
-            bail!("FLOWPILOT_MAX_BATCH_SIZE must be at least 1");
-        }
+        check_settings(&settings)?;
         let (jwt_secret, encryption_key) = match (
             &database,
             &settings.jwt_secret,
@@ -197,7 +200,9 @@ impl Config {
             }
             (DatabaseKind::Sqlite { path }, jwt, key) => {
                 let stored = match path {
-                    Some(db_path) => load_or_create_secret_file(&secret_file_beside(db_path))?,
+                    Some(db_path) => {
+                        load_or_create_secret_file(db_path, &secret_file_beside(db_path))?
+                    }
                     None => StoredSecrets::generate(),
                 };
                 (
@@ -220,6 +225,44 @@ impl Config {
     pub fn is_postgres(&self) -> bool {
         self.database == DatabaseKind::Postgres
     }
+}
+
+/// Checks the settings that clap's types alone cannot.
+fn check_settings(settings: &Settings) -> anyhow::Result<()> {
+    for (name, value) in [
+        ("FLOWPILOT_MAX_BATCH_SIZE", settings.max_batch_size),
+        ("FLOWPILOT_MAX_QUERY_DEPTH", settings.max_query_depth),
+        (
+            "FLOWPILOT_MAX_QUERY_COMPLEXITY",
+            settings.max_query_complexity,
+        ),
+        ("FLOWPILOT_MAX_BODY_BYTES", settings.max_body_bytes),
+        (
+            "FLOWPILOT_DB_MAX_CONNECTIONS",
+            settings.db_max_connections as usize,
+        ),
+        (
+            "FLOWPILOT_REQUEST_TIMEOUT_SECS",
+            settings.request_timeout_secs as usize,
+        ),
+    ] {
+        if value == 0 {
+            bail!("{name} must be at least 1");
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(&settings.log)
+        .map_err(|e| anyhow::anyhow!("FLOWPILOT_LOG is not a valid log filter: {e}"))?;
+    for origin in &settings.cors_origins {
+        let well_formed = (origin.starts_with("http://") || origin.starts_with("https://"))
+            && axum::http::HeaderValue::from_str(origin).is_ok()
+            && !origin.ends_with('/');
+        if !well_formed {
+            bail!(
+                "FLOWPILOT_CORS_ORIGINS entry {origin:?} is not an origin like https://app.example.com"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn check_secret(name: &str, value: &str) -> anyhow::Result<()> {
@@ -255,7 +298,8 @@ pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    match rest.split_once('@') {
+    // The last `@` ends the user info: a password may contain `@` itself.
+    match rest.rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split(':').next().unwrap_or_default();
             if userinfo.contains(':') {
@@ -313,23 +357,39 @@ fn random_secret() -> String {
 }
 
 /// Reads the embedded default's secrets, creating the file (mode 0600) with
-/// fresh ones on first start.
-fn load_or_create_secret_file(path: &Path) -> anyhow::Result<StoredSecrets> {
-    match fs::read_to_string(path) {
-        Ok(text) => StoredSecrets::parse(&text).with_context(|| {
+/// fresh ones on first start. A database without its secret file is
+/// refused: new secrets would silently invalidate every token and make
+/// encrypted secrets unreadable.
+fn load_or_create_secret_file(db_path: &Path, path: &Path) -> anyhow::Result<StoredSecrets> {
+    let read = |path: &Path| -> anyhow::Result<StoredSecrets> {
+        let text =
+            fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        StoredSecrets::parse(&text).with_context(|| {
             format!(
                 "{} is missing FLOWPILOT_JWT_SECRET or FLOWPILOT_ENCRYPTION_KEY",
                 path.display()
             )
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let secrets = StoredSecrets::generate();
-            write_secret_file(path, &secrets)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+        })
+    };
+    if path.exists() {
+        return read(path);
+    }
+    if db_path.exists() {
+        bail!(
+            "{} exists but {} is missing: restore it, or set FLOWPILOT_JWT_SECRET and FLOWPILOT_ENCRYPTION_KEY",
+            db_path.display(),
+            path.display()
+        );
+    }
+    let secrets = StoredSecrets::generate();
+    match write_secret_file(path, &secrets) {
+        Ok(()) => {
             tracing::info!(path = %path.display(), "generated secrets for the embedded database");
             Ok(secrets)
         }
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        // Another process starting at the same moment wrote it first.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(path),
+        Err(e) => Err(e).with_context(|| format!("cannot write {}", path.display())),
     }
 }
 

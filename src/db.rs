@@ -16,7 +16,7 @@ use sea_orm::{
     SqlErr, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 
-use crate::config::{Config, redact_url};
+use crate::config::{Config, DatabaseKind, redact_url};
 
 /// Key of the PostgreSQL advisory lock that serializes start-up migrations.
 const MIGRATION_LOCK_KEY: i64 = 0x0046_4C4F_5750_494C; // "FLOWPIL"
@@ -38,9 +38,14 @@ pub async fn connect(
     counter: &StatementCounter,
 ) -> anyhow::Result<DatabaseConnection> {
     let settings = &config.settings;
+    // Each connection to `sqlite::memory:` would open its own empty database.
+    let max_connections = match config.database {
+        DatabaseKind::Sqlite { path: None } => 1,
+        _ => settings.db_max_connections,
+    };
     let mut options = ConnectOptions::new(settings.database_url.clone());
     options
-        .max_connections(settings.db_max_connections)
+        .max_connections(max_connections)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(10))
         .sqlx_logging(false)

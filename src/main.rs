@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
 use flowpilot::app::App;
 use flowpilot::config::{Config, Settings};
 use flowpilot::{db, graphql, telemetry};
@@ -51,7 +52,31 @@ enum MigrateAction {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A bad flag or variable: its first line says which, and how.
+        Err(err) if err.use_stderr() => {
+            let rendered = err.to_string();
+            let line = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments");
+            eprintln!(
+                "{}",
+                if line.starts_with("error:") {
+                    line.to_owned()
+                } else {
+                    format!("error: {line}")
+                }
+            );
+            return ExitCode::FAILURE;
+        }
+        // --help and --version.
+        Err(err) => {
+            let _ = err.print();
+            return ExitCode::SUCCESS;
+        }
+    };
     if let Some(Command::Schema) = cli.command {
         print!("{}", graphql::sdl());
         return ExitCode::SUCCESS;

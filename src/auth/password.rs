@@ -3,6 +3,8 @@
 
 use std::sync::OnceLock;
 
+use tokio::sync::Semaphore;
+
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -44,6 +46,30 @@ impl Password {
     }
 }
 
+/// At most this many hashes run at once per CPU: each takes 19 MiB and a
+/// core for tens of milliseconds, so a flood of sign-ins queues here
+/// instead of exhausting memory through the blocking pool.
+const HASHES_PER_CPU: usize = 2;
+
+fn hashing_permits() -> &'static Semaphore {
+    static PERMITS: OnceLock<Semaphore> = OnceLock::new();
+    PERMITS.get_or_init(|| {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Semaphore::new(cpus * HASHES_PER_CPU)
+    })
+}
+
+/// Runs `work` on the blocking pool once a hashing permit is free.
+async fn with_hashing_permit<T: Send + 'static>(
+    work: impl FnOnce() -> AppResult<T> + Send + 'static,
+) -> AppResult<T> {
+    let _permit = hashing_permits()
+        .acquire()
+        .await
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("hashing permits closed: {e}")))?;
+    tokio::task::spawn_blocking(work).await?
+}
+
 /// argon2id with OWASP's parameters: 19 MiB, 2 passes, 1 lane.
 fn hasher() -> Argon2<'static> {
     let params = Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
@@ -52,7 +78,7 @@ fn hasher() -> Argon2<'static> {
 
 /// Hashes `password` into a PHC string on the blocking pool.
 pub async fn hash_password(password: Password) -> AppResult<String> {
-    tokio::task::spawn_blocking(move || hash_blocking(&password.0)).await?
+    with_hashing_permit(move || hash_blocking(&password.0)).await
 }
 
 fn hash_blocking(password: &str) -> AppResult<String> {
@@ -67,7 +93,7 @@ fn hash_blocking(password: &str) -> AppResult<String> {
 /// stored hash (unknown account) it verifies against a fixed dummy hash, so
 /// the answer takes as long as for a real account, and returns false.
 pub async fn verify_password(candidate: String, stored_hash: Option<String>) -> AppResult<bool> {
-    tokio::task::spawn_blocking(move || {
+    with_hashing_permit(move || {
         let known = stored_hash.is_some();
         let hash = match stored_hash {
             Some(hash) => hash,
@@ -81,7 +107,7 @@ pub async fn verify_password(candidate: String, stored_hash: Option<String>) -> 
             .is_ok();
         Ok(known && matches)
     })
-    .await?
+    .await
 }
 
 fn dummy_hash() -> AppResult<&'static str> {

@@ -13,25 +13,41 @@ use crate::orgs::schema::Membership;
 
 /// The signed-in person. Only ever the viewer: other people appear as
 /// summaries that reveal nothing beyond what is shared.
-pub struct User(user::Model);
+pub struct User {
+    id: uuid::Uuid,
+    email: String,
+    display_name: String,
+    created_at: DateTime<Utc>,
+}
+
+impl From<user::Model> for User {
+    fn from(user: user::Model) -> Self {
+        Self {
+            id: user.id,
+            email: user.email,
+            display_name: user.display_name,
+            created_at: user.created_at,
+        }
+    }
+}
 
 #[Object]
 impl User {
     async fn id(&self) -> ID {
-        ID(self.0.id.to_string())
+        ID(self.id.to_string())
     }
 
     /// Lower-cased email address.
     async fn email(&self) -> &str {
-        &self.0.email
+        &self.email
     }
 
     async fn display_name(&self) -> &str {
-        &self.0.display_name
+        &self.display_name
     }
 
     async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
+        self.created_at
     }
 
     /// Every organization the viewer belongs to, oldest membership first.
@@ -39,7 +55,7 @@ impl User {
         let memberships = RequestContext::of(ctx)
             .loaders
             .memberships_by_user
-            .load_one(self.0.id)
+            .load_one(self.id)
             .await
             .map_err(AppError::from)?
             .unwrap_or_default();
@@ -66,7 +82,7 @@ impl From<IssuedSession> for AuthPayload {
             refresh_token: issued.refresh_token,
             access_token_expires_at: issued.access_token_expires_at,
             refresh_token_expires_at: issued.refresh_token_expires_at,
-            user: User(issued.user),
+            user: issued.user.into(),
         }
     }
 }
@@ -85,24 +101,35 @@ pub enum LoginResult {
     MfaChallenge(MfaChallenge),
 }
 
+/// A new account.
 #[derive(InputObject)]
 pub struct RegisterInput {
+    /// Trimmed and lower-cased; must not be registered yet.
     pub email: String,
-    /// At least 10 characters.
+    /// 10 to 256 characters.
     pub password: String,
+    /// 1 to 100 characters.
     pub display_name: String,
 }
 
+/// Credentials to sign in with.
 #[derive(InputObject)]
 pub struct LoginInput {
+    /// Compared without regard to case.
     pub email: String,
     pub password: String,
 }
 
+/// A refresh token to exchange.
 #[derive(InputObject)]
 pub struct RefreshSessionInput {
+    /// The `refreshToken` of the latest `AuthPayload`.
     pub refresh_token: String,
 }
+
+/// Query complexity charged for a field that hashes a password, so that
+/// one request cannot ask for many argon2 runs (see `max_query_complexity`).
+const PASSWORD_HASH_COMPLEXITY: usize = 100;
 
 #[derive(Default)]
 pub struct AuthQuery;
@@ -115,7 +142,7 @@ impl AuthQuery {
         Ok(RequestContext::of(ctx)
             .viewer
             .optional_user()?
-            .map(|u| User(u.user.clone())))
+            .map(|u| User::from(u.user.clone())))
     }
 }
 
@@ -125,6 +152,7 @@ pub struct AuthMutation;
 #[Object]
 impl AuthMutation {
     /// Creates an account and signs it in. A registered email is CONFLICT.
+    #[graphql(complexity = "PASSWORD_HASH_COMPLEXITY + child_complexity")]
     async fn register(
         &self,
         ctx: &Context<'_>,
@@ -144,6 +172,7 @@ impl AuthMutation {
     }
 
     /// Signs in. Wrong password and unknown email answer alike.
+    #[graphql(complexity = "PASSWORD_HASH_COMPLEXITY + child_complexity")]
     async fn login(
         &self,
         ctx: &Context<'_>,

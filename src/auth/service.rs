@@ -131,15 +131,17 @@ pub async fn login(
 pub async fn refresh(state: &AppState, refresh_token: &str) -> AppResult<IssuedSession> {
     let refused = || AppError::Unauthenticated(INVALID_REFRESH_TOKEN);
     let now = state.clock.now();
-    let txn = begin_write(&state.db).await?;
+    // Unknown, used and expired tokens are refused before taking the write
+    // lock; the conditional update below settles concurrent exchanges.
     let current = refresh_token::Entity::find()
         .filter(refresh_token::Column::TokenHash.eq(hash_token(refresh_token)))
-        .one(&txn)
+        .one(&state.db)
         .await?
         .ok_or_else(refused)?;
     if current.used_at.is_some() || current.expires_at <= now {
         return Err(refused());
     }
+    let txn = begin_write(&state.db).await?;
     let (session, user) = user_session::Entity::find_by_id(current.session_id)
         .find_also_related(user::Entity)
         .one(&txn)

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::loaders::Loaders;
 use crate::app::AppState;
-use crate::auth::service::{AuthenticatedUser, DeviceInfo};
+use crate::auth::service::{self, AuthenticatedUser, DeviceInfo};
 use crate::error::{AppError, AppResult};
 
 /// Who is making the request.
@@ -25,6 +25,30 @@ pub enum Viewer {
 }
 
 impl Viewer {
+    /// Resolves the viewer from an `Authorization` header value (`Bearer
+    /// <access token>`, scheme case-insensitive).
+    pub async fn from_authorization(state: &AppState, authorization: Option<&str>) -> Self {
+        let Some(value) = authorization else {
+            return Self::Anonymous;
+        };
+        let token = value
+            .trim()
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return Self::Rejected("the Authorization header must be `Bearer <access token>`");
+        };
+        match service::authenticate(state, token).await {
+            Ok(user) => Self::User(user),
+            Err(AppError::Unauthenticated(reason)) => Self::Rejected(reason),
+            Err(err) => {
+                tracing::error!(error = ?err, "authenticating a request failed");
+                Self::Unavailable
+            }
+        }
+    }
+
     /// The signed-in user, or UNAUTHENTICATED.
     pub fn user(&self) -> AppResult<&AuthenticatedUser> {
         self.optional_user()?
@@ -47,9 +71,13 @@ impl Viewer {
 
 /// Everything a resolver needs about its request, attached once per request.
 pub struct RequestContext {
+    /// The instance's shared state.
     pub state: AppState,
+    /// Who is asking.
     pub viewer: Viewer,
+    /// Where the request comes from (recorded on new sessions).
     pub device: DeviceInfo,
+    /// This request's DataLoaders.
     pub loaders: Loaders,
 }
 

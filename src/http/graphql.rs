@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql::{BatchRequest, BatchResponse, Response, ServerError};
+use async_graphql_axum::rejection::GraphQLRejection;
 use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -11,9 +12,6 @@ use axum::response::{Html, IntoResponse};
 
 use super::HttpState;
 use super::client::device_info;
-use crate::app::AppState;
-use crate::auth::service;
-use crate::error::AppError;
 use crate::graphql::context::{RequestContext, Viewer};
 
 /// GraphiQL, pointed at this server.
@@ -31,9 +29,17 @@ pub async fn execute(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    request: GraphQLBatchRequest,
+    request: Result<GraphQLBatchRequest, GraphQLRejection>,
 ) -> axum::response::Response {
-    let batch = request.into_inner();
+    let batch = match request {
+        Ok(request) => request.into_inner(),
+        Err(rejection) => {
+            return bad_request(format!(
+                "the request is not a GraphQL request: {}",
+                rejection.0
+            ));
+        }
+    };
     let limit = state.app.config.settings.max_batch_size;
     if let BatchRequest::Batch(operations) = &batch
         && operations.len() > limit
@@ -42,10 +48,12 @@ pub async fn execute(
             "a batch may hold at most {limit} operations, this one holds {}",
             operations.len()
         );
-        let response = client_error(Response::from_errors(vec![ServerError::new(message, None)]));
-        return (StatusCode::BAD_REQUEST, GraphQLResponse::from(response)).into_response();
+        return bad_request(message);
     }
-    let viewer = resolve_viewer(&state.app, &headers).await;
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or_default());
+    let viewer = Viewer::from_authorization(&state.app, authorization).await;
     let device = device_info(peer, &headers, &state.app.config.settings.trusted_proxies);
     let context = RequestContext::new(state.app.clone(), viewer, device);
     let response = state.schema.execute_batch(batch.data(context)).await;
@@ -58,6 +66,12 @@ pub async fn execute(
     GraphQLResponse::from(response).into_response()
 }
 
+/// A 400 answer in GraphQL's response shape, coded BAD_USER_INPUT.
+fn bad_request(message: String) -> axum::response::Response {
+    let response = client_error(Response::from_errors(vec![ServerError::new(message, None)]));
+    (StatusCode::BAD_REQUEST, GraphQLResponse::from(response)).into_response()
+}
+
 /// Errors raised before resolvers run (syntax, validation, limits, input
 /// coercion) carry no code of ours: they are all the client's to fix.
 fn client_error(mut response: Response) -> Response {
@@ -68,26 +82,4 @@ fn client_error(mut response: Response) -> Response {
         }
     }
     response
-}
-
-async fn resolve_viewer(state: &AppState, headers: &HeaderMap) -> Viewer {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Viewer::Anonymous;
-    };
-    let Some(token) = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-    else {
-        return Viewer::Rejected("the Authorization header must be `Bearer <access token>`");
-    };
-    match service::authenticate(state, token).await {
-        Ok(user) => Viewer::User(user),
-        Err(AppError::Unauthenticated(reason)) => Viewer::Rejected(reason),
-        Err(err) => {
-            tracing::error!(error = ?err, "authenticating a request failed");
-            Viewer::Unavailable
-        }
-    }
 }

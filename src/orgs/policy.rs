@@ -70,13 +70,19 @@ mod tests {
     }
 
     #[test]
-    fn an_action_is_allowed_exactly_from_its_minimum_role_up() {
-        let action = Action::ViewOrganization;
-        for role in ALL_ROLES {
-            assert_eq!(
-                allows(role, action),
-                rank(role) >= rank(minimum_role(action))
-            );
+    fn the_policy_table_grants_what_the_design_says() {
+        let expected: [(Action, Role); 1] = [(Action::ViewOrganization, Role::Viewer)];
+        for (action, minimum) in expected {
+            assert_eq!(minimum_role(action), minimum, "{action:?}");
+            let minimum_position = ALL_ROLES.iter().position(|r| *r == minimum);
+            for role in ALL_ROLES {
+                let allowed = ALL_ROLES.iter().position(|r| *r == role) <= minimum_position;
+                assert_eq!(
+                    authorize(role, action).is_ok(),
+                    allowed,
+                    "{role:?} {action:?}"
+                );
+            }
         }
     }
 }

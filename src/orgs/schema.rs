@@ -4,6 +4,7 @@
 use async_graphql::{Context, Enum, ID, InputObject, Object};
 use chrono::{DateTime, Utc};
 use entity::{membership, organization};
+use uuid::Uuid;
 
 use super::service::{self, MemberOrganization, OrganizationName};
 use crate::error::AppError;
@@ -35,14 +36,27 @@ impl From<entity::role::Role> for Role {
 
 /// A tenant: it owns workflows, executions and members.
 pub struct Organization {
-    model: organization::Model,
+    id: Uuid,
+    name: String,
+    slug: String,
+    created_at: DateTime<Utc>,
     viewer_role: entity::role::Role,
 }
 
 impl From<MemberOrganization> for Organization {
     fn from(found: MemberOrganization) -> Self {
+        let organization::Model {
+            id,
+            name,
+            slug,
+            created_at,
+            ..
+        } = found.organization;
         Self {
-            model: found.organization,
+            id,
+            name,
+            slug,
+            created_at,
             viewer_role: found.role,
         }
     }
@@ -51,16 +65,16 @@ impl From<MemberOrganization> for Organization {
 #[Object]
 impl Organization {
     async fn id(&self) -> ID {
-        ID(self.model.id.to_string())
+        ID(self.id.to_string())
     }
 
     async fn name(&self) -> &str {
-        &self.model.name
+        &self.name
     }
 
     /// URL-friendly unique name derived from `name` at creation.
     async fn slug(&self) -> &str {
-        &self.model.slug
+        &self.slug
     }
 
     /// The role of the signed-in user in this organization.
@@ -69,16 +83,24 @@ impl Organization {
     }
 
     async fn created_at(&self) -> DateTime<Utc> {
-        self.model.created_at
+        self.created_at
     }
 }
 
 /// The viewer's membership in one organization.
-pub struct Membership(membership::Model);
+pub struct Membership {
+    organization_id: Uuid,
+    role: entity::role::Role,
+    created_at: DateTime<Utc>,
+}
 
 impl From<membership::Model> for Membership {
     fn from(model: membership::Model) -> Self {
-        Self(model)
+        Self {
+            organization_id: model.organization_id,
+            role: model.role,
+            created_at: model.created_at,
+        }
     }
 }
 
@@ -88,26 +110,24 @@ impl Membership {
         let organization = RequestContext::of(ctx)
             .loaders
             .organizations
-            .load_one(self.0.organization_id)
+            .load_one(self.organization_id)
             .await
             .map_err(AppError::from)?
             .ok_or(AppError::NotFound("organization"))?;
-        Ok(Organization {
-            model: organization,
-            viewer_role: self.0.role,
-        })
+        Ok(service::as_member(organization, self.role)?.into())
     }
 
     async fn role(&self) -> Role {
-        self.0.role.into()
+        self.role.into()
     }
 
     /// When the viewer joined.
     async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
+        self.created_at
     }
 }
 
+/// A new organization.
 #[derive(InputObject)]
 pub struct CreateOrganizationInput {
     /// 1 to 100 characters; the slug is derived from it.

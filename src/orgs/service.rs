@@ -118,12 +118,13 @@ pub async fn find_for_member(
         .one(db)
         .await?
         .ok_or_else(not_found)?;
-    let organization = organization.ok_or_else(not_found)?;
-    policy::authorize(membership.role, Action::ViewOrganization)?;
-    Ok(MemberOrganization {
-        organization,
-        role: membership.role,
-    })
+    as_member(organization.ok_or_else(not_found)?, membership.role)
+}
+
+/// The organization as a member with `role` sees it, if the role may view it.
+pub fn as_member(organization: organization::Model, role: Role) -> AppResult<MemberOrganization> {
+    policy::authorize(role, Action::ViewOrganization)?;
+    Ok(MemberOrganization { organization, role })
 }
 
 /// Adds `user_id` to an organization with `role`. A second membership for

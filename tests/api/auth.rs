@@ -281,6 +281,25 @@ async fn a_malformed_authorization_header_is_unauthenticated() {
 }
 
 #[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let app = TestApp::spawn().await;
+    let session = app.user().await;
+    let response = app
+        .http()
+        .post(app.url("/graphql"))
+        .header("authorization", format!("bearer {}", session.access_token))
+        .json(&json!({ "query": VIEWER }))
+        .send()
+        .await
+        .unwrap();
+    let response = GqlResponse::from(response).await;
+    assert_eq!(
+        response.data()["viewer"]["id"].as_str(),
+        Some(session.user_id.as_str())
+    );
+}
+
+#[tokio::test]
 async fn an_expired_access_token_is_unauthenticated() {
     let app = TestApp::spawn().await;
     let session = app.user().await;

@@ -156,6 +156,39 @@ async fn introspection_can_be_turned_off() {
 }
 
 #[tokio::test]
+async fn a_body_that_is_not_a_graphql_request_gets_a_coded_400() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .http()
+        .post(app.url("/graphql"))
+        .header("content-type", "application/json")
+        .body("{ this is not json")
+        .send()
+        .await
+        .unwrap();
+    let response = GqlResponse::from(response).await;
+    assert_eq!(response.status, 400);
+    assert_eq!(response.error_code(), "BAD_USER_INPUT");
+}
+
+#[tokio::test]
+async fn one_request_cannot_ask_for_many_password_checks() {
+    let app = TestApp::spawn().await;
+    let logins: String = (0..6)
+        .map(|i| format!("l{i}: login(input: {{ email: \"a@example.com\", password: \"wrong password\" }}) {{ __typename }} "))
+        .collect();
+    let response = app
+        .graphql(&format!("mutation {{ {logins} }}"), json!({}))
+        .await;
+    assert_eq!(response.error_code(), "BAD_USER_INPUT");
+    assert!(
+        response.error_message().to_lowercase().contains("complex"),
+        "{}",
+        response.error_message()
+    );
+}
+
+#[tokio::test]
 async fn syntax_and_validation_errors_carry_bad_user_input() {
     let app = TestApp::spawn().await;
     let syntax = app.graphql("{ viewer { id ", json!({})).await;

@@ -127,6 +127,34 @@ async fn a_malformed_redis_url_stops_start_up_with_one_line() {
 }
 
 #[tokio::test]
+async fn a_bad_flag_value_stops_start_up_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = run(flowpilot(dir.path()).env("FLOWPILOT_PORT", "eighty")).await;
+    assert_one_line_failure(outcome, "invalid value 'eighty'");
+}
+
+#[tokio::test]
+async fn an_invalid_log_filter_stops_start_up_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = run(flowpilot(dir.path()).env("FLOWPILOT_LOG", "info,flowpilot=loud")).await;
+    assert_one_line_failure(outcome, "FLOWPILOT_LOG is not a valid log filter");
+}
+
+#[tokio::test]
+async fn a_database_whose_secret_file_is_gone_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _, stderr) = run(flowpilot(dir.path()).args(["migrate", "up"])).await;
+    assert!(ok, "{stderr}");
+    std::fs::remove_file(dir.path().join("flowpilot.secret")).unwrap();
+    let outcome = run(flowpilot(dir.path()).args(["migrate", "up"])).await;
+    assert_one_line_failure(outcome, "flowpilot.secret is missing");
+    assert!(
+        !dir.path().join("flowpilot.secret").exists(),
+        "a new secret file was written"
+    );
+}
+
+#[tokio::test]
 async fn migrate_applies_lists_and_rolls_back_migrations() {
     let dir = tempfile::tempdir().unwrap();
     let (ok, _, stderr) = run(flowpilot(dir.path()).args(["migrate", "up"])).await;
