@@ -15,6 +15,8 @@ use crate::auth::tokens::TokenKeys;
 use crate::clock::Clock;
 use crate::config::{Config, redact_url};
 use crate::db::{self, StatementCounter};
+use crate::engine::Engine;
+use crate::events::EventBus;
 use crate::{graphql, http};
 
 /// Shared state of one FlowPilot instance, cheap to clone into every
@@ -33,6 +35,8 @@ pub struct AppState {
     pub redis: Option<ConnectionManager>,
     /// Number of SQL statements run on `db` since start.
     pub sql_statements: StatementCounter,
+    /// Carries execution events and control messages.
+    pub bus: EventBus,
 }
 
 /// A built server: connected, migrated and bound, not yet serving.
@@ -76,6 +80,7 @@ impl App {
             tokens,
             redis,
             sql_statements,
+            bus: EventBus::local(),
         };
         Ok(Self { listener, state })
     }
@@ -90,25 +95,28 @@ impl App {
         &self.state
     }
 
-    /// Serves requests until `shutdown` resolves, then lets in-flight
-    /// requests finish and closes the database pool.
+    /// Serves requests and runs workers until `shutdown` resolves, then
+    /// lets in-flight requests finish, hands running executions back to the
+    /// queue, and closes the database pool.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let schema = graphql::build_schema(&self.state.config.settings);
         let router = http::router(self.state.clone(), schema);
+        let engine = Engine::start(&self.state).await;
         tracing::info!(address = %self.local_addr()?, "FlowPilot is serving GraphQL at /graphql");
-        axum::serve(
+        let served = axum::serve(
             self.listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
         .await
-        .context("the HTTP server failed")?;
+        .context("the HTTP server failed");
+        engine.shutdown().await;
         self.state.db.close().await.ok();
         tracing::info!("FlowPilot stopped");
-        Ok(())
+        served
     }
 }
 

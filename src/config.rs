@@ -138,6 +138,34 @@ pub struct Settings {
         global = true
     )]
     pub trusted_proxies: Vec<IpAddr>,
+    /// Workers in this process claiming and running executions (0: none).
+    #[arg(long, env = "FLOWPILOT_WORKERS", default_value_t = 4, global = true)]
+    pub workers: usize,
+    /// Seconds a worker's lease on an execution lasts between renewals.
+    #[arg(
+        long,
+        env = "FLOWPILOT_LEASE_SECS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub lease_secs: u64,
+    /// Milliseconds an idle worker waits before looking for work again
+    /// when no wake-up arrives.
+    #[arg(
+        long,
+        env = "FLOWPILOT_POLL_INTERVAL_MS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub poll_interval_ms: u64,
+    /// Seconds a WebSocket client has to send `connection_init`.
+    #[arg(
+        long,
+        env = "FLOWPILOT_WS_INIT_TIMEOUT_SECS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub ws_init_timeout_secs: u64,
     /// Comma-separated origins allowed to call the API from a browser.
     #[arg(
         long,
@@ -146,6 +174,18 @@ pub struct Settings {
         global = true
     )]
     pub cors_origins: Vec<String>,
+}
+
+impl Settings {
+    /// How long a lease lasts between renewals.
+    pub fn lease_duration(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lease_secs)
+    }
+
+    /// How long an idle worker waits between looks for work.
+    pub fn poll_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.poll_interval_ms)
+    }
 }
 
 /// Which database the URL names.
@@ -245,10 +285,17 @@ fn check_settings(settings: &Settings) -> anyhow::Result<()> {
             "FLOWPILOT_REQUEST_TIMEOUT_SECS",
             settings.request_timeout_secs as usize,
         ),
+        (
+            "FLOWPILOT_POLL_INTERVAL_MS",
+            settings.poll_interval_ms as usize,
+        ),
     ] {
         if value == 0 {
             bail!("{name} must be at least 1");
         }
+    }
+    if settings.lease_secs < 3 {
+        bail!("FLOWPILOT_LEASE_SECS must be at least 3 (the lease is renewed every third of it)");
     }
     tracing_subscriber::EnvFilter::try_new(&settings.log)
         .map_err(|e| anyhow::anyhow!("FLOWPILOT_LOG is not a valid log filter: {e}"))?;

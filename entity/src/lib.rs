@@ -5,9 +5,15 @@
 //! `flowpilot` crate read and write these models and convert them into their
 //! own types at the edge.
 
+pub mod execution;
+pub mod execution_event;
 pub mod membership;
 pub mod organization;
 pub mod refresh_token;
 pub mod role;
+pub mod status;
+pub mod step_run;
 pub mod user;
 pub mod user_session;
+pub mod workflow;
+pub mod workflow_version;

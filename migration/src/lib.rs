@@ -5,6 +5,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_identity_and_organizations;
+mod m20261124_000002_workflows_and_executions;
 
 /// The ordered list of FlowPilot's migrations.
 pub struct Migrator;
@@ -12,8 +13,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(
-            m20261124_000001_identity_and_organizations::Migration,
-        )]
+        vec![
+            Box::new(m20261124_000001_identity_and_organizations::Migration),
+            Box::new(m20261124_000002_workflows_and_executions::Migration),
+        ]
     }
 }

@@ -12,7 +12,7 @@ use crate::auth::service::{self, AuthenticatedUser, DeviceInfo};
 use crate::error::{AppError, AppResult};
 
 /// Who is making the request.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Viewer {
     /// No credentials were sent.
     Anonymous,

@@ -1,5 +1,6 @@
-//! The per-request set of DataLoaders. A new set is made for every request,
-//! so cached rows never outlive it or leak between viewers.
+//! The per-request set of DataLoaders. They batch the loads of one
+//! execution step of a query into one statement and cache nothing, so a
+//! subscription that resolves many events never sees stale rows.
 
 use std::sync::Arc;
 
@@ -7,7 +8,9 @@ use async_graphql::dataloader::DataLoader;
 
 use crate::app::AppState;
 use crate::error::AppError;
+use crate::executions::loaders::{ExecutionLoader, StepRunsByExecutionLoader};
 use crate::orgs::loaders::{MembershipsByUserLoader, OrganizationLoader};
+use crate::workflows::loaders::{WorkflowLoader, WorkflowVersionLoader};
 
 /// Why a batch load failed; cloneable, as DataLoader requires.
 #[derive(Clone, Debug)]
@@ -29,17 +32,23 @@ impl From<LoadError> for AppError {
 pub struct Loaders {
     pub organizations: DataLoader<OrganizationLoader>,
     pub memberships_by_user: DataLoader<MembershipsByUserLoader>,
+    pub workflows: DataLoader<WorkflowLoader>,
+    pub workflow_versions: DataLoader<WorkflowVersionLoader>,
+    pub executions: DataLoader<ExecutionLoader>,
+    pub step_runs: DataLoader<StepRunsByExecutionLoader>,
 }
 
 impl Loaders {
-    /// A fresh, empty set over the state's database.
+    /// A fresh set over the state's database.
     pub fn new(state: &AppState) -> Self {
+        let db = || state.db.clone();
         Self {
-            organizations: DataLoader::new(OrganizationLoader(state.db.clone()), tokio::spawn),
-            memberships_by_user: DataLoader::new(
-                MembershipsByUserLoader(state.db.clone()),
-                tokio::spawn,
-            ),
+            organizations: DataLoader::new(OrganizationLoader(db()), tokio::spawn),
+            memberships_by_user: DataLoader::new(MembershipsByUserLoader(db()), tokio::spawn),
+            workflows: DataLoader::new(WorkflowLoader(db()), tokio::spawn),
+            workflow_versions: DataLoader::new(WorkflowVersionLoader(db()), tokio::spawn),
+            executions: DataLoader::new(ExecutionLoader(db()), tokio::spawn),
+            step_runs: DataLoader::new(StepRunsByExecutionLoader(db()), tokio::spawn),
         }
     }
 }

@@ -7,30 +7,42 @@
 pub mod context;
 pub mod loaders;
 
-use async_graphql::{EmptySubscription, MergedObject, Schema, SchemaBuilder};
+use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
 
 use crate::auth::schema::{AuthMutation, AuthQuery};
 use crate::config::Settings;
+use crate::executions::schema::{ExecutionMutation, ExecutionQuery, ExecutionSubscription};
 use crate::orgs::schema::{OrgMutation, OrgQuery};
+use crate::workflows::schema::{WorkflowMutation, WorkflowQuery};
 
 /// Root query: the viewer and what they can reach.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
-pub struct QueryRoot(AuthQuery, OrgQuery);
+pub struct QueryRoot(AuthQuery, OrgQuery, WorkflowQuery, ExecutionQuery);
 
 /// Root mutation.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]
-pub struct MutationRoot(AuthMutation, OrgMutation);
+pub struct MutationRoot(
+    AuthMutation,
+    OrgMutation,
+    WorkflowMutation,
+    ExecutionMutation,
+);
+
+/// Root subscription: live execution events.
+#[derive(MergedSubscription, Default)]
+#[graphql(name = "Subscription")]
+pub struct SubscriptionRoot(ExecutionSubscription);
 
 /// The FlowPilot GraphQL schema.
-pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
-fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
+fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
     Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
-        EmptySubscription,
+        SubscriptionRoot::default(),
     )
 }
 

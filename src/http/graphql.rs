@@ -19,6 +19,7 @@ pub async fn graphiql() -> Html<String> {
     Html(
         GraphiQLSource::build()
             .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
             .title("FlowPilot")
             .finish(),
     )
@@ -74,7 +75,7 @@ fn bad_request(message: String) -> axum::response::Response {
 
 /// Errors raised before resolvers run (syntax, validation, limits, input
 /// coercion) carry no code of ours: they are all the client's to fix.
-fn client_error(mut response: Response) -> Response {
+pub(super) fn client_error(mut response: Response) -> Response {
     for error in &mut response.errors {
         let extensions = error.extensions.get_or_insert_with(Default::default);
         if extensions.get("code").is_none() {

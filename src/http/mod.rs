@@ -5,6 +5,7 @@
 mod client;
 mod graphql;
 mod health;
+mod ws;
 
 use std::time::Duration;
 
@@ -56,6 +57,7 @@ pub fn router(app: AppState, schema: AppSchema) -> Router {
 
     Router::new()
         .route("/graphql", get(graphql::graphiql).post(graphql::execute))
+        .route("/graphql/ws", get(ws::upgrade))
         .route("/health", get(health::live))
         .route("/health/db", get(health::database))
         .route("/health/cache", get(health::cache))

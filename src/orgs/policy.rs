@@ -14,12 +14,21 @@ use crate::error::{AppError, AppResult};
 pub enum Action {
     /// Read the organization's own fields (name, slug, the viewer's role).
     ViewOrganization,
+    /// Read workflows, their versions and definitions.
+    ViewWorkflow,
+    /// Create workflows.
+    CreateWorkflow,
+    /// Start executions of a workflow.
+    RunWorkflow,
+    /// Read executions, their steps and events.
+    ViewExecution,
 }
 
 /// The least privileged role allowed to perform `action`.
 pub const fn minimum_role(action: Action) -> Role {
     match action {
-        Action::ViewOrganization => Role::Viewer,
+        Action::ViewOrganization | Action::ViewWorkflow | Action::ViewExecution => Role::Viewer,
+        Action::CreateWorkflow | Action::RunWorkflow => Role::Editor,
     }
 }
 
@@ -71,7 +80,13 @@ mod tests {
 
     #[test]
     fn the_policy_table_grants_what_the_design_says() {
-        let expected: [(Action, Role); 1] = [(Action::ViewOrganization, Role::Viewer)];
+        let expected = [
+            (Action::ViewOrganization, Role::Viewer),
+            (Action::ViewWorkflow, Role::Viewer),
+            (Action::ViewExecution, Role::Viewer),
+            (Action::CreateWorkflow, Role::Editor),
+            (Action::RunWorkflow, Role::Editor),
+        ];
         for (action, minimum) in expected {
             assert_eq!(minimum_role(action), minimum, "{action:?}");
             let minimum_position = ALL_ROLES.iter().position(|r| *r == minimum);

@@ -121,6 +121,20 @@ pub async fn find_for_member(
     as_member(organization.ok_or_else(not_found)?, membership.role)
 }
 
+/// The role of `user_id` in an organization, if they are a member.
+pub async fn role_of(
+    db: &DatabaseConnection,
+    user_id: Uuid,
+    organization_id: Uuid,
+) -> Result<Option<Role>, sea_orm::DbErr> {
+    let membership = membership::Entity::find()
+        .filter(membership::Column::OrganizationId.eq(organization_id))
+        .filter(membership::Column::UserId.eq(user_id))
+        .one(db)
+        .await?;
+    Ok(membership.map(|m| m.role))
+}
+
 /// The organization as a member with `role` sees it, if the role may view it.
 pub fn as_member(organization: organization::Model, role: Role) -> AppResult<MemberOrganization> {
     policy::authorize(role, Action::ViewOrganization)?;

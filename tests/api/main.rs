@@ -8,8 +8,12 @@
 mod support;
 
 mod auth;
+mod engine;
+mod executions;
 mod health;
 mod limits;
 mod orgs;
 mod schema_sdl;
 mod startup;
+mod subscriptions;
+mod workflows;

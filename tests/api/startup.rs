@@ -160,22 +160,22 @@ async fn migrate_applies_lists_and_rolls_back_migrations() {
     let (ok, _, stderr) = run(flowpilot(dir.path()).args(["migrate", "up"])).await;
     assert!(ok, "{stderr}");
     let (_, status, _) = run(flowpilot(dir.path()).args(["migrate", "status"])).await;
-    assert!(
-        status
-            .lines()
-            .any(|l| l.starts_with("applied") && l.contains("identity_and_organizations")),
+    let lines: Vec<&str> = status.lines().collect();
+    assert_eq!(
+        lines.len(),
+        migration::Migrator::migrations().len(),
         "{status}"
     );
+    assert!(lines.iter().all(|l| l.starts_with("applied")), "{status}");
+    assert!(lines[0].contains("identity_and_organizations"), "{status}");
 
     let (ok, _, stderr) = run(flowpilot(dir.path()).args(["migrate", "down"])).await;
     assert!(ok, "{stderr}");
     let (_, status, _) = run(flowpilot(dir.path()).args(["migrate", "status"])).await;
-    assert!(
-        status
-            .lines()
-            .any(|l| l.starts_with("pending") && l.contains("identity_and_organizations")),
-        "{status}"
-    );
+    let lines: Vec<&str> = status.lines().collect();
+    let (latest, earlier) = lines.split_last().expect("migrations are listed");
+    assert!(latest.starts_with("pending"), "{status}");
+    assert!(earlier.iter().all(|l| l.starts_with("applied")), "{status}");
 }
 
 #[tokio::test]
@@ -247,16 +247,15 @@ async fn two_instances_starting_together_on_one_postgres_migrate_once() {
     };
     let database = TestDatabase::create_empty_postgres(&server_url).await;
     let config = || Config::from_settings(test_settings(database.url())).unwrap();
-    let (a, b) = tokio::join!(App::build(config()), App::build(config()));
-    let (a, b) = (
-        a.expect("first instance starts"),
-        b.expect("second instance starts"),
-    );
-    let applied = migration::Migrator::get_applied_migrations(&a.state().db)
+    let started = futures::future::join_all((0..4).map(|_| App::build(config()))).await;
+    let apps: Vec<App> = started
+        .into_iter()
+        .map(|app| app.expect("every instance starts"))
+        .collect();
+    let applied = migration::Migrator::get_applied_migrations(&apps[0].state().db)
         .await
         .unwrap();
     assert_eq!(applied.len(), migration::Migrator::migrations().len());
-    drop((a, b));
 }
 
 #[tokio::test]

@@ -1,11 +1,14 @@
 //! The test server and its client: `TestApp::spawn().await` gives a running
 //! FlowPilot with a database of its own; helpers keep tests short.
 
+pub mod ws;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use entity::role::Role;
 use flowpilot::app::{App, AppState};
 use flowpilot::clock::Clock;
 use flowpilot::config::{Config, Settings};
@@ -223,6 +226,7 @@ async fn drop_stale_databases(admin: &DatabaseConnection) {
 
 /// A running FlowPilot server with a database of its own.
 pub struct TestApp {
+    pub settings: Settings,
     pub address: SocketAddr,
     pub state: AppState,
     pub clock: Clock,
@@ -250,7 +254,7 @@ impl TestApp {
 
     /// A server with exactly these settings, over whatever database they name.
     pub async fn start(settings: Settings) -> Self {
-        let config = Config::from_settings(settings).expect("valid test settings");
+        let config = Config::from_settings(settings.clone()).expect("valid test settings");
         let clock = Clock::system();
         let app = App::build_with_clock(config, clock.clone())
             .await
@@ -262,6 +266,7 @@ impl TestApp {
             let _ = stopped.await;
         }));
         Self {
+            settings,
             address,
             state,
             clock,
@@ -347,6 +352,82 @@ impl TestApp {
             .as_str()
             .expect("organization id")
             .to_owned()
+    }
+
+    /// Stops the server gracefully and starts a new one on the same
+    /// database with the same settings (its port may differ).
+    pub async fn restart(mut self) -> Self {
+        let database = self._database.take();
+        let settings = self.settings.clone();
+        self.stop().await;
+        let mut app = Self::start(settings).await;
+        app._database = database;
+        app
+    }
+
+    /// A new user who is a member of `organization_id` with `role`.
+    pub async fn member(&self, organization_id: &str, role: Role) -> Session {
+        let session = self.user().await;
+        flowpilot::orgs::service::add_member(
+            &self.state,
+            organization_id.parse().expect("organization id"),
+            session.user_id.parse().expect("user id"),
+            role,
+        )
+        .await
+        .expect("membership added");
+        session
+    }
+
+    /// Creates a workflow with `steps` and returns its id.
+    pub async fn workflow(&self, session: &Session, organization_id: &str, steps: Value) -> String {
+        let response = self
+            .graphql_as(
+                &session.access_token,
+                "mutation($input: CreateWorkflowInput!) { createWorkflow(input: $input) { id } }",
+                json!({ "input": { "organizationId": organization_id, "name": "Test workflow", "definition": { "steps": steps } } }),
+            )
+            .await;
+        response.data()["createWorkflow"]["id"]
+            .as_str()
+            .expect("workflow id")
+            .to_owned()
+    }
+
+    /// Starts an execution and returns its id.
+    pub async fn run(&self, session: &Session, workflow_id: &str, input: Value) -> String {
+        let response = self
+            .graphql_as(
+                &session.access_token,
+                "mutation($input: RunWorkflowInput!) { runWorkflow(input: $input) { id status } }",
+                json!({ "input": { "workflowId": workflow_id, "input": input } }),
+            )
+            .await;
+        assert_eq!(response.data()["runWorkflow"]["status"], "QUEUED");
+        response.data()["runWorkflow"]["id"]
+            .as_str()
+            .expect("execution id")
+            .to_owned()
+    }
+
+    /// Waits (through the event stream) for the execution to finish, then
+    /// returns it as `execution(id)` reads it.
+    pub async fn finished_execution(&self, session: &Session, execution_id: &str) -> Value {
+        let mut client = ws::WsClient::connect_as(self, Some(&session.access_token)).await;
+        client.subscribe_events("wait", execution_id, 0).await;
+        client.events_until_complete("wait").await;
+        client.close().await;
+        let response = self
+            .graphql_as(
+                &session.access_token,
+                "query($id: ID!) { execution(id: $id) {
+                    id status input output error lastEventSeq queuedAt startedAt finishedAt
+                    steps { stepId status attempt input output error }
+                } }",
+                json!({ "id": execution_id }),
+            )
+            .await;
+        response.data()["execution"].clone()
     }
 
     /// Stops the server gracefully and waits for it to finish.

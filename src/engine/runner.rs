@@ -1,0 +1,399 @@
+//! Runs one claimed execution's DAG to the end.
+//!
+//! Steps whose `needs` all SUCCEEDED start (independent ones run
+//! concurrently); a step whose needs include a skipped, cancelled or failed
+//! step is SKIPPED. When a step FAILS the execution FAILS: running steps are
+//! cancelled and steps not yet run end CANCELLED. Every change goes through
+//! `store`, fenced by the lease; if the lease is lost the runner stops
+//! without writing. A heartbeat renews the lease while the runner works.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use entity::status::{ExecutionStatus, StepStatus};
+use entity::{step_run, workflow_version};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use serde_json::{Map, Value, json};
+use tokio::sync::watch;
+use tokio::task::{AbortHandle, JoinSet};
+
+use super::state::{ExecutionChange, RequeueReason};
+use super::steps;
+use super::store::{self, Claimed, EngineError, ExecutionUpdate, Lease, StepUpdate};
+use crate::app::AppState;
+use crate::events::{BusMessage, Topic};
+use crate::workflows::definition::{StepDefinition, WorkflowDefinition};
+
+/// How a run ended for this worker.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// The execution reached a terminal status.
+    Finished(ExecutionStatus),
+    /// The worker is shutting down and handed the execution back.
+    HandedBack,
+}
+
+/// Runs `claimed` until it finishes, the lease is lost, or `shutdown` fires.
+pub async fn run_execution(
+    state: AppState,
+    claimed: Claimed,
+    shutdown: watch::Receiver<bool>,
+) -> Result<RunOutcome, EngineError> {
+    let lease = claimed.lease.clone();
+    let (lost_tx, lost) = watch::channel(false);
+    let heartbeat = tokio::spawn(heartbeat(state.clone(), lease.clone(), lost_tx));
+    let outcome = Runner::load(state, claimed)
+        .await?
+        .run(lost, shutdown)
+        .await;
+    heartbeat.abort();
+    outcome
+}
+
+/// Renews the lease every third of its length until it is lost.
+async fn heartbeat(state: AppState, lease: Lease, lost: watch::Sender<bool>) {
+    let lease_for = state.config.settings.lease_duration();
+    loop {
+        tokio::time::sleep(lease_for / 3).await;
+        match store::renew_lease(&state, &lease, lease_for).await {
+            Ok(()) => {}
+            Err(EngineError::LeaseLost) => {
+                let _ = lost.send(true);
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(execution_id = %lease.execution_id, error = %err, "renewing a lease failed; retrying")
+            }
+        }
+    }
+}
+
+struct Runner {
+    state: AppState,
+    lease: Lease,
+    input: Value,
+    definition: WorkflowDefinition,
+    steps: HashMap<String, step_run::Model>,
+    running: HashMap<String, AbortHandle>,
+    tasks: JoinSet<(String, Result<Value, String>)>,
+}
+
+impl Runner {
+    async fn load(state: AppState, claimed: Claimed) -> Result<Self, EngineError> {
+        let execution = claimed.execution;
+        let version = workflow_version::Entity::find_by_id(execution.workflow_version_id)
+            .one(&state.db)
+            .await?
+            .ok_or_else(|| {
+                sea_orm::DbErr::RecordNotFound(format!(
+                    "workflow version {}",
+                    execution.workflow_version_id
+                ))
+            })?;
+        let definition = WorkflowDefinition::from_stored(&version.definition)
+            .map_err(|e| sea_orm::DbErr::Custom(format!("stored definition: {e}")))?;
+        let steps = step_run::Entity::find()
+            .filter(step_run::Column::ExecutionId.eq(execution.id))
+            .all(&state.db)
+            .await?
+            .into_iter()
+            .map(|step| (step.step_id.clone(), step))
+            .collect();
+        Ok(Self {
+            state,
+            lease: claimed.lease,
+            input: execution.input,
+            definition,
+            steps,
+            running: HashMap::new(),
+            tasks: JoinSet::new(),
+        })
+    }
+
+    async fn run(
+        mut self,
+        mut lost: watch::Receiver<bool>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<RunOutcome, EngineError> {
+        let result = self.drive(&mut lost, &mut shutdown).await;
+        self.tasks.abort_all();
+        result
+    }
+
+    async fn drive(
+        &mut self,
+        lost: &mut watch::Receiver<bool>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<RunOutcome, EngineError> {
+        self.recover_interrupted_steps().await?;
+        loop {
+            if let Some(outcome) = self.schedule().await? {
+                return Ok(outcome);
+            }
+            if self.running.is_empty() {
+                return self.succeed().await;
+            }
+            tokio::select! {
+                Some(joined) = self.tasks.join_next() => {
+                    let (step_id, result) = joined.unwrap_or_else(|e| (String::new(), Err(format!("step task crashed: {e}"))));
+                    if let Some(outcome) = self.complete(step_id, result).await? {
+                        return Ok(outcome);
+                    }
+                }
+                _ = lost.changed() => return Err(EngineError::LeaseLost),
+                _ = shutdown.changed() => return self.hand_back().await,
+            }
+        }
+    }
+
+    /// Steps a lost worker left RUNNING run again; that costs no attempt.
+    async fn recover_interrupted_steps(&mut self) -> Result<(), EngineError> {
+        let interrupted: Vec<String> = self
+            .steps
+            .values()
+            .filter(|s| s.status == StepStatus::Running)
+            .map(|s| s.step_id.clone())
+            .collect();
+        for step_id in interrupted {
+            let update = StepUpdate {
+                error: Some("its worker was lost; running it again".into()),
+                ..StepUpdate::default()
+            };
+            self.set_step(&step_id, StepStatus::Retrying, update)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Starts every step that is ready and skips every step that can no
+    /// longer run, until nothing changes. A step that fails to start (its
+    /// templates do not render) fails the execution.
+    async fn schedule(&mut self) -> Result<Option<RunOutcome>, EngineError> {
+        loop {
+            let mut changed = false;
+            for step in self.definition.steps.clone() {
+                let status = self.status_of(&step.id);
+                if !matches!(status, StepStatus::Pending | StepStatus::Retrying) {
+                    continue;
+                }
+                let needs: Vec<StepStatus> =
+                    step.needs.iter().map(|need| self.status_of(need)).collect();
+                if needs.iter().all(|s| *s == StepStatus::Succeeded) {
+                    if let Some(outcome) = self.start(&step).await? {
+                        return Ok(Some(outcome));
+                    }
+                    changed = true;
+                } else if status == StepStatus::Pending
+                    && needs.iter().any(|s| {
+                        matches!(
+                            s,
+                            StepStatus::Skipped | StepStatus::Cancelled | StepStatus::Failed
+                        )
+                    })
+                {
+                    self.set_step(&step.id, StepStatus::Skipped, StepUpdate::default())
+                        .await?;
+                    changed = true;
+                }
+            }
+            if !changed {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn start(&mut self, step: &StepDefinition) -> Result<Option<RunOutcome>, EngineError> {
+        let rendered = step
+            .parsed_config()
+            .map_err(|e| format!("{e:?}"))
+            .and_then(|config| config.render(&self.template_context()));
+        let input = rendered.as_ref().ok().map(|config| config.to_json());
+        self.set_step(
+            &step.id,
+            StepStatus::Running,
+            StepUpdate {
+                input,
+                ..StepUpdate::default()
+            },
+        )
+        .await?;
+        match rendered {
+            Ok(config) => {
+                let step_id = step.id.clone();
+                let handle = self
+                    .tasks
+                    .spawn(async move { (step_id, steps::execute(config).await) });
+                self.running.insert(step.id.clone(), handle);
+                Ok(None)
+            }
+            Err(message) => self
+                .fail(&step.id, format!("its config did not render: {message}"))
+                .await
+                .map(Some),
+        }
+    }
+
+    async fn complete(
+        &mut self,
+        step_id: String,
+        result: Result<Value, String>,
+    ) -> Result<Option<RunOutcome>, EngineError> {
+        self.running.remove(&step_id);
+        match result {
+            Ok(output) => {
+                self.set_step(
+                    &step_id,
+                    StepStatus::Succeeded,
+                    StepUpdate {
+                        output: Some(output),
+                        ..StepUpdate::default()
+                    },
+                )
+                .await?;
+                Ok(None)
+            }
+            Err(message) => self.fail(&step_id, message).await.map(Some),
+        }
+    }
+
+    /// Fails `step_id` for good, cancels everything else, fails the execution.
+    async fn fail(&mut self, step_id: &str, message: String) -> Result<RunOutcome, EngineError> {
+        if self.status_of(step_id) == StepStatus::Running {
+            self.set_step(
+                step_id,
+                StepStatus::Failed,
+                StepUpdate {
+                    error: Some(message.clone()),
+                    ..StepUpdate::default()
+                },
+            )
+            .await?;
+        }
+        self.running.remove(step_id);
+        for (_, handle) in self.running.drain() {
+            handle.abort();
+        }
+        let unfinished: Vec<String> = self
+            .definition
+            .steps
+            .iter()
+            .filter(|s| !self.status_of(&s.id).is_terminal())
+            .map(|s| s.id.clone())
+            .collect();
+        for id in unfinished {
+            self.set_step(&id, StepStatus::Cancelled, StepUpdate::default())
+                .await?;
+        }
+        let error = format!("step `{step_id}` failed: {message}");
+        let update = ExecutionUpdate {
+            error: Some(error),
+            ..ExecutionUpdate::default()
+        };
+        store::change_execution(
+            &self.state,
+            &self.lease,
+            ExecutionChange::To(ExecutionStatus::Failed),
+            update,
+        )
+        .await?;
+        Ok(RunOutcome::Finished(ExecutionStatus::Failed))
+    }
+
+    async fn succeed(&mut self) -> Result<RunOutcome, EngineError> {
+        let update = ExecutionUpdate {
+            output: Some(self.output()),
+            ..ExecutionUpdate::default()
+        };
+        store::change_execution(
+            &self.state,
+            &self.lease,
+            ExecutionChange::To(ExecutionStatus::Succeeded),
+            update,
+        )
+        .await?;
+        Ok(RunOutcome::Finished(ExecutionStatus::Succeeded))
+    }
+
+    /// Stops running steps (they run again, attempt unused) and requeues the
+    /// execution so another worker picks it up.
+    async fn hand_back(&mut self) -> Result<RunOutcome, EngineError> {
+        let running: Vec<String> = self.running.keys().cloned().collect();
+        for (_, handle) in self.running.drain() {
+            handle.abort();
+        }
+        for step_id in running {
+            let update = StepUpdate {
+                error: Some("handed back at shutdown".into()),
+                ..StepUpdate::default()
+            };
+            self.set_step(&step_id, StepStatus::Retrying, update)
+                .await?;
+        }
+        let change = ExecutionChange::Requeue(RequeueReason::HandedBack);
+        store::change_execution(&self.state, &self.lease, change, ExecutionUpdate::default())
+            .await?;
+        self.state
+            .bus
+            .publish(Topic::Control, BusMessage::WorkerWakeup)
+            .await;
+        Ok(RunOutcome::HandedBack)
+    }
+
+    async fn set_step(
+        &mut self,
+        step_id: &str,
+        to: StepStatus,
+        update: StepUpdate,
+    ) -> Result<(), EngineError> {
+        let step = store::change_step(&self.state, &self.lease, step_id, to, update).await?;
+        self.steps.insert(step_id.to_owned(), step);
+        Ok(())
+    }
+
+    fn status_of(&self, step_id: &str) -> StepStatus {
+        self.steps
+            .get(step_id)
+            .map_or(StepStatus::Pending, |s| s.status)
+    }
+
+    /// `{"input": …, "steps": {"<id>": {"output": …}}}` for templates.
+    fn template_context(&self) -> Value {
+        let steps: Map<String, Value> = self
+            .steps
+            .values()
+            .filter(|s| s.status == StepStatus::Succeeded)
+            .map(|s| {
+                (
+                    s.step_id.clone(),
+                    json!({ "output": s.output.clone().unwrap_or(Value::Null) }),
+                )
+            })
+            .collect();
+        json!({ "input": self.input, "steps": steps })
+    }
+
+    /// The one sink's output, or an object keyed by sink id when there are
+    /// several (skipped sinks left out).
+    fn output(&self) -> Value {
+        let sinks = self.definition.sinks();
+        let output_of = |id: &str| {
+            self.steps
+                .get(id)
+                .and_then(|s| s.output.clone())
+                .unwrap_or(Value::Null)
+        };
+        match sinks.as_slice() {
+            [only] => output_of(&only.id),
+            several => Value::Object(
+                several
+                    .iter()
+                    .filter(|s| self.status_of(&s.id) != StepStatus::Skipped)
+                    .map(|s| (s.id.clone(), output_of(&s.id)))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// Keeps a worker from spinning when the database fails repeatedly.
+pub const ERROR_BACKOFF: Duration = Duration::from_secs(1);

@@ -1,0 +1,17 @@
+//! What each step kind does once its config is rendered.
+
+use serde_json::Value;
+
+use crate::workflows::definition::StepConfig;
+
+/// Runs a rendered step; `Ok` carries the step's output, `Err` its error.
+pub async fn execute(config: StepConfig) -> Result<Value, String> {
+    match config {
+        StepConfig::Transform { output } => Ok(output),
+        StepConfig::Delay { ms } => {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            Ok(Value::Null)
+        }
+        StepConfig::Fail { message } => Err(message),
+    }
+}

@@ -1,0 +1,293 @@
+//! The engine's database work: claiming executions, renewing leases and
+//! applying status changes, each with its event, in one transaction.
+//!
+//! Every write a worker makes is fenced by its [`Lease`]: it only applies
+//! while the execution's `lease_owner` and `lease_epoch` still match. A
+//! worker whose lease was taken over writes nothing. Each committed change
+//! is published on the bus after the commit.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use entity::status::{ExecutionStatus, StepStatus};
+use entity::{execution, step_run};
+use sea_orm::sea_query::{Expr, LockBehavior, LockType};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend,
+    DbErr, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, Set,
+};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::state::{ExecutionChange, IllegalTransition, execution_transition, step_transition};
+use crate::app::AppState;
+use crate::db::begin_write;
+use crate::events::log::{self, EventKind, ExecutionEventRecord, StepSnapshot};
+use crate::events::{BusMessage, Topic};
+
+/// A worker's hold on one execution: valid while owner and epoch match.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub execution_id: Uuid,
+    pub owner: String,
+    pub epoch: i64,
+}
+
+/// Why an engine write did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Another worker holds the execution now; this one must stop.
+    #[error("the lease was lost")]
+    LeaseLost,
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
+    #[error("database error: {0}")]
+    Db(#[from] DbErr),
+}
+
+/// An execution a worker has just claimed.
+#[derive(Debug)]
+pub struct Claimed {
+    pub execution: execution::Model,
+    pub lease: Lease,
+}
+
+/// What a step change writes besides the status.
+#[derive(Debug, Default)]
+pub struct StepUpdate {
+    pub input: Option<Value>,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+}
+
+/// What an execution change writes besides the status.
+#[derive(Debug, Default)]
+pub struct ExecutionUpdate {
+    pub output: Option<Value>,
+    pub error: Option<String>,
+}
+
+/// Claims the most urgent runnable execution (priority, then age, with
+/// `run_after` due) for `owner`, bumping its lease epoch. On PostgreSQL,
+/// `FOR UPDATE SKIP LOCKED` lets concurrent claimers pass each other; on
+/// SQLite the write transaction is exclusive anyway.
+pub async fn claim_next_execution(
+    state: &AppState,
+    owner: &str,
+    lease_for: Duration,
+) -> Result<Option<Claimed>, EngineError> {
+    let now = state.clock.now();
+    let txn = begin_write(&state.db).await?;
+    let mut query = execution::Entity::find()
+        .filter(execution::Column::Status.eq(ExecutionStatus::Queued))
+        .filter(
+            Condition::any()
+                .add(execution::Column::RunAfter.is_null())
+                .add(execution::Column::RunAfter.lte(now)),
+        )
+        .order_by_desc(execution::Column::Priority)
+        .order_by_asc(execution::Column::QueuedAt)
+        .order_by_asc(execution::Column::Id)
+        .limit(1);
+    if txn.get_database_backend() == DbBackend::Postgres {
+        query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+    }
+    let Some(candidate) = query.one(&txn).await? else {
+        return Ok(None);
+    };
+    let status = execution_transition(
+        candidate.status,
+        ExecutionChange::To(ExecutionStatus::Running),
+    )?;
+    let lease = Lease {
+        execution_id: candidate.id,
+        owner: owner.to_owned(),
+        epoch: candidate.lease_epoch + 1,
+    };
+    let started_at = candidate.started_at.unwrap_or(now);
+    let (attempt, seq) = (candidate.attempt + 1, candidate.last_event_seq + 1);
+    let mut active = candidate.into_active_model();
+    active.status = Set(status);
+    active.lease_owner = Set(Some(lease.owner.clone()));
+    active.lease_expires_at = Set(Some(
+        now + chrono::Duration::from_std(lease_for).unwrap_or_default(),
+    ));
+    active.lease_epoch = Set(lease.epoch);
+    active.attempt = Set(attempt);
+    active.started_at = Set(Some(started_at));
+    active.last_event_seq = Set(seq);
+    active.updated_at = Set(now);
+    let execution = active.update(&txn).await?;
+    let event = log::append(&txn, &execution, EventKind::ExecutionStarted, None, now).await?;
+    txn.commit().await?;
+    publish_after_commit(state, event).await;
+    Ok(Some(Claimed { execution, lease }))
+}
+
+/// Extends the lease; [`EngineError::LeaseLost`] when it is no longer ours.
+pub async fn renew_lease(
+    state: &AppState,
+    lease: &Lease,
+    lease_for: Duration,
+) -> Result<(), EngineError> {
+    let now = state.clock.now();
+    let renewed = execution::Entity::update_many()
+        .col_expr(
+            execution::Column::LeaseExpiresAt,
+            Expr::value(now + chrono::Duration::from_std(lease_for).unwrap_or_default()),
+        )
+        .filter(execution::Column::Id.eq(lease.execution_id))
+        .filter(execution::Column::LeaseOwner.eq(lease.owner.as_str()))
+        .filter(execution::Column::LeaseEpoch.eq(lease.epoch))
+        .filter(execution::Column::Status.eq(ExecutionStatus::Running))
+        .exec(&state.db)
+        .await?;
+    if renewed.rows_affected == 1 {
+        Ok(())
+    } else {
+        Err(EngineError::LeaseLost)
+    }
+}
+
+/// Moves one step to `to` under the lease, recording its event.
+pub async fn change_step(
+    state: &AppState,
+    lease: &Lease,
+    step_id: &str,
+    to: StepStatus,
+    update: StepUpdate,
+) -> Result<step_run::Model, EngineError> {
+    let now = state.clock.now();
+    let txn = begin_write(&state.db).await?;
+    let execution = fenced_execution(&txn, lease).await?;
+    let step = step_run::Entity::find()
+        .filter(step_run::Column::ExecutionId.eq(lease.execution_id))
+        .filter(step_run::Column::StepId.eq(step_id))
+        .one(&txn)
+        .await?
+        .ok_or_else(|| {
+            DbErr::RecordNotFound(format!(
+                "step run {step_id} of execution {}",
+                lease.execution_id
+            ))
+        })?;
+    let status = step_transition(step.status, to)?;
+    let attempt = if status == StepStatus::Running {
+        step.attempt + 1
+    } else {
+        step.attempt
+    };
+    let mut active = step.into_active_model();
+    active.status = Set(status);
+    active.attempt = Set(attempt);
+    if status == StepStatus::Running {
+        active.started_at = Set(Some(now));
+        active.input = Set(update.input);
+        active.output = Set(None);
+        active.error = Set(None);
+    } else {
+        if update.output.is_some() {
+            active.output = Set(update.output);
+        }
+        if update.error.is_some() {
+            active.error = Set(update.error);
+        }
+    }
+    if status.is_terminal() {
+        active.finished_at = Set(Some(now));
+    }
+    active.updated_at = Set(now);
+    let step = active.update(&txn).await?;
+    let execution = bump_seq(&txn, execution, now).await?;
+    let kind = EventKind::for_step(status)
+        .ok_or_else(|| DbErr::Custom("a step never returns to PENDING".into()))?;
+    let event = log::append(&txn, &execution, kind, Some(StepSnapshot::from(&step)), now).await?;
+    txn.commit().await?;
+    publish_after_commit(state, event).await;
+    Ok(step)
+}
+
+/// Changes the execution's status under the lease, recording its event.
+/// A terminal status or a requeue releases the lease.
+pub async fn change_execution(
+    state: &AppState,
+    lease: &Lease,
+    change: ExecutionChange,
+    update: ExecutionUpdate,
+) -> Result<execution::Model, EngineError> {
+    let now = state.clock.now();
+    let txn = begin_write(&state.db).await?;
+    let execution = fenced_execution(&txn, lease).await?;
+    let status = execution_transition(execution.status, change)?;
+    let seq = execution.last_event_seq + 1;
+    let mut active = execution.into_active_model();
+    active.status = Set(status);
+    active.last_event_seq = Set(seq);
+    active.updated_at = Set(now);
+    if status.is_terminal() {
+        active.finished_at = Set(Some(now));
+    }
+    if status.is_terminal() || status == ExecutionStatus::Queued {
+        active.lease_owner = Set(None);
+        active.lease_expires_at = Set(None);
+    }
+    if update.output.is_some() {
+        active.output = Set(update.output);
+    }
+    if update.error.is_some() {
+        active.error = Set(update.error);
+    }
+    let execution = active.update(&txn).await?;
+    let event = log::append(
+        &txn,
+        &execution,
+        EventKind::for_execution(status),
+        None,
+        now,
+    )
+    .await?;
+    txn.commit().await?;
+    publish_after_commit(state, event).await;
+    Ok(execution)
+}
+
+/// The execution row, locked on PostgreSQL, if `lease` still holds it.
+async fn fenced_execution(
+    txn: &DatabaseTransaction,
+    lease: &Lease,
+) -> Result<execution::Model, EngineError> {
+    let mut query = execution::Entity::find_by_id(lease.execution_id);
+    if txn.get_database_backend() == DbBackend::Postgres {
+        query = query.lock_exclusive();
+    }
+    let execution = query.one(txn).await?.ok_or(EngineError::LeaseLost)?;
+    let held = execution.lease_owner.as_deref() == Some(lease.owner.as_str())
+        && execution.lease_epoch == lease.epoch;
+    if held {
+        Ok(execution)
+    } else {
+        Err(EngineError::LeaseLost)
+    }
+}
+
+/// Allocates the next event seq on the (locked) execution row.
+async fn bump_seq(
+    txn: &DatabaseTransaction,
+    execution: execution::Model,
+    now: DateTime<Utc>,
+) -> Result<execution::Model, DbErr> {
+    let seq = execution.last_event_seq + 1;
+    let mut active = execution.into_active_model();
+    active.last_event_seq = Set(seq);
+    active.updated_at = Set(now);
+    active.update(txn).await
+}
+
+/// Publishes a committed event to its organization's topic.
+pub async fn publish_after_commit(state: &AppState, event: ExecutionEventRecord) {
+    let topic = Topic::Organization(event.execution.organization_id);
+    state
+        .bus
+        .publish(topic, BusMessage::ExecutionEvent(Box::new(event)))
+        .await;
+}

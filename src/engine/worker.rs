@@ -1,0 +1,109 @@
+//! Worker loops: claim, run, repeat. An idle worker waits for a wake-up on
+//! the control topic (published when work is enqueued) or, as a fallback,
+//! the poll interval.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use super::runner::{ERROR_BACKOFF, RunOutcome, run_execution};
+use super::store::{EngineError, claim_next_execution};
+use crate::app::AppState;
+use crate::events::Topic;
+use crate::events::bus::Subscription;
+
+/// How long `shutdown` waits for workers to hand their executions back.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The workers of one process.
+pub struct Engine {
+    stop: watch::Sender<bool>,
+    workers: JoinSet<()>,
+}
+
+impl Engine {
+    /// Starts `settings.workers` workers. Each has a subscription to the
+    /// control topic before this returns, so no wake-up published
+    /// afterwards is missed.
+    pub async fn start(state: &AppState) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let mut workers = JoinSet::new();
+        let instance = Uuid::now_v7().simple().to_string();
+        for n in 0..state.config.settings.workers {
+            let wakeups = state.bus.subscribe(Topic::Control).await;
+            let worker_id = format!("{}-{n}", &instance[instance.len() - 12..]);
+            workers.spawn(work(state.clone(), worker_id, wakeups, stopped.clone()));
+        }
+        Self { stop, workers }
+    }
+
+    /// Stops claiming, hands running executions back, and waits for the
+    /// workers (at most a few seconds).
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while self.workers.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("workers did not stop in time; their leases will expire");
+            self.workers.abort_all();
+        }
+    }
+}
+
+async fn work(
+    state: AppState,
+    worker_id: String,
+    mut wakeups: Subscription,
+    mut stop: watch::Receiver<bool>,
+) {
+    let lease_for = state.config.settings.lease_duration();
+    let poll = state.config.settings.poll_interval();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match claim_next_execution(&state, &worker_id, lease_for).await {
+            Ok(Some(claimed)) => {
+                let execution_id = claimed.execution.id;
+                tracing::info!(%execution_id, worker = %worker_id, "execution claimed");
+                match run_execution(state.clone(), claimed, stop.clone()).await {
+                    Ok(RunOutcome::Finished(status)) => {
+                        tracing::info!(%execution_id, ?status, "execution finished")
+                    }
+                    Ok(RunOutcome::HandedBack) => {
+                        tracing::info!(%execution_id, "execution handed back at shutdown")
+                    }
+                    Err(EngineError::LeaseLost) => {
+                        tracing::warn!(%execution_id, "lease lost; another worker owns the execution")
+                    }
+                    Err(err) => {
+                        tracing::error!(%execution_id, error = %err, "running an execution failed");
+                        tokio::time::sleep(ERROR_BACKOFF).await;
+                    }
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::error!(error = %err, "claiming an execution failed");
+                tokio::time::sleep(ERROR_BACKOFF).await;
+            }
+        }
+        tokio::select! {
+            // Any signal (a wake-up, or a lag or reconnect that may have
+            // hidden one) is a reason to look again; a closed bus falls back
+            // to polling.
+            signal = wakeups.recv() => {
+                if signal.is_none() {
+                    tokio::time::sleep(poll).await;
+                }
+            }
+            _ = tokio::time::sleep(poll) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

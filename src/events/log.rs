@@ -1,0 +1,214 @@
+//! The durable execution event log (`execution_events`).
+//!
+//! Each event carries a snapshot of the execution's scalar fields and of
+//! the step that changed, so streaming it to many subscribers needs no
+//! further reads. `seq` is allocated by the writer of the change, in the
+//! same transaction (see `engine::store`).
+
+use chrono::{DateTime, Utc};
+use entity::execution_event;
+use entity::status::{ExecutionStatus, StepStatus};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    Set,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// What happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EventKind {
+    ExecutionQueued,
+    ExecutionStarted,
+    ExecutionRequeued,
+    ExecutionSucceeded,
+    ExecutionFailed,
+    ExecutionCancelled,
+    ExecutionTimedOut,
+    StepStarted,
+    StepRetrying,
+    StepSucceeded,
+    StepFailed,
+    StepSkipped,
+    StepCancelled,
+}
+
+impl EventKind {
+    /// The event an execution emits on entering `status`.
+    pub fn for_execution(status: ExecutionStatus) -> Self {
+        match status {
+            ExecutionStatus::Queued => Self::ExecutionRequeued,
+            ExecutionStatus::Running => Self::ExecutionStarted,
+            ExecutionStatus::Succeeded => Self::ExecutionSucceeded,
+            ExecutionStatus::Failed => Self::ExecutionFailed,
+            ExecutionStatus::Cancelled => Self::ExecutionCancelled,
+            ExecutionStatus::TimedOut => Self::ExecutionTimedOut,
+        }
+    }
+
+    /// The event a step emits on entering `status`.
+    pub fn for_step(status: StepStatus) -> Option<Self> {
+        match status {
+            StepStatus::Pending => None,
+            StepStatus::Running => Some(Self::StepStarted),
+            StepStatus::Retrying => Some(Self::StepRetrying),
+            StepStatus::Succeeded => Some(Self::StepSucceeded),
+            StepStatus::Failed => Some(Self::StepFailed),
+            StepStatus::Skipped => Some(Self::StepSkipped),
+            StepStatus::Cancelled => Some(Self::StepCancelled),
+        }
+    }
+
+    /// The stored name, e.g. `STEP_STARTED`.
+    pub fn as_str(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+}
+
+/// The execution's scalar fields as of an event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionSnapshot {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub workflow_id: Uuid,
+    pub status: ExecutionStatus,
+    pub error: Option<String>,
+    /// Present on the terminal event of a successful execution.
+    pub output: Option<Value>,
+    pub queued_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub last_event_seq: i32,
+}
+
+impl From<&entity::execution::Model> for ExecutionSnapshot {
+    fn from(execution: &entity::execution::Model) -> Self {
+        Self {
+            id: execution.id,
+            organization_id: execution.organization_id,
+            workflow_id: execution.workflow_id,
+            status: execution.status,
+            error: execution.error.clone(),
+            output: execution.output.clone(),
+            queued_at: execution.queued_at,
+            started_at: execution.started_at,
+            finished_at: execution.finished_at,
+            last_event_seq: execution.last_event_seq,
+        }
+    }
+}
+
+/// The changed step as of an event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepSnapshot {
+    pub step_id: String,
+    pub status: StepStatus,
+    pub attempt: i32,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+}
+
+impl From<&entity::step_run::Model> for StepSnapshot {
+    fn from(step: &entity::step_run::Model) -> Self {
+        Self {
+            step_id: step.step_id.clone(),
+            status: step.status,
+            attempt: step.attempt,
+            output: step.output.clone(),
+            error: step.error.clone(),
+        }
+    }
+}
+
+/// One event of the log, as stored, published and streamed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionEventRecord {
+    pub seq: i32,
+    pub kind: EventKind,
+    pub occurred_at: DateTime<Utc>,
+    pub execution: ExecutionSnapshot,
+    pub step: Option<StepSnapshot>,
+}
+
+impl ExecutionEventRecord {
+    /// Whether this is the execution's last event.
+    pub fn is_terminal(&self) -> bool {
+        self.execution.status.is_terminal() && self.step.is_none()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredPayload {
+    execution: ExecutionSnapshot,
+    step: Option<StepSnapshot>,
+}
+
+/// Appends an event for `execution` as it is after the change (its
+/// `last_event_seq` already names this event's seq).
+pub async fn append(
+    conn: &impl ConnectionTrait,
+    execution: &entity::execution::Model,
+    kind: EventKind,
+    step: Option<StepSnapshot>,
+    occurred_at: DateTime<Utc>,
+) -> Result<ExecutionEventRecord, DbErr> {
+    let record = ExecutionEventRecord {
+        seq: execution.last_event_seq,
+        kind,
+        occurred_at,
+        execution: execution.into(),
+        step,
+    };
+    let payload = serde_json::to_value(StoredPayload {
+        execution: record.execution.clone(),
+        step: record.step.clone(),
+    })
+    .map_err(|e| DbErr::Custom(format!("event payload: {e}")))?;
+    execution_event::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        execution_id: Set(execution.id),
+        organization_id: Set(execution.organization_id),
+        workflow_id: Set(execution.workflow_id),
+        seq: Set(record.seq),
+        kind: Set(kind.as_str()),
+        payload: Set(payload),
+        occurred_at: Set(occurred_at),
+    }
+    .insert(conn)
+    .await?;
+    Ok(record)
+}
+
+/// Every event of `execution_id` with seq above `after_seq`, in order.
+pub async fn events_after(
+    conn: &impl ConnectionTrait,
+    execution_id: Uuid,
+    after_seq: i32,
+) -> Result<Vec<ExecutionEventRecord>, DbErr> {
+    let rows = execution_event::Entity::find()
+        .filter(execution_event::Column::ExecutionId.eq(execution_id))
+        .filter(execution_event::Column::Seq.gt(after_seq))
+        .order_by_asc(execution_event::Column::Seq)
+        .all(conn)
+        .await?;
+    rows.into_iter().map(decode).collect()
+}
+
+fn decode(row: execution_event::Model) -> Result<ExecutionEventRecord, DbErr> {
+    let kind: EventKind = serde_json::from_value(Value::String(row.kind.clone()))
+        .map_err(|e| DbErr::Custom(format!("unknown event kind {}: {e}", row.kind)))?;
+    let payload: StoredPayload = serde_json::from_value(row.payload)
+        .map_err(|e| DbErr::Custom(format!("event payload: {e}")))?;
+    Ok(ExecutionEventRecord {
+        seq: row.seq,
+        kind,
+        occurred_at: row.occurred_at,
+        execution: payload.execution,
+        step: payload.step,
+    })
+}

@@ -1,0 +1,13 @@
+//! Events: the durable execution event log and the bus that carries events
+//! and control messages between the parts of FlowPilot (and, later, its
+//! instances).
+//!
+//! This module is used by services and the engine; it never imports
+//! `graphql` or `http`.
+
+pub mod bus;
+pub mod log;
+pub mod replay;
+
+pub use bus::{BusMessage, BusSignal, EventBus, Topic};
+pub use log::{EventKind, ExecutionEventRecord, ExecutionSnapshot, StepSnapshot};

@@ -1,0 +1,78 @@
+//! Replay-then-live streams of one execution's events.
+//!
+//! The hand-over is race-free: subscribe to the organization's topic first
+//! (the subscription is active when `subscribe` returns), then replay from
+//! the log, then drop live events already replayed. A live event beyond the
+//! next expected seq, or a lag or reconnect signal, is filled from the log,
+//! so the stream has no gap and no duplicate, and it ends after the
+//! terminal event.
+
+use entity::execution;
+use futures::Stream;
+use sea_orm::EntityTrait;
+use uuid::Uuid;
+
+use super::bus::{BusMessage, BusSignal, Topic};
+use super::log::{ExecutionEventRecord, events_after};
+use crate::app::AppState;
+use crate::error::AppError;
+
+/// Every event of `execution_id` after `after_seq`, in seq order, ending
+/// with the terminal event.
+pub fn execution_events(
+    state: AppState,
+    execution_id: Uuid,
+    organization_id: Uuid,
+    after_seq: i32,
+) -> impl Stream<Item = Result<ExecutionEventRecord, AppError>> {
+    async_stream::try_stream! {
+        let mut live = state.bus.subscribe(Topic::Organization(organization_id)).await;
+        let mut next_seq = after_seq + 1;
+
+        for event in events_after(&state.db, execution_id, after_seq).await? {
+            next_seq = event.seq + 1;
+            let terminal = event.is_terminal();
+            yield event;
+            if terminal {
+                return;
+            }
+        }
+        // Already finished, with nothing after `after_seq` left to send.
+        let current = execution::Entity::find_by_id(execution_id).one(&state.db).await?;
+        if current.is_none_or(|e| e.status.is_terminal() && e.last_event_seq < next_seq) {
+            return;
+        }
+
+        while let Some(signal) = live.recv().await {
+            let fill_from_log = match signal {
+                BusSignal::Message(BusMessage::ExecutionEvent(event)) if event.execution.id == execution_id => {
+                    if event.seq < next_seq {
+                        continue;
+                    }
+                    if event.seq == next_seq {
+                        next_seq += 1;
+                        let terminal = event.is_terminal();
+                        yield *event;
+                        if terminal {
+                            return;
+                        }
+                        continue;
+                    }
+                    true
+                }
+                BusSignal::Lagged | BusSignal::Reconnected => true,
+                BusSignal::Message(_) => false,
+            };
+            if fill_from_log {
+                for event in events_after(&state.db, execution_id, next_seq - 1).await? {
+                    next_seq = event.seq + 1;
+                    let terminal = event.is_terminal();
+                    yield event;
+                    if terminal {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! GraphQL types and resolvers for executions and their event stream.
+//! Event fields resolve from the event's snapshot without reading the
+//! database; `input`, `steps` and `workflow` go through DataLoaders.
+
+use async_graphql::{Context, Enum, ID, InputObject, Json, Object, Subscription};
+use chrono::{DateTime, Utc};
+use entity::role::Role;
+use entity::status;
+use futures::{Stream, StreamExt};
+use serde_json::Value;
+
+use super::service::{self, MemberExecution};
+use crate::error::AppError;
+use crate::events::log::{EventKind, ExecutionEventRecord, ExecutionSnapshot};
+use crate::graphql::context::{RequestContext, parse_id};
+use crate::workflows::schema::Workflow;
+
+/// Where an execution is in its life.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecutionStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    TimedOut,
+}
+
+impl From<status::ExecutionStatus> for ExecutionStatus {
+    fn from(status: status::ExecutionStatus) -> Self {
+        match status {
+            status::ExecutionStatus::Queued => Self::Queued,
+            status::ExecutionStatus::Running => Self::Running,
+            status::ExecutionStatus::Succeeded => Self::Succeeded,
+            status::ExecutionStatus::Failed => Self::Failed,
+            status::ExecutionStatus::Cancelled => Self::Cancelled,
+            status::ExecutionStatus::TimedOut => Self::TimedOut,
+        }
+    }
+}
+
+/// Where one step of an execution is.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepStatus {
+    Pending,
+    Running,
+    Retrying,
+    Succeeded,
+    Failed,
+    Skipped,
+    Cancelled,
+}
+
+impl From<status::StepStatus> for StepStatus {
+    fn from(status: status::StepStatus) -> Self {
+        match status {
+            status::StepStatus::Pending => Self::Pending,
+            status::StepStatus::Running => Self::Running,
+            status::StepStatus::Retrying => Self::Retrying,
+            status::StepStatus::Succeeded => Self::Succeeded,
+            status::StepStatus::Failed => Self::Failed,
+            status::StepStatus::Skipped => Self::Skipped,
+            status::StepStatus::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+/// What an execution event records.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecutionEventKind {
+    ExecutionQueued,
+    ExecutionStarted,
+    /// Back in the queue: its worker was lost or shut down.
+    ExecutionRequeued,
+    ExecutionSucceeded,
+    ExecutionFailed,
+    ExecutionCancelled,
+    ExecutionTimedOut,
+    StepStarted,
+    /// The step will run again.
+    StepRetrying,
+    StepSucceeded,
+    StepFailed,
+    StepSkipped,
+    StepCancelled,
+}
+
+impl From<EventKind> for ExecutionEventKind {
+    fn from(kind: EventKind) -> Self {
+        match kind {
+            EventKind::ExecutionQueued => Self::ExecutionQueued,
+            EventKind::ExecutionStarted => Self::ExecutionStarted,
+            EventKind::ExecutionRequeued => Self::ExecutionRequeued,
+            EventKind::ExecutionSucceeded => Self::ExecutionSucceeded,
+            EventKind::ExecutionFailed => Self::ExecutionFailed,
+            EventKind::ExecutionCancelled => Self::ExecutionCancelled,
+            EventKind::ExecutionTimedOut => Self::ExecutionTimedOut,
+            EventKind::StepStarted => Self::StepStarted,
+            EventKind::StepRetrying => Self::StepRetrying,
+            EventKind::StepSucceeded => Self::StepSucceeded,
+            EventKind::StepFailed => Self::StepFailed,
+            EventKind::StepSkipped => Self::StepSkipped,
+            EventKind::StepCancelled => Self::StepCancelled,
+        }
+    }
+}
+
+/// One run of a workflow version.
+pub struct Execution {
+    snapshot: ExecutionSnapshot,
+    /// Known when read from the database; loaded on demand for events.
+    input: Option<Value>,
+    viewer_role: Role,
+}
+
+impl From<MemberExecution> for Execution {
+    fn from(found: MemberExecution) -> Self {
+        Self {
+            snapshot: ExecutionSnapshot::from(&found.execution),
+            input: Some(found.execution.input),
+            viewer_role: found.role,
+        }
+    }
+}
+
+#[Object]
+impl Execution {
+    async fn id(&self) -> ID {
+        ID(self.snapshot.id.to_string())
+    }
+
+    async fn workflow(&self, ctx: &Context<'_>) -> async_graphql::Result<Workflow> {
+        let workflow = RequestContext::of(ctx)
+            .loaders
+            .workflows
+            .load_one(self.snapshot.workflow_id)
+            .await
+            .map_err(AppError::from)?
+            .ok_or(AppError::NotFound("workflow"))?;
+        Ok(crate::workflows::service::as_member(workflow, self.viewer_role)?.into())
+    }
+
+    async fn status(&self) -> ExecutionStatus {
+        self.snapshot.status.into()
+    }
+
+    /// The JSON the execution was started with.
+    async fn input(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Json<Value>>> {
+        if let Some(input) = &self.input {
+            return Ok(Some(Json(input.clone())));
+        }
+        let execution = RequestContext::of(ctx)
+            .loaders
+            .executions
+            .load_one(self.snapshot.id)
+            .await
+            .map_err(AppError::from)?;
+        Ok(execution.map(|e| Json(e.input)))
+    }
+
+    /// The one sink step's output, or an object keyed by sink step id.
+    async fn output(&self) -> Option<Json<Value>> {
+        self.snapshot.output.clone().map(Json)
+    }
+
+    /// Why the execution failed.
+    async fn error(&self) -> Option<&str> {
+        self.snapshot.error.as_deref()
+    }
+
+    /// Every step, in definition order, with its latest attempt.
+    async fn steps(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<StepRun>> {
+        let steps = RequestContext::of(ctx)
+            .loaders
+            .step_runs
+            .load_one(self.snapshot.id)
+            .await
+            .map_err(AppError::from)?
+            .unwrap_or_default();
+        Ok(steps.into_iter().map(StepRun::from).collect())
+    }
+
+    /// Seq of the latest event; subscribe with `afterSeq` to continue from it.
+    async fn last_event_seq(&self) -> i32 {
+        self.snapshot.last_event_seq
+    }
+
+    async fn queued_at(&self) -> DateTime<Utc> {
+        self.snapshot.queued_at
+    }
+
+    async fn started_at(&self) -> Option<DateTime<Utc>> {
+        self.snapshot.started_at
+    }
+
+    async fn finished_at(&self) -> Option<DateTime<Utc>> {
+        self.snapshot.finished_at
+    }
+}
+
+/// One step of an execution, as of its latest attempt.
+pub struct StepRun {
+    step_id: String,
+    status: status::StepStatus,
+    attempt: i32,
+    input: Option<Value>,
+    output: Option<Value>,
+    error: Option<String>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<entity::step_run::Model> for StepRun {
+    fn from(step: entity::step_run::Model) -> Self {
+        Self {
+            step_id: step.step_id,
+            status: step.status,
+            attempt: step.attempt,
+            input: step.input,
+            output: step.output,
+            error: step.error,
+            started_at: step.started_at,
+            finished_at: step.finished_at,
+        }
+    }
+}
+
+#[Object]
+impl StepRun {
+    async fn step_id(&self) -> &str {
+        &self.step_id
+    }
+
+    async fn status(&self) -> StepStatus {
+        self.status.into()
+    }
+
+    /// Attempts started so far (0 before the first).
+    async fn attempt(&self) -> i32 {
+        self.attempt
+    }
+
+    /// The step's config with its templates rendered, as it ran.
+    async fn input(&self) -> Option<Json<Value>> {
+        self.input.clone().map(Json)
+    }
+
+    async fn output(&self) -> Option<Json<Value>> {
+        self.output.clone().map(Json)
+    }
+
+    async fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    async fn started_at(&self) -> Option<DateTime<Utc>> {
+        self.started_at
+    }
+
+    async fn finished_at(&self) -> Option<DateTime<Utc>> {
+        self.finished_at
+    }
+}
+
+/// A change to an execution, in order (`seq` 1, 2, 3, …).
+pub struct ExecutionEvent {
+    record: ExecutionEventRecord,
+    viewer_role: Role,
+}
+
+#[Object]
+impl ExecutionEvent {
+    /// Gap-free position in the execution's event log.
+    async fn seq(&self) -> i32 {
+        self.record.seq
+    }
+
+    async fn execution_id(&self) -> ID {
+        ID(self.record.execution.id.to_string())
+    }
+
+    async fn kind(&self) -> ExecutionEventKind {
+        self.record.kind.into()
+    }
+
+    /// The execution's status after this event.
+    async fn execution_status(&self) -> ExecutionStatus {
+        self.record.execution.status.into()
+    }
+
+    /// The step that changed, for step events.
+    async fn step_id(&self) -> Option<&str> {
+        self.record.step.as_ref().map(|s| s.step_id.as_str())
+    }
+
+    /// The step's status after this event, for step events.
+    async fn step_status(&self) -> Option<StepStatus> {
+        self.record.step.as_ref().map(|s| s.status.into())
+    }
+
+    /// The step's output, on STEP_SUCCEEDED.
+    async fn step_output(&self) -> Option<Json<Value>> {
+        self.record
+            .step
+            .as_ref()
+            .and_then(|s| s.output.clone())
+            .map(Json)
+    }
+
+    /// The step's error, on STEP_FAILED (and retries).
+    async fn step_error(&self) -> Option<&str> {
+        self.record.step.as_ref().and_then(|s| s.error.as_deref())
+    }
+
+    async fn occurred_at(&self) -> DateTime<Utc> {
+        self.record.occurred_at
+    }
+
+    /// The execution as of this event.
+    async fn execution(&self) -> Execution {
+        Execution {
+            snapshot: self.record.execution.clone(),
+            input: None,
+            viewer_role: self.viewer_role,
+        }
+    }
+}
+
+/// Starts an execution.
+#[derive(InputObject)]
+pub struct RunWorkflowInput {
+    pub workflow_id: ID,
+    /// Available to templates as `input`; `{}` when left out.
+    pub input: Option<Json<Value>>,
+}
+
+#[derive(Default)]
+pub struct ExecutionQuery;
+
+#[Object]
+impl ExecutionQuery {
+    /// An execution in an organization the viewer belongs to; NOT_FOUND otherwise.
+    async fn execution(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Option<Execution>> {
+        let request = RequestContext::of(ctx);
+        let user = request.viewer.user()?;
+        let id = parse_id(&id, "id")?;
+        Ok(Some(
+            service::find_for_member(&request.state.db, user.user.id, id)
+                .await?
+                .into(),
+        ))
+    }
+}
+
+#[derive(Default)]
+pub struct ExecutionMutation;
+
+#[Object]
+impl ExecutionMutation {
+    /// Queues an execution of the workflow's active version. EDITOR and above.
+    async fn run_workflow(
+        &self,
+        ctx: &Context<'_>,
+        input: RunWorkflowInput,
+    ) -> async_graphql::Result<Execution> {
+        let request = RequestContext::of(ctx);
+        let user = request.viewer.user()?;
+        let workflow_id = parse_id(&input.workflow_id, "workflowId")?;
+        let execution_input = input
+            .input
+            .map_or_else(|| Value::Object(Default::default()), |json| json.0);
+        Ok(
+            service::run_workflow(&request.state, user.user.id, workflow_id, execution_input)
+                .await?
+                .into(),
+        )
+    }
+}
+
+#[derive(Default)]
+pub struct ExecutionSubscription;
+
+#[Subscription]
+impl ExecutionSubscription {
+    /// Every event of an execution after `afterSeq`, replayed then live, in
+    /// order, with no gap and no duplicate; completes after the terminal event.
+    async fn execution_events(
+        &self,
+        ctx: &Context<'_>,
+        execution_id: ID,
+        #[graphql(default = 0)] after_seq: Option<i32>,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<ExecutionEvent>> + use<>>
+    {
+        let request = RequestContext::of(ctx);
+        let user = request.viewer.user()?;
+        let id = parse_id(&execution_id, "executionId")?;
+        let found = service::find_for_member(&request.state.db, user.user.id, id).await?;
+        let viewer_role = found.role;
+        let events = service::event_stream(&request.state, &found, after_seq.unwrap_or(0))?;
+        Ok(events.map(move |event| match event {
+            Ok(record) => Ok(ExecutionEvent {
+                record,
+                viewer_role,
+            }),
+            Err(err) => Err(err.into()),
+        }))
+    }
+}

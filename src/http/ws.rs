@@ -1,0 +1,321 @@
+//! `/graphql/ws`: GraphQL subscriptions over the graphql-transport-ws
+//! protocol, served by our own thin layer around `Schema::execute_stream`
+//! so that every close code is the protocol's:
+//!
+//! | situation | close code |
+//! |---|---|
+//! | no `connection_init` within 10 s (a setting) | 4408 |
+//! | a second `connection_init` | 4429 |
+//! | `subscribe` before `connection_ack` | 4401 |
+//! | credentials in `connection_init` refused | 4403 |
+//! | `subscribe` with an id already in use | 4409 |
+//! | a message that is not JSON or not of the protocol | 4400 |
+//! | the graphql-transport-ws subprotocol not offered | 4406 |
+//!
+//! The access token travels in the `connection_init` payload as
+//! `{"authorization": "Bearer …"}`; without one the connection is anonymous
+//! and subscriptions that need a user answer UNAUTHENTICATED.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::{Request, Response, Variables};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use super::HttpState;
+use super::client::device_info;
+use super::graphql::client_error;
+use crate::auth::service::DeviceInfo;
+use crate::graphql::context::{RequestContext, Viewer};
+
+/// The subprotocol this endpoint speaks.
+pub const PROTOCOL: &str = "graphql-transport-ws";
+/// Socket buffers sized for small JSON messages: thousands of idle
+/// dashboards should not cost a 128 KiB read buffer each.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+const WRITE_BUFFER_BYTES: usize = 4 * 1024;
+/// Largest message a client may send.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Messages queued for a slow client before its operations wait.
+const OUTBOX_CAPACITY: usize = 256;
+
+/// Upgrades to a WebSocket speaking graphql-transport-ws.
+pub async fn upgrade(
+    State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> axum::response::Response {
+    let ws = ws
+        .protocols([PROTOCOL])
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_message_size(MAX_MESSAGE_BYTES);
+    let speaks_protocol = ws.selected_protocol().is_some();
+    let device = device_info(peer, &headers, &state.app.config.settings.trusted_proxies);
+    ws.on_upgrade(move |socket| Connection::new(state, device).run(socket, speaks_protocol))
+}
+
+/// Messages a client sends.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientMessage {
+    ConnectionInit {
+        #[serde(default)]
+        payload: Option<Value>,
+    },
+    Ping {
+        #[serde(default)]
+        #[allow(dead_code)]
+        payload: Option<Value>,
+    },
+    Pong {
+        #[serde(default)]
+        #[allow(dead_code)]
+        payload: Option<Value>,
+    },
+    Subscribe {
+        id: String,
+        payload: SubscribePayload,
+    },
+    Complete {
+        id: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SubscribePayload {
+    query: String,
+    #[serde(default)]
+    operation_name: Option<String>,
+    #[serde(default)]
+    variables: Option<Value>,
+}
+
+/// What the read loop does after a message.
+enum Next {
+    Continue,
+    Close(u16, String),
+}
+
+struct Connection {
+    state: HttpState,
+    device: DeviceInfo,
+    init_received: bool,
+    /// Set once `connection_ack` has been sent.
+    viewer: Option<Viewer>,
+    /// Running operations by id, with a generation to tell reuses apart.
+    operations: HashMap<String, (u64, AbortHandle)>,
+    generation: u64,
+}
+
+impl Connection {
+    fn new(state: HttpState, device: DeviceInfo) -> Self {
+        Self {
+            state,
+            device,
+            init_received: false,
+            viewer: None,
+            operations: HashMap::new(),
+            generation: 0,
+        }
+    }
+
+    async fn run(mut self, socket: WebSocket, speaks_protocol: bool) {
+        let (mut sink, mut stream) = socket.split();
+        let (outbox, mut outgoing) = mpsc::channel::<Message>(OUTBOX_CAPACITY);
+        let writer = tokio::spawn(async move {
+            while let Some(message) = outgoing.recv().await {
+                let closing = matches!(message, Message::Close(_));
+                if sink.send(message).await.is_err() || closing {
+                    break;
+                }
+            }
+        });
+        let (finished_tx, mut finished) = mpsc::unbounded_channel::<(String, u64)>();
+        let init_timeout = Duration::from_secs(self.state.app.config.settings.ws_init_timeout_secs);
+        let init_deadline = tokio::time::sleep(init_timeout);
+        tokio::pin!(init_deadline);
+
+        let close = if !speaks_protocol {
+            Some((4406, "Subprotocol not acceptable".to_owned()))
+        } else {
+            loop {
+                tokio::select! {
+                    () = &mut init_deadline, if !self.init_received => {
+                        break Some((4408, "Connection initialisation timeout".to_owned()));
+                    }
+                    Some((id, generation)) = finished.recv() => {
+                        if self.operations.get(&id).is_some_and(|(g, _)| *g == generation) {
+                            self.operations.remove(&id);
+                        }
+                    }
+                    frame = stream.next() => match frame {
+                        Some(Ok(Message::Text(text))) => {
+                            if let Next::Close(code, reason) = self.handle(text.as_str(), &outbox, &finished_tx).await {
+                                break Some((code, reason));
+                            }
+                        }
+                        Some(Ok(Message::Binary(_))) => break Some((4400, "Binary messages are not part of the protocol".to_owned())),
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
+                    },
+                }
+            }
+        };
+        for (_, (_, handle)) in self.operations.drain() {
+            handle.abort();
+        }
+        if let Some((code, reason)) = close {
+            let reason: String = reason.chars().take(120).collect();
+            let _ = outbox
+                .send(Message::Close(Some(CloseFrame {
+                    code,
+                    reason: Utf8Bytes::from(reason),
+                })))
+                .await;
+        }
+        drop(outbox);
+        let _ = writer.await;
+    }
+
+    async fn handle(
+        &mut self,
+        text: &str,
+        outbox: &mpsc::Sender<Message>,
+        finished: &mpsc::UnboundedSender<(String, u64)>,
+    ) -> Next {
+        let message = match serde_json::from_str::<ClientMessage>(text) {
+            Ok(message) => message,
+            Err(err) => return Next::Close(4400, format!("Invalid message received: {err}")),
+        };
+        match message {
+            ClientMessage::ConnectionInit { payload } => {
+                if self.init_received {
+                    return Next::Close(4429, "Too many initialisation requests".to_owned());
+                }
+                self.init_received = true;
+                let authorization = payload.as_ref().and_then(authorization_of);
+                let viewer =
+                    Viewer::from_authorization(&self.state.app, authorization.as_deref()).await;
+                if matches!(viewer, Viewer::Rejected(_) | Viewer::Unavailable) {
+                    return Next::Close(4403, "Forbidden".to_owned());
+                }
+                self.viewer = Some(viewer);
+                send(outbox, json!({ "type": "connection_ack" })).await;
+                Next::Continue
+            }
+            ClientMessage::Ping { .. } => {
+                send(outbox, json!({ "type": "pong" })).await;
+                Next::Continue
+            }
+            ClientMessage::Pong { .. } => Next::Continue,
+            ClientMessage::Subscribe { id, payload } => {
+                let Some(viewer) = self.viewer.clone() else {
+                    return Next::Close(4401, "Unauthorized".to_owned());
+                };
+                if self.operations.contains_key(&id) {
+                    return Next::Close(4409, format!("Subscriber for {id} already exists"));
+                }
+                self.generation += 1;
+                let handle = self.start(
+                    id.clone(),
+                    payload,
+                    viewer,
+                    outbox.clone(),
+                    finished.clone(),
+                );
+                self.operations.insert(id, (self.generation, handle));
+                Next::Continue
+            }
+            ClientMessage::Complete { id } => {
+                if let Some((_, handle)) = self.operations.remove(&id) {
+                    handle.abort();
+                }
+                Next::Continue
+            }
+        }
+    }
+
+    /// Runs one operation, sending `next` for each result and `complete` at
+    /// the end, or `error` when it fails before executing.
+    fn start(
+        &self,
+        id: String,
+        payload: SubscribePayload,
+        viewer: Viewer,
+        outbox: mpsc::Sender<Message>,
+        finished: mpsc::UnboundedSender<(String, u64)>,
+    ) -> AbortHandle {
+        let mut request = Request::new(payload.query);
+        if let Some(name) = payload.operation_name {
+            request = request.operation_name(name);
+        }
+        if let Some(variables) = payload.variables {
+            request = request.variables(Variables::from_json(variables));
+        }
+        let context: Arc<RequestContext> =
+            RequestContext::new(self.state.app.clone(), viewer, self.device.clone());
+        let schema = self.state.schema.clone();
+        let generation = self.generation;
+        tokio::spawn(async move {
+            let mut responses = schema.execute_stream(request.data(context));
+            let mut first = true;
+            while let Some(response) = responses.next().await {
+                let response = client_error(response);
+                if first && is_request_error(&response) {
+                    send(
+                        &outbox,
+                        json!({ "type": "error", "id": id, "payload": response.errors }),
+                    )
+                    .await;
+                    let _ = finished.send((id, generation));
+                    return;
+                }
+                first = false;
+                send(
+                    &outbox,
+                    json!({ "type": "next", "id": id, "payload": response }),
+                )
+                .await;
+            }
+            send(&outbox, json!({ "type": "complete", "id": id })).await;
+            let _ = finished.send((id, generation));
+        })
+        .abort_handle()
+    }
+}
+
+/// Errors raised before execution (syntax, validation) carry no path and
+/// no data: the protocol answers them with `error`, not `next`.
+fn is_request_error(response: &Response) -> bool {
+    !response.errors.is_empty()
+        && response.data == async_graphql::Value::Null
+        && response.errors.iter().all(|e| e.path.is_empty())
+}
+
+/// `payload.authorization` (any case), as sent in `connection_init`.
+fn authorization_of(payload: &Value) -> Option<String> {
+    payload
+        .as_object()?
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case("authorization"))
+        .and_then(|(_, value)| value.as_str())
+        .map(str::to_owned)
+}
+
+async fn send(outbox: &mpsc::Sender<Message>, message: Value) {
+    let _ = outbox
+        .send(Message::Text(Utf8Bytes::from(message.to_string())))
+        .await;
+}

@@ -1,0 +1,392 @@
+//! The workflow definition: a DAG of typed steps, parsed and validated once
+//! when a version is created, then stored as JSON and trusted.
+//!
+//! Validation errors are BAD_USER_INPUT with `extensions.field` pointing
+//! into the input, e.g. `definition.steps[2].config.ms`.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::template;
+use crate::error::{AppError, AppResult};
+
+/// Most steps a definition may hold.
+pub const MAX_STEPS: usize = 100;
+/// Longest DELAY, in milliseconds (one day).
+pub const MAX_DELAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// What a step does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StepKind {
+    /// Builds a JSON value from templates over the input and earlier outputs.
+    Transform,
+    /// Waits a number of milliseconds.
+    Delay,
+    /// Fails with a message (for tests and demos).
+    Fail,
+}
+
+impl StepKind {
+    fn config_keys(self) -> &'static [&'static str] {
+        match self {
+            Self::Transform => &["output"],
+            Self::Delay => &["ms"],
+            Self::Fail => &["message"],
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Transform => "TRANSFORM",
+            Self::Delay => "DELAY",
+            Self::Fail => "FAIL",
+        }
+    }
+}
+
+/// A step's configuration, parsed for its kind.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StepConfig {
+    /// `{"output": <JSON with templates>}`.
+    Transform { output: Value },
+    /// `{"ms": <milliseconds>}`.
+    Delay { ms: u64 },
+    /// `{"message": <template>}`.
+    Fail { message: String },
+}
+
+impl StepConfig {
+    /// Parses and checks `config` for `kind`; `field` is the config's path.
+    pub fn parse(kind: StepKind, config: &Value, field: &str) -> AppResult<Self> {
+        let Value::Object(map) = config else {
+            return Err(AppError::bad_input(field, "config must be a JSON object"));
+        };
+        if let Some(unknown) = map
+            .keys()
+            .find(|key| !kind.config_keys().contains(&key.as_str()))
+        {
+            return Err(AppError::bad_input(
+                format!("{field}.{unknown}"),
+                format!(
+                    "unknown config key `{unknown}` for a {} step (allowed: {})",
+                    kind.name(),
+                    kind.config_keys().join(", ")
+                ),
+            ));
+        }
+        let required = |key: &str| -> AppResult<&Value> {
+            map.get(key).ok_or_else(|| {
+                AppError::bad_input(
+                    format!("{field}.{key}"),
+                    format!("a {} step needs `{key}`", kind.name()),
+                )
+            })
+        };
+        match kind {
+            StepKind::Transform => {
+                let output = required("output")?;
+                template::check_value(output, &format!("{field}.output"))
+                    .map_err(|(path, message)| AppError::bad_input(path, message))?;
+                Ok(Self::Transform {
+                    output: output.clone(),
+                })
+            }
+            StepKind::Delay => {
+                let ms = required("ms")?
+                    .as_u64()
+                    .filter(|ms| *ms <= MAX_DELAY_MS)
+                    .ok_or_else(|| {
+                        AppError::bad_input(
+                            format!("{field}.ms"),
+                            format!("`ms` must be a whole number from 0 to {MAX_DELAY_MS}"),
+                        )
+                    })?;
+                Ok(Self::Delay { ms })
+            }
+            StepKind::Fail => {
+                let message = required("message")?.as_str().ok_or_else(|| {
+                    AppError::bad_input(format!("{field}.message"), "`message` must be a string")
+                })?;
+                template::check(message)
+                    .map_err(|e| AppError::bad_input(format!("{field}.message"), e))?;
+                Ok(Self::Fail {
+                    message: message.to_owned(),
+                })
+            }
+        }
+    }
+
+    /// This config with every template rendered against `context`.
+    pub fn render(&self, context: &Value) -> Result<Self, String> {
+        Ok(match self {
+            Self::Transform { output } => Self::Transform {
+                output: template::render_value(output, context)?,
+            },
+            Self::Delay { ms } => Self::Delay { ms: *ms },
+            Self::Fail { message } => match template::render(message, context)? {
+                Value::String(message) => Self::Fail { message },
+                other => Self::Fail {
+                    message: other.to_string(),
+                },
+            },
+        })
+    }
+
+    /// The config as JSON, in its input shape.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Self::Transform { output } => serde_json::json!({ "output": output }),
+            Self::Delay { ms } => serde_json::json!({ "ms": ms }),
+            Self::Fail { message } => serde_json::json!({ "message": message }),
+        }
+    }
+}
+
+/// One step as stored: its config is kept as given, already validated.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepDefinition {
+    pub id: String,
+    pub kind: StepKind,
+    #[serde(default)]
+    pub needs: Vec<String>,
+    pub config: Value,
+}
+
+impl StepDefinition {
+    /// The parsed config (valid for stored definitions).
+    pub fn parsed_config(&self) -> AppResult<StepConfig> {
+        StepConfig::parse(self.kind, &self.config, "config")
+    }
+}
+
+/// A validated DAG of steps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowDefinition {
+    pub steps: Vec<StepDefinition>,
+}
+
+/// Whether `id` is a valid step id: `^[a-z][a-z0-9_]{0,63}$`.
+pub fn is_valid_step_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    matches!(chars.next(), Some('a'..='z'))
+        && id.len() <= 64
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+impl WorkflowDefinition {
+    /// Validates steps given by a client. `field` is the definition's path
+    /// in the input (`definition`).
+    pub fn parse(steps: Vec<StepDefinition>, field: &str) -> AppResult<Self> {
+        if steps.is_empty() {
+            return Err(AppError::bad_input(
+                format!("{field}.steps"),
+                "a workflow needs at least one step",
+            ));
+        }
+        if steps.len() > MAX_STEPS {
+            return Err(AppError::bad_input(
+                format!("{field}.steps"),
+                format!("a workflow may have at most {MAX_STEPS} steps"),
+            ));
+        }
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        for (i, step) in steps.iter().enumerate() {
+            let at = format!("{field}.steps[{i}]");
+            if !is_valid_step_id(&step.id) {
+                return Err(AppError::bad_input(
+                    format!("{at}.id"),
+                    "step ids start with a lower-case letter, then up to 63 lower-case letters, digits or underscores",
+                ));
+            }
+            if index.insert(step.id.as_str(), i).is_some() {
+                return Err(AppError::bad_input(
+                    format!("{at}.id"),
+                    format!("step id `{}` is used twice", step.id),
+                ));
+            }
+            StepConfig::parse(step.kind, &step.config, &format!("{at}.config"))?;
+        }
+        for (i, step) in steps.iter().enumerate() {
+            let mut seen = HashSet::new();
+            for (j, need) in step.needs.iter().enumerate() {
+                let at = format!("{field}.steps[{i}].needs[{j}]");
+                if need == &step.id {
+                    return Err(AppError::bad_input(
+                        at,
+                        format!("step `{}` cannot need itself", step.id),
+                    ));
+                }
+                if !index.contains_key(need.as_str()) {
+                    return Err(AppError::bad_input(at, format!("unknown step `{need}`")));
+                }
+                if !seen.insert(need) {
+                    return Err(AppError::bad_input(at, format!("`{need}` is listed twice")));
+                }
+            }
+        }
+        let definition = Self { steps };
+        if let Some(i) = definition.first_step_in_cycle() {
+            let id = &definition.steps[i].id;
+            return Err(AppError::bad_input(
+                format!("{field}.steps[{i}].needs"),
+                format!("step `{id}` is part of a dependency cycle"),
+            ));
+        }
+        Ok(definition)
+    }
+
+    /// Reads a stored definition (validated when it was stored).
+    pub fn from_stored(value: &Value) -> anyhow::Result<Self> {
+        Ok(serde_json::from_value(value.clone())?)
+    }
+
+    /// The definition as stored.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or_else(|_| Value::Object(Map::new()))
+    }
+
+    /// The step with `id`.
+    pub fn step(&self, id: &str) -> Option<&StepDefinition> {
+        self.steps.iter().find(|step| step.id == id)
+    }
+
+    /// Steps no other step needs, in definition order.
+    pub fn sinks(&self) -> Vec<&StepDefinition> {
+        let needed: HashSet<&str> = self
+            .steps
+            .iter()
+            .flat_map(|s| s.needs.iter().map(String::as_str))
+            .collect();
+        self.steps
+            .iter()
+            .filter(|s| !needed.contains(s.id.as_str()))
+            .collect()
+    }
+
+    /// Kahn's algorithm: the index of a step left over when no more steps
+    /// can be ordered, i.e. one on or behind a cycle.
+    fn first_step_in_cycle(&self) -> Option<usize> {
+        let position: HashMap<&str, usize> = self
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.as_str(), i))
+            .collect();
+        let mut waiting_on: Vec<usize> = self.steps.iter().map(|s| s.needs.len()).collect();
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); self.steps.len()];
+        for (i, step) in self.steps.iter().enumerate() {
+            for need in &step.needs {
+                dependents[position[need.as_str()]].push(i);
+            }
+        }
+        let mut ready: Vec<usize> = (0..self.steps.len())
+            .filter(|i| waiting_on[*i] == 0)
+            .collect();
+        let mut ordered = 0;
+        while let Some(i) = ready.pop() {
+            ordered += 1;
+            for &dependent in &dependents[i] {
+                waiting_on[dependent] -= 1;
+                if waiting_on[dependent] == 0 {
+                    ready.push(dependent);
+                }
+            }
+        }
+        if ordered == self.steps.len() {
+            None
+        } else {
+            (0..self.steps.len()).find(|i| waiting_on[*i] > 0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn step(id: &str, kind: StepKind, needs: &[&str], config: Value) -> StepDefinition {
+        StepDefinition {
+            id: id.into(),
+            kind,
+            needs: needs.iter().map(|s| s.to_string()).collect(),
+            config,
+        }
+    }
+
+    fn field_of(result: AppResult<WorkflowDefinition>) -> String {
+        match result {
+            Err(AppError::BadUserInput { field, .. }) => field,
+            other => panic!("expected bad input, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn step_ids_follow_the_pattern() {
+        assert!(is_valid_step_id("a"));
+        assert!(is_valid_step_id("fetch_user_2"));
+        assert!(is_valid_step_id(&format!("a{}", "b".repeat(63))));
+        for bad in ["", "1a", "_a", "A", "a-b", "a b", "é"] {
+            assert!(!is_valid_step_id(bad), "{bad:?}");
+        }
+        assert!(!is_valid_step_id(&format!("a{}", "b".repeat(64))));
+    }
+
+    #[test]
+    fn a_cycle_is_reported_on_a_step_in_it() {
+        let steps = vec![
+            step("start", StepKind::Delay, &[], json!({ "ms": 0 })),
+            step("a", StepKind::Delay, &["start", "b"], json!({ "ms": 0 })),
+            step("b", StepKind::Delay, &["a"], json!({ "ms": 0 })),
+        ];
+        assert_eq!(
+            field_of(WorkflowDefinition::parse(steps, "definition")),
+            "definition.steps[1].needs"
+        );
+    }
+
+    #[test]
+    fn unknown_config_keys_are_reported_by_key() {
+        let steps = vec![step(
+            "a",
+            StepKind::Delay,
+            &[],
+            json!({ "ms": 5, "seconds": 1 }),
+        )];
+        assert_eq!(
+            field_of(WorkflowDefinition::parse(steps, "definition")),
+            "definition.steps[0].config.seconds"
+        );
+    }
+
+    #[test]
+    fn sinks_are_the_steps_nothing_needs() {
+        let steps = vec![
+            step("a", StepKind::Delay, &[], json!({ "ms": 0 })),
+            step("b", StepKind::Delay, &["a"], json!({ "ms": 0 })),
+            step("c", StepKind::Delay, &["a"], json!({ "ms": 0 })),
+        ];
+        let definition = WorkflowDefinition::parse(steps, "definition").unwrap();
+        let sinks: Vec<&str> = definition.sinks().iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(sinks, ["b", "c"]);
+    }
+
+    #[test]
+    fn a_stored_definition_reads_back_the_same() {
+        let steps = vec![step(
+            "a",
+            StepKind::Transform,
+            &[],
+            json!({ "output": "{{ input.n }}" }),
+        )];
+        let definition = WorkflowDefinition::parse(steps, "definition").unwrap();
+        assert_eq!(
+            WorkflowDefinition::from_stored(&definition.to_json()).unwrap(),
+            definition
+        );
+    }
+}

@@ -1,0 +1,296 @@
+//! GraphQL types and resolvers for workflows. Thin: parse input, call the
+//! service, convert.
+
+use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use entity::{workflow, workflow_version};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::definition::{self, StepDefinition, WorkflowDefinition};
+use super::service::{self, MemberWorkflow, NewWorkflow, WorkflowName};
+use crate::error::AppError;
+use crate::graphql::context::{RequestContext, parse_id};
+use crate::orgs::schema::Organization;
+
+/// What a step does.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepKind {
+    /// `{"output": …}`: builds a value from templates over `input` and
+    /// `steps.<id>.output`.
+    Transform,
+    /// `{"ms": n}`: waits n milliseconds.
+    Delay,
+    /// `{"message": …}`: fails with the (templated) message.
+    Fail,
+}
+
+impl From<StepKind> for definition::StepKind {
+    fn from(kind: StepKind) -> Self {
+        match kind {
+            StepKind::Transform => Self::Transform,
+            StepKind::Delay => Self::Delay,
+            StepKind::Fail => Self::Fail,
+        }
+    }
+}
+
+impl From<definition::StepKind> for StepKind {
+    fn from(kind: definition::StepKind) -> Self {
+        match kind {
+            definition::StepKind::Transform => Self::Transform,
+            definition::StepKind::Delay => Self::Delay,
+            definition::StepKind::Fail => Self::Fail,
+        }
+    }
+}
+
+/// One step of a new definition.
+#[derive(InputObject)]
+pub struct StepInput {
+    /// Matches `^[a-z][a-z0-9_]{0,63}$`; unique in the definition.
+    pub id: String,
+    pub kind: StepKind,
+    /// Steps that must succeed before this one runs.
+    #[graphql(default)]
+    pub needs: Vec<String>,
+    /// The kind's configuration; strings are templates.
+    pub config: Json<Value>,
+}
+
+/// The steps of a workflow: a DAG through their `needs`.
+#[derive(InputObject)]
+pub struct WorkflowDefinitionInput {
+    pub steps: Vec<StepInput>,
+}
+
+impl WorkflowDefinitionInput {
+    fn parse(self, field: &str) -> Result<WorkflowDefinition, AppError> {
+        let steps = self
+            .steps
+            .into_iter()
+            .map(|step| StepDefinition {
+                id: step.id,
+                kind: step.kind.into(),
+                needs: step.needs,
+                config: step.config.0,
+            })
+            .collect();
+        WorkflowDefinition::parse(steps, field)
+    }
+}
+
+/// A new workflow.
+#[derive(InputObject)]
+pub struct CreateWorkflowInput {
+    pub organization_id: ID,
+    /// 1 to 100 characters.
+    pub name: String,
+    /// At most 2,000 characters.
+    pub description: Option<String>,
+    pub definition: WorkflowDefinitionInput,
+}
+
+/// An automation: a named DAG of steps, in versions.
+pub struct Workflow {
+    id: Uuid,
+    organization_id: Uuid,
+    name: String,
+    description: Option<String>,
+    active_version_id: Option<Uuid>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    viewer_role: entity::role::Role,
+}
+
+impl From<MemberWorkflow> for Workflow {
+    fn from(found: MemberWorkflow) -> Self {
+        let workflow::Model {
+            id,
+            organization_id,
+            name,
+            description,
+            active_version_id,
+            created_at,
+            updated_at,
+            ..
+        } = found.workflow;
+        Self {
+            id,
+            organization_id,
+            name,
+            description,
+            active_version_id,
+            created_at,
+            updated_at,
+            viewer_role: found.role,
+        }
+    }
+}
+
+#[Object]
+impl Workflow {
+    async fn id(&self) -> ID {
+        ID(self.id.to_string())
+    }
+
+    async fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+
+    async fn organization(&self, ctx: &Context<'_>) -> async_graphql::Result<Organization> {
+        let organization = RequestContext::of(ctx)
+            .loaders
+            .organizations
+            .load_one(self.organization_id)
+            .await
+            .map_err(AppError::from)?
+            .ok_or(AppError::NotFound("organization"))?;
+        Ok(crate::orgs::service::as_member(organization, self.viewer_role)?.into())
+    }
+
+    /// The version new executions run.
+    async fn active_version(&self, ctx: &Context<'_>) -> async_graphql::Result<WorkflowVersion> {
+        let id = self.active_version_id.ok_or_else(|| {
+            AppError::Internal(anyhow::anyhow!(
+                "workflow {} has no active version",
+                self.id
+            ))
+        })?;
+        let version = RequestContext::of(ctx)
+            .loaders
+            .workflow_versions
+            .load_one(id)
+            .await
+            .map_err(AppError::from)?
+            .ok_or(AppError::NotFound("workflow version"))?;
+        Ok(WorkflowVersion::try_from(version)?)
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.created_at
+    }
+
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.updated_at
+    }
+}
+
+/// An immutable snapshot of a workflow's definition.
+pub struct WorkflowVersion {
+    id: Uuid,
+    number: i32,
+    definition: WorkflowDefinition,
+    created_at: DateTime<Utc>,
+}
+
+impl TryFrom<workflow_version::Model> for WorkflowVersion {
+    type Error = AppError;
+
+    fn try_from(version: workflow_version::Model) -> Result<Self, AppError> {
+        let definition =
+            WorkflowDefinition::from_stored(&version.definition).map_err(AppError::Internal)?;
+        Ok(Self {
+            id: version.id,
+            number: version.number,
+            definition,
+            created_at: version.created_at,
+        })
+    }
+}
+
+#[Object]
+impl WorkflowVersion {
+    async fn id(&self) -> ID {
+        ID(self.id.to_string())
+    }
+
+    /// 1 for the first version, then 2, 3, …
+    async fn number(&self) -> i32 {
+        self.number
+    }
+
+    async fn definition(&self) -> DefinitionView {
+        DefinitionView {
+            steps: self
+                .definition
+                .steps
+                .iter()
+                .map(|s| StepView {
+                    id: s.id.clone(),
+                    kind: s.kind.into(),
+                    needs: s.needs.clone(),
+                    config: Json(s.config.clone()),
+                })
+                .collect(),
+        }
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.created_at
+    }
+}
+
+/// A workflow version's steps.
+#[derive(SimpleObject)]
+#[graphql(name = "WorkflowDefinition")]
+pub struct DefinitionView {
+    steps: Vec<StepView>,
+}
+
+/// One step of a definition.
+#[derive(SimpleObject)]
+#[graphql(name = "Step")]
+pub struct StepView {
+    id: String,
+    kind: StepKind,
+    needs: Vec<String>,
+    config: Json<Value>,
+}
+
+#[derive(Default)]
+pub struct WorkflowQuery;
+
+#[Object]
+impl WorkflowQuery {
+    /// A workflow of an organization the viewer belongs to; NOT_FOUND otherwise.
+    async fn workflow(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Workflow>> {
+        let request = RequestContext::of(ctx);
+        let user = request.viewer.user()?;
+        let id = parse_id(&id, "id")?;
+        Ok(Some(
+            service::find_for_member(&request.state.db, user.user.id, id)
+                .await?
+                .into(),
+        ))
+    }
+}
+
+#[derive(Default)]
+pub struct WorkflowMutation;
+
+#[Object]
+impl WorkflowMutation {
+    /// Creates a workflow whose first version is active. EDITOR and above.
+    async fn create_workflow(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateWorkflowInput,
+    ) -> async_graphql::Result<Workflow> {
+        let request = RequestContext::of(ctx);
+        let user = request.viewer.user()?;
+        let new = NewWorkflow {
+            organization_id: parse_id(&input.organization_id, "organizationId")?,
+            name: WorkflowName::parse(&input.name, "name")?,
+            description: service::parse_description(input.description.as_deref(), "description")?,
+            definition: input.definition.parse("definition")?,
+        };
+        Ok(service::create_workflow(&request.state, user.user.id, new)
+            .await?
+            .into())
+    }
+}

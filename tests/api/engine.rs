@@ -1,0 +1,318 @@
+//! The engine's mechanisms driven directly: claim order, exactly-once
+//! claims, lease fencing, the transition function's guard, hand-back at
+//! shutdown and recovery of a lost worker's execution.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::Utc;
+use entity::status::{ExecutionStatus, StepStatus};
+use entity::{execution, execution_event, step_run};
+use flowpilot::engine::state::{ExecutionChange, RequeueReason};
+use flowpilot::engine::store::{self, EngineError, ExecutionUpdate, StepUpdate};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::support::ws::WsClient;
+use crate::support::{Session, TestApp};
+
+const LEASE: Duration = Duration::from_secs(30);
+
+/// A server without workers, a signed-in owner and a workflow `a -> b`.
+async fn idle_app() -> (TestApp, Session, Uuid) {
+    let app = TestApp::spawn_with(|settings| settings.workers = 0).await;
+    let owner = app.user().await;
+    let organization = app.organization(&owner, "Acme").await;
+    let workflow = app
+        .workflow(
+            &owner,
+            &organization,
+            json!([
+                { "id": "a", "kind": "TRANSFORM", "config": { "output": "{{ input.n }}" } },
+                { "id": "b", "kind": "TRANSFORM", "needs": ["a"], "config": { "output": "b got {{ steps.a.output }}" } }
+            ]),
+        )
+        .await;
+    (app, owner, workflow.parse().unwrap())
+}
+
+async fn enqueue(app: &TestApp, owner: &Session, workflow: Uuid) -> Uuid {
+    let user = owner.user_id.parse().unwrap();
+    flowpilot::executions::service::run_workflow(&app.state, user, workflow, json!({ "n": 1 }))
+        .await
+        .unwrap()
+        .execution
+        .id
+}
+
+async fn event_count(app: &TestApp, execution_id: Uuid) -> u64 {
+    execution_event::Entity::find()
+        .filter(execution_event::Column::ExecutionId.eq(execution_id))
+        .count(&app.state.db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn claims_take_the_highest_priority_then_the_oldest_due_execution() {
+    let (app, owner, workflow) = idle_app().await;
+    let oldest = enqueue(&app, &owner, workflow).await;
+    let not_due = enqueue(&app, &owner, workflow).await;
+    let urgent = enqueue(&app, &owner, workflow).await;
+    execution::Entity::update_many()
+        .col_expr(
+            execution::Column::RunAfter,
+            Expr::value(Utc::now() + chrono::Duration::hours(1)),
+        )
+        .filter(execution::Column::Id.eq(not_due))
+        .exec(&app.state.db)
+        .await
+        .unwrap();
+    execution::Entity::update_many()
+        .col_expr(execution::Column::Priority, Expr::value(10))
+        .filter(execution::Column::Id.eq(urgent))
+        .exec(&app.state.db)
+        .await
+        .unwrap();
+
+    let first = store::claim_next_execution(&app.state, "w1", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    let second = store::claim_next_execution(&app.state, "w1", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((first.execution.id, second.execution.id), (urgent, oldest));
+    assert!(
+        store::claim_next_execution(&app.state, "w1", LEASE)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(first.execution.status, ExecutionStatus::Running);
+    assert_eq!(first.lease.epoch, 1);
+    assert_eq!(first.execution.last_event_seq, 2);
+}
+
+#[tokio::test]
+async fn concurrent_claimers_take_each_execution_exactly_once() {
+    let (app, owner, workflow) = idle_app().await;
+    let mut queued = HashSet::new();
+    for _ in 0..20 {
+        queued.insert(enqueue(&app, &owner, workflow).await);
+    }
+    let claimers = (0..6).map(|n| {
+        let state = app.state.clone();
+        tokio::spawn(async move {
+            let mut claimed = Vec::new();
+            while let Some(c) = store::claim_next_execution(&state, &format!("w{n}"), LEASE)
+                .await
+                .unwrap()
+            {
+                claimed.push(c.execution.id);
+            }
+            claimed
+        })
+    });
+    let mut all = Vec::new();
+    for claimer in claimers {
+        all.extend(claimer.await.unwrap());
+    }
+    assert_eq!(
+        all.len(),
+        20,
+        "an execution was claimed twice or not at all"
+    );
+    assert_eq!(all.into_iter().collect::<HashSet<_>>(), queued);
+}
+
+#[tokio::test]
+async fn a_worker_whose_lease_was_taken_over_writes_nothing() {
+    let (app, owner, workflow) = idle_app().await;
+    let id = enqueue(&app, &owner, workflow).await;
+    let claimed = store::claim_next_execution(&app.state, "old-worker", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    // Another worker takes over (as after a requeue and a new claim).
+    execution::Entity::update_many()
+        .col_expr(execution::Column::LeaseOwner, Expr::value("new-worker"))
+        .col_expr(
+            execution::Column::LeaseEpoch,
+            Expr::value(claimed.lease.epoch + 1),
+        )
+        .filter(execution::Column::Id.eq(id))
+        .exec(&app.state.db)
+        .await
+        .unwrap();
+    let before = event_count(&app, id).await;
+
+    let step = store::change_step(
+        &app.state,
+        &claimed.lease,
+        "a",
+        StepStatus::Running,
+        StepUpdate::default(),
+    )
+    .await;
+    assert!(matches!(step, Err(EngineError::LeaseLost)), "{step:?}");
+    let finish = store::change_execution(
+        &app.state,
+        &claimed.lease,
+        ExecutionChange::To(ExecutionStatus::Succeeded),
+        ExecutionUpdate::default(),
+    )
+    .await;
+    assert!(matches!(finish, Err(EngineError::LeaseLost)), "{finish:?}");
+    assert!(matches!(
+        store::renew_lease(&app.state, &claimed.lease, LEASE).await,
+        Err(EngineError::LeaseLost)
+    ));
+
+    assert_eq!(event_count(&app, id).await, before);
+    let row = execution::Entity::find_by_id(id)
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (row.status, row.last_event_seq),
+        (ExecutionStatus::Running, 2)
+    );
+}
+
+#[tokio::test]
+async fn an_illegal_step_transition_is_refused_and_not_applied() {
+    let (app, owner, workflow) = idle_app().await;
+    let id = enqueue(&app, &owner, workflow).await;
+    let claimed = store::claim_next_execution(&app.state, "w", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    let skipped_ahead = store::change_step(
+        &app.state,
+        &claimed.lease,
+        "a",
+        StepStatus::Succeeded,
+        StepUpdate::default(),
+    )
+    .await;
+    assert!(
+        matches!(skipped_ahead, Err(EngineError::Illegal(_))),
+        "{skipped_ahead:?}"
+    );
+    let step = step_run::Entity::find()
+        .filter(step_run::Column::ExecutionId.eq(id))
+        .filter(step_run::Column::StepId.eq("a"))
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(step.status, StepStatus::Pending);
+    assert_eq!(event_count(&app, id).await, 2);
+}
+
+#[tokio::test]
+async fn shutdown_hands_running_executions_back_and_a_restart_finishes_them() {
+    let app = TestApp::spawn_with(|settings| settings.workers = 1).await;
+    let owner = app.user().await;
+    let organization = app.organization(&owner, "Acme").await;
+    let workflow = app
+        .workflow(
+            &owner,
+            &organization,
+            json!([
+                { "id": "wait", "kind": "DELAY", "config": { "ms": 1500 } },
+                { "id": "done", "kind": "TRANSFORM", "needs": ["wait"], "config": { "output": "finished" } }
+            ]),
+        )
+        .await;
+    let id = app.run(&owner, &workflow, json!({})).await;
+    let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
+    client.subscribe_events("s", &id, 0).await;
+    let started = client.events_until_seq("s", 3).await;
+    assert_eq!(started.last().unwrap()["kind"], "STEP_STARTED");
+    drop(client);
+
+    let app = app.restart().await;
+    let execution = app.finished_execution(&owner, &id).await;
+    assert_eq!(execution["status"], "SUCCEEDED");
+    assert_eq!(execution["output"], "finished");
+    assert_eq!(
+        execution["steps"][0]["attempt"], 2,
+        "the interrupted step ran again"
+    );
+
+    let kinds: Vec<String> = execution_event::Entity::find()
+        .filter(execution_event::Column::ExecutionId.eq(id.parse::<Uuid>().unwrap()))
+        .all(&app.state.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds[3..5],
+        ["STEP_RETRYING", "EXECUTION_REQUEUED"],
+        "{kinds:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_lost_workers_running_step_runs_again_and_finished_steps_do_not() {
+    let (app, owner, workflow) = idle_app().await;
+    let id = enqueue(&app, &owner, workflow).await;
+    let dead = store::claim_next_execution(&app.state, "dead-worker", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    let lease = &dead.lease;
+    store::change_step(
+        &app.state,
+        lease,
+        "a",
+        StepStatus::Running,
+        StepUpdate::default(),
+    )
+    .await
+    .unwrap();
+    let output = StepUpdate {
+        output: Some(json!(1)),
+        ..StepUpdate::default()
+    };
+    store::change_step(&app.state, lease, "a", StepStatus::Succeeded, output)
+        .await
+        .unwrap();
+    store::change_step(
+        &app.state,
+        lease,
+        "b",
+        StepStatus::Running,
+        StepUpdate::default(),
+    )
+    .await
+    .unwrap();
+    // What the reaper does once the dead worker's lease has expired.
+    let requeue = ExecutionChange::Requeue(RequeueReason::LeaseExpired);
+    store::change_execution(&app.state, lease, requeue, ExecutionUpdate::default())
+        .await
+        .unwrap();
+
+    let mut app = app;
+    app.settings.workers = 1;
+    let app = app.restart().await;
+    let execution = app.finished_execution(&owner, &id.to_string()).await;
+    assert_eq!(execution["status"], "SUCCEEDED");
+    assert_eq!(execution["output"], "b got 1");
+    assert_eq!(
+        execution["steps"][0]["attempt"], 1,
+        "a finished step never runs again"
+    );
+    assert_eq!(
+        execution["steps"][1]["attempt"], 2,
+        "the interrupted step ran again"
+    );
+}

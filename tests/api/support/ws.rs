@@ -1,0 +1,208 @@
+//! A graphql-transport-ws client over tokio-tungstenite, for tests that
+//! speak the protocol frame by frame.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Message, http::HeaderValue};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::TestApp;
+
+/// How long a test waits for the next message before failing.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// One WebSocket connection to `/graphql/ws`.
+pub struct WsClient {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// What the server did next.
+#[derive(Debug)]
+pub enum Frame {
+    Json(Value),
+    Closed(Option<u16>, String),
+}
+
+impl WsClient {
+    /// Connects offering the graphql-transport-ws subprotocol.
+    pub async fn connect(app: &TestApp) -> Self {
+        Self::connect_with_protocol(app, Some("graphql-transport-ws")).await
+    }
+
+    /// Connects offering `protocol` (or none).
+    pub async fn connect_with_protocol(app: &TestApp, protocol: Option<&str>) -> Self {
+        let mut request = format!("ws://{}/graphql/ws", app.address)
+            .into_client_request()
+            .expect("valid URL");
+        if let Some(protocol) = protocol {
+            request.headers_mut().insert(
+                "sec-websocket-protocol",
+                HeaderValue::from_str(protocol).expect("header"),
+            );
+        }
+        let (socket, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("WebSocket handshake");
+        if protocol == Some("graphql-transport-ws") {
+            assert_eq!(
+                response.headers()["sec-websocket-protocol"],
+                "graphql-transport-ws"
+            );
+        }
+        Self { socket }
+    }
+
+    /// Connects and completes `connection_init` with `token` (if any).
+    pub async fn connect_as(app: &TestApp, token: Option<&str>) -> Self {
+        let mut client = Self::connect(app).await;
+        let payload = match token {
+            Some(token) => json!({ "authorization": format!("Bearer {token}") }),
+            None => json!({}),
+        };
+        client
+            .send(json!({ "type": "connection_init", "payload": payload }))
+            .await;
+        assert_eq!(client.next_json().await["type"], "connection_ack");
+        client
+    }
+
+    pub async fn send(&mut self, message: Value) {
+        self.send_text(&message.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.socket
+            .send(Message::Text(text.into()))
+            .await
+            .expect("send");
+    }
+
+    /// The next protocol message or close, within [`WAIT`].
+    pub async fn next_frame(&mut self) -> Frame {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("a frame within the wait");
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    return Frame::Json(serde_json::from_str(text.as_str()).expect("JSON message"));
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return match frame {
+                        Some(frame) => {
+                            Frame::Closed(Some(u16::from(frame.code)), frame.reason.to_string())
+                        }
+                        None => Frame::Closed(None, String::new()),
+                    };
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(err)) => return Frame::Closed(None, err.to_string()),
+                None => return Frame::Closed(None, "stream ended".into()),
+            }
+        }
+    }
+
+    /// The next JSON message; fails on a close.
+    pub async fn next_json(&mut self) -> Value {
+        match self.next_frame().await {
+            Frame::Json(value) => value,
+            Frame::Closed(code, reason) => {
+                panic!("closed with {code:?} {reason:?} while a message was expected")
+            }
+        }
+    }
+
+    /// Asserts the server closes the socket with `code`.
+    pub async fn expect_close(&mut self, code: u16) -> String {
+        loop {
+            match self.next_frame().await {
+                Frame::Closed(got, reason) => {
+                    assert_eq!(got, Some(code), "closed with {got:?} ({reason})");
+                    return reason;
+                }
+                Frame::Json(value) => {
+                    // Messages of operations still running may precede the close.
+                    assert_ne!(
+                        value["type"], "connection_ack",
+                        "acknowledged instead of closing with {code}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Subscribes to `executionEvents`.
+    pub async fn subscribe_events(&mut self, id: &str, execution_id: &str, after_seq: i64) {
+        self.send(json!({
+            "type": "subscribe",
+            "id": id,
+            "payload": {
+                "query": EXECUTION_EVENTS,
+                "variables": { "executionId": execution_id, "afterSeq": after_seq }
+            }
+        }))
+        .await;
+    }
+
+    /// Every `next` payload of operation `id` until its `complete`.
+    pub async fn events_until_complete(&mut self, id: &str) -> Vec<Value> {
+        let mut events = Vec::new();
+        loop {
+            let message = self.next_json().await;
+            if message["id"] != id {
+                continue;
+            }
+            match message["type"].as_str() {
+                Some("next") => {
+                    assert!(
+                        message["payload"].get("errors").is_none(),
+                        "error in stream: {message}"
+                    );
+                    events.push(message["payload"]["data"]["executionEvents"].clone());
+                }
+                Some("complete") => return events,
+                other => panic!("unexpected {other:?}: {message}"),
+            }
+        }
+    }
+
+    /// Events of operation `id` until (and including) the one with `seq`.
+    pub async fn events_until_seq(&mut self, id: &str, seq: i64) -> Vec<Value> {
+        let mut events = Vec::new();
+        loop {
+            let message = self.next_json().await;
+            assert_eq!(message["type"], "next", "{message}");
+            assert_eq!(message["id"], id);
+            let event = message["payload"]["data"]["executionEvents"].clone();
+            let this_seq = event["seq"].as_i64().expect("seq");
+            events.push(event);
+            if this_seq >= seq {
+                return events;
+            }
+        }
+    }
+
+    /// Closes the socket normally.
+    pub async fn close(mut self) {
+        let _ = self
+            .socket
+            .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            }))
+            .await;
+    }
+}
+
+/// The subscription every streaming test uses.
+pub const EXECUTION_EVENTS: &str = "subscription($executionId: ID!, $afterSeq: Int) {
+  executionEvents(executionId: $executionId, afterSeq: $afterSeq) {
+    seq executionId kind executionStatus stepId stepStatus stepOutput occurredAt
+    execution { id status output error lastEventSeq }
+  }
+}";
