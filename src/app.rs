@@ -103,8 +103,13 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let schema = graphql::build_schema(&self.state.config.settings);
-        let router = http::router(self.state.clone(), schema);
+        let (shutting_down_tx, shutting_down) = tokio::sync::watch::channel(false);
+        let router = http::router(self.state.clone(), schema, shutting_down);
         let engine = Engine::start(&self.state).await;
+        let shutdown = async move {
+            shutdown.await;
+            let _ = shutting_down_tx.send(true);
+        };
         tracing::info!(address = %self.local_addr()?, "FlowPilot is serving GraphQL at /graphql");
         let served = axum::serve(
             self.listener,

@@ -158,6 +158,14 @@ pub struct Settings {
         global = true
     )]
     pub poll_interval_ms: u64,
+    /// Milliseconds between the reaper's passes over expired leases.
+    #[arg(
+        long,
+        env = "FLOWPILOT_REAPER_INTERVAL_MS",
+        default_value_t = 5000,
+        global = true
+    )]
+    pub reaper_interval_ms: u64,
     /// Seconds a WebSocket client has to send `connection_init`.
     #[arg(
         long,
@@ -180,6 +188,11 @@ impl Settings {
     /// How long a lease lasts between renewals.
     pub fn lease_duration(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.lease_secs)
+    }
+
+    /// How often the reaper looks for expired leases.
+    pub fn reaper_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.reaper_interval_ms)
     }
 
     /// How long an idle worker waits between looks for work.
@@ -288,6 +301,10 @@ fn check_settings(settings: &Settings) -> anyhow::Result<()> {
         (
             "FLOWPILOT_POLL_INTERVAL_MS",
             settings.poll_interval_ms as usize,
+        ),
+        (
+            "FLOWPILOT_REAPER_INTERVAL_MS",
+            settings.reaper_interval_ms as usize,
         ),
     ] {
         if value == 0 {

@@ -5,7 +5,9 @@
 //! step is SKIPPED. When a step FAILS the execution FAILS: running steps are
 //! cancelled and steps not yet run end CANCELLED. Every change goes through
 //! `store`, fenced by the lease; if the lease is lost the runner stops
-//! without writing. A heartbeat renews the lease while the runner works.
+//! without writing. A heartbeat renews the lease while the runner works and
+//! stops with it, so a runner that errors out lets its lease expire and the
+//! reaper hands the execution to another worker.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,7 +17,7 @@ use entity::{step_run, workflow_version};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
 use super::state::{ExecutionChange, RequeueReason};
 use super::steps;
@@ -23,6 +25,9 @@ use super::store::{self, Claimed, EngineError, ExecutionUpdate, Lease, StepUpdat
 use crate::app::AppState;
 use crate::events::{BusMessage, Topic};
 use crate::workflows::definition::{StepDefinition, WorkflowDefinition};
+
+/// Keeps a worker from spinning when the database fails repeatedly.
+pub const ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
 /// How a run ended for this worker.
 #[derive(Debug, PartialEq, Eq)]
@@ -39,15 +44,39 @@ pub async fn run_execution(
     claimed: Claimed,
     shutdown: watch::Receiver<bool>,
 ) -> Result<RunOutcome, EngineError> {
-    let lease = claimed.lease.clone();
     let (lost_tx, lost) = watch::channel(false);
-    let heartbeat = tokio::spawn(heartbeat(state.clone(), lease.clone(), lost_tx));
-    let outcome = Runner::load(state, claimed)
-        .await?
-        .run(lost, shutdown)
-        .await;
-    heartbeat.abort();
-    outcome
+    let _heartbeat = AbortOnDrop(tokio::spawn(heartbeat(
+        state.clone(),
+        claimed.lease.clone(),
+        lost_tx,
+    )));
+    match Runner::load(state.clone(), claimed).await? {
+        Loaded::Runnable(runner) => runner.run(lost, shutdown).await,
+        Loaded::Unreadable { lease, reason } => {
+            // Running it again would fail the same way: fail it for good.
+            let update = ExecutionUpdate {
+                error: Some(reason),
+                ..ExecutionUpdate::default()
+            };
+            store::change_execution(
+                &state,
+                &lease,
+                ExecutionChange::To(ExecutionStatus::Failed),
+                update,
+            )
+            .await?;
+            Ok(RunOutcome::Finished(ExecutionStatus::Failed))
+        }
+    }
+}
+
+/// Aborts a background task when dropped, on every way out of a scope.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Renews the lease every third of its length until it is lost.
@@ -68,6 +97,15 @@ async fn heartbeat(state: AppState, lease: Lease, lost: watch::Sender<bool>) {
     }
 }
 
+enum Loaded {
+    Runnable(Box<Runner>),
+    /// The version or its definition cannot be read back.
+    Unreadable {
+        lease: Lease,
+        reason: String,
+    },
+}
+
 struct Runner {
     state: AppState,
     lease: Lease,
@@ -75,23 +113,32 @@ struct Runner {
     definition: WorkflowDefinition,
     steps: HashMap<String, step_run::Model>,
     running: HashMap<String, AbortHandle>,
+    /// Which step each running task executes, to name a task that panicked.
+    task_steps: HashMap<tokio::task::Id, String>,
     tasks: JoinSet<(String, Result<Value, String>)>,
 }
 
 impl Runner {
-    async fn load(state: AppState, claimed: Claimed) -> Result<Self, EngineError> {
+    async fn load(state: AppState, claimed: Claimed) -> Result<Loaded, EngineError> {
         let execution = claimed.execution;
         let version = workflow_version::Entity::find_by_id(execution.workflow_version_id)
             .one(&state.db)
-            .await?
-            .ok_or_else(|| {
-                sea_orm::DbErr::RecordNotFound(format!(
-                    "workflow version {}",
-                    execution.workflow_version_id
-                ))
-            })?;
-        let definition = WorkflowDefinition::from_stored(&version.definition)
-            .map_err(|e| sea_orm::DbErr::Custom(format!("stored definition: {e}")))?;
+            .await?;
+        let definition = match version.map(|v| WorkflowDefinition::from_stored(&v.definition)) {
+            Some(Ok(definition)) => definition,
+            Some(Err(err)) => {
+                return Ok(Loaded::Unreadable {
+                    lease: claimed.lease,
+                    reason: format!("its workflow version cannot be read: {err}"),
+                });
+            }
+            None => {
+                return Ok(Loaded::Unreadable {
+                    lease: claimed.lease,
+                    reason: "its workflow version no longer exists".into(),
+                });
+            }
+        };
         let steps = step_run::Entity::find()
             .filter(step_run::Column::ExecutionId.eq(execution.id))
             .all(&state.db)
@@ -99,15 +146,16 @@ impl Runner {
             .into_iter()
             .map(|step| (step.step_id.clone(), step))
             .collect();
-        Ok(Self {
+        Ok(Loaded::Runnable(Box::new(Self {
             state,
             lease: claimed.lease,
             input: execution.input,
             definition,
             steps,
             running: HashMap::new(),
+            task_steps: HashMap::new(),
             tasks: JoinSet::new(),
-        })
+        })))
     }
 
     async fn run(
@@ -126,6 +174,15 @@ impl Runner {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<RunOutcome, EngineError> {
         self.recover_interrupted_steps().await?;
+        // A previous run may have stopped between a step failing for good and
+        // the execution failing: finish that failure rather than go on.
+        if let Some(failed) = self.steps.values().find(|s| s.status == StepStatus::Failed) {
+            let (step_id, error) = (
+                failed.step_id.clone(),
+                failed.error.clone().unwrap_or_default(),
+            );
+            return self.fail(&step_id, error).await;
+        }
         loop {
             if let Some(outcome) = self.schedule().await? {
                 return Ok(outcome);
@@ -134,8 +191,14 @@ impl Runner {
                 return self.succeed().await;
             }
             tokio::select! {
-                Some(joined) = self.tasks.join_next() => {
-                    let (step_id, result) = joined.unwrap_or_else(|e| (String::new(), Err(format!("step task crashed: {e}"))));
+                Some(joined) = self.tasks.join_next_with_id() => {
+                    let (step_id, result) = match joined {
+                        Ok((_, done)) => done,
+                        Err(err) => {
+                            let step_id = self.task_steps.get(&err.id()).cloned().unwrap_or_default();
+                            (step_id, Err(format!("the step crashed: {err}")))
+                        }
+                    };
                     if let Some(outcome) = self.complete(step_id, result).await? {
                         return Ok(outcome);
                     }
@@ -146,17 +209,18 @@ impl Runner {
         }
     }
 
-    /// Steps a lost worker left RUNNING run again; that costs no attempt.
+    /// Steps a lost worker left RUNNING run again.
     async fn recover_interrupted_steps(&mut self) -> Result<(), EngineError> {
-        let interrupted: Vec<String> = self
+        let mut interrupted: Vec<&step_run::Model> = self
             .steps
             .values()
             .filter(|s| s.status == StepStatus::Running)
-            .map(|s| s.step_id.clone())
             .collect();
+        interrupted.sort_by_key(|s| s.position);
+        let interrupted: Vec<String> = interrupted.into_iter().map(|s| s.step_id.clone()).collect();
         for step_id in interrupted {
             let update = StepUpdate {
-                error: Some("its worker was lost; running it again".into()),
+                error: Some("its worker was lost; it will run again".into()),
                 ..StepUpdate::default()
             };
             self.set_step(&step_id, StepStatus::Retrying, update)
@@ -223,6 +287,7 @@ impl Runner {
                 let handle = self
                     .tasks
                     .spawn(async move { (step_id, steps::execute(config).await) });
+                self.task_steps.insert(handle.id(), step.id.clone());
                 self.running.insert(step.id.clone(), handle);
                 Ok(None)
             }
@@ -238,7 +303,9 @@ impl Runner {
         step_id: String,
         result: Result<Value, String>,
     ) -> Result<Option<RunOutcome>, EngineError> {
-        self.running.remove(&step_id);
+        if let Some(handle) = self.running.remove(&step_id) {
+            self.task_steps.remove(&handle.id());
+        }
         match result {
             Ok(output) => {
                 self.set_step(
@@ -314,16 +381,17 @@ impl Runner {
         Ok(RunOutcome::Finished(ExecutionStatus::Succeeded))
     }
 
-    /// Stops running steps (they run again, attempt unused) and requeues the
-    /// execution so another worker picks it up.
+    /// Stops running steps (they run again) and requeues the execution so
+    /// another worker picks it up.
     async fn hand_back(&mut self) -> Result<RunOutcome, EngineError> {
-        let running: Vec<String> = self.running.keys().cloned().collect();
+        let mut running: Vec<String> = self.running.keys().cloned().collect();
+        running.sort_by_key(|id| self.steps.get(id).map_or(0, |s| s.position));
         for (_, handle) in self.running.drain() {
             handle.abort();
         }
         for step_id in running {
             let update = StepUpdate {
-                error: Some("handed back at shutdown".into()),
+                error: Some("handed back at shutdown; it will run again".into()),
                 ..StepUpdate::default()
             };
             self.set_step(&step_id, StepStatus::Retrying, update)
@@ -394,6 +462,3 @@ impl Runner {
         }
     }
 }
-
-/// Keeps a worker from spinning when the database fails repeatedly.
-pub const ERROR_BACKOFF: Duration = Duration::from_secs(1);

@@ -19,7 +19,9 @@ use sea_orm::{
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::state::{ExecutionChange, IllegalTransition, execution_transition, step_transition};
+use super::state::{
+    ExecutionChange, IllegalTransition, RequeueReason, execution_transition, step_transition,
+};
 use crate::app::AppState;
 use crate::db::begin_write;
 use crate::events::log::{self, EventKind, ExecutionEventRecord, StepSnapshot};
@@ -160,16 +162,114 @@ pub async fn change_step(
     let now = state.clock.now();
     let txn = begin_write(&state.db).await?;
     let execution = fenced_execution(&txn, lease).await?;
+    let (_, step, event) = apply_step_change(&txn, execution, step_id, to, update, now).await?;
+    txn.commit().await?;
+    publish_after_commit(state, event).await;
+    Ok(step)
+}
+
+/// Changes the execution's status under the lease, recording its event.
+/// A terminal status or a requeue releases the lease.
+pub async fn change_execution(
+    state: &AppState,
+    lease: &Lease,
+    change: ExecutionChange,
+    update: ExecutionUpdate,
+) -> Result<execution::Model, EngineError> {
+    let now = state.clock.now();
+    let txn = begin_write(&state.db).await?;
+    let execution = fenced_execution(&txn, lease).await?;
+    let (execution, event) = apply_execution_change(&txn, execution, change, update, now).await?;
+    txn.commit().await?;
+    publish_after_commit(state, event).await;
+    Ok(execution)
+}
+
+/// RUNNING executions whose lease expired before `now`, oldest first.
+pub async fn expired_leases(state: &AppState, limit: u64) -> Result<Vec<Uuid>, EngineError> {
+    let now = state.clock.now();
+    let expired = execution::Entity::find()
+        .filter(execution::Column::Status.eq(ExecutionStatus::Running))
+        .filter(execution::Column::LeaseExpiresAt.lt(now))
+        .order_by_asc(execution::Column::LeaseExpiresAt)
+        .limit(limit)
+        .all(&state.db)
+        .await?;
+    Ok(expired.into_iter().map(|e| e.id).collect())
+}
+
+/// Requeues an execution whose worker was lost: its running steps become
+/// RETRYING (they run again, at least once) and the execution goes back to
+/// QUEUED with its lease cleared, all in one transaction. Applies only if
+/// the lease is still expired when the row is locked, so a worker that
+/// renewed in time keeps it; a worker that did not finds its lease gone.
+/// Returns whether the execution was requeued.
+pub async fn requeue_expired(state: &AppState, execution_id: Uuid) -> Result<bool, EngineError> {
+    let now = state.clock.now();
+    let txn = begin_write(&state.db).await?;
+    let Some(mut execution) = locked_execution(&txn, execution_id).await? else {
+        return Ok(false);
+    };
+    let expired = execution.status == ExecutionStatus::Running
+        && execution.lease_expires_at.is_some_and(|at| at < now);
+    if !expired {
+        return Ok(false);
+    }
+    let running = step_run::Entity::find()
+        .filter(step_run::Column::ExecutionId.eq(execution_id))
+        .filter(step_run::Column::Status.eq(StepStatus::Running))
+        .order_by_asc(step_run::Column::Position)
+        .all(&txn)
+        .await?;
+    let mut events = Vec::with_capacity(running.len() + 1);
+    for step in running {
+        let update = StepUpdate {
+            error: Some("its worker was lost; it will run again".into()),
+            ..StepUpdate::default()
+        };
+        let (updated, _, event) = apply_step_change(
+            &txn,
+            execution,
+            &step.step_id,
+            StepStatus::Retrying,
+            update,
+            now,
+        )
+        .await?;
+        execution = updated;
+        events.push(event);
+    }
+    let requeue = ExecutionChange::Requeue(RequeueReason::LeaseExpired);
+    let (_, event) =
+        apply_execution_change(&txn, execution, requeue, ExecutionUpdate::default(), now).await?;
+    events.push(event);
+    txn.commit().await?;
+    for event in events {
+        publish_after_commit(state, event).await;
+    }
+    state
+        .bus
+        .publish(Topic::Control, BusMessage::WorkerWakeup)
+        .await;
+    Ok(true)
+}
+
+/// Moves a step of the (locked) execution to `to` and appends its event.
+async fn apply_step_change(
+    txn: &DatabaseTransaction,
+    execution: execution::Model,
+    step_id: &str,
+    to: StepStatus,
+    update: StepUpdate,
+    now: DateTime<Utc>,
+) -> Result<(execution::Model, step_run::Model, ExecutionEventRecord), EngineError> {
     let step = step_run::Entity::find()
-        .filter(step_run::Column::ExecutionId.eq(lease.execution_id))
+        .filter(step_run::Column::ExecutionId.eq(execution.id))
         .filter(step_run::Column::StepId.eq(step_id))
-        .one(&txn)
+        .one(txn)
         .await?
         .ok_or_else(|| {
-            DbErr::RecordNotFound(format!(
-                "step run {step_id} of execution {}",
-                lease.execution_id
-            ))
+            DbErr::RecordNotFound(format!("step run {step_id} of execution {}", execution.id))
         })?;
     let status = step_transition(step.status, to)?;
     let attempt = if status == StepStatus::Running {
@@ -197,27 +297,23 @@ pub async fn change_step(
         active.finished_at = Set(Some(now));
     }
     active.updated_at = Set(now);
-    let step = active.update(&txn).await?;
-    let execution = bump_seq(&txn, execution, now).await?;
+    let step = active.update(txn).await?;
+    let execution = bump_seq(txn, execution, now).await?;
     let kind = EventKind::for_step(status)
         .ok_or_else(|| DbErr::Custom("a step never returns to PENDING".into()))?;
-    let event = log::append(&txn, &execution, kind, Some(StepSnapshot::from(&step)), now).await?;
-    txn.commit().await?;
-    publish_after_commit(state, event).await;
-    Ok(step)
+    let event = log::append(txn, &execution, kind, Some(StepSnapshot::from(&step)), now).await?;
+    Ok((execution, step, event))
 }
 
-/// Changes the execution's status under the lease, recording its event.
-/// A terminal status or a requeue releases the lease.
-pub async fn change_execution(
-    state: &AppState,
-    lease: &Lease,
+/// Changes the (locked) execution's status and appends its event. A
+/// terminal status or a requeue releases the lease.
+async fn apply_execution_change(
+    txn: &DatabaseTransaction,
+    execution: execution::Model,
     change: ExecutionChange,
     update: ExecutionUpdate,
-) -> Result<execution::Model, EngineError> {
-    let now = state.clock.now();
-    let txn = begin_write(&state.db).await?;
-    let execution = fenced_execution(&txn, lease).await?;
+    now: DateTime<Utc>,
+) -> Result<(execution::Model, ExecutionEventRecord), EngineError> {
     let status = execution_transition(execution.status, change)?;
     let seq = execution.last_event_seq + 1;
     let mut active = execution.into_active_model();
@@ -237,30 +333,32 @@ pub async fn change_execution(
     if update.error.is_some() {
         active.error = Set(update.error);
     }
-    let execution = active.update(&txn).await?;
-    let event = log::append(
-        &txn,
-        &execution,
-        EventKind::for_execution(status),
-        None,
-        now,
-    )
-    .await?;
-    txn.commit().await?;
-    publish_after_commit(state, event).await;
-    Ok(execution)
+    let execution = active.update(txn).await?;
+    let event = log::append(txn, &execution, EventKind::for_execution(status), None, now).await?;
+    Ok((execution, event))
 }
 
-/// The execution row, locked on PostgreSQL, if `lease` still holds it.
+/// The execution row, locked for this transaction on PostgreSQL (SQLite's
+/// write transaction is exclusive already).
+async fn locked_execution(
+    txn: &DatabaseTransaction,
+    execution_id: Uuid,
+) -> Result<Option<execution::Model>, DbErr> {
+    let mut query = execution::Entity::find_by_id(execution_id);
+    if txn.get_database_backend() == DbBackend::Postgres {
+        query = query.lock_exclusive();
+    }
+    query.one(txn).await
+}
+
+/// The locked execution row, if `lease` still holds it.
 async fn fenced_execution(
     txn: &DatabaseTransaction,
     lease: &Lease,
 ) -> Result<execution::Model, EngineError> {
-    let mut query = execution::Entity::find_by_id(lease.execution_id);
-    if txn.get_database_backend() == DbBackend::Postgres {
-        query = query.lock_exclusive();
-    }
-    let execution = query.one(txn).await?.ok_or(EngineError::LeaseLost)?;
+    let execution = locked_execution(txn, lease.execution_id)
+        .await?
+        .ok_or(EngineError::LeaseLost)?;
     let held = execution.lease_owner.as_deref() == Some(lease.owner.as_str())
         && execution.lease_epoch == lease.epoch;
     if held {

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
+use super::reaper::reap;
 use super::runner::{ERROR_BACKOFF, RunOutcome, run_execution};
 use super::store::{EngineError, claim_next_execution};
 use crate::app::AppState;
@@ -17,7 +18,7 @@ use crate::events::bus::Subscription;
 /// How long `shutdown` waits for workers to hand their executions back.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// The workers of one process.
+/// The workers and the reaper of one process.
 pub struct Engine {
     stop: watch::Sender<bool>,
     workers: JoinSet<()>,
@@ -36,6 +37,9 @@ impl Engine {
             let worker_id = format!("{}-{n}", &instance[instance.len() - 12..]);
             workers.spawn(work(state.clone(), worker_id, wakeups, stopped.clone()));
         }
+        // Every instance reaps, workers or not, so a fleet of API-only
+        // instances still recovers executions of a crashed worker process.
+        workers.spawn(reap(state.clone(), stopped.clone()));
         Self { stop, workers }
     }
 
@@ -48,7 +52,9 @@ impl Engine {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!("workers did not stop in time; their leases will expire");
+            tracing::warn!(
+                "workers did not stop in time; their leases will expire and be requeued"
+            );
             self.workers.abort_all();
         }
     }

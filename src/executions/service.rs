@@ -146,10 +146,11 @@ pub fn event_stream(
     execution: &MemberExecution,
     after_seq: i32,
 ) -> AppResult<impl Stream<Item = AppResult<ExecutionEventRecord>> + use<>> {
-    if after_seq < 0 {
+    let last = execution.execution.last_event_seq;
+    if !(0..=last).contains(&after_seq) {
         return Err(AppError::bad_input(
             "afterSeq",
-            "afterSeq must be 0 or more",
+            format!("afterSeq must be from 0 to the execution's lastEventSeq ({last})"),
         ));
     }
     Ok(replay::execution_events(

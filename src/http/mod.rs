@@ -26,12 +26,21 @@ use crate::graphql::AppSchema;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct HttpState {
+    /// The instance's shared state.
     pub app: AppState,
+    /// The GraphQL schema, with its limits applied.
     pub schema: AppSchema,
+    /// Becomes true when the server starts shutting down; open WebSockets
+    /// close with 1001 then (axum's graceful drain does not cover them).
+    pub shutting_down: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The full router with its middleware.
-pub fn router(app: AppState, schema: AppSchema) -> Router {
+pub fn router(
+    app: AppState,
+    schema: AppSchema,
+    shutting_down: tokio::sync::watch::Receiver<bool>,
+) -> Router {
     let settings = app.config.settings.clone();
     let middleware = ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -62,7 +71,11 @@ pub fn router(app: AppState, schema: AppSchema) -> Router {
         .route("/health/db", get(health::database))
         .route("/health/cache", get(health::cache))
         .layer(middleware)
-        .with_state(HttpState { app, schema })
+        .with_state(HttpState {
+            app,
+            schema,
+            shutting_down,
+        })
 }
 
 fn cors(origins: &[String]) -> CorsLayer {

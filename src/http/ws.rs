@@ -102,6 +102,14 @@ struct SubscribePayload {
     variables: Option<Value>,
 }
 
+/// An operation that ran to its end (not one the client completed).
+struct Finished {
+    id: String,
+    generation: u64,
+    /// The errors of an operation that failed before executing.
+    errors: Option<Value>,
+}
+
 /// What the read loop does after a message.
 enum Next {
     Continue,
@@ -142,7 +150,8 @@ impl Connection {
                 }
             }
         });
-        let (finished_tx, mut finished) = mpsc::unbounded_channel::<(String, u64)>();
+        let (finished_tx, mut finished) = mpsc::unbounded_channel::<Finished>();
+        let mut stopping = self.state.shutting_down.clone();
         let init_timeout = Duration::from_secs(self.state.app.config.settings.ws_init_timeout_secs);
         let init_deadline = tokio::time::sleep(init_timeout);
         tokio::pin!(init_deadline);
@@ -155,11 +164,17 @@ impl Connection {
                     () = &mut init_deadline, if !self.init_received => {
                         break Some((4408, "Connection initialisation timeout".to_owned()));
                     }
-                    Some((id, generation)) = finished.recv() => {
-                        if self.operations.get(&id).is_some_and(|(g, _)| *g == generation) {
-                            self.operations.remove(&id);
+                                        Some(done) = finished.recv() => {
+                        if self.operations.get(&done.id).is_some_and(|(g, _)| *g == done.generation) {
+                            self.operations.remove(&done.id);
+                            let message = match done.errors {
+                                Some(errors) => json!({ "type": "error", "id": done.id, "payload": errors }),
+                                None => json!({ "type": "complete", "id": done.id }),
+                            };
+                            send(&outbox, message).await;
                         }
                     }
+                    _ = stopping.changed() => break Some((1001, "Server shutting down".to_owned())),
                     frame = stream.next() => match frame {
                         Some(Ok(Message::Text(text))) => {
                             if let Next::Close(code, reason) = self.handle(text.as_str(), &outbox, &finished_tx).await {
@@ -193,7 +208,7 @@ impl Connection {
         &mut self,
         text: &str,
         outbox: &mpsc::Sender<Message>,
-        finished: &mpsc::UnboundedSender<(String, u64)>,
+        finished: &mpsc::UnboundedSender<Finished>,
     ) -> Next {
         let message = match serde_json::from_str::<ClientMessage>(text) {
             Ok(message) => message,
@@ -208,8 +223,11 @@ impl Connection {
                 let authorization = payload.as_ref().and_then(authorization_of);
                 let viewer =
                     Viewer::from_authorization(&self.state.app, authorization.as_deref()).await;
-                if matches!(viewer, Viewer::Rejected(_) | Viewer::Unavailable) {
-                    return Next::Close(4403, "Forbidden".to_owned());
+                match viewer {
+                    Viewer::Rejected(_) => return Next::Close(4403, "Forbidden".to_owned()),
+                    // Not the client's fault: say so instead of blaming its token.
+                    Viewer::Unavailable => return Next::Close(1011, "Internal error".to_owned()),
+                    Viewer::Anonymous | Viewer::User(_) => {}
                 }
                 self.viewer = Some(viewer);
                 send(outbox, json!({ "type": "connection_ack" })).await;
@@ -255,7 +273,7 @@ impl Connection {
         payload: SubscribePayload,
         viewer: Viewer,
         outbox: mpsc::Sender<Message>,
-        finished: mpsc::UnboundedSender<(String, u64)>,
+        finished: mpsc::UnboundedSender<Finished>,
     ) -> AbortHandle {
         let mut request = Request::new(payload.query);
         if let Some(name) = payload.operation_name {
@@ -271,15 +289,17 @@ impl Connection {
         tokio::spawn(async move {
             let mut responses = schema.execute_stream(request.data(context));
             let mut first = true;
+            // The connection loop sends the final `complete` or `error` after
+            // freeing the id, so a client may reuse the id as soon as it
+            // sees either.
             while let Some(response) = responses.next().await {
                 let response = client_error(response);
                 if first && is_request_error(&response) {
-                    send(
-                        &outbox,
-                        json!({ "type": "error", "id": id, "payload": response.errors }),
-                    )
-                    .await;
-                    let _ = finished.send((id, generation));
+                    let _ = finished.send(Finished {
+                        id,
+                        generation,
+                        errors: Some(json!(response.errors)),
+                    });
                     return;
                 }
                 first = false;
@@ -289,8 +309,11 @@ impl Connection {
                 )
                 .await;
             }
-            send(&outbox, json!({ "type": "complete", "id": id })).await;
-            let _ = finished.send((id, generation));
+            let _ = finished.send(Finished {
+                id,
+                generation,
+                errors: None,
+            });
         })
         .abort_handle()
     }

@@ -8,10 +8,10 @@ use std::time::Duration;
 use chrono::Utc;
 use entity::status::{ExecutionStatus, StepStatus};
 use entity::{execution, execution_event, step_run};
-use flowpilot::engine::state::{ExecutionChange, RequeueReason};
+use flowpilot::engine::state::ExecutionChange;
 use flowpilot::engine::store::{self, EngineError, ExecutionUpdate, StepUpdate};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -20,9 +20,14 @@ use crate::support::{Session, TestApp};
 
 const LEASE: Duration = Duration::from_secs(30);
 
-/// A server without workers, a signed-in owner and a workflow `a -> b`.
+/// A server without workers (and a reaper that only runs when a test
+/// calls it), a signed-in owner and a workflow `a -> b`.
 async fn idle_app() -> (TestApp, Session, Uuid) {
-    let app = TestApp::spawn_with(|settings| settings.workers = 0).await;
+    let app = TestApp::spawn_with(|settings| {
+        settings.workers = 0;
+        settings.reaper_interval_ms = 3_600_000;
+    })
+    .await;
     let owner = app.user().await;
     let organization = app.organization(&owner, "Acme").await;
     let workflow = app
@@ -137,9 +142,9 @@ async fn a_worker_whose_lease_was_taken_over_writes_nothing() {
         .await
         .unwrap()
         .unwrap();
-    // Another worker takes over (as after a requeue and a new claim).
+    // The execution is claimed again, even under the same worker id (as
+    // after a requeue): only the epoch tells the two leases apart.
     execution::Entity::update_many()
-        .col_expr(execution::Column::LeaseOwner, Expr::value("new-worker"))
         .col_expr(
             execution::Column::LeaseEpoch,
             Expr::value(claimed.lease.epoch + 1),
@@ -216,7 +221,7 @@ async fn an_illegal_step_transition_is_refused_and_not_applied() {
 }
 
 #[tokio::test]
-async fn shutdown_hands_running_executions_back_and_a_restart_finishes_them() {
+async fn shutdown_hands_running_executions_back_to_the_queue() {
     let app = TestApp::spawn_with(|settings| settings.workers = 1).await;
     let owner = app.user().await;
     let organization = app.organization(&owner, "Acme").await;
@@ -225,44 +230,49 @@ async fn shutdown_hands_running_executions_back_and_a_restart_finishes_them() {
             &owner,
             &organization,
             json!([
-                { "id": "wait", "kind": "DELAY", "config": { "ms": 1500 } },
-                { "id": "done", "kind": "TRANSFORM", "needs": ["wait"], "config": { "output": "finished" } }
+                { "id": "quick", "kind": "TRANSFORM", "config": { "output": 1 } },
+                { "id": "wait", "kind": "DELAY", "needs": ["quick"], "config": { "ms": 600000 } }
             ]),
         )
         .await;
     let id = app.run(&owner, &workflow, json!({})).await;
     let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
     client.subscribe_events("s", &id, 0).await;
-    let started = client.events_until_seq("s", 3).await;
-    assert_eq!(started.last().unwrap()["kind"], "STEP_STARTED");
-    drop(client);
+    // queued, started, quick started, quick succeeded, wait started
+    let seen = client.events_until_seq("s", 5).await;
+    assert_eq!(seen.last().unwrap()["stepId"], "wait");
 
+    let mut app = app;
+    app.settings.workers = 0;
     let app = app.restart().await;
-    let execution = app.finished_execution(&owner, &id).await;
-    assert_eq!(execution["status"], "SUCCEEDED");
-    assert_eq!(execution["output"], "finished");
-    assert_eq!(
-        execution["steps"][0]["attempt"], 2,
-        "the interrupted step ran again"
-    );
-
-    let kinds: Vec<String> = execution_event::Entity::find()
-        .filter(execution_event::Column::ExecutionId.eq(id.parse::<Uuid>().unwrap()))
-        .all(&app.state.db)
+    let id: Uuid = id.parse().unwrap();
+    let row = execution::Entity::find_by_id(id)
+        .one(&app.state.db)
         .await
         .unwrap()
-        .into_iter()
-        .map(|e| e.kind)
-        .collect();
+        .unwrap();
     assert_eq!(
-        kinds[3..5],
+        (row.status, row.lease_owner),
+        (ExecutionStatus::Queued, None)
+    );
+    let kinds = event_kinds(&app, id).await;
+    assert_eq!(
+        kinds[5..],
         ["STEP_RETRYING", "EXECUTION_REQUEUED"],
         "{kinds:?}"
     );
+    let steps = step_run::Entity::find()
+        .filter(step_run::Column::ExecutionId.eq(id))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    let status_of = |step: &str| steps.iter().find(|s| s.step_id == step).map(|s| s.status);
+    assert_eq!(status_of("quick"), Some(StepStatus::Succeeded));
+    assert_eq!(status_of("wait"), Some(StepStatus::Retrying));
 }
 
 #[tokio::test]
-async fn a_lost_workers_running_step_runs_again_and_finished_steps_do_not() {
+async fn the_reaper_requeues_a_lost_workers_execution_and_it_resumes_where_it_stopped() {
     let (app, owner, workflow) = idle_app().await;
     let id = enqueue(&app, &owner, workflow).await;
     let dead = store::claim_next_execution(&app.state, "dead-worker", LEASE)
@@ -295,11 +305,34 @@ async fn a_lost_workers_running_step_runs_again_and_finished_steps_do_not() {
     )
     .await
     .unwrap();
-    // What the reaper does once the dead worker's lease has expired.
-    let requeue = ExecutionChange::Requeue(RequeueReason::LeaseExpired);
-    store::change_execution(&app.state, lease, requeue, ExecutionUpdate::default())
-        .await
-        .unwrap();
+
+    // The dead worker never renews. Before its lease ends nothing happens;
+    // after, the reaper requeues the execution.
+    assert_eq!(
+        flowpilot::engine::reaper::reap_once(&app.state)
+            .await
+            .unwrap(),
+        0
+    );
+    app.clock.advance(chrono::Duration::seconds(31));
+    assert_eq!(
+        flowpilot::engine::reaper::reap_once(&app.state)
+            .await
+            .unwrap(),
+        1
+    );
+    let late_write = store::change_step(
+        &app.state,
+        lease,
+        "b",
+        StepStatus::Succeeded,
+        StepUpdate::default(),
+    )
+    .await;
+    assert!(
+        matches!(late_write, Err(EngineError::LeaseLost)),
+        "{late_write:?}"
+    );
 
     let mut app = app;
     app.settings.workers = 1;
@@ -315,4 +348,50 @@ async fn a_lost_workers_running_step_runs_again_and_finished_steps_do_not() {
         execution["steps"][1]["attempt"], 2,
         "the interrupted step ran again"
     );
+    let kinds = event_kinds(&app, id).await;
+    assert_eq!(
+        kinds[5..7],
+        ["STEP_RETRYING", "EXECUTION_REQUEUED"],
+        "{kinds:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_heartbeat_keeps_a_long_steps_lease_alive() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.workers = 1;
+        settings.lease_secs = 3;
+        settings.reaper_interval_ms = 100;
+    })
+    .await;
+    let owner = app.user().await;
+    let organization = app.organization(&owner, "Acme").await;
+    let workflow = app
+        .workflow(
+            &owner,
+            &organization,
+            json!([{ "id": "long", "kind": "DELAY", "config": { "ms": 4500 } }]),
+        )
+        .await;
+    let id = app.run(&owner, &workflow, json!({})).await;
+    let execution = app.finished_execution(&owner, &id).await;
+    assert_eq!(execution["status"], "SUCCEEDED");
+    assert_eq!(execution["steps"][0]["attempt"], 1);
+    let kinds = event_kinds(&app, id.parse().unwrap()).await;
+    assert!(
+        !kinds.iter().any(|k| k == "EXECUTION_REQUEUED"),
+        "the lease lapsed: {kinds:?}"
+    );
+}
+
+async fn event_kinds(app: &TestApp, execution_id: Uuid) -> Vec<String> {
+    execution_event::Entity::find()
+        .filter(execution_event::Column::ExecutionId.eq(execution_id))
+        .order_by_asc(execution_event::Column::Seq)
+        .all(&app.state.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect()
 }

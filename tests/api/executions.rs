@@ -239,3 +239,41 @@ async fn outsiders_get_not_found_for_executions_and_cannot_run_workflows() {
         .await;
     assert_eq!(run.error_code(), "NOT_FOUND");
 }
+
+#[tokio::test]
+async fn independent_steps_run_at_the_same_time() {
+    let app = TestApp::spawn().await;
+    let owner = app.user().await;
+    let organization = app.organization(&owner, "Acme").await;
+    let workflow = app
+        .workflow(
+            &owner,
+            &organization,
+            json!([
+                { "id": "left", "kind": "DELAY", "config": { "ms": 200 } },
+                { "id": "right", "kind": "DELAY", "config": { "ms": 200 } },
+                { "id": "join", "kind": "TRANSFORM", "needs": ["left", "right"], "config": { "output": "both" } }
+            ]),
+        )
+        .await;
+    let id = app.run(&owner, &workflow, json!({})).await;
+    app.finished_execution(&owner, &id).await;
+    let rows = execution_event::Entity::find()
+        .filter(execution_event::Column::ExecutionId.eq(id.parse::<uuid::Uuid>().unwrap()))
+        .order_by_asc(execution_event::Column::Seq)
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
+    // Both delays start before either finishes.
+    assert_eq!(
+        kinds[2..6],
+        [
+            "STEP_STARTED",
+            "STEP_STARTED",
+            "STEP_SUCCEEDED",
+            "STEP_SUCCEEDED"
+        ],
+        "{kinds:?}"
+    );
+}

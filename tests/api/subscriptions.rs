@@ -244,17 +244,25 @@ async fn a_subscriber_joining_mid_run_with_after_seq_gets_exactly_the_rest() {
     let seen = early.events_until_seq("early", 3).await;
     assert_eq!(seen.last().unwrap()["kind"], "STEP_STARTED");
 
+    // The late subscriber asks from seq 1: seqs 2 and 3 come from the log,
+    // the rest live, handed over without a gap or a duplicate.
     let mut late = WsClient::connect_as(&app, Some(&owner.access_token)).await;
-    late.subscribe_events("late", &id, 3).await;
-    let rest_late = late.events_until_complete("late").await;
+    late.subscribe_events("late", &id, 1).await;
+    let from_late = late.events_until_complete("late").await;
     let rest_early = early.events_until_complete("early").await;
 
-    assert_eq!(seqs(&rest_late), (4..=9).collect::<Vec<_>>());
+    assert_eq!(seqs(&from_late), (2..=9).collect::<Vec<_>>());
     assert_eq!(
-        rest_late, rest_early,
-        "both subscribers see the same events"
+        from_late[..2],
+        seen[1..3],
+        "replayed events equal the live ones"
     );
-    assert_eq!(rest_late.last().unwrap()["kind"], "EXECUTION_SUCCEEDED");
+    assert_eq!(
+        from_late[2..],
+        rest_early[..],
+        "both subscribers see the same live events"
+    );
+    assert_eq!(from_late.last().unwrap()["kind"], "EXECUTION_SUCCEEDED");
 }
 
 #[tokio::test]
@@ -287,4 +295,32 @@ async fn graphiql_subscribes_through_the_websocket_endpoint() {
         html.contains("/graphql/ws"),
         "GraphiQL has no subscription endpoint"
     );
+}
+
+#[tokio::test]
+async fn an_after_seq_beyond_the_last_event_is_bad_user_input() {
+    let (app, owner, workflow) = idle_app().await;
+    let id = app.run(&owner, &workflow, json!({})).await;
+    let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
+    client.subscribe_events("ahead", &id, 5).await;
+    let message = client.next_json().await;
+    assert_eq!(
+        message["payload"]["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{message}"
+    );
+    assert_eq!(
+        message["payload"]["errors"][0]["extensions"]["field"],
+        "afterSeq"
+    );
+}
+
+#[tokio::test]
+async fn open_sockets_close_with_1001_when_the_server_shuts_down() {
+    let (app, owner, workflow) = idle_app().await;
+    let id = app.run(&owner, &workflow, json!({})).await;
+    let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
+    client.subscribe_events("open", &id, 0).await;
+    assert_eq!(client.next_json().await["type"], "next");
+    app.stop().await;
+    client.expect_close(1001).await;
 }

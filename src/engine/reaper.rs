@@ -1,0 +1,40 @@
+//! The reaper: on every instance, it requeues executions whose worker
+//! stopped renewing its lease (a crash, a network cut, a kill), so another
+//! worker resumes them. Finished steps keep their outputs; steps that were
+//! running run again.
+
+use tokio::sync::watch;
+
+use super::runner::ERROR_BACKOFF;
+use super::store::{expired_leases, requeue_expired};
+use crate::app::AppState;
+
+/// Most executions requeued in one pass.
+const BATCH: u64 = 100;
+
+/// Requeues expired leases every `reaper_interval` until `stop` fires.
+pub async fn reap(state: AppState, mut stop: watch::Receiver<bool>) {
+    let interval = state.config.settings.reaper_interval();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(err) = reap_once(&state).await {
+            tracing::error!(error = %err, "requeuing expired leases failed");
+            tokio::time::sleep(ERROR_BACKOFF).await;
+        }
+    }
+}
+
+/// One pass: requeues every execution whose lease has expired.
+pub async fn reap_once(state: &AppState) -> Result<usize, super::store::EngineError> {
+    let mut requeued = 0;
+    for execution_id in expired_leases(state, BATCH).await? {
+        if requeue_expired(state, execution_id).await? {
+            tracing::warn!(%execution_id, "lease expired; execution requeued");
+            requeued += 1;
+        }
+    }
+    Ok(requeued)
+}
