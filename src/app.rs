@@ -17,6 +17,7 @@ use crate::config::{Config, redact_url};
 use crate::db::{self, StatementCounter};
 use crate::engine::Engine;
 use crate::events::EventBus;
+use crate::events::redis_bus::RedisBus;
 use crate::{graphql, http};
 
 /// Shared state of one FlowPilot instance, cheap to clone into every
@@ -57,15 +58,22 @@ impl App {
         let sql_statements = StatementCounter::default();
         let db = db::connect(&config, &sql_statements).await?;
         db::migrate_on_start(&config, &db).await?;
-        let redis = match &config.settings.redis_url {
-            Some(url) => Some(connect_redis(url).await?),
+        let (redis, bus) = match &config.settings.redis_url {
+            Some(url) => {
+                let manager = connect_redis(url).await?;
+                let client = redis::Client::open(url.as_str())?;
+                let bus = RedisBus::connect(client, manager.clone(), &config.settings.redis_prefix)
+                    .await
+                    .with_context(|| format!("cannot subscribe to Redis at {}", redact_url(url)))?;
+                (Some(manager), EventBus::Redis(bus))
+            }
             None => {
                 if config.is_postgres() {
                     tracing::warn!(
                         "REDIS_URL is not set: events stay in this process, so run a single instance"
                     );
                 }
-                None
+                (None, EventBus::local())
             }
         };
         let address = SocketAddr::new(config.settings.host, config.settings.port);
@@ -80,7 +88,7 @@ impl App {
             tokens,
             redis,
             sql_statements,
-            bus: EventBus::local(),
+            bus,
         };
         Ok(Self { listener, state })
     }

@@ -64,6 +64,14 @@ pub struct Settings {
     /// `redis://…`; without it FlowPilot uses its in-process event bus.
     #[arg(long, env = "REDIS_URL", global = true, hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel FlowPilot uses.
+    #[arg(
+        long,
+        env = "FLOWPILOT_REDIS_PREFIX",
+        default_value = "flowpilot:",
+        global = true
+    )]
+    pub redis_prefix: String,
     /// HMAC key for access tokens, at least 32 characters.
     #[arg(
         long,

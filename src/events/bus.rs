@@ -1,11 +1,13 @@
-//! The event bus contract and its in-process implementation.
+//! The event bus contract, its local fan-out, and the in-process
+//! implementation. `redis_bus` implements the same contract across
+//! instances.
 //!
 //! Two kinds of topic: one per organization (execution events) and one
 //! control topic every instance listens to (worker wake-ups now; cancel
 //! requests and revocations later). Delivery is at most once: a subscriber
-//! that falls behind receives [`BusSignal::Lagged`], and after a broken
-//! connection [`BusSignal::Reconnected`], so it knows to fill the gap from
-//! the durable event log.
+//! that falls behind receives [`BusSignal::Lagged`], and after the bus's
+//! connection was re-established [`BusSignal::Reconnected`], so it knows to
+//! fill the gap from the durable event log.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,8 +17,9 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::log::ExecutionEventRecord;
+use super::redis_bus::{RedisBus, RedisBusState};
 
-/// Messages a topic buffers for a slow subscriber before it lags.
+/// Signals a topic buffers for a slow subscriber before it lags.
 const TOPIC_CAPACITY: usize = 1024;
 
 /// Where a message is published.
@@ -52,85 +55,117 @@ pub enum BusSignal {
 /// Publishes and subscribes to topics.
 #[derive(Clone)]
 pub enum EventBus {
-    Local(LocalBus),
+    /// One process: a broadcast channel per topic.
+    Local(Fanout),
+    /// Many instances: Redis pub/sub, fanned out locally.
+    Redis(RedisBus),
 }
 
 impl EventBus {
     /// An in-process bus.
     pub fn local() -> Self {
-        Self::Local(LocalBus::default())
+        Self::Local(Fanout::default())
     }
 
-    /// Publishes `message` to `topic`; subscribers that are gone are skipped.
+    /// Publishes `message` to `topic`. Delivery is best effort: subscribers
+    /// fill anything lost from the event log.
     pub async fn publish(&self, topic: Topic, message: BusMessage) {
         match self {
-            Self::Local(bus) => bus.publish(topic, message),
+            Self::Local(fanout) => fanout.deliver(topic, BusSignal::Message(message)),
+            Self::Redis(bus) => bus.publish(topic, message).await,
         }
     }
 
     /// Subscribes to `topic`. When this returns, the subscription is active:
-    /// every message published afterwards reaches it.
+    /// every message published afterwards reaches it (or, if the bus is
+    /// reconnecting, a `Reconnected` signal will).
     pub async fn subscribe(&self, topic: Topic) -> Subscription {
         match self {
-            Self::Local(bus) => bus.subscribe(topic),
+            Self::Local(fanout) => fanout.subscribe(topic),
+            Self::Redis(bus) => bus.subscribe(topic).await,
         }
     }
 
-    /// A short name for health reports.
-    pub fn kind(&self) -> &'static str {
+    /// How the bus is doing, for `/health/cache`.
+    pub fn health(&self) -> BusHealth {
         match self {
-            Self::Local(_) => "in-process",
+            Self::Local(_) => BusHealth::InProcess,
+            Self::Redis(bus) => BusHealth::Redis(bus.state()),
         }
     }
 }
 
+/// The bus as health checks see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BusHealth {
+    InProcess,
+    Redis(RedisBusState),
+}
+
 /// A live subscription to one topic.
 pub struct Subscription {
-    receiver: broadcast::Receiver<BusMessage>,
+    receiver: broadcast::Receiver<BusSignal>,
 }
 
 impl Subscription {
     /// The next signal; `None` once the bus is gone.
     pub async fn recv(&mut self) -> Option<BusSignal> {
         match self.receiver.recv().await {
-            Ok(message) => Some(BusSignal::Message(message)),
+            Ok(signal) => Some(signal),
             Err(broadcast::error::RecvError::Lagged(_)) => Some(BusSignal::Lagged),
             Err(broadcast::error::RecvError::Closed) => None,
         }
     }
 }
 
-/// In-process bus: one broadcast channel per topic with subscribers.
+/// Local fan-out: one broadcast channel per topic that has subscribers in
+/// this process.
 #[derive(Clone, Default)]
-pub struct LocalBus {
-    topics: Arc<Mutex<HashMap<Topic, broadcast::Sender<BusMessage>>>>,
+pub struct Fanout {
+    topics: Arc<Mutex<HashMap<Topic, broadcast::Sender<BusSignal>>>>,
 }
 
-impl LocalBus {
-    fn publish(&self, topic: Topic, message: BusMessage) {
-        let mut topics = self
-            .topics
+impl Fanout {
+    fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<Topic, broadcast::Sender<BusSignal>>> {
+        self.topics
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // Nobody listens any more: forget the topic.
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Delivers `signal` to the topic's subscribers here, forgetting the
+    /// topic once nobody listens any more.
+    pub fn deliver(&self, topic: Topic, signal: BusSignal) {
+        let mut topics = self.topics();
         if let Some(sender) = topics.get(&topic)
-            && sender.send(message).is_err()
+            && sender.send(signal).is_err()
         {
             topics.remove(&topic);
         }
     }
 
-    fn subscribe(&self, topic: Topic) -> Subscription {
-        let mut topics = self
-            .topics
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+    /// Delivers `signal` to every topic with subscribers here.
+    pub fn deliver_to_all(&self, signal: BusSignal) {
+        for sender in self.topics().values() {
+            let _ = sender.send(signal.clone());
+        }
+    }
+
+    /// A new local subscription to `topic`.
+    pub fn subscribe(&self, topic: Topic) -> Subscription {
+        let mut topics = self.topics();
         let sender = topics
             .entry(topic)
             .or_insert_with(|| broadcast::channel(TOPIC_CAPACITY).0);
         Subscription {
             receiver: sender.subscribe(),
         }
+    }
+
+    /// Whether anyone here listens to `topic`.
+    pub fn has_subscribers(&self, topic: Topic) -> bool {
+        self.topics()
+            .get(&topic)
+            .is_some_and(|sender| sender.receiver_count() > 0)
     }
 }
 
@@ -163,5 +198,14 @@ mod tests {
             bus.publish(Topic::Control, BusMessage::WorkerWakeup).await;
         }
         assert!(matches!(slow.recv().await, Some(BusSignal::Lagged)));
+    }
+
+    #[tokio::test]
+    async fn a_topic_nobody_listens_to_is_forgotten() {
+        let fanout = Fanout::default();
+        let topic = Topic::Organization(Uuid::now_v7());
+        drop(fanout.subscribe(topic));
+        fanout.deliver(topic, BusSignal::Reconnected);
+        assert!(fanout.topics().is_empty());
     }
 }

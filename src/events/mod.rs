@@ -7,6 +7,7 @@
 
 pub mod bus;
 pub mod log;
+pub mod redis_bus;
 pub mod replay;
 
 pub use bus::{BusMessage, BusSignal, EventBus, Topic};

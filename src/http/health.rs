@@ -8,6 +8,8 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::HttpState;
+use crate::events::bus::BusHealth;
+use crate::events::redis_bus::RedisBusState;
 
 /// The process is up.
 pub async fn live() -> Json<Value> {
@@ -33,9 +35,18 @@ pub async fn database(State(state): State<HttpState>) -> (StatusCode, Json<Value
     }
 }
 
-/// The event bus: Redis answers PING, or the bus is in-process.
+/// The event bus: in-process, or Redis with its subscriber connection
+/// `connected` (and PING answered), `reconnecting`, or `down`.
 pub async fn cache(State(state): State<HttpState>) -> (StatusCode, Json<Value>) {
-    let Some(mut redis) = state.app.redis.clone() else {
+    let unavailable = |redis: &str| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "bus": "redis", "redis": redis })),
+        )
+    };
+    let (BusHealth::Redis(subscriber), Some(mut redis)) =
+        (state.app.bus.health(), state.app.redis.clone())
+    else {
         return (
             StatusCode::OK,
             Json(json!({ "status": "ok", "bus": "in-process" })),
@@ -46,21 +57,16 @@ pub async fn cache(State(state): State<HttpState>) -> (StatusCode, Json<Value>) 
         redis::cmd("PING").query_async::<String>(&mut redis),
     )
     .await;
-    match ping {
-        Ok(Ok(_)) => (
+    match (ping, subscriber) {
+        (Ok(Ok(_)), RedisBusState::Connected) => (
             StatusCode::OK,
-            Json(json!({ "status": "ok", "bus": "redis" })),
+            Json(json!({ "status": "ok", "bus": "redis", "redis": "connected" })),
         ),
-        Ok(Err(err)) => {
+        (Ok(Ok(_)), RedisBusState::Reconnecting) => unavailable("reconnecting"),
+        (Ok(Err(err)), _) => {
             tracing::warn!(error = %err, "Redis health check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "unavailable", "bus": "redis" })),
-            )
+            unavailable("down")
         }
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unavailable", "bus": "redis" })),
-        ),
+        (Err(_), _) => unavailable("down"),
     }
 }

@@ -40,15 +40,11 @@ async fn health_cache_names_the_bus_in_use() {
     let app = TestApp::spawn().await;
     let response = app.get("/health/cache").await;
     assert_eq!(response.status(), 200);
-    let expected_bus = if redis_url().is_some() {
-        "redis"
-    } else {
-        "in-process"
+    let expected = match redis_url() {
+        Some(_) => json!({ "status": "ok", "bus": "redis", "redis": "connected" }),
+        None => json!({ "status": "ok", "bus": "in-process" }),
     };
-    assert_eq!(
-        response.json::<Value>().await.unwrap(),
-        json!({ "status": "ok", "bus": expected_bus })
-    );
+    assert_eq!(response.json::<Value>().await.unwrap(), expected);
 }
 
 #[tokio::test]

@@ -43,6 +43,8 @@ pub fn test_settings(database_url: &str) -> Settings {
     settings.database_url = database_url.to_owned();
     settings.db_max_connections = 5;
     settings.redis_url = redis_url();
+    // Every test's Redis channels are its own, so tests run in parallel.
+    settings.redis_prefix = format!("fp-test-{}:", uuid::Uuid::new_v4().simple());
     settings.jwt_secret = Some("test-jwt-secret-that-is-long-enough-for-flowpilot".into());
     settings.encryption_key = Some("test-encryption-key-that-is-long-enough-too".into());
     settings
