@@ -203,7 +203,12 @@ async fn adding_an_existing_member_again_is_a_conflict() {
 
 #[tokio::test]
 async fn memberships_load_with_the_same_number_of_statements_however_many_there_are() {
-    let app = TestApp::spawn().await;
+    // Nothing in the background may touch the database while counting.
+    let app = TestApp::spawn_with(|settings| {
+        settings.workers = 0;
+        settings.reaper_interval_ms = 3_600_000;
+    })
+    .await;
     let one = app.user().await;
     app.organization(&one, "Solo").await;
     let many = app.user().await;

@@ -173,3 +173,188 @@ async fn a_wake_up_from_one_instance_starts_work_on_another_before_its_poll() {
         .expect("B runs the execution well before its 60 s poll");
     assert_eq!(events.last().unwrap()["executionStatus"], "SUCCEEDED");
 }
+
+/// A Redis server of this test's own, so it can be cut off and restarted
+/// without touching other tests. Stopped when dropped.
+struct PrivateRedis {
+    port: u16,
+    process: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    /// Starts `redis-server` on a free port, or `None` when it is not installed.
+    async fn start() -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let mut redis = Self {
+            port,
+            process: None,
+        };
+        redis.launch().await?;
+        Some(redis)
+    }
+
+    async fn launch(&mut self) -> Option<()> {
+        let process = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        self.process = Some(process);
+        let client = redis::Client::open(self.url()).ok()?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(mut connection) = client.get_multiplexed_async_connection().await
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut connection)
+                    .await
+                    .is_ok()
+            {
+                return Some(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `/health/cache`'s `redis` field, polled until it reads `expected`.
+async fn await_redis_health(app: &TestApp, expected: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let body: serde_json::Value = app.get("/health/cache").await.json().await.unwrap();
+        if body["redis"] == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/health/cache never said {expected}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn events_published_while_redis_is_down_reach_subscribers_after_it_returns() {
+    let Some(mut redis) = PrivateRedis::start().await else {
+        eprintln!("skipped: needs redis-server");
+        return;
+    };
+    let app = TestApp::spawn_with(|settings| {
+        settings.redis_url = Some(redis.url());
+        settings.workers = 1;
+    })
+    .await;
+    let owner = app.user().await;
+    let organization = app.organization(&owner, "Acme").await;
+    let workflow = app
+        .workflow(
+            &owner,
+            &organization,
+            json!([
+                { "id": "wait", "kind": "DELAY", "config": { "ms": 300 } },
+                { "id": "done", "kind": "TRANSFORM", "needs": ["wait"], "config": { "output": "done" } }
+            ]),
+        )
+        .await;
+    let id = app.run(&owner, &workflow, json!({})).await;
+    let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
+    client.subscribe_events("s", &id, 0).await;
+    let before = client.events_until_seq("s", 3).await;
+
+    // Redis goes away; the execution finishes meanwhile, its last events
+    // published into the void.
+    redis.stop();
+    let execution_id: Uuid = id.parse().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let row = execution::Entity::find_by_id(execution_id)
+            .one(&app.state.db)
+            .await
+            .unwrap()
+            .unwrap();
+        if row.status == ExecutionStatus::Succeeded {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the execution did not finish without Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // When Redis is back, the subscriber is told to refill from the log.
+    redis
+        .launch()
+        .await
+        .expect("redis restarts on the same port");
+    let after = client.events_until_complete("s").await;
+    let seqs: Vec<i64> = before
+        .iter()
+        .chain(&after)
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=7).collect::<Vec<_>>(),
+        "a gap or a duplicate across the outage"
+    );
+    await_redis_health(&app, "connected").await;
+}
+
+#[tokio::test]
+async fn health_cache_follows_redis_down_and_back() {
+    let Some(mut redis) = PrivateRedis::start().await else {
+        eprintln!("skipped: needs redis-server");
+        return;
+    };
+    let app = TestApp::spawn_with(|settings| settings.redis_url = Some(redis.url())).await;
+    await_redis_health(&app, "connected").await;
+
+    redis.stop();
+    let response = app.get("/health/cache").await;
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["redis"] == "down" || body["redis"] == "reconnecting",
+        "{body}"
+    );
+    // The API itself keeps answering without Redis.
+    let session = app.user().await;
+    assert!(!session.access_token.is_empty());
+
+    redis
+        .launch()
+        .await
+        .expect("redis restarts on the same port");
+    await_redis_health(&app, "connected").await;
+}
