@@ -17,6 +17,7 @@ use crate::config::{Config, redact_url};
 use crate::db::{self, StatementCounter};
 use crate::engine::Engine;
 use crate::events::EventBus;
+use crate::events::recheck::StreamRegistry;
 use crate::events::redis_bus::RedisBus;
 use crate::{graphql, http};
 
@@ -38,23 +39,13 @@ pub struct AppState {
     pub sql_statements: StatementCounter,
     /// Carries execution events and control messages.
     pub bus: EventBus,
+    /// Executions streamed on this instance, for the idle re-check.
+    pub streams: StreamRegistry,
 }
 
-/// A built server: connected, migrated and bound, not yet serving.
-pub struct App {
-    listener: TcpListener,
-    state: AppState,
-}
-
-impl App {
-    /// Connects to the database (and Redis), migrates and binds the port,
-    /// with the system clock.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        Self::build_with_clock(config, Clock::system()).await
-    }
-
-    /// As [`App::build`], reading time from `clock`.
-    pub async fn build_with_clock(config: Config, clock: Clock) -> anyhow::Result<Self> {
+impl AppState {
+    /// Connects to the database (migrating it) and, when configured, Redis.
+    pub async fn build(config: Config, clock: Clock) -> anyhow::Result<Self> {
         let sql_statements = StatementCounter::default();
         let db = db::connect(&config, &sql_statements).await?;
         db::migrate_on_start(&config, &db).await?;
@@ -76,12 +67,8 @@ impl App {
                 (None, EventBus::local())
             }
         };
-        let address = SocketAddr::new(config.settings.host, config.settings.port);
-        let listener = TcpListener::bind(address)
-            .await
-            .with_context(|| format!("cannot listen on {address}"))?;
         let tokens = Arc::new(TokenKeys::new(&config.jwt_secret));
-        let state = AppState {
+        Ok(Self {
             db,
             config: Arc::new(config),
             clock,
@@ -89,7 +76,45 @@ impl App {
             redis,
             sql_statements,
             bus,
-        };
+            streams: StreamRegistry::default(),
+        })
+    }
+
+    /// Runs this instance's workers and reaper, without the HTTP API, until
+    /// `shutdown` resolves; then hands running executions back.
+    pub async fn run_workers(self, shutdown: impl Future<Output = ()>) {
+        let engine = Engine::start(&self).await;
+        tracing::info!(
+            workers = self.config.settings.workers,
+            "FlowPilot workers are running"
+        );
+        shutdown.await;
+        engine.shutdown().await;
+        self.db.close().await.ok();
+        tracing::info!("FlowPilot workers stopped");
+    }
+}
+
+/// A built server: connected, migrated and bound, not yet serving.
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl App {
+    /// Connects to the database (and Redis), migrates and binds the port,
+    /// with the system clock.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Clock::system()).await
+    }
+
+    /// As [`App::build`], reading time from `clock`.
+    pub async fn build_with_clock(config: Config, clock: Clock) -> anyhow::Result<Self> {
+        let address = SocketAddr::new(config.settings.host, config.settings.port);
+        let state = AppState::build(config, clock).await?;
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address}"))?;
         Ok(Self { listener, state })
     }
 
@@ -112,8 +137,15 @@ impl App {
     ) -> anyhow::Result<()> {
         let schema = graphql::build_schema(&self.state.config.settings);
         let (shutting_down_tx, shutting_down) = tokio::sync::watch::channel(false);
-        let router = http::router(self.state.clone(), schema, shutting_down);
+        let router = http::router(self.state.clone(), schema, shutting_down.clone());
         let engine = Engine::start(&self.state).await;
+        let interval =
+            std::time::Duration::from_millis(self.state.config.settings.stream_recheck_ms);
+        let rechecks = tokio::spawn(self.state.streams.clone().run(
+            self.state.db.clone(),
+            interval,
+            shutting_down.clone(),
+        ));
         let shutdown = async move {
             shutdown.await;
             let _ = shutting_down_tx.send(true);
@@ -127,6 +159,7 @@ impl App {
         .await
         .context("the HTTP server failed");
         engine.shutdown().await;
+        rechecks.abort();
         self.state.db.close().await.ok();
         tracing::info!("FlowPilot stopped");
         served

@@ -174,6 +174,15 @@ pub struct Settings {
         global = true
     )]
     pub reaper_interval_ms: u64,
+    /// Milliseconds between re-checks of the executions streamed on this
+    /// instance, which refill streams the bus left behind.
+    #[arg(
+        long,
+        env = "FLOWPILOT_STREAM_RECHECK_MS",
+        default_value_t = 3000,
+        global = true
+    )]
+    pub stream_recheck_ms: u64,
     /// Seconds a WebSocket client has to send `connection_init`.
     #[arg(
         long,
@@ -313,6 +322,10 @@ fn check_settings(settings: &Settings) -> anyhow::Result<()> {
         (
             "FLOWPILOT_REAPER_INTERVAL_MS",
             settings.reaper_interval_ms as usize,
+        ),
+        (
+            "FLOWPILOT_STREAM_RECHECK_MS",
+            settings.stream_recheck_ms as usize,
         ),
     ] {
         if value == 0 {

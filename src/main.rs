@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use flowpilot::app::App;
+use flowpilot::app::{App, AppState};
+use flowpilot::clock::Clock;
 use flowpilot::config::{Config, Settings};
 use flowpilot::{db, graphql, telemetry};
 use migration::{Migrator, MigratorTrait};
@@ -26,8 +27,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the GraphQL API (the default).
+    /// Serve the GraphQL API (the default), with workers.
     Serve,
+    /// Run workers and the reaper only, without the HTTP API.
+    Worker,
     /// Manage the database schema.
     Migrate {
         #[command(subcommand)]
@@ -105,6 +108,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::from_settings(cli.settings)?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => App::build(config).await?.serve(shutdown_signal()).await,
+        Command::Worker => {
+            AppState::build(config, Clock::system())
+                .await?
+                .run_workers(shutdown_signal())
+                .await;
+            Ok(())
+        }
         Command::Migrate { action } => migrate(config, action).await,
         Command::Schema => unreachable!("handled before start-up"),
     }

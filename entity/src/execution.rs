@@ -34,6 +34,8 @@ pub struct Model {
     /// Seq of the newest event in `execution_events`.
     pub last_event_seq: i32,
     pub created_by: Option<Uuid>,
+    /// The execution this one re-runs (`retryExecution`).
+    pub retry_of_id: Option<Uuid>,
     pub queued_at: DateTimeUtc,
     pub started_at: Option<DateTimeUtc>,
     pub finished_at: Option<DateTimeUtc>,

@@ -3,8 +3,9 @@
 //! The hand-over is race-free: subscribe to the organization's topic first
 //! (the subscription is active when `subscribe` returns), then replay from
 //! the log, then drop live events already replayed. A live event beyond the
-//! next expected seq, or a lag or reconnect signal, is filled from the log,
-//! so the stream has no gap and no duplicate, and it ends after the
+//! next expected seq, a lag or reconnect signal, or the instance's idle
+//! re-check of `last_event_seq` (see `recheck`) makes the stream fill from
+//! the log, so it has no gap and no duplicate, and it ends after the
 //! terminal event.
 
 use entity::execution;
@@ -43,25 +44,31 @@ pub fn execution_events(
             return;
         }
 
-        while let Some(signal) = live.recv().await {
-            let fill_from_log = match signal {
-                BusSignal::Message(BusMessage::ExecutionEvent(event)) if event.execution.id == execution_id => {
-                    if event.seq < next_seq {
-                        continue;
-                    }
-                    if event.seq == next_seq {
-                        next_seq += 1;
-                        let terminal = event.is_terminal();
-                        yield *event;
-                        if terminal {
-                            return;
+        let mut recheck = state.streams.register(execution_id, next_seq - 1);
+        loop {
+            let fill_from_log = tokio::select! {
+                signal = live.recv() => match signal {
+                    None => return,
+                    Some(BusSignal::Message(BusMessage::ExecutionEvent(event))) if event.execution.id == execution_id => {
+                        if event.seq < next_seq {
+                            continue;
                         }
-                        continue;
+                        if event.seq == next_seq {
+                            next_seq += 1;
+                            let terminal = event.is_terminal();
+                            yield *event;
+                            if terminal {
+                                return;
+                            }
+                            continue;
+                        }
+                        true
                     }
-                    true
-                }
-                BusSignal::Lagged | BusSignal::Reconnected => true,
-                BusSignal::Message(_) => false,
+                    Some(BusSignal::Lagged | BusSignal::Reconnected) => true,
+                    Some(BusSignal::Message(_)) => false,
+                },
+                // The idle re-check saw events this stream has not.
+                newer = recheck.newer_seq() => newer.is_some_and(|seq| seq >= next_seq),
             };
             if fill_from_log {
                 for event in events_after(&state.db, execution_id, next_seq - 1).await? {

@@ -9,7 +9,7 @@ use entity::status;
 use futures::{Stream, StreamExt};
 use serde_json::Value;
 
-use super::service::{self, MemberExecution};
+use super::service::{self, IdempotencyKey, MemberExecution, Priority, RunRequest};
 use crate::error::AppError;
 use crate::events::log::{EventKind, ExecutionEventRecord, ExecutionSnapshot};
 use crate::graphql::context::{RequestContext, parse_id};
@@ -109,17 +109,54 @@ impl From<EventKind> for ExecutionEventKind {
 pub struct Execution {
     snapshot: ExecutionSnapshot,
     /// Known when read from the database; loaded on demand for events.
-    input: Option<Value>,
+    details: Option<ExecutionDetails>,
     viewer_role: Role,
+}
+
+/// The fields of an execution that events do not carry.
+#[derive(Clone)]
+struct ExecutionDetails {
+    input: Value,
+    priority: i32,
+    idempotency_key: Option<String>,
+    retry_of_id: Option<uuid::Uuid>,
+}
+
+impl From<entity::execution::Model> for ExecutionDetails {
+    fn from(execution: entity::execution::Model) -> Self {
+        Self {
+            input: execution.input,
+            priority: execution.priority,
+            idempotency_key: execution.idempotency_key,
+            retry_of_id: execution.retry_of_id,
+        }
+    }
 }
 
 impl From<MemberExecution> for Execution {
     fn from(found: MemberExecution) -> Self {
         Self {
             snapshot: ExecutionSnapshot::from(&found.execution),
-            input: Some(found.execution.input),
+            details: Some(found.execution.into()),
             viewer_role: found.role,
         }
+    }
+}
+
+impl Execution {
+    /// The fields events do not carry, read through the DataLoader.
+    async fn details(&self, ctx: &Context<'_>) -> async_graphql::Result<ExecutionDetails> {
+        if let Some(details) = &self.details {
+            return Ok(details.clone());
+        }
+        let execution = RequestContext::of(ctx)
+            .loaders
+            .executions
+            .load_one(self.snapshot.id)
+            .await
+            .map_err(AppError::from)?
+            .ok_or(AppError::NotFound("execution"))?;
+        Ok(execution.into())
     }
 }
 
@@ -145,17 +182,35 @@ impl Execution {
     }
 
     /// The JSON the execution was started with.
-    async fn input(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Json<Value>>> {
-        if let Some(input) = &self.input {
-            return Ok(Some(Json(input.clone())));
-        }
-        let execution = RequestContext::of(ctx)
+    async fn input(&self, ctx: &Context<'_>) -> async_graphql::Result<Json<Value>> {
+        Ok(Json(self.details(ctx).await?.input))
+    }
+
+    async fn priority(&self, ctx: &Context<'_>) -> async_graphql::Result<ExecutionPriority> {
+        Ok(Priority::from_i32(self.details(ctx).await?.priority).into())
+    }
+
+    /// The key it was started with, if any.
+    async fn idempotency_key(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        Ok(self.details(ctx).await?.idempotency_key)
+    }
+
+    /// The execution this one re-runs (`retryExecution`).
+    async fn retry_of(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Execution>> {
+        let Some(id) = self.details(ctx).await?.retry_of_id else {
+            return Ok(None);
+        };
+        let original = RequestContext::of(ctx)
             .loaders
             .executions
-            .load_one(self.snapshot.id)
+            .load_one(id)
             .await
             .map_err(AppError::from)?;
-        Ok(execution.map(|e| Json(e.input)))
+        Ok(original.map(|execution| Execution {
+            snapshot: ExecutionSnapshot::from(&execution),
+            details: Some(execution.into()),
+            viewer_role: self.viewer_role,
+        }))
     }
 
     /// The one sink step's output, or an object keyed by sink step id.
@@ -320,8 +375,37 @@ impl ExecutionEvent {
     async fn execution(&self) -> Execution {
         Execution {
             snapshot: self.record.execution.clone(),
-            input: None,
+            details: None,
             viewer_role: self.viewer_role,
+        }
+    }
+}
+
+/// How urgently an execution is claimed: HIGH before NORMAL before LOW,
+/// then oldest first.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecutionPriority {
+    High,
+    Normal,
+    Low,
+}
+
+impl From<ExecutionPriority> for Priority {
+    fn from(priority: ExecutionPriority) -> Self {
+        match priority {
+            ExecutionPriority::High => Self::High,
+            ExecutionPriority::Normal => Self::Normal,
+            ExecutionPriority::Low => Self::Low,
+        }
+    }
+}
+
+impl From<Priority> for ExecutionPriority {
+    fn from(priority: Priority) -> Self {
+        match priority {
+            Priority::High => Self::High,
+            Priority::Normal => Self::Normal,
+            Priority::Low => Self::Low,
         }
     }
 }
@@ -332,6 +416,19 @@ pub struct RunWorkflowInput {
     pub workflow_id: ID,
     /// Available to templates as `input`; `{}` when left out.
     pub input: Option<Json<Value>>,
+    /// NORMAL when left out.
+    pub priority: Option<ExecutionPriority>,
+    /// With a key (1 to 255 characters), running the same workflow with the
+    /// same key again within 24 hours returns the first execution instead of
+    /// starting another, whatever the input.
+    pub idempotency_key: Option<String>,
+}
+
+/// Re-runs an execution.
+#[derive(InputObject)]
+pub struct RetryExecutionInput {
+    /// A finished execution; the new one runs its version with its input.
+    pub execution_id: ID,
 }
 
 #[derive(Default)]
@@ -369,15 +466,36 @@ impl ExecutionMutation {
     ) -> async_graphql::Result<Execution> {
         let request = RequestContext::of(ctx);
         let user = request.viewer.user()?;
-        let workflow_id = parse_id(&input.workflow_id, "workflowId")?;
-        let execution_input = input
-            .input
-            .map_or_else(|| Value::Object(Default::default()), |json| json.0);
-        Ok(
-            service::run_workflow(&request.state, user.user.id, workflow_id, execution_input)
-                .await?
-                .into(),
-        )
+        let run = RunRequest {
+            workflow_id: parse_id(&input.workflow_id, "workflowId")?,
+            input: input
+                .input
+                .map_or_else(|| Value::Object(Default::default()), |json| json.0),
+            priority: input.priority.map(Priority::from).unwrap_or_default(),
+            idempotency_key: input
+                .idempotency_key
+                .as_deref()
+                .map(|key| IdempotencyKey::parse(key, "idempotencyKey"))
+                .transpose()?,
+        };
+        Ok(service::run_workflow(&request.state, user.user.id, run)
+            .await?
+            .into())
+    }
+
+    /// Starts a new execution of a finished execution's version with the
+    /// same input, linked to it by `retryOf`. EDITOR and above.
+    async fn retry_execution(
+        &self,
+        ctx: &Context<'_>,
+        input: RetryExecutionInput,
+    ) -> async_graphql::Result<Execution> {
+        let request = RequestContext::of(ctx);
+        let user = request.viewer.user()?;
+        let id = parse_id(&input.execution_id, "executionId")?;
+        Ok(service::retry_execution(&request.state, user.user.id, id)
+            .await?
+            .into())
     }
 }
 

@@ -4,10 +4,11 @@ use std::collections::HashMap;
 
 use entity::role::Role;
 use entity::status::{ExecutionStatus, StepStatus};
-use entity::{execution, step_run, workflow_version};
+use entity::{execution, step_run, workflow, workflow_version};
 use futures::Stream;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -23,9 +24,6 @@ use crate::orgs::service::role_of;
 use crate::workflows::definition::WorkflowDefinition;
 use crate::workflows::service as workflows;
 
-/// Priority of executions started without one.
-pub const NORMAL_PRIORITY: i32 = 0;
-
 /// An execution as one member sees it.
 #[derive(Clone, Debug)]
 pub struct MemberExecution {
@@ -33,44 +31,193 @@ pub struct MemberExecution {
     pub role: Role,
 }
 
-/// Queues an execution of the workflow's active version with `input`.
-/// EDITOR and above; NOT_FOUND for those who cannot see the workflow.
+/// How urgently an execution should be claimed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Priority {
+    High,
+    #[default]
+    Normal,
+    Low,
+}
+
+impl Priority {
+    /// The stored value: higher is claimed first.
+    pub fn as_i32(self) -> i32 {
+        match self {
+            Self::High => 1,
+            Self::Normal => 0,
+            Self::Low => -1,
+        }
+    }
+
+    /// The priority a stored value stands for.
+    pub fn from_i32(value: i32) -> Self {
+        match value {
+            v if v > 0 => Self::High,
+            0 => Self::Normal,
+            _ => Self::Low,
+        }
+    }
+}
+
+/// How long an idempotency key returns the execution it started.
+pub const IDEMPOTENCY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
+/// Longest idempotency key, in characters.
+const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+
+/// An idempotency key: trimmed, 1 to 255 characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// Parses user input; `field` names the input field in the error.
+    pub fn parse(raw: &str, field: &str) -> AppResult<Self> {
+        let key = raw.trim();
+        if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS {
+            return Err(AppError::bad_input(
+                field,
+                format!("an idempotency key has 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters"),
+            ));
+        }
+        Ok(Self(key.to_owned()))
+    }
+}
+
+/// A request to start a workflow.
+#[derive(Debug)]
+pub struct RunRequest {
+    pub workflow_id: Uuid,
+    pub input: Value,
+    pub priority: Priority,
+    /// With a key, a second request within 24 hours returns the first
+    /// request's execution instead of starting another, whatever its input.
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// Queues an execution of the workflow's active version. EDITOR and above;
+/// NOT_FOUND for those who cannot see the workflow.
 pub async fn run_workflow(
     state: &AppState,
     user_id: Uuid,
-    workflow_id: Uuid,
-    input: Value,
+    request: RunRequest,
 ) -> AppResult<MemberExecution> {
-    let found = workflows::find_for_member(&state.db, user_id, workflow_id).await?;
+    let found = workflows::find_for_member(&state.db, user_id, request.workflow_id).await?;
     policy::authorize(found.role, Action::RunWorkflow)?;
     let version_id = found.workflow.active_version_id.ok_or_else(|| {
         AppError::Internal(anyhow::anyhow!(
-            "workflow {workflow_id} has no active version"
+            "workflow {} has no active version",
+            request.workflow_id
         ))
     })?;
-    let version = workflow_version::Entity::find_by_id(version_id)
+    let new = NewExecution {
+        workflow: &found.workflow,
+        version_id,
+        input: request.input,
+        priority: request.priority,
+        idempotency_key: request.idempotency_key,
+        created_by: user_id,
+        retry_of_id: None,
+    };
+    let execution = enqueue(state, new).await?;
+    Ok(MemberExecution {
+        execution,
+        role: found.role,
+    })
+}
+
+/// Starts a new execution of a finished execution's version with its input,
+/// linked to it. EDITOR and above; CONFLICT while the original still runs.
+pub async fn retry_execution(
+    state: &AppState,
+    user_id: Uuid,
+    execution_id: Uuid,
+) -> AppResult<MemberExecution> {
+    let original = find_for_member(&state.db, user_id, execution_id).await?;
+    policy::authorize(original.role, Action::RunWorkflow)?;
+    if !original.execution.status.is_terminal() {
+        return Err(AppError::Conflict(
+            "the execution has not finished yet".to_owned(),
+        ));
+    }
+    let workflow = workflow::Entity::find_by_id(original.execution.workflow_id)
+        .one(&state.db)
+        .await?
+        .ok_or(AppError::NotFound("workflow"))?;
+    let new = NewExecution {
+        workflow: &workflow,
+        version_id: original.execution.workflow_version_id,
+        input: original.execution.input.clone(),
+        priority: Priority::from_i32(original.execution.priority),
+        idempotency_key: None,
+        created_by: user_id,
+        retry_of_id: Some(original.execution.id),
+    };
+    let execution = enqueue(state, new).await?;
+    Ok(MemberExecution {
+        execution,
+        role: original.role,
+    })
+}
+
+struct NewExecution<'a> {
+    workflow: &'a workflow::Model,
+    version_id: Uuid,
+    input: Value,
+    priority: Priority,
+    idempotency_key: Option<IdempotencyKey>,
+    created_by: Uuid,
+    retry_of_id: Option<Uuid>,
+}
+
+/// Inserts a QUEUED execution with its PENDING step runs and its first
+/// event in one transaction, then publishes the event and wakes workers.
+/// With an idempotency key, the workflow row is locked first so two
+/// requests with the same key cannot both insert.
+async fn enqueue(state: &AppState, new: NewExecution<'_>) -> AppResult<execution::Model> {
+    let version = workflow_version::Entity::find_by_id(new.version_id)
         .one(&state.db)
         .await?
         .ok_or_else(|| {
-            AppError::Internal(anyhow::anyhow!("workflow version {version_id} is missing"))
+            AppError::Internal(anyhow::anyhow!(
+                "workflow version {} is missing",
+                new.version_id
+            ))
         })?;
     let definition =
         WorkflowDefinition::from_stored(&version.definition).map_err(AppError::Internal)?;
 
     let now = state.clock.now();
     let txn = begin_write(&state.db).await?;
+    if let Some(key) = &new.idempotency_key {
+        let mut lock = workflow::Entity::find_by_id(new.workflow.id);
+        if txn.get_database_backend() == DbBackend::Postgres {
+            lock = lock.lock_exclusive();
+        }
+        lock.one(&txn).await?;
+        let earlier = execution::Entity::find()
+            .filter(execution::Column::WorkflowId.eq(new.workflow.id))
+            .filter(execution::Column::IdempotencyKey.eq(key.0.as_str()))
+            .filter(execution::Column::QueuedAt.gt(now - IDEMPOTENCY_WINDOW))
+            .order_by_desc(execution::Column::QueuedAt)
+            .one(&txn)
+            .await?;
+        if let Some(earlier) = earlier {
+            txn.commit().await?;
+            return Ok(earlier);
+        }
+    }
     let execution = execution::ActiveModel {
         id: Set(Uuid::now_v7()),
-        organization_id: Set(found.workflow.organization_id),
-        workflow_id: Set(workflow_id),
+        organization_id: Set(new.workflow.organization_id),
+        workflow_id: Set(new.workflow.id),
         workflow_version_id: Set(version.id),
         status: Set(ExecutionStatus::Queued),
-        priority: Set(NORMAL_PRIORITY),
-        input: Set(input),
+        priority: Set(new.priority.as_i32()),
+        input: Set(new.input),
         output: Set(None),
         error: Set(None),
         trigger_kind: Set("MANUAL".to_owned()),
-        idempotency_key: Set(None),
+        idempotency_key: Set(new.idempotency_key.map(|key| key.0)),
         attempt: Set(0),
         lease_owner: Set(None),
         lease_expires_at: Set(None),
@@ -78,7 +225,8 @@ pub async fn run_workflow(
         cancel_requested: Set(false),
         run_after: Set(None),
         last_event_seq: Set(1),
-        created_by: Set(Some(user_id)),
+        created_by: Set(Some(new.created_by)),
+        retry_of_id: Set(new.retry_of_id),
         queued_at: Set(now),
         started_at: Set(None),
         finished_at: Set(None),
@@ -114,11 +262,8 @@ pub async fn run_workflow(
         .bus
         .publish(Topic::Control, BusMessage::WorkerWakeup)
         .await;
-    tracing::info!(execution_id = %execution.id, %workflow_id, "execution queued");
-    Ok(MemberExecution {
-        execution,
-        role: found.role,
-    })
+    tracing::info!(execution_id = %execution.id, workflow_id = %new.workflow.id, "execution queued");
+    Ok(execution)
 }
 
 /// The execution as `user_id` sees it; NOT_FOUND unless they may view it.

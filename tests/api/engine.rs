@@ -16,7 +16,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::support::ws::WsClient;
-use crate::support::{Session, TestApp};
+use crate::support::{Session, TestApp, run_request};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -45,11 +45,15 @@ async fn idle_app() -> (TestApp, Session, Uuid) {
 
 async fn enqueue(app: &TestApp, owner: &Session, workflow: Uuid) -> Uuid {
     let user = owner.user_id.parse().unwrap();
-    flowpilot::executions::service::run_workflow(&app.state, user, workflow, json!({ "n": 1 }))
-        .await
-        .unwrap()
-        .execution
-        .id
+    flowpilot::executions::service::run_workflow(
+        &app.state,
+        user,
+        run_request(workflow, json!({ "n": 1 })),
+    )
+    .await
+    .unwrap()
+    .execution
+    .id
 }
 
 async fn event_count(app: &TestApp, execution_id: Uuid) -> u64 {

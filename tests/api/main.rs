@@ -13,6 +13,7 @@ mod executions;
 mod health;
 mod limits;
 mod orgs;
+mod runs;
 mod scale;
 mod schema_sdl;
 mod startup;

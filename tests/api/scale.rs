@@ -13,7 +13,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::support::ws::WsClient;
-use crate::support::{TestApp, postgres_url, redis_url};
+use crate::support::{TestApp, postgres_url, redis_url, run_request};
 
 fn multi_instance_backends() -> bool {
     let ready = postgres_url().is_some() && redis_url().is_some();
@@ -93,8 +93,7 @@ async fn executions_enqueued_through_two_instances_are_each_claimed_exactly_once
         let found = flowpilot::executions::service::run_workflow(
             &via.state,
             user,
-            workflow,
-            json!({ "n": n }),
+            run_request(workflow, json!({ "n": n })),
         )
         .await
         .unwrap();

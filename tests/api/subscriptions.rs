@@ -324,3 +324,45 @@ async fn open_sockets_close_with_1001_when_the_server_shuts_down() {
     app.stop().await;
     client.expect_close(1001).await;
 }
+
+#[tokio::test]
+async fn events_the_bus_never_delivered_reach_the_stream_through_the_recheck() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.workers = 0;
+        settings.stream_recheck_ms = 200;
+    })
+    .await;
+    let owner = app.user().await;
+    let organization = app.organization(&owner, "Acme").await;
+    let workflow = app
+        .workflow(
+            &owner,
+            &organization,
+            json!([{ "id": "a", "kind": "TRANSFORM", "config": { "output": 1 } }]),
+        )
+        .await;
+    let id = app.run(&owner, &workflow, json!({})).await;
+    let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
+    client.subscribe_events("quiet", &id, 0).await;
+    assert_eq!(client.events_until_seq("quiet", 1).await.len(), 1);
+
+    // A second instance on the same database whose bus reaches no one: its
+    // worker's events are committed but never published to this server.
+    let mut settings = app.settings.clone();
+    settings.redis_url = None;
+    settings.workers = 1;
+    let config = flowpilot::config::Config::from_settings(settings).unwrap();
+    let isolated = flowpilot::app::AppState::build(config, flowpilot::clock::Clock::system())
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let workers = tokio::spawn(isolated.run_workers(async move {
+        let _ = stopped.await;
+    }));
+
+    let events = client.events_until_complete("quiet").await;
+    assert_eq!(seqs(&events), (2..=5).collect::<Vec<_>>());
+    assert_eq!(events.last().unwrap()["kind"], "EXECUTION_SUCCEEDED");
+    let _ = stop.send(());
+    workers.await.unwrap();
+}

@@ -458,6 +458,19 @@ impl Drop for TestApp {
     }
 }
 
+/// A plain service-level request to run `workflow_id` with `input`.
+pub fn run_request(
+    workflow_id: uuid::Uuid,
+    input: Value,
+) -> flowpilot::executions::service::RunRequest {
+    flowpilot::executions::service::RunRequest {
+        workflow_id,
+        input,
+        priority: Default::default(),
+        idempotency_key: None,
+    }
+}
+
 /// A signed-in user as a client holds it.
 #[derive(Clone, Debug)]
 pub struct Session {

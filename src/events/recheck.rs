@@ -1,0 +1,128 @@
+//! The idle re-check behind every open execution stream: a task on each
+//! instance reads `last_event_seq` of every execution someone streams here,
+//! in one query, every few seconds, and tells the streams. A stream that is
+//! behind refills from the log. This catches what the bus cannot: a
+//! publish lost between commit and send, a Redis that dropped a message
+//! without any disconnect, or a worker in another process with no shared
+//! bus at all. It is what keeps a lost terminal event from hanging a stream.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use entity::execution;
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// The executions streamed on this instance, each with the newest
+/// `last_event_seq` seen by the re-check.
+#[derive(Clone, Default)]
+pub struct StreamRegistry {
+    streams: Arc<Mutex<HashMap<Uuid, Watched>>>,
+}
+
+struct Watched {
+    latest: watch::Sender<i32>,
+    streams: usize,
+}
+
+/// One stream's registration; unregisters when dropped.
+pub struct StreamTicket {
+    registry: StreamRegistry,
+    execution_id: Uuid,
+    latest: watch::Receiver<i32>,
+}
+
+impl StreamTicket {
+    /// Waits until the re-check has seen a newer seq, and returns it.
+    pub async fn newer_seq(&mut self) -> Option<i32> {
+        self.latest.changed().await.ok()?;
+        Some(*self.latest.borrow_and_update())
+    }
+}
+
+impl Drop for StreamTicket {
+    fn drop(&mut self) {
+        let mut streams = self.registry.lock();
+        if let Some(watched) = streams.get_mut(&self.execution_id) {
+            watched.streams -= 1;
+            if watched.streams == 0 {
+                streams.remove(&self.execution_id);
+            }
+        }
+    }
+}
+
+impl StreamRegistry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Watched>> {
+        self.streams
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a stream of `execution_id` that has seen up to `seen_seq`.
+    pub fn register(&self, execution_id: Uuid, seen_seq: i32) -> StreamTicket {
+        let mut streams = self.lock();
+        let watched = streams.entry(execution_id).or_insert_with(|| Watched {
+            latest: watch::channel(seen_seq).0,
+            streams: 0,
+        });
+        watched.streams += 1;
+        let mut latest = watched.latest.subscribe();
+        latest.mark_unchanged();
+        StreamTicket {
+            registry: self.clone(),
+            execution_id,
+            latest,
+        }
+    }
+
+    /// Reads `last_event_seq` of every streamed execution in one query and
+    /// wakes the streams of those that moved on.
+    pub async fn recheck(&self, db: &DatabaseConnection) -> Result<(), sea_orm::DbErr> {
+        let ids: Vec<Uuid> = self.lock().keys().copied().collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(Uuid, i32)> = execution::Entity::find()
+            .select_only()
+            .column(execution::Column::Id)
+            .column(execution::Column::LastEventSeq)
+            .filter(execution::Column::Id.is_in(ids))
+            .into_tuple()
+            .all(db)
+            .await?;
+        let streams = self.lock();
+        for (id, seq) in rows {
+            if let Some(watched) = streams.get(&id) {
+                watched.latest.send_if_modified(|latest| {
+                    let newer = seq > *latest;
+                    if newer {
+                        *latest = seq;
+                    }
+                    newer
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Rechecks every `interval` until `stop` fires.
+    pub async fn run(
+        self,
+        db: DatabaseConnection,
+        interval: Duration,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.changed() => return,
+            }
+            if let Err(err) = self.recheck(&db).await {
+                tracing::warn!(error = %err, "re-checking open streams failed");
+            }
+        }
+    }
+}
