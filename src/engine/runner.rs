@@ -24,7 +24,7 @@ use super::steps;
 use super::store::{self, Claimed, EngineError, ExecutionUpdate, Lease, StepUpdate};
 use crate::app::AppState;
 use crate::events::{BusMessage, Topic};
-use crate::workflows::definition::{StepDefinition, WorkflowDefinition};
+use crate::workflows::definition::{StepDefinition, StepKind, WorkflowDefinition};
 
 /// Keeps a worker from spinning when the database fails repeatedly.
 pub const ERROR_BACKOFF: Duration = Duration::from_secs(1);
@@ -242,18 +242,21 @@ impl Runner {
                 }
                 let needs: Vec<StepStatus> =
                     step.needs.iter().map(|need| self.status_of(need)).collect();
-                if needs.iter().all(|s| *s == StepStatus::Succeeded) {
+                let all_succeeded = needs.iter().all(|s| *s == StepStatus::Succeeded);
+                let condition_false = step.needs.iter().any(|need| self.is_false_condition(need));
+                if all_succeeded && !condition_false {
                     if let Some(outcome) = self.start(&step).await? {
                         return Ok(Some(outcome));
                     }
                     changed = true;
                 } else if status == StepStatus::Pending
-                    && needs.iter().any(|s| {
-                        matches!(
-                            s,
-                            StepStatus::Skipped | StepStatus::Cancelled | StepStatus::Failed
-                        )
-                    })
+                    && (condition_false
+                        || needs.iter().any(|s| {
+                            matches!(
+                                s,
+                                StepStatus::Skipped | StepStatus::Cancelled | StepStatus::Failed
+                            )
+                        }))
                 {
                     self.set_step(&step.id, StepStatus::Skipped, StepUpdate::default())
                         .await?;
@@ -416,6 +419,20 @@ impl Runner {
         let step = store::change_step(&self.state, &self.lease, step_id, to, update).await?;
         self.steps.insert(step_id.to_owned(), step);
         Ok(())
+    }
+
+    /// Whether `step_id` is a CONDITION that succeeded with a false result.
+    fn is_false_condition(&self, step_id: &str) -> bool {
+        let is_condition = self
+            .definition
+            .step(step_id)
+            .is_some_and(|s| s.kind == StepKind::Condition);
+        let result = self
+            .steps
+            .get(step_id)
+            .filter(|s| s.status == StepStatus::Succeeded)
+            .and_then(|s| s.output.as_ref());
+        is_condition && result.is_some_and(|output| output["result"] == Value::Bool(false))
     }
 
     fn status_of(&self, step_id: &str) -> StepStatus {

@@ -1,6 +1,6 @@
 //! What each step kind does once its config is rendered.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::workflows::definition::StepConfig;
 
@@ -13,5 +13,13 @@ pub async fn execute(config: StepConfig) -> Result<Value, String> {
             Ok(Value::Null)
         }
         StepConfig::Fail { message } => Err(message),
+        StepConfig::Condition {
+            result: Some(result),
+            ..
+        } => Ok(json!({ "result": result })),
+        StepConfig::Condition {
+            result: None,
+            expression,
+        } => Err(format!("the condition `{expression}` was not evaluated")),
     }
 }

@@ -27,6 +27,8 @@ pub enum StepKind {
     Delay,
     /// Fails with a message (for tests and demos).
     Fail,
+    /// Evaluates an expression; steps needing it are skipped when false.
+    Condition,
 }
 
 impl StepKind {
@@ -35,6 +37,7 @@ impl StepKind {
             Self::Transform => &["output"],
             Self::Delay => &["ms"],
             Self::Fail => &["message"],
+            Self::Condition => &["if"],
         }
     }
 
@@ -43,6 +46,7 @@ impl StepKind {
             Self::Transform => "TRANSFORM",
             Self::Delay => "DELAY",
             Self::Fail => "FAIL",
+            Self::Condition => "CONDITION",
         }
     }
 }
@@ -56,6 +60,11 @@ pub enum StepConfig {
     Delay { ms: u64 },
     /// `{"message": <template>}`.
     Fail { message: String },
+    /// `{"if": <expression>}`; `result` is set once evaluated.
+    Condition {
+        expression: String,
+        result: Option<bool>,
+    },
 }
 
 impl StepConfig {
@@ -106,6 +115,20 @@ impl StepConfig {
                     })?;
                 Ok(Self::Delay { ms })
             }
+            StepKind::Condition => {
+                let expression = required("if")?.as_str().ok_or_else(|| {
+                    AppError::bad_input(
+                        format!("{field}.if"),
+                        "`if` must be an expression in a string",
+                    )
+                })?;
+                template::check_expression(expression)
+                    .map_err(|e| AppError::bad_input(format!("{field}.if"), e))?;
+                Ok(Self::Condition {
+                    expression: expression.to_owned(),
+                    result: None,
+                })
+            }
             StepKind::Fail => {
                 let message = required("message")?.as_str().ok_or_else(|| {
                     AppError::bad_input(format!("{field}.message"), "`message` must be a string")
@@ -126,6 +149,10 @@ impl StepConfig {
                 output: template::render_value(output, context)?,
             },
             Self::Delay { ms } => Self::Delay { ms: *ms },
+            Self::Condition { expression, .. } => Self::Condition {
+                expression: expression.clone(),
+                result: Some(template::evaluate_condition(expression, context)?),
+            },
             Self::Fail { message } => match template::render(message, context)? {
                 Value::String(message) => Self::Fail { message },
                 other => Self::Fail {
@@ -141,6 +168,7 @@ impl StepConfig {
             Self::Transform { output } => serde_json::json!({ "output": output }),
             Self::Delay { ms } => serde_json::json!({ "ms": ms }),
             Self::Fail { message } => serde_json::json!({ "message": message }),
+            Self::Condition { expression, .. } => serde_json::json!({ "if": expression }),
         }
     }
 }

@@ -23,6 +23,9 @@ pub enum StepKind {
     Delay,
     /// `{"message": …}`: fails with the (templated) message.
     Fail,
+    /// `{"if": "<expression>"}`: always succeeds with `{"result": true|false}`;
+    /// steps that need it are skipped when the result is false.
+    Condition,
 }
 
 impl From<StepKind> for definition::StepKind {
@@ -31,6 +34,7 @@ impl From<StepKind> for definition::StepKind {
             StepKind::Transform => Self::Transform,
             StepKind::Delay => Self::Delay,
             StepKind::Fail => Self::Fail,
+            StepKind::Condition => Self::Condition,
         }
     }
 }
@@ -41,6 +45,7 @@ impl From<definition::StepKind> for StepKind {
             definition::StepKind::Transform => Self::Transform,
             definition::StepKind::Delay => Self::Delay,
             definition::StepKind::Fail => Self::Fail,
+            definition::StepKind::Condition => Self::Condition,
         }
     }
 }

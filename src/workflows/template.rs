@@ -43,6 +43,29 @@ pub fn check(source: &str) -> Result<(), String> {
     .map_err(|e| describe(&e))
 }
 
+/// Compiles a bare expression (CONDITION's `if`) without evaluating it.
+pub fn check_expression(expression: &str) -> Result<(), String> {
+    environment()
+        .compile_expression(expression)
+        .map(|_| ())
+        .map_err(|e| describe(&e))
+}
+
+/// Evaluates a bare expression to its truth; an undefined value is an error.
+pub fn evaluate_condition(expression: &str, context: &Value) -> Result<bool, String> {
+    let compiled = environment()
+        .compile_expression(expression)
+        .map_err(|e| describe(&e))?;
+    let value = compiled.eval(context).map_err(|e| describe(&e))?;
+    if value.is_undefined() {
+        return Err(format!(
+            "undefined value: `{}` is not defined",
+            expression.trim()
+        ));
+    }
+    Ok(value.is_true())
+}
+
 /// Checks every string inside `value`, returning the JSON path (below
 /// `prefix`) and message of the first that does not compile.
 pub fn check_value(value: &Value, prefix: &str) -> Result<(), (String, String)> {
@@ -145,6 +168,15 @@ mod tests {
             json!("77")
         );
         assert_eq!(render("plain", &context).unwrap(), json!("plain"));
+    }
+
+    #[test]
+    fn conditions_evaluate_to_their_truth() {
+        let context = json!({ "input": { "n": 7, "flag": false } });
+        assert_eq!(evaluate_condition("input.n > 5", &context), Ok(true));
+        assert_eq!(evaluate_condition("input.flag", &context), Ok(false));
+        assert!(evaluate_condition("input.nope", &context).is_err());
+        assert!(check_expression("input.n >").is_err());
     }
 
     #[test]

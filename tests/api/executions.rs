@@ -277,3 +277,58 @@ async fn independent_steps_run_at_the_same_time() {
         "{kinds:?}"
     );
 }
+
+#[tokio::test]
+async fn a_false_condition_skips_the_steps_behind_it_and_a_true_one_runs_them() {
+    let app = TestApp::spawn().await;
+    let owner = app.user().await;
+    let organization = app.organization(&owner, "Acme").await;
+    let workflow = app
+        .workflow(
+            &owner,
+            &organization,
+            json!([
+                { "id": "big", "kind": "CONDITION", "config": { "if": "input.n > 10" } },
+                { "id": "small", "kind": "CONDITION", "config": { "if": "input.n <= 10" } },
+                { "id": "shout", "kind": "TRANSFORM", "needs": ["big"], "config": { "output": "BIG {{ input.n }}" } },
+                { "id": "after_shout", "kind": "TRANSFORM", "needs": ["shout"], "config": { "output": "echo" } },
+                { "id": "whisper", "kind": "TRANSFORM", "needs": ["small"], "config": { "output": "small {{ input.n }}" } }
+            ]),
+        )
+        .await;
+    let id = app.run(&owner, &workflow, json!({ "n": 3 })).await;
+    let execution = app.finished_execution(&owner, &id).await;
+    assert_eq!(execution["status"], "SUCCEEDED");
+    assert_eq!(
+        statuses(&execution),
+        [
+            ("big".into(), "SUCCEEDED".into()),
+            ("small".into(), "SUCCEEDED".into()),
+            ("shout".into(), "SKIPPED".into()),
+            ("after_shout".into(), "SKIPPED".into()),
+            ("whisper".into(), "SUCCEEDED".into()),
+        ]
+    );
+    assert_eq!(execution["steps"][0]["output"], json!({ "result": false }));
+    assert_eq!(execution["steps"][1]["output"], json!({ "result": true }));
+    // Sinks: the skipped one is left out of the output.
+    assert_eq!(execution["output"], json!({ "whisper": "small 3" }));
+}
+
+#[tokio::test]
+async fn a_condition_that_does_not_compile_is_bad_user_input() {
+    let app = TestApp::spawn().await;
+    let owner = app.user().await;
+    let organization = app.organization(&owner, "Acme").await;
+    let response = app
+        .graphql_as(
+            &owner.access_token,
+            "mutation($input: CreateWorkflowInput!) { createWorkflow(input: $input) { id } }",
+            json!({ "input": { "organizationId": organization, "name": "c", "definition": { "steps": [
+                { "id": "c", "kind": "CONDITION", "config": { "if": "input.n >" } }
+            ] } } }),
+        )
+        .await;
+    assert_eq!(response.error_code(), "BAD_USER_INPUT");
+    assert_eq!(response.error_field(), "definition.steps[0].config.if");
+}
