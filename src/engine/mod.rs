@@ -5,6 +5,7 @@
 //! The engine is used by services and `app`; it never imports `graphql` or
 //! `http`.
 
+pub mod cancel;
 pub mod reaper;
 pub mod runner;
 pub mod state;

@@ -19,6 +19,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
+use super::cancel::Cancellations;
 use super::state::{ExecutionChange, RequeueReason};
 use super::steps;
 use super::store::{self, Claimed, EngineError, ExecutionUpdate, Lease, StepUpdate};
@@ -38,20 +39,28 @@ pub enum RunOutcome {
     HandedBack,
 }
 
-/// Runs `claimed` until it finishes, the lease is lost, or `shutdown` fires.
+/// Runs `claimed` until it finishes, is cancelled, the lease is lost, or
+/// `shutdown` fires.
 pub async fn run_execution(
     state: AppState,
     claimed: Claimed,
     shutdown: watch::Receiver<bool>,
+    cancellations: Cancellations,
 ) -> Result<RunOutcome, EngineError> {
+    let mut cancel = cancellations.watch(claimed.execution.id);
+    if claimed.execution.cancel_requested {
+        cancellations.cancel(claimed.execution.id);
+    }
     let (lost_tx, lost) = watch::channel(false);
-    let _heartbeat = AbortOnDrop(tokio::spawn(heartbeat(
+    let heartbeat = heartbeat(
         state.clone(),
         claimed.lease.clone(),
         lost_tx,
-    )));
+        cancellations.clone(),
+    );
+    let _heartbeat = AbortOnDrop(tokio::spawn(heartbeat));
     match Runner::load(state.clone(), claimed).await? {
-        Loaded::Runnable(runner) => runner.run(lost, shutdown).await,
+        Loaded::Runnable(runner) => runner.run(lost, shutdown, &mut cancel.requested).await,
         Loaded::Unreadable { lease, reason } => {
             // Running it again would fail the same way: fail it for good.
             let update = ExecutionUpdate {
@@ -79,13 +88,21 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Renews the lease every third of its length until it is lost.
-async fn heartbeat(state: AppState, lease: Lease, lost: watch::Sender<bool>) {
+/// Renews the lease every third of its length until it is lost, and
+/// raises the cancel flag when the row says a cancel was requested (in case
+/// the control topic's message never arrived).
+async fn heartbeat(
+    state: AppState,
+    lease: Lease,
+    lost: watch::Sender<bool>,
+    cancellations: Cancellations,
+) {
     let lease_for = state.config.settings.lease_duration();
     loop {
         tokio::time::sleep(lease_for / 3).await;
         match store::renew_lease(&state, &lease, lease_for).await {
-            Ok(()) => {}
+            Ok(true) => cancellations.cancel(lease.execution_id),
+            Ok(false) => {}
             Err(EngineError::LeaseLost) => {
                 let _ = lost.send(true);
                 return;
@@ -162,8 +179,9 @@ impl Runner {
         mut self,
         mut lost: watch::Receiver<bool>,
         mut shutdown: watch::Receiver<bool>,
+        cancel: &mut watch::Receiver<bool>,
     ) -> Result<RunOutcome, EngineError> {
-        let result = self.drive(&mut lost, &mut shutdown).await;
+        let result = self.drive(&mut lost, &mut shutdown, cancel).await;
         self.tasks.abort_all();
         result
     }
@@ -172,8 +190,12 @@ impl Runner {
         &mut self,
         lost: &mut watch::Receiver<bool>,
         shutdown: &mut watch::Receiver<bool>,
+        cancel: &mut watch::Receiver<bool>,
     ) -> Result<RunOutcome, EngineError> {
         self.recover_interrupted_steps().await?;
+        if *cancel.borrow_and_update() {
+            return self.cancel().await;
+        }
         // A previous run may have stopped between a step failing for good and
         // the execution failing: finish that failure rather than go on.
         if let Some(failed) = self.steps.values().find(|s| s.status == StepStatus::Failed) {
@@ -205,6 +227,7 @@ impl Runner {
                 }
                 _ = lost.changed() => return Err(EngineError::LeaseLost),
                 _ = shutdown.changed() => return self.hand_back().await,
+                _ = cancel.changed() => return self.cancel().await,
             }
         }
     }
@@ -367,6 +390,29 @@ impl Runner {
         )
         .await?;
         Ok(RunOutcome::Finished(ExecutionStatus::Failed))
+    }
+
+    /// Cancels what runs and what has not run, then the execution.
+    async fn cancel(&mut self) -> Result<RunOutcome, EngineError> {
+        for (_, handle) in self.running.drain() {
+            handle.abort();
+        }
+        let mut unfinished: Vec<&StepDefinition> = self
+            .definition
+            .steps
+            .iter()
+            .filter(|s| !self.status_of(&s.id).is_terminal())
+            .collect();
+        unfinished.sort_by_key(|s| self.steps.get(&s.id).map_or(0, |run| run.position));
+        let unfinished: Vec<String> = unfinished.into_iter().map(|s| s.id.clone()).collect();
+        for id in unfinished {
+            self.set_step(&id, StepStatus::Cancelled, StepUpdate::default())
+                .await?;
+        }
+        let change = ExecutionChange::To(ExecutionStatus::Cancelled);
+        store::change_execution(&self.state, &self.lease, change, ExecutionUpdate::default())
+            .await?;
+        Ok(RunOutcome::Finished(ExecutionStatus::Cancelled))
     }
 
     async fn succeed(&mut self) -> Result<RunOutcome, EngineError> {

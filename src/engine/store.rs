@@ -47,6 +47,15 @@ pub enum EngineError {
     Db(#[from] DbErr),
 }
 
+impl From<EngineError> for crate::error::AppError {
+    fn from(err: EngineError) -> Self {
+        match err {
+            EngineError::Db(db) => db.into(),
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
 /// An execution a worker has just claimed.
 #[derive(Debug)]
 pub struct Claimed {
@@ -127,11 +136,13 @@ pub async fn claim_next_execution(
 }
 
 /// Extends the lease; [`EngineError::LeaseLost`] when it is no longer ours.
+/// Returns whether a cancel was requested (the fallback to the control
+/// topic's `CancelRequested`).
 pub async fn renew_lease(
     state: &AppState,
     lease: &Lease,
     lease_for: Duration,
-) -> Result<(), EngineError> {
+) -> Result<bool, EngineError> {
     let now = state.clock.now();
     let renewed = execution::Entity::update_many()
         .col_expr(
@@ -144,10 +155,86 @@ pub async fn renew_lease(
         .filter(execution::Column::Status.eq(ExecutionStatus::Running))
         .exec(&state.db)
         .await?;
-    if renewed.rows_affected == 1 {
-        Ok(())
-    } else {
-        Err(EngineError::LeaseLost)
+    if renewed.rows_affected != 1 {
+        return Err(EngineError::LeaseLost);
+    }
+    let cancel_requested: Option<bool> = execution::Entity::find_by_id(lease.execution_id)
+        .select_only()
+        .column(execution::Column::CancelRequested)
+        .into_tuple()
+        .one(&state.db)
+        .await?;
+    Ok(cancel_requested.unwrap_or(false))
+}
+
+/// What a cancel request did.
+#[derive(Debug)]
+pub enum CancelOutcome {
+    /// The execution was queued and is now CANCELLED.
+    Cancelled(execution::Model),
+    /// The execution is running; its worker has been asked to stop.
+    Requested(execution::Model),
+    /// The execution had already finished.
+    AlreadyFinished(execution::Model),
+}
+
+/// Cancels an execution: a QUEUED one at once (its steps end CANCELLED),
+/// a RUNNING one by setting `cancel_requested` and telling every instance
+/// on the control topic; its runner then cancels what runs.
+pub async fn cancel(state: &AppState, execution_id: Uuid) -> Result<CancelOutcome, EngineError> {
+    let now = state.clock.now();
+    let txn = begin_write(&state.db).await?;
+    let Some(mut execution) = locked_execution(&txn, execution_id).await? else {
+        return Err(EngineError::Db(DbErr::RecordNotFound(format!(
+            "execution {execution_id}"
+        ))));
+    };
+    match execution.status {
+        ExecutionStatus::Queued => {
+            let unfinished = step_run::Entity::find()
+                .filter(step_run::Column::ExecutionId.eq(execution_id))
+                .filter(step_run::Column::Status.is_in([StepStatus::Pending, StepStatus::Retrying]))
+                .order_by_asc(step_run::Column::Position)
+                .all(&txn)
+                .await?;
+            let mut events = Vec::with_capacity(unfinished.len() + 1);
+            for step in unfinished {
+                let (updated, _, event) = apply_step_change(
+                    &txn,
+                    execution,
+                    &step.step_id,
+                    StepStatus::Cancelled,
+                    StepUpdate::default(),
+                    now,
+                )
+                .await?;
+                execution = updated;
+                events.push(event);
+            }
+            let change = ExecutionChange::To(ExecutionStatus::Cancelled);
+            let (execution, event) =
+                apply_execution_change(&txn, execution, change, ExecutionUpdate::default(), now)
+                    .await?;
+            events.push(event);
+            txn.commit().await?;
+            for event in events {
+                publish_after_commit(state, event).await;
+            }
+            Ok(CancelOutcome::Cancelled(execution))
+        }
+        ExecutionStatus::Running => {
+            let mut active = execution.into_active_model();
+            active.cancel_requested = Set(true);
+            active.updated_at = Set(now);
+            let execution = active.update(&txn).await?;
+            txn.commit().await?;
+            state
+                .bus
+                .publish(Topic::Control, BusMessage::CancelRequested { execution_id })
+                .await;
+            Ok(CancelOutcome::Requested(execution))
+        }
+        _ => Ok(CancelOutcome::AlreadyFinished(execution)),
     }
 }
 

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
+use super::cancel::{self, Cancellations};
 use super::reaper::reap;
 use super::runner::{ERROR_BACKOFF, RunOutcome, run_execution};
 use super::store::{EngineError, claim_next_execution};
@@ -32,10 +33,25 @@ impl Engine {
         let (stop, stopped) = watch::channel(false);
         let mut workers = JoinSet::new();
         let instance = Uuid::now_v7().simple().to_string();
+        let cancellations = Cancellations::default();
+        if state.config.settings.workers > 0 {
+            let control = state.bus.subscribe(Topic::Control).await;
+            workers.spawn(cancel::listen(
+                control,
+                cancellations.clone(),
+                stopped.clone(),
+            ));
+        }
         for n in 0..state.config.settings.workers {
             let wakeups = state.bus.subscribe(Topic::Control).await;
             let worker_id = format!("{}-{n}", &instance[instance.len() - 12..]);
-            workers.spawn(work(state.clone(), worker_id, wakeups, stopped.clone()));
+            workers.spawn(work(
+                state.clone(),
+                worker_id,
+                wakeups,
+                stopped.clone(),
+                cancellations.clone(),
+            ));
         }
         // Every instance reaps, workers or not, so a fleet of API-only
         // instances still recovers executions of a crashed worker process.
@@ -65,6 +81,7 @@ async fn work(
     worker_id: String,
     mut wakeups: Subscription,
     mut stop: watch::Receiver<bool>,
+    cancellations: Cancellations,
 ) {
     let lease_for = state.config.settings.lease_duration();
     let poll = state.config.settings.poll_interval();
@@ -76,7 +93,9 @@ async fn work(
             Ok(Some(claimed)) => {
                 let execution_id = claimed.execution.id;
                 tracing::info!(%execution_id, worker = %worker_id, "execution claimed");
-                match run_execution(state.clone(), claimed, stop.clone()).await {
+                match run_execution(state.clone(), claimed, stop.clone(), cancellations.clone())
+                    .await
+                {
                     Ok(RunOutcome::Finished(status)) => {
                         tracing::info!(%execution_id, ?status, "execution finished")
                     }

@@ -39,6 +39,8 @@ pub enum BusMessage {
     ExecutionEvent(Box<ExecutionEventRecord>),
     /// Work was enqueued: idle workers should try to claim now.
     WorkerWakeup,
+    /// Someone cancelled a running execution: its runner should stop.
+    CancelRequested { execution_id: Uuid },
 }
 
 /// What a subscriber receives.

@@ -424,6 +424,12 @@ pub struct RunWorkflowInput {
     pub idempotency_key: Option<String>,
 }
 
+/// Cancels an execution.
+#[derive(InputObject)]
+pub struct CancelExecutionInput {
+    pub execution_id: ID,
+}
+
 /// Re-runs an execution.
 #[derive(InputObject)]
 pub struct RetryExecutionInput {
@@ -479,6 +485,22 @@ impl ExecutionMutation {
                 .transpose()?,
         };
         Ok(service::run_workflow(&request.state, user.user.id, run)
+            .await?
+            .into())
+    }
+
+    /// Cancels an execution: a QUEUED one ends CANCELLED at once; a RUNNING
+    /// one within about a second (watch its events), its running steps
+    /// cancelled. EDITOR and above; CONFLICT once it has finished.
+    async fn cancel_execution(
+        &self,
+        ctx: &Context<'_>,
+        input: CancelExecutionInput,
+    ) -> async_graphql::Result<Execution> {
+        let request = RequestContext::of(ctx);
+        let user = request.viewer.user()?;
+        let id = parse_id(&input.execution_id, "executionId")?;
+        Ok(service::cancel_execution(&request.state, user.user.id, id)
             .await?
             .into())
     }

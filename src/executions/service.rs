@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::db::begin_write;
-use crate::engine::store::publish_after_commit;
+use crate::engine::store::{self as engine_store, CancelOutcome, publish_after_commit};
 use crate::error::{AppError, AppResult};
 use crate::events::log::{self, EventKind, ExecutionEventRecord};
 use crate::events::{BusMessage, Topic, replay};
@@ -123,6 +123,29 @@ pub async fn run_workflow(
         execution,
         role: found.role,
     })
+}
+
+/// Cancels an execution: a queued one at once, a running one within about
+/// a second on whichever instance runs it. EDITOR and above; CONFLICT once
+/// it has finished. Returns the execution as it is after the request.
+pub async fn cancel_execution(
+    state: &AppState,
+    user_id: Uuid,
+    execution_id: Uuid,
+) -> AppResult<MemberExecution> {
+    let found = find_for_member(&state.db, user_id, execution_id).await?;
+    policy::authorize(found.role, Action::CancelExecution)?;
+    match engine_store::cancel(state, execution_id).await? {
+        CancelOutcome::Cancelled(execution) | CancelOutcome::Requested(execution) => {
+            Ok(MemberExecution {
+                execution,
+                role: found.role,
+            })
+        }
+        CancelOutcome::AlreadyFinished(_) => Err(AppError::Conflict(
+            "the execution has already finished".to_owned(),
+        )),
+    }
 }
 
 /// Starts a new execution of a finished execution's version with its input,

@@ -20,6 +20,8 @@ pub enum Action {
     CreateWorkflow,
     /// Start executions of a workflow.
     RunWorkflow,
+    /// Cancel an execution.
+    CancelExecution,
     /// Read executions, their steps and events.
     ViewExecution,
 }
@@ -28,7 +30,7 @@ pub enum Action {
 pub const fn minimum_role(action: Action) -> Role {
     match action {
         Action::ViewOrganization | Action::ViewWorkflow | Action::ViewExecution => Role::Viewer,
-        Action::CreateWorkflow | Action::RunWorkflow => Role::Editor,
+        Action::CreateWorkflow | Action::RunWorkflow | Action::CancelExecution => Role::Editor,
     }
 }
 
@@ -86,6 +88,7 @@ mod tests {
             (Action::ViewExecution, Role::Viewer),
             (Action::CreateWorkflow, Role::Editor),
             (Action::RunWorkflow, Role::Editor),
+            (Action::CancelExecution, Role::Editor),
         ];
         for (action, minimum) in expected {
             assert_eq!(minimum_role(action), minimum, "{action:?}");

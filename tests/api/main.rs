@@ -8,6 +8,7 @@
 mod support;
 
 mod auth;
+mod cancellation;
 mod engine;
 mod executions;
 mod health;

@@ -357,3 +357,39 @@ async fn health_cache_follows_redis_down_and_back() {
         .expect("redis restarts on the same port");
     await_redis_health(&app, "connected").await;
 }
+
+#[tokio::test]
+async fn a_cancel_through_one_instance_stops_the_execution_running_on_another() {
+    if !multi_instance_backends() {
+        return;
+    }
+    let a = TestApp::spawn_with(|settings| settings.workers = 1).await;
+    let b = second_instance(&a, |settings| settings.workers = 0).await;
+    let owner = a.user().await;
+    let organization = a.organization(&owner, "Acme").await;
+    let workflow = a
+        .workflow(
+            &owner,
+            &organization,
+            json!([{ "id": "wait", "kind": "DELAY", "config": { "ms": 60000 } }]),
+        )
+        .await;
+    let id = a.run(&owner, &workflow, json!({})).await;
+    let mut client = WsClient::connect_as(&b, Some(&owner.access_token)).await;
+    client.subscribe_events("x", &id, 0).await;
+    client.events_until_seq("x", 3).await;
+
+    let cancelled = b
+        .graphql_as(
+            &owner.access_token,
+            "mutation($input: CancelExecutionInput!) { cancelExecution(input: $input) { id } }",
+            json!({ "input": { "executionId": id } }),
+        )
+        .await;
+    cancelled.data();
+    // A's heartbeat would take 10 s: this arrives over the control topic.
+    let rest = tokio::time::timeout(Duration::from_secs(5), client.events_until_complete("x"))
+        .await
+        .expect("cancelled on A well before its heartbeat");
+    assert_eq!(rest.last().unwrap()["kind"], "EXECUTION_CANCELLED");
+}
