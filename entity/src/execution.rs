@@ -40,6 +40,10 @@ pub struct Model {
     pub started_at: Option<DateTimeUtc>,
     pub finished_at: Option<DateTimeUtc>,
     pub updated_at: DateTimeUtc,
+    /// The definition's execution timeout, copied when queued.
+    pub timeout_ms: Option<i64>,
+    /// First start plus `timeout_ms`: when the execution times out.
+    pub timeout_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -15,7 +15,10 @@ pub struct Model {
     /// The step's index in the version's definition.
     pub position: i32,
     pub status: StepStatus,
+    /// Attempts started (handed-back and interrupted runs included).
     pub attempt: i32,
+    /// Attempts that failed: what the retry policy counts.
+    pub failed_attempts: i32,
     pub input: Option<Json>,
     pub output: Option<Json>,
     pub error: Option<String>,

@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261124_000001_identity_and_organizations;
 mod m20261124_000002_workflows_and_executions;
 mod m20261124_000003_execution_reruns;
+mod m20261124_000004_retries_and_timeouts;
 
 /// The ordered list of FlowPilot's migrations.
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_identity_and_organizations::Migration),
             Box::new(m20261124_000002_workflows_and_executions::Migration),
             Box::new(m20261124_000003_execution_reruns::Migration),
+            Box::new(m20261124_000004_retries_and_timeouts::Migration),
         ]
     }
 }

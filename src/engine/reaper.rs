@@ -1,12 +1,13 @@
 //! The reaper: on every instance, it requeues executions whose worker
 //! stopped renewing its lease (a crash, a network cut, a kill), so another
-//! worker resumes them. Finished steps keep their outputs; steps that were
+//! worker resumes them, and ends queued executions whose timeout passed
+//! while they waited. Finished steps keep their outputs; steps that were
 //! running run again.
 
 use tokio::sync::watch;
 
 use super::runner::ERROR_BACKOFF;
-use super::store::{expired_leases, requeue_expired};
+use super::store::{expired_leases, overdue_queued, requeue_expired, time_out_queued};
 use crate::app::AppState;
 
 /// Most executions requeued in one pass.
@@ -27,13 +28,20 @@ pub async fn reap(state: AppState, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// One pass: requeues every execution whose lease has expired.
+/// One pass: requeues every execution whose lease has expired, and times
+/// out queued (parked) executions whose timeout passed. Returns how many
+/// executions it requeued.
 pub async fn reap_once(state: &AppState) -> Result<usize, super::store::EngineError> {
     let mut requeued = 0;
     for execution_id in expired_leases(state, BATCH).await? {
         if requeue_expired(state, execution_id).await? {
             tracing::warn!(%execution_id, "lease expired; execution requeued");
             requeued += 1;
+        }
+    }
+    for execution_id in overdue_queued(state, BATCH).await? {
+        if time_out_queued(state, execution_id).await? {
+            tracing::info!(%execution_id, "a queued execution timed out");
         }
     }
     Ok(requeued)

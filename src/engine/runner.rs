@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use entity::status::{ExecutionStatus, StepStatus};
 use entity::{step_run, workflow_version};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
@@ -79,6 +80,14 @@ pub async fn run_execution(
     }
 }
 
+/// Sleeps for `wait`, or forever when there is nothing to wait for.
+async fn sleep_for(wait: Option<std::time::Duration>) {
+    match wait {
+        Some(wait) => tokio::time::sleep(wait).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Aborts a background task when dropped, on every way out of a scope.
 struct AbortOnDrop(JoinHandle<()>);
 
@@ -133,6 +142,9 @@ struct Runner {
     /// Which step each running task executes, to name a task that panicked.
     task_steps: HashMap<tokio::task::Id, String>,
     tasks: JoinSet<(String, Result<Value, String>)>,
+    /// When the execution times out (its first start plus its timeout).
+    timeout_at: Option<DateTime<Utc>>,
+    timeout_ms: Option<i64>,
 }
 
 impl Runner {
@@ -172,6 +184,8 @@ impl Runner {
             running: HashMap::new(),
             task_steps: HashMap::new(),
             tasks: JoinSet::new(),
+            timeout_at: execution.timeout_at,
+            timeout_ms: execution.timeout_ms,
         })))
     }
 
@@ -206,12 +220,23 @@ impl Runner {
             return self.fail(&step_id, error).await;
         }
         loop {
+            if self
+                .timeout_at
+                .is_some_and(|at| at <= self.state.clock.now())
+            {
+                return self.time_out().await;
+            }
             if let Some(outcome) = self.schedule().await? {
                 return Ok(outcome);
             }
-            if self.running.is_empty() {
+            let next_retry = self.next_retry_at();
+            if self.running.is_empty() && next_retry.is_none() {
                 return self.succeed().await;
             }
+            let now = self.state.clock.now();
+            let wait_until =
+                |at: Option<DateTime<Utc>>| at.map(|at| (at - now).to_std().unwrap_or_default());
+            let (retry_wait, timeout_wait) = (wait_until(next_retry), wait_until(self.timeout_at));
             tokio::select! {
                 Some(joined) = self.tasks.join_next_with_id() => {
                     let (step_id, result) = match joined {
@@ -225,11 +250,25 @@ impl Runner {
                         return Ok(outcome);
                     }
                 }
+                // A retry is due: the next pass of `schedule` starts it.
+                () = sleep_for(retry_wait), if retry_wait.is_some() => {}
+                () = sleep_for(timeout_wait), if timeout_wait.is_some() => return self.time_out().await,
                 _ = lost.changed() => return Err(EngineError::LeaseLost),
                 _ = shutdown.changed() => return self.hand_back().await,
                 _ = cancel.changed() => return self.cancel().await,
             }
         }
+    }
+
+    /// The earliest time a RETRYING step waits for, if any waits.
+    fn next_retry_at(&self) -> Option<DateTime<Utc>> {
+        let now = self.state.clock.now();
+        self.steps
+            .values()
+            .filter(|s| s.status == StepStatus::Retrying)
+            .filter_map(|s| s.next_retry_at)
+            .filter(|at| *at > now)
+            .min()
     }
 
     /// Steps a lost worker left RUNNING run again.
@@ -261,6 +300,14 @@ impl Runner {
             for step in self.definition.steps.clone() {
                 let status = self.status_of(&step.id);
                 if !matches!(status, StepStatus::Pending | StepStatus::Retrying) {
+                    continue;
+                }
+                let waiting = self
+                    .steps
+                    .get(&step.id)
+                    .and_then(|s| s.next_retry_at)
+                    .is_some_and(|at| at > self.state.clock.now());
+                if status == StepStatus::Retrying && waiting {
                     continue;
                 }
                 let needs: Vec<StepStatus> =
@@ -310,9 +357,19 @@ impl Runner {
         match rendered {
             Ok(config) => {
                 let step_id = step.id.clone();
-                let handle = self
-                    .tasks
-                    .spawn(async move { (step_id, steps::execute(config).await) });
+                let timeout = step.timeout_ms;
+                let handle = self.tasks.spawn(async move {
+                    let outcome = match timeout {
+                        Some(ms) => tokio::time::timeout(
+                            std::time::Duration::from_millis(ms),
+                            steps::execute(config),
+                        )
+                        .await
+                        .unwrap_or_else(|_| Err(format!("the attempt timed out after {ms} ms"))),
+                        None => steps::execute(config).await,
+                    };
+                    (step_id, outcome)
+                });
                 self.task_steps.insert(handle.id(), step.id.clone());
                 self.running.insert(step.id.clone(), handle);
                 Ok(None)
@@ -345,38 +402,68 @@ impl Runner {
                 .await?;
                 Ok(None)
             }
-            Err(message) => self.fail(&step_id, message).await.map(Some),
+            Err(message) => self.retry_or_fail(&step_id, message).await,
         }
+    }
+
+    /// After a failed attempt: RETRYING with `next_retry_at` while the
+    /// policy allows more attempts, otherwise the step (and execution) fail.
+    async fn retry_or_fail(
+        &mut self,
+        step_id: &str,
+        message: String,
+    ) -> Result<Option<RunOutcome>, EngineError> {
+        let policy = self
+            .definition
+            .step(step_id)
+            .map(|s| s.retry_policy())
+            .unwrap_or_default();
+        let failures = self.steps.get(step_id).map_or(0, |s| s.failed_attempts) + 1;
+        if failures >= policy.max_attempts as i32 {
+            return self.fail(step_id, message).await.map(Some);
+        }
+        let spread = rand::Rng::gen_range(&mut rand::thread_rng(), -1.0..=1.0);
+        let wait =
+            chrono::Duration::from_std(policy.backoff(failures as u32, spread)).unwrap_or_default();
+        let update = StepUpdate {
+            error: Some(message),
+            failed: true,
+            next_retry_at: Some(self.state.clock.now() + wait),
+            ..StepUpdate::default()
+        };
+        self.set_step(step_id, StepStatus::Retrying, update).await?;
+        Ok(None)
+    }
+
+    /// Ends the execution TIMED_OUT, cancelling what runs and what has not run.
+    async fn time_out(&mut self) -> Result<RunOutcome, EngineError> {
+        self.cancel_unfinished_steps().await?;
+        let update = ExecutionUpdate {
+            error: Some(store::timeout_error(self.timeout_ms)),
+            ..ExecutionUpdate::default()
+        };
+        store::change_execution(
+            &self.state,
+            &self.lease,
+            ExecutionChange::To(ExecutionStatus::TimedOut),
+            update,
+        )
+        .await?;
+        Ok(RunOutcome::Finished(ExecutionStatus::TimedOut))
     }
 
     /// Fails `step_id` for good, cancels everything else, fails the execution.
     async fn fail(&mut self, step_id: &str, message: String) -> Result<RunOutcome, EngineError> {
         if self.status_of(step_id) == StepStatus::Running {
-            self.set_step(
-                step_id,
-                StepStatus::Failed,
-                StepUpdate {
-                    error: Some(message.clone()),
-                    ..StepUpdate::default()
-                },
-            )
-            .await?;
+            let update = StepUpdate {
+                error: Some(message.clone()),
+                failed: true,
+                ..StepUpdate::default()
+            };
+            self.set_step(step_id, StepStatus::Failed, update).await?;
         }
         self.running.remove(step_id);
-        for (_, handle) in self.running.drain() {
-            handle.abort();
-        }
-        let unfinished: Vec<String> = self
-            .definition
-            .steps
-            .iter()
-            .filter(|s| !self.status_of(&s.id).is_terminal())
-            .map(|s| s.id.clone())
-            .collect();
-        for id in unfinished {
-            self.set_step(&id, StepStatus::Cancelled, StepUpdate::default())
-                .await?;
-        }
+        self.cancel_unfinished_steps().await?;
         let error = format!("step `{step_id}` failed: {message}");
         let update = ExecutionUpdate {
             error: Some(error),
@@ -392,23 +479,29 @@ impl Runner {
         Ok(RunOutcome::Finished(ExecutionStatus::Failed))
     }
 
-    /// Cancels what runs and what has not run, then the execution.
-    async fn cancel(&mut self) -> Result<RunOutcome, EngineError> {
+    /// Aborts running steps and ends every step not yet finished CANCELLED,
+    /// in definition order.
+    async fn cancel_unfinished_steps(&mut self) -> Result<(), EngineError> {
         for (_, handle) in self.running.drain() {
             handle.abort();
         }
-        let mut unfinished: Vec<&StepDefinition> = self
+        let unfinished: Vec<String> = self
             .definition
             .steps
             .iter()
             .filter(|s| !self.status_of(&s.id).is_terminal())
+            .map(|s| s.id.clone())
             .collect();
-        unfinished.sort_by_key(|s| self.steps.get(&s.id).map_or(0, |run| run.position));
-        let unfinished: Vec<String> = unfinished.into_iter().map(|s| s.id.clone()).collect();
         for id in unfinished {
             self.set_step(&id, StepStatus::Cancelled, StepUpdate::default())
                 .await?;
         }
+        Ok(())
+    }
+
+    /// Cancels what runs and what has not run, then the execution.
+    async fn cancel(&mut self) -> Result<RunOutcome, EngineError> {
+        self.cancel_unfinished_steps().await?;
         let change = ExecutionChange::To(ExecutionStatus::Cancelled);
         store::change_execution(&self.state, &self.lease, change, ExecutionUpdate::default())
             .await?;

@@ -69,6 +69,10 @@ pub struct StepUpdate {
     pub input: Option<Value>,
     pub output: Option<Value>,
     pub error: Option<String>,
+    /// The attempt failed: count it against the retry policy.
+    pub failed: bool,
+    /// When a RETRYING step may run again (now, when absent).
+    pub next_retry_at: Option<DateTime<Utc>>,
 }
 
 /// What an execution change writes besides the status.
@@ -76,6 +80,8 @@ pub struct StepUpdate {
 pub struct ExecutionUpdate {
     pub output: Option<Value>,
     pub error: Option<String>,
+    /// For a parked execution: not to be claimed before this time.
+    pub run_after: Option<DateTime<Utc>>,
 }
 
 /// Claims the most urgent runnable execution (priority, then age, with
@@ -126,6 +132,12 @@ pub async fn claim_next_execution(
     active.lease_epoch = Set(lease.epoch);
     active.attempt = Set(attempt);
     active.started_at = Set(Some(started_at));
+    active.run_after = Set(None);
+    if active.timeout_at.as_ref().is_none()
+        && let Some(ms) = *active.timeout_ms.as_ref()
+    {
+        active.timeout_at = Set(Some(started_at + chrono::Duration::milliseconds(ms)));
+    }
     active.last_event_seq = Set(seq);
     active.updated_at = Set(now);
     let execution = active.update(&txn).await?;
@@ -341,6 +353,82 @@ pub async fn requeue_expired(state: &AppState, execution_id: Uuid) -> Result<boo
     Ok(true)
 }
 
+/// QUEUED executions (parked, or waiting for a worker) whose timeout passed.
+pub async fn overdue_queued(state: &AppState, limit: u64) -> Result<Vec<Uuid>, EngineError> {
+    let now = state.clock.now();
+    let overdue = execution::Entity::find()
+        .filter(execution::Column::Status.eq(ExecutionStatus::Queued))
+        .filter(execution::Column::TimeoutAt.lt(now))
+        .order_by_asc(execution::Column::TimeoutAt)
+        .limit(limit)
+        .all(&state.db)
+        .await?;
+    Ok(overdue.into_iter().map(|e| e.id).collect())
+}
+
+/// Ends a QUEUED execution whose timeout passed as TIMED_OUT, its unfinished
+/// steps CANCELLED; applies only if it is still queued and overdue once
+/// locked. Returns whether it timed out.
+pub async fn time_out_queued(state: &AppState, execution_id: Uuid) -> Result<bool, EngineError> {
+    let now = state.clock.now();
+    let txn = begin_write(&state.db).await?;
+    let Some(mut execution) = locked_execution(&txn, execution_id).await? else {
+        return Ok(false);
+    };
+    let overdue = execution.status == ExecutionStatus::Queued
+        && execution.timeout_at.is_some_and(|at| at < now);
+    if !overdue {
+        return Ok(false);
+    }
+    let unfinished = step_run::Entity::find()
+        .filter(step_run::Column::ExecutionId.eq(execution_id))
+        .filter(step_run::Column::Status.is_in([StepStatus::Pending, StepStatus::Retrying]))
+        .order_by_asc(step_run::Column::Position)
+        .all(&txn)
+        .await?;
+    let mut events = Vec::with_capacity(unfinished.len() + 1);
+    for step in unfinished {
+        let (updated, _, event) = apply_step_change(
+            &txn,
+            execution,
+            &step.step_id,
+            StepStatus::Cancelled,
+            StepUpdate::default(),
+            now,
+        )
+        .await?;
+        execution = updated;
+        events.push(event);
+    }
+    let error = timeout_error(execution.timeout_ms);
+    let update = ExecutionUpdate {
+        error: Some(error),
+        ..ExecutionUpdate::default()
+    };
+    let (_, event) = apply_execution_change(
+        &txn,
+        execution,
+        ExecutionChange::To(ExecutionStatus::TimedOut),
+        update,
+        now,
+    )
+    .await?;
+    events.push(event);
+    txn.commit().await?;
+    for event in events {
+        publish_after_commit(state, event).await;
+    }
+    Ok(true)
+}
+
+/// The error of an execution that ran out of time.
+pub fn timeout_error(timeout_ms: Option<i64>) -> String {
+    match timeout_ms {
+        Some(ms) => format!("the execution timed out after {ms} ms"),
+        None => "the execution timed out".to_owned(),
+    }
+}
+
 /// Moves a step of the (locked) execution to `to` and appends its event.
 async fn apply_step_change(
     txn: &DatabaseTransaction,
@@ -364,9 +452,16 @@ async fn apply_step_change(
     } else {
         step.attempt
     };
+    let failed_attempts = step.failed_attempts + i32::from(update.failed);
     let mut active = step.into_active_model();
     active.status = Set(status);
     active.attempt = Set(attempt);
+    active.failed_attempts = Set(failed_attempts);
+    active.next_retry_at = Set(if status == StepStatus::Retrying {
+        update.next_retry_at
+    } else {
+        None
+    });
     if status == StepStatus::Running {
         active.started_at = Set(Some(now));
         active.input = Set(update.input);
@@ -419,6 +514,9 @@ async fn apply_execution_change(
     }
     if update.error.is_some() {
         active.error = Set(update.error);
+    }
+    if update.run_after.is_some() {
+        active.run_after = Set(update.run_after);
     }
     let execution = active.update(txn).await?;
     let event = log::append(txn, &execution, EventKind::for_execution(status), None, now).await?;

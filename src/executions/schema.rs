@@ -258,6 +258,8 @@ pub struct StepRun {
     step_id: String,
     status: status::StepStatus,
     attempt: i32,
+    failed_attempts: i32,
+    next_retry_at: Option<DateTime<Utc>>,
     input: Option<Value>,
     output: Option<Value>,
     error: Option<String>,
@@ -271,6 +273,8 @@ impl From<entity::step_run::Model> for StepRun {
             step_id: step.step_id,
             status: step.status,
             attempt: step.attempt,
+            failed_attempts: step.failed_attempts,
+            next_retry_at: step.next_retry_at,
             input: step.input,
             output: step.output,
             error: step.error,
@@ -290,9 +294,20 @@ impl StepRun {
         self.status.into()
     }
 
-    /// Attempts started so far (0 before the first).
+    /// Attempts started so far (0 before the first), including re-runs
+    /// after a lost worker or a shutdown.
     async fn attempt(&self) -> i32 {
         self.attempt
+    }
+
+    /// Attempts that failed: what the step's retry policy counts.
+    async fn failed_attempts(&self) -> i32 {
+        self.failed_attempts
+    }
+
+    /// When a RETRYING step runs again.
+    async fn next_retry_at(&self) -> Option<DateTime<Utc>> {
+        self.next_retry_at
     }
 
     /// The step's config with its templates rendered, as it ran.

@@ -254,6 +254,8 @@ async fn enqueue(state: &AppState, new: NewExecution<'_>) -> AppResult<execution
         started_at: Set(None),
         finished_at: Set(None),
         updated_at: Set(now),
+        timeout_ms: Set(definition.timeout_ms.map(|ms| ms as i64)),
+        timeout_at: Set(None),
     }
     .insert(&txn)
     .await?;
@@ -268,6 +270,7 @@ async fn enqueue(state: &AppState, new: NewExecution<'_>) -> AppResult<execution
             position: Set(position),
             status: Set(StepStatus::Pending),
             attempt: Set(0),
+            failed_attempts: Set(0),
             input: Set(None),
             output: Set(None),
             error: Set(None),

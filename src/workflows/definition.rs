@@ -173,6 +173,84 @@ impl StepConfig {
     }
 }
 
+/// Longest step or execution timeout, in milliseconds (one day and a week).
+pub const MAX_STEP_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
+pub const MAX_EXECUTION_TIMEOUT_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+/// Most attempts a retry policy may allow.
+pub const MAX_ATTEMPTS: u32 = 20;
+
+/// How a failed step is tried again: up to `max_attempts` attempts in all,
+/// waiting `initial_backoff_ms`, then that times `factor` each time, at most
+/// `max_backoff_ms`, each wait varied by up to `jitter` (a fraction) either way.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub initial_backoff_ms: u64,
+    pub factor: f64,
+    pub max_backoff_ms: u64,
+    pub jitter: f64,
+}
+
+impl Default for RetryPolicy {
+    /// One attempt: no retries.
+    fn default() -> Self {
+        Self {
+            max_attempts: 1,
+            initial_backoff_ms: 1000,
+            factor: 2.0,
+            max_backoff_ms: 60_000,
+            jitter: 0.0,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Checks the bounds; `field` is the policy's path.
+    pub fn validate(&self, field: &str) -> AppResult<()> {
+        let bad = |key: &str, message: String| {
+            Err(AppError::bad_input(format!("{field}.{key}"), message))
+        };
+        if !(1..=MAX_ATTEMPTS).contains(&self.max_attempts) {
+            return bad(
+                "maxAttempts",
+                format!("maxAttempts is from 1 to {MAX_ATTEMPTS}"),
+            );
+        }
+        if self.initial_backoff_ms > MAX_STEP_TIMEOUT_MS {
+            return bad(
+                "initialBackoffMs",
+                format!("initialBackoffMs is at most {MAX_STEP_TIMEOUT_MS}"),
+            );
+        }
+        if !(1.0..=10.0).contains(&self.factor) {
+            return bad("factor", "factor is from 1 to 10".to_owned());
+        }
+        if self.max_backoff_ms < self.initial_backoff_ms
+            || self.max_backoff_ms > MAX_STEP_TIMEOUT_MS
+        {
+            return bad(
+                "maxBackoffMs",
+                format!("maxBackoffMs is from initialBackoffMs to {MAX_STEP_TIMEOUT_MS}"),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.jitter) {
+            return bad("jitter", "jitter is a fraction from 0 to 1".to_owned());
+        }
+        Ok(())
+    }
+
+    /// The wait before the next attempt, after `failures` failed attempts
+    /// (1 or more); `spread` in [-1, 1] picks the jitter.
+    pub fn backoff(&self, failures: u32, spread: f64) -> std::time::Duration {
+        let exponent = failures.saturating_sub(1).min(64) as i32;
+        let base = (self.initial_backoff_ms as f64 * self.factor.powi(exponent))
+            .min(self.max_backoff_ms as f64);
+        let jittered = base * (1.0 + self.jitter * spread.clamp(-1.0, 1.0));
+        std::time::Duration::from_millis(jittered.max(0.0) as u64)
+    }
+}
+
 /// One step as stored: its config is kept as given, already validated.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepDefinition {
@@ -181,6 +259,19 @@ pub struct StepDefinition {
     #[serde(default)]
     pub needs: Vec<String>,
     pub config: Value,
+    /// Retries after a failed attempt (none when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// How long one attempt may run.
+    #[serde(default, rename = "timeoutMs", skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+impl StepDefinition {
+    /// The retry policy in force: the step's, or a single attempt.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry.unwrap_or_default()
+    }
 }
 
 impl StepDefinition {
@@ -194,6 +285,9 @@ impl StepDefinition {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowDefinition {
     pub steps: Vec<StepDefinition>,
+    /// How long an execution may take from its first start.
+    #[serde(default, rename = "timeoutMs", skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 /// Whether `id` is a valid step id: `^[a-z][a-z0-9_]{0,63}$`.
@@ -207,7 +301,19 @@ pub fn is_valid_step_id(id: &str) -> bool {
 impl WorkflowDefinition {
     /// Validates steps given by a client. `field` is the definition's path
     /// in the input (`definition`).
-    pub fn parse(steps: Vec<StepDefinition>, field: &str) -> AppResult<Self> {
+    pub fn parse(
+        steps: Vec<StepDefinition>,
+        timeout_ms: Option<u64>,
+        field: &str,
+    ) -> AppResult<Self> {
+        if let Some(ms) = timeout_ms
+            && !(1..=MAX_EXECUTION_TIMEOUT_MS).contains(&ms)
+        {
+            return Err(AppError::bad_input(
+                format!("{field}.timeoutMs"),
+                format!("timeoutMs is from 1 to {MAX_EXECUTION_TIMEOUT_MS}"),
+            ));
+        }
         if steps.is_empty() {
             return Err(AppError::bad_input(
                 format!("{field}.steps"),
@@ -236,6 +342,17 @@ impl WorkflowDefinition {
                 ));
             }
             StepConfig::parse(step.kind, &step.config, &format!("{at}.config"))?;
+            if let Some(policy) = &step.retry {
+                policy.validate(&format!("{at}.retry"))?;
+            }
+            if let Some(ms) = step.timeout_ms
+                && !(1..=MAX_STEP_TIMEOUT_MS).contains(&ms)
+            {
+                return Err(AppError::bad_input(
+                    format!("{at}.timeoutMs"),
+                    format!("timeoutMs is from 1 to {MAX_STEP_TIMEOUT_MS}"),
+                ));
+            }
         }
         for (i, step) in steps.iter().enumerate() {
             let mut seen = HashSet::new();
@@ -255,7 +372,7 @@ impl WorkflowDefinition {
                 }
             }
         }
-        let definition = Self { steps };
+        let definition = Self { steps, timeout_ms };
         if let Some(i) = definition.first_step_in_cycle() {
             let id = &definition.steps[i].id;
             return Err(AppError::bad_input(
@@ -343,6 +460,8 @@ mod tests {
             kind,
             needs: needs.iter().map(|s| s.to_string()).collect(),
             config,
+            retry: None,
+            timeout_ms: None,
         }
     }
 
@@ -372,7 +491,7 @@ mod tests {
             step("b", StepKind::Delay, &["a"], json!({ "ms": 0 })),
         ];
         assert_eq!(
-            field_of(WorkflowDefinition::parse(steps, "definition")),
+            field_of(WorkflowDefinition::parse(steps, None, "definition")),
             "definition.steps[1].needs"
         );
     }
@@ -386,8 +505,42 @@ mod tests {
             json!({ "ms": 5, "seconds": 1 }),
         )];
         assert_eq!(
-            field_of(WorkflowDefinition::parse(steps, "definition")),
+            field_of(WorkflowDefinition::parse(steps, None, "definition")),
             "definition.steps[0].config.seconds"
+        );
+    }
+
+    #[test]
+    fn backoff_grows_by_the_factor_up_to_the_maximum() {
+        let policy = RetryPolicy {
+            max_attempts: 5,
+            initial_backoff_ms: 100,
+            factor: 3.0,
+            max_backoff_ms: 1000,
+            jitter: 0.5,
+        };
+        let ms = |failures, spread| policy.backoff(failures, spread).as_millis();
+        assert_eq!(
+            [ms(1, 0.0), ms(2, 0.0), ms(3, 0.0), ms(4, 0.0)],
+            [100, 300, 900, 1000]
+        );
+        assert_eq!(
+            (ms(1, -1.0), ms(1, 1.0)),
+            (50, 150),
+            "jitter varies the wait by up to half"
+        );
+    }
+
+    #[test]
+    fn retry_policies_out_of_bounds_are_reported_by_key() {
+        let mut step = step("a", StepKind::Delay, &[], json!({ "ms": 0 }));
+        step.retry = Some(RetryPolicy {
+            max_attempts: 0,
+            ..RetryPolicy::default()
+        });
+        assert_eq!(
+            field_of(WorkflowDefinition::parse(vec![step], None, "definition")),
+            "definition.steps[0].retry.maxAttempts"
         );
     }
 
@@ -398,7 +551,7 @@ mod tests {
             step("b", StepKind::Delay, &["a"], json!({ "ms": 0 })),
             step("c", StepKind::Delay, &["a"], json!({ "ms": 0 })),
         ];
-        let definition = WorkflowDefinition::parse(steps, "definition").unwrap();
+        let definition = WorkflowDefinition::parse(steps, None, "definition").unwrap();
         let sinks: Vec<&str> = definition.sinks().iter().map(|s| s.id.as_str()).collect();
         assert_eq!(sinks, ["b", "c"]);
     }
@@ -411,7 +564,7 @@ mod tests {
             &[],
             json!({ "output": "{{ input.n }}" }),
         )];
-        let definition = WorkflowDefinition::parse(steps, "definition").unwrap();
+        let definition = WorkflowDefinition::parse(steps, None, "definition").unwrap();
         assert_eq!(
             WorkflowDefinition::from_stored(&definition.to_json()).unwrap(),
             definition

@@ -7,7 +7,7 @@ use entity::{workflow, workflow_version};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::definition::{self, StepDefinition, WorkflowDefinition};
+use super::definition::{self, RetryPolicy, StepDefinition, WorkflowDefinition};
 use super::service::{self, MemberWorkflow, NewWorkflow, WorkflowName};
 use crate::error::AppError;
 use crate::graphql::context::{RequestContext, parse_id};
@@ -61,12 +61,63 @@ pub struct StepInput {
     pub needs: Vec<String>,
     /// The kind's configuration; strings are templates.
     pub config: Json<Value>,
+    /// Retries after a failed attempt; a single attempt when left out.
+    pub retry: Option<RetryPolicyInput>,
+    /// How long one attempt may run before it fails (and may be retried).
+    pub timeout_ms: Option<u64>,
+}
+
+/// How a failed step is tried again.
+#[derive(InputObject, SimpleObject, Clone, Copy)]
+#[graphql(input_name = "RetryPolicyInput", name = "RetryPolicy")]
+pub struct RetryPolicyInput {
+    /// Attempts in all, from 1 to 20.
+    pub max_attempts: u32,
+    /// Wait before the second attempt.
+    #[graphql(default = 1000)]
+    pub initial_backoff_ms: u64,
+    /// Each further wait is the previous one times this (1 to 10).
+    #[graphql(default = 2.0)]
+    pub factor: f64,
+    /// Longest wait between attempts.
+    #[graphql(default = 60000)]
+    pub max_backoff_ms: u64,
+    /// Varies each wait by up to this fraction either way (0 to 1).
+    #[graphql(default = 0.0)]
+    pub jitter: f64,
+}
+
+impl From<RetryPolicyInput> for RetryPolicy {
+    fn from(input: RetryPolicyInput) -> Self {
+        Self {
+            max_attempts: input.max_attempts,
+            initial_backoff_ms: input.initial_backoff_ms,
+            factor: input.factor,
+            max_backoff_ms: input.max_backoff_ms,
+            jitter: input.jitter,
+        }
+    }
+}
+
+impl From<RetryPolicy> for RetryPolicyInput {
+    fn from(policy: RetryPolicy) -> Self {
+        Self {
+            max_attempts: policy.max_attempts,
+            initial_backoff_ms: policy.initial_backoff_ms,
+            factor: policy.factor,
+            max_backoff_ms: policy.max_backoff_ms,
+            jitter: policy.jitter,
+        }
+    }
 }
 
 /// The steps of a workflow: a DAG through their `needs`.
 #[derive(InputObject)]
 pub struct WorkflowDefinitionInput {
     pub steps: Vec<StepInput>,
+    /// How long an execution may take from its first start, parked time
+    /// included; it then ends TIMED_OUT.
+    pub timeout_ms: Option<u64>,
 }
 
 impl WorkflowDefinitionInput {
@@ -79,9 +130,11 @@ impl WorkflowDefinitionInput {
                 kind: step.kind.into(),
                 needs: step.needs,
                 config: step.config.0,
+                retry: step.retry.map(RetryPolicy::from),
+                timeout_ms: step.timeout_ms,
             })
             .collect();
-        WorkflowDefinition::parse(steps, field)
+        WorkflowDefinition::parse(steps, self.timeout_ms, field)
     }
 }
 
@@ -230,8 +283,11 @@ impl WorkflowVersion {
                     kind: s.kind.into(),
                     needs: s.needs.clone(),
                     config: Json(s.config.clone()),
+                    retry: s.retry.map(RetryPolicyInput::from),
+                    timeout_ms: s.timeout_ms,
                 })
                 .collect(),
+            timeout_ms: self.definition.timeout_ms,
         }
     }
 
@@ -245,6 +301,7 @@ impl WorkflowVersion {
 #[graphql(name = "WorkflowDefinition")]
 pub struct DefinitionView {
     steps: Vec<StepView>,
+    timeout_ms: Option<u64>,
 }
 
 /// One step of a definition.
@@ -255,6 +312,8 @@ pub struct StepView {
     kind: StepKind,
     needs: Vec<String>,
     config: Json<Value>,
+    retry: Option<RetryPolicyInput>,
+    timeout_ms: Option<u64>,
 }
 
 #[derive(Default)]

@@ -14,6 +14,7 @@ mod executions;
 mod health;
 mod limits;
 mod orgs;
+mod retries;
 mod runs;
 mod scale;
 mod schema_sdl;
