@@ -166,6 +166,15 @@ pub struct Settings {
         global = true
     )]
     pub poll_interval_ms: u64,
+    /// Milliseconds a worker waits in place for a retry or a DELAY; a longer
+    /// wait parks the execution (back in the queue until it is due).
+    #[arg(
+        long,
+        env = "FLOWPILOT_PARK_AFTER_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub park_after_ms: u64,
     /// Milliseconds between the reaper's passes over expired leases.
     #[arg(
         long,
@@ -205,6 +214,11 @@ impl Settings {
     /// How long a lease lasts between renewals.
     pub fn lease_duration(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.lease_secs)
+    }
+
+    /// The longest wait a worker holds an execution for.
+    pub fn park_after(&self) -> chrono::Duration {
+        chrono::Duration::milliseconds(i64::try_from(self.park_after_ms).unwrap_or(i64::MAX))
     }
 
     /// How often the reaper looks for expired leases.

@@ -26,7 +26,7 @@ use super::steps;
 use super::store::{self, Claimed, EngineError, ExecutionUpdate, Lease, StepUpdate};
 use crate::app::AppState;
 use crate::events::{BusMessage, Topic};
-use crate::workflows::definition::{StepDefinition, StepKind, WorkflowDefinition};
+use crate::workflows::definition::{StepConfig, StepDefinition, StepKind, WorkflowDefinition};
 
 /// Keeps a worker from spinning when the database fails repeatedly.
 pub const ERROR_BACKOFF: Duration = Duration::from_secs(1);
@@ -38,6 +38,9 @@ pub enum RunOutcome {
     Finished(ExecutionStatus),
     /// The worker is shutting down and handed the execution back.
     HandedBack,
+    /// Everything left waits longer than a worker holds on: the execution is
+    /// back in the queue until it is due.
+    Parked,
 }
 
 /// Runs `claimed` until it finishes, is cancelled, the lease is lost, or
@@ -77,6 +80,23 @@ pub async fn run_execution(
             .await?;
             Ok(RunOutcome::Finished(ExecutionStatus::Failed))
         }
+    }
+}
+
+/// A DELAY step's timer. It is kept by the runner rather than a sleeping
+/// task, so a long one can park the execution, and its end (stored in the
+/// step's input) survives a crash or a park.
+#[derive(Clone, Copy, Debug)]
+struct Delay {
+    until: DateTime<Utc>,
+    /// The step's timeout, when it ends the attempt before `until`.
+    fails_at: Option<DateTime<Utc>>,
+}
+
+impl Delay {
+    fn due(&self) -> DateTime<Utc> {
+        self.fails_at
+            .map_or(self.until, |fails_at| fails_at.min(self.until))
     }
 }
 
@@ -142,6 +162,8 @@ struct Runner {
     /// Which step each running task executes, to name a task that panicked.
     task_steps: HashMap<tokio::task::Id, String>,
     tasks: JoinSet<(String, Result<Value, String>)>,
+    /// DELAY steps in progress: when each ends, and when it would time out.
+    delays: HashMap<String, Delay>,
     /// When the execution times out (its first start plus its timeout).
     timeout_at: Option<DateTime<Utc>>,
     timeout_ms: Option<i64>,
@@ -184,6 +206,7 @@ impl Runner {
             running: HashMap::new(),
             task_steps: HashMap::new(),
             tasks: JoinSet::new(),
+            delays: HashMap::new(),
             timeout_at: execution.timeout_at,
             timeout_ms: execution.timeout_ms,
         })))
@@ -229,14 +252,20 @@ impl Runner {
             if let Some(outcome) = self.schedule().await? {
                 return Ok(outcome);
             }
-            let next_retry = self.next_retry_at();
-            if self.running.is_empty() && next_retry.is_none() {
+            let next_wake = self.next_wake();
+            if self.running.is_empty() && next_wake.is_none() {
                 return self.succeed().await;
             }
             let now = self.state.clock.now();
+            if self.running.is_empty()
+                && let Some(wake) = next_wake
+                && wake - now > self.state.config.settings.park_after()
+            {
+                return self.park(wake).await;
+            }
             let wait_until =
                 |at: Option<DateTime<Utc>>| at.map(|at| (at - now).to_std().unwrap_or_default());
-            let (retry_wait, timeout_wait) = (wait_until(next_retry), wait_until(self.timeout_at));
+            let (wake_wait, timeout_wait) = (wait_until(next_wake), wait_until(self.timeout_at));
             tokio::select! {
                 Some(joined) = self.tasks.join_next_with_id() => {
                     let (step_id, result) = match joined {
@@ -250,8 +279,12 @@ impl Runner {
                         return Ok(outcome);
                     }
                 }
-                // A retry is due: the next pass of `schedule` starts it.
-                () = sleep_for(retry_wait), if retry_wait.is_some() => {}
+                // A retry or a DELAY is due.
+                () = sleep_for(wake_wait), if wake_wait.is_some() => {
+                    if let Some(outcome) = self.finish_due_delays().await? {
+                        return Ok(outcome);
+                    }
+                }
                 () = sleep_for(timeout_wait), if timeout_wait.is_some() => return self.time_out().await,
                 _ = lost.changed() => return Err(EngineError::LeaseLost),
                 _ = shutdown.changed() => return self.hand_back().await,
@@ -260,15 +293,72 @@ impl Runner {
         }
     }
 
-    /// The earliest time a RETRYING step waits for, if any waits.
-    fn next_retry_at(&self) -> Option<DateTime<Utc>> {
+    /// The earliest time a RETRYING step or a DELAY waits for, if any.
+    fn next_wake(&self) -> Option<DateTime<Utc>> {
         let now = self.state.clock.now();
-        self.steps
+        let retries = self
+            .steps
             .values()
             .filter(|s| s.status == StepStatus::Retrying)
             .filter_map(|s| s.next_retry_at)
-            .filter(|at| *at > now)
-            .min()
+            .filter(|at| *at > now);
+        retries.chain(self.delays.values().map(Delay::due)).min()
+    }
+
+    /// Completes every DELAY whose time has come: SUCCEEDED at its end,
+    /// or a failed attempt when its timeout came first.
+    async fn finish_due_delays(&mut self) -> Result<Option<RunOutcome>, EngineError> {
+        let now = self.state.clock.now();
+        let due: Vec<(String, Delay)> = self
+            .delays
+            .iter()
+            .filter(|(_, d)| d.due() <= now)
+            .map(|(id, d)| (id.clone(), *d))
+            .collect();
+        for (step_id, delay) in due {
+            self.delays.remove(&step_id);
+            let result = if delay.until <= now {
+                Ok(Value::Null)
+            } else {
+                let ms = self
+                    .definition
+                    .step(&step_id)
+                    .and_then(|s| s.timeout_ms)
+                    .unwrap_or_default();
+                Err(format!("the attempt timed out after {ms} ms"))
+            };
+            if let Some(outcome) = self.complete(step_id, result).await? {
+                return Ok(Some(outcome));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Puts the execution back in the queue until `until`: DELAYs in progress
+    /// go RETRYING (their end kept in their input), and no worker is held.
+    async fn park(&mut self, until: DateTime<Utc>) -> Result<RunOutcome, EngineError> {
+        let mut delays: Vec<(String, Delay)> = self.delays.drain().collect();
+        delays.sort_by_key(|(id, _)| self.steps.get(id).map_or(0, |s| s.position));
+        for (step_id, delay) in delays {
+            let update = StepUpdate {
+                next_retry_at: Some(delay.due()),
+                ..StepUpdate::default()
+            };
+            self.set_step(&step_id, StepStatus::Retrying, update)
+                .await?;
+        }
+        let update = ExecutionUpdate {
+            run_after: Some(until),
+            ..ExecutionUpdate::default()
+        };
+        store::change_execution(
+            &self.state,
+            &self.lease,
+            ExecutionChange::Requeue(RequeueReason::Parked),
+            update,
+        )
+        .await?;
+        Ok(RunOutcome::Parked)
     }
 
     /// Steps a lost worker left RUNNING run again.
@@ -344,7 +434,28 @@ impl Runner {
             .parsed_config()
             .map_err(|e| format!("{e:?}"))
             .and_then(|config| config.render(&self.template_context()));
-        let input = rendered.as_ref().ok().map(|config| config.to_json());
+        let now = self.state.clock.now();
+        let mut input = rendered.as_ref().ok().map(|config| config.to_json());
+        // A DELAY keeps the end it was given when it first started, so a
+        // re-run after a crash or a park waits only for what is left.
+        let delay = match &rendered {
+            Ok(StepConfig::Delay { ms }) => {
+                let until = self
+                    .earlier_delay_end(&step.id)
+                    .unwrap_or(now + chrono::Duration::milliseconds(*ms as i64));
+                if let Some(Value::Object(fields)) = input.as_mut() {
+                    fields.insert("until".to_owned(), json!(until));
+                }
+                let fails_at = step
+                    .timeout_ms
+                    .map(|ms| now + chrono::Duration::milliseconds(ms as i64));
+                Some(Delay {
+                    until,
+                    fails_at: fails_at.filter(|at| *at < until),
+                })
+            }
+            _ => None,
+        };
         self.set_step(
             &step.id,
             StepStatus::Running,
@@ -354,8 +465,12 @@ impl Runner {
             },
         )
         .await?;
-        match rendered {
-            Ok(config) => {
+        match (rendered, delay) {
+            (Ok(_), Some(delay)) => {
+                self.delays.insert(step.id.clone(), delay);
+                Ok(None)
+            }
+            (Ok(config), None) => {
                 let step_id = step.id.clone();
                 let timeout = step.timeout_ms;
                 let handle = self.tasks.spawn(async move {
@@ -374,11 +489,17 @@ impl Runner {
                 self.running.insert(step.id.clone(), handle);
                 Ok(None)
             }
-            Err(message) => self
+            (Err(message), _) => self
                 .fail(&step.id, format!("its config did not render: {message}"))
                 .await
                 .map(Some),
         }
+    }
+
+    /// The end an earlier attempt of a DELAY step recorded, if any.
+    fn earlier_delay_end(&self, step_id: &str) -> Option<DateTime<Utc>> {
+        let input = self.steps.get(step_id)?.input.as_ref()?;
+        serde_json::from_value(input.get("until")?.clone()).ok()
     }
 
     async fn complete(
@@ -485,6 +606,7 @@ impl Runner {
         for (_, handle) in self.running.drain() {
             handle.abort();
         }
+        self.delays.clear();
         let unfinished: Vec<String> = self
             .definition
             .steps
@@ -526,14 +648,22 @@ impl Runner {
     /// Stops running steps (they run again) and requeues the execution so
     /// another worker picks it up.
     async fn hand_back(&mut self) -> Result<RunOutcome, EngineError> {
-        let mut running: Vec<String> = self.running.keys().cloned().collect();
+        let mut running: Vec<String> = self
+            .running
+            .keys()
+            .chain(self.delays.keys())
+            .cloned()
+            .collect();
         running.sort_by_key(|id| self.steps.get(id).map_or(0, |s| s.position));
         for (_, handle) in self.running.drain() {
             handle.abort();
         }
         for step_id in running {
+            // A DELAY waits on for what is left of it; other steps run again.
+            let next_retry_at = self.delays.remove(&step_id).map(|delay| delay.due());
             let update = StepUpdate {
                 error: Some("handed back at shutdown; it will run again".into()),
+                next_retry_at,
                 ..StepUpdate::default()
             };
             self.set_step(&step_id, StepStatus::Retrying, update)

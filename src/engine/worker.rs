@@ -99,6 +99,9 @@ async fn work(
                     Ok(RunOutcome::Finished(status)) => {
                         tracing::info!(%execution_id, ?status, "execution finished")
                     }
+                    Ok(RunOutcome::Parked) => {
+                        tracing::info!(%execution_id, "execution parked until its next step is due")
+                    }
                     Ok(RunOutcome::HandedBack) => {
                         tracing::info!(%execution_id, "execution handed back at shutdown")
                     }

@@ -67,7 +67,12 @@ async fn cancelling_a_queued_execution_ends_it_at_once() {
 #[tokio::test]
 async fn cancelling_a_running_execution_cancels_its_running_steps_without_waiting_for_the_heartbeat()
  {
-    let app = TestApp::spawn_with(|settings| settings.workers = 1).await;
+    let app = TestApp::spawn_with(|settings| {
+        settings.workers = 1;
+        // The worker holds on to a long DELAY instead of parking it.
+        settings.park_after_ms = 3_600_000;
+    })
+    .await;
     let owner = app.user().await;
     let organization = app.organization(&owner, "Acme").await;
     let workflow = app.workflow(&owner, &organization, slow_steps()).await;
@@ -112,6 +117,7 @@ async fn a_cancel_reaches_a_worker_without_a_shared_bus_through_its_heartbeat() 
     settings.redis_url = None;
     settings.workers = 1;
     settings.lease_secs = 3;
+    settings.park_after_ms = 3_600_000;
     let config = flowpilot::config::Config::from_settings(settings).unwrap();
     let isolated = flowpilot::app::AppState::build(config, flowpilot::clock::Clock::system())
         .await

@@ -226,7 +226,12 @@ async fn an_illegal_step_transition_is_refused_and_not_applied() {
 
 #[tokio::test]
 async fn shutdown_hands_running_executions_back_to_the_queue() {
-    let app = TestApp::spawn_with(|settings| settings.workers = 1).await;
+    let app = TestApp::spawn_with(|settings| {
+        settings.workers = 1;
+        // The worker holds on to a long DELAY instead of parking it.
+        settings.park_after_ms = 3_600_000;
+    })
+    .await;
     let owner = app.user().await;
     let organization = app.organization(&owner, "Acme").await;
     let workflow = app

@@ -265,3 +265,136 @@ async fn a_queued_execution_times_out_from_its_first_start_while_it_waits() {
         Some("the execution timed out after 60000 ms")
     );
 }
+
+/// A server that parks any wait over 100 ms and polls the queue often.
+async fn parking_app() -> TestApp {
+    TestApp::spawn_with(|settings| {
+        settings.workers = 1;
+        settings.park_after_ms = 100;
+        settings.poll_interval_ms = 50;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_long_backoff_parks_the_execution_until_the_retry_is_due() {
+    let app = parking_app().await;
+    let (owner, organization) = owner_and_org(&app).await;
+    let workflow = app
+        .workflow(&owner, &organization, json!([{ "id": "flaky", "kind": "FAIL", "config": { "message": "down" }, "retry": { "maxAttempts": 2, "initialBackoffMs": 400 } }]))
+        .await;
+    let id = app.run(&owner, &workflow, json!({})).await;
+    let execution = app.finished_execution(&owner, &id).await;
+    assert_eq!(execution["status"], "FAILED");
+    assert_eq!(
+        step_kinds(&app, &id).await,
+        [
+            "EXECUTION_QUEUED",
+            "EXECUTION_STARTED",
+            "STEP_STARTED",
+            "STEP_RETRYING",
+            "EXECUTION_REQUEUED",
+            "EXECUTION_STARTED",
+            "STEP_STARTED",
+            "STEP_FAILED",
+            "EXECUTION_FAILED"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_long_delay_parks_and_ends_when_it_was_due() {
+    let app = parking_app().await;
+    let (owner, organization) = owner_and_org(&app).await;
+    let workflow = app
+        .workflow(
+            &owner,
+            &organization,
+            json!([{ "id": "pause", "kind": "DELAY", "config": { "ms": 600 } }]),
+        )
+        .await;
+    let id = app.run(&owner, &workflow, json!({})).await;
+    let execution = app.finished_execution(&owner, &id).await;
+    assert_eq!(execution["status"], "SUCCEEDED");
+    let kinds = step_kinds(&app, &id).await;
+    assert_eq!(
+        kinds[3..5],
+        ["STEP_RETRYING", "EXECUTION_REQUEUED"],
+        "{kinds:?}"
+    );
+    // Resumed, the DELAY kept the end it was given when it first started.
+    let started: chrono::DateTime<chrono::Utc> =
+        execution["startedAt"].as_str().unwrap().parse().unwrap();
+    let until: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(execution["steps"][0]["input"]["until"].clone()).unwrap();
+    let planned = until - started;
+    assert!(
+        planned >= Span::milliseconds(600) && planned < Span::milliseconds(900),
+        "planned {planned}"
+    );
+}
+
+#[tokio::test]
+async fn a_crash_does_not_restart_a_delay_from_zero() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.workers = 0;
+        settings.reaper_interval_ms = 3_600_000;
+    })
+    .await;
+    let (owner, organization) = owner_and_org(&app).await;
+    let workflow: uuid::Uuid = app
+        .workflow(
+            &owner,
+            &organization,
+            json!([{ "id": "pause", "kind": "DELAY", "config": { "ms": 600000 } }]),
+        )
+        .await
+        .parse()
+        .unwrap();
+    let user = owner.user_id.parse().unwrap();
+    let queued = flowpilot::executions::service::run_workflow(
+        &app.state,
+        user,
+        run_request(workflow, json!({})),
+    )
+    .await
+    .unwrap();
+    // A worker started the ten-minute DELAY nearly ten minutes ago, then died.
+    let dead = store::claim_next_execution(&app.state, "dead", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let until = app.clock.now() + Span::milliseconds(300);
+    let input = json!({ "ms": 600000, "until": until });
+    let started = store::StepUpdate {
+        input: Some(input),
+        ..store::StepUpdate::default()
+    };
+    store::change_step(
+        &app.state,
+        &dead.lease,
+        "pause",
+        entity::status::StepStatus::Running,
+        started,
+    )
+    .await
+    .unwrap();
+    app.clock.advance(Span::seconds(31));
+    assert_eq!(
+        flowpilot::engine::reaper::reap_once(&app.state)
+            .await
+            .unwrap(),
+        1
+    );
+
+    let mut app = app;
+    app.settings.workers = 1;
+    let app = app.restart().await;
+    let id = queued.execution.id.to_string();
+    let execution =
+        tokio::time::timeout(Duration::from_secs(15), app.finished_execution(&owner, &id))
+            .await
+            .expect("the DELAY waited only for what was left, not ten minutes");
+    assert_eq!(execution["status"], "SUCCEEDED");
+    assert_eq!(execution["steps"][0]["input"]["until"], json!(until));
+}

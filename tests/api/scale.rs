@@ -363,7 +363,12 @@ async fn a_cancel_through_one_instance_stops_the_execution_running_on_another() 
     if !multi_instance_backends() {
         return;
     }
-    let a = TestApp::spawn_with(|settings| settings.workers = 1).await;
+    let a = TestApp::spawn_with(|settings| {
+        settings.workers = 1;
+        // The worker holds on to a long DELAY instead of parking it.
+        settings.park_after_ms = 3_600_000;
+    })
+    .await;
     let b = second_instance(&a, |settings| settings.workers = 0).await;
     let owner = a.user().await;
     let organization = a.organization(&owner, "Acme").await;
