@@ -166,6 +166,15 @@ pub struct Settings {
         global = true
     )]
     pub poll_interval_ms: u64,
+    /// Most executions of one organization started and not finished at once
+    /// (0: no cap).
+    #[arg(
+        long,
+        env = "FLOWPILOT_ORG_MAX_CONCURRENCY",
+        default_value_t = 0,
+        global = true
+    )]
+    pub org_max_concurrency: u32,
     /// Milliseconds a worker waits in place for a retry or a DELAY; a longer
     /// wait parks the execution (back in the queue until it is due).
     #[arg(

@@ -12,8 +12,9 @@ use anyhow::Context;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbErr,
-    SqlErr, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, EntityTrait, QuerySelect, Select, SqlErr, SqliteTransactionMode, Statement,
+    TransactionOptions, TransactionTrait,
 };
 
 use crate::config::{Config, DatabaseKind, redact_url};
@@ -120,6 +121,17 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
         ..TransactionOptions::default()
     })
     .await
+}
+
+/// `select` with `FOR UPDATE` on PostgreSQL, to lock the rows it reads for
+/// the rest of the transaction. SQLite has no such clause and needs none:
+/// its write transactions (see [`begin_write`]) are exclusive already.
+pub fn locked<E: EntityTrait>(select: Select<E>, conn: &impl ConnectionTrait) -> Select<E> {
+    if conn.get_database_backend() == DbBackend::Postgres {
+        select.lock_exclusive()
+    } else {
+        select
+    }
 }
 
 /// Whether `err` is a unique-constraint violation.

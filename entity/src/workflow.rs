@@ -16,6 +16,10 @@ pub struct Model {
     pub created_by: Option<Uuid>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// Most executions of this workflow started and not finished at once.
+    pub max_concurrency: Option<i32>,
+    /// Grows with every update; callers send the one they read.
+    pub revision: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

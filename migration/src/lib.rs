@@ -8,6 +8,7 @@ mod m20261124_000001_identity_and_organizations;
 mod m20261124_000002_workflows_and_executions;
 mod m20261124_000003_execution_reruns;
 mod m20261124_000004_retries_and_timeouts;
+mod m20261124_000005_concurrency_limits;
 
 /// The ordered list of FlowPilot's migrations.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000002_workflows_and_executions::Migration),
             Box::new(m20261124_000003_execution_reruns::Migration),
             Box::new(m20261124_000004_retries_and_timeouts::Migration),
+            Box::new(m20261124_000005_concurrency_limits::Migration),
         ]
     }
 }

@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use entity::status::{ExecutionStatus, StepStatus};
-use entity::{execution, step_run};
+use std::collections::HashMap;
+
+use entity::{execution, organization, step_run, workflow};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend,
-    DbErr, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, Set,
+    DbErr, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -23,7 +25,7 @@ use super::state::{
     ExecutionChange, IllegalTransition, RequeueReason, execution_transition, step_transition,
 };
 use crate::app::AppState;
-use crate::db::begin_write;
+use crate::db::{begin_write, locked};
 use crate::events::log::{self, EventKind, ExecutionEventRecord, StepSnapshot};
 use crate::events::{BusMessage, Topic};
 
@@ -105,11 +107,25 @@ pub async fn claim_next_execution(
         .order_by_desc(execution::Column::Priority)
         .order_by_asc(execution::Column::QueuedAt)
         .order_by_asc(execution::Column::Id)
-        .limit(1);
+        .limit(CLAIM_CANDIDATES);
     if txn.get_database_backend() == DbBackend::Postgres {
         query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
     }
-    let Some(candidate) = query.one(&txn).await? else {
+    let mut room = Room::default();
+    let mut chosen = None;
+    for candidate in query.all(&txn).await? {
+        // A started execution (handed back, parked) already counts against
+        // the limits; only a first start needs room.
+        if candidate.started_at.is_some()
+            || room
+                .for_first_start(&txn, &candidate, state.config.settings.org_max_concurrency)
+                .await?
+        {
+            chosen = Some(candidate);
+            break;
+        }
+    }
+    let Some(candidate) = chosen else {
         return Ok(None);
     };
     let status = execution_transition(
@@ -145,6 +161,91 @@ pub async fn claim_next_execution(
     txn.commit().await?;
     publish_after_commit(state, event).await;
     Ok(Some(Claimed { execution, lease }))
+}
+
+/// Queued executions one claim considers, in order, before giving up.
+const CLAIM_CANDIDATES: u64 = 100;
+
+/// Which workflows and organizations have room for another execution, as
+/// found during one claim. The first look at each locks its row for the
+/// rest of the claim's transaction, so two claims can't both see room.
+#[derive(Default)]
+struct Room {
+    workflows: HashMap<Uuid, bool>,
+    organizations: HashMap<Uuid, bool>,
+}
+
+impl Room {
+    async fn for_first_start(
+        &mut self,
+        txn: &DatabaseTransaction,
+        candidate: &execution::Model,
+        org_cap: u32,
+    ) -> Result<bool, DbErr> {
+        let workflow_room = match self.workflows.get(&candidate.workflow_id) {
+            Some(known) => *known,
+            None => {
+                let workflow = locked(workflow::Entity::find_by_id(candidate.workflow_id), txn)
+                    .one(txn)
+                    .await?;
+                let found = match workflow.and_then(|w| w.max_concurrency) {
+                    Some(limit) => {
+                        started_unfinished(
+                            txn,
+                            execution::Column::WorkflowId,
+                            candidate.workflow_id,
+                        )
+                        .await?
+                            < limit as u64
+                    }
+                    None => true,
+                };
+                self.workflows.insert(candidate.workflow_id, found);
+                found
+            }
+        };
+        if org_cap == 0 {
+            return Ok(workflow_room);
+        }
+        let organization_room = match self.organizations.get(&candidate.organization_id) {
+            Some(known) => *known,
+            None => {
+                locked(
+                    organization::Entity::find_by_id(candidate.organization_id),
+                    txn,
+                )
+                .one(txn)
+                .await?;
+                let found = started_unfinished(
+                    txn,
+                    execution::Column::OrganizationId,
+                    candidate.organization_id,
+                )
+                .await?
+                    < u64::from(org_cap);
+                self.organizations.insert(candidate.organization_id, found);
+                found
+            }
+        };
+        Ok(workflow_room && organization_room)
+    }
+}
+
+/// Executions started and not finished (running, or back in the queue) of
+/// the workflow or organization `id`.
+async fn started_unfinished(
+    txn: &DatabaseTransaction,
+    scope: execution::Column,
+    id: Uuid,
+) -> Result<u64, DbErr> {
+    execution::Entity::find()
+        .filter(scope.eq(id))
+        .filter(execution::Column::StartedAt.is_not_null())
+        .filter(
+            execution::Column::Status.is_in([ExecutionStatus::Running, ExecutionStatus::Queued]),
+        )
+        .count(txn)
+        .await
 }
 
 /// Extends the lease; [`EngineError::LeaseLost`] when it is no longer ours.
@@ -529,11 +630,9 @@ async fn locked_execution(
     txn: &DatabaseTransaction,
     execution_id: Uuid,
 ) -> Result<Option<execution::Model>, DbErr> {
-    let mut query = execution::Entity::find_by_id(execution_id);
-    if txn.get_database_backend() == DbBackend::Postgres {
-        query = query.lock_exclusive();
-    }
-    query.one(txn).await
+    locked(execution::Entity::find_by_id(execution_id), txn)
+        .one(txn)
+        .await
 }
 
 /// The locked execution row, if `lease` still holds it.

@@ -7,14 +7,13 @@ use entity::status::{ExecutionStatus, StepStatus};
 use entity::{execution, step_run, workflow, workflow_version};
 use futures::Stream;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set,
 };
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::db::begin_write;
+use crate::db::{begin_write, locked};
 use crate::engine::store::{self as engine_store, CancelOutcome, publish_after_commit};
 use crate::error::{AppError, AppResult};
 use crate::events::log::{self, EventKind, ExecutionEventRecord};
@@ -212,11 +211,9 @@ async fn enqueue(state: &AppState, new: NewExecution<'_>) -> AppResult<execution
     let now = state.clock.now();
     let txn = begin_write(&state.db).await?;
     if let Some(key) = &new.idempotency_key {
-        let mut lock = workflow::Entity::find_by_id(new.workflow.id);
-        if txn.get_database_backend() == DbBackend::Postgres {
-            lock = lock.lock_exclusive();
-        }
-        lock.one(&txn).await?;
+        locked(workflow::Entity::find_by_id(new.workflow.id), &txn)
+            .one(&txn)
+            .await?;
         let earlier = execution::Entity::find()
             .filter(execution::Column::WorkflowId.eq(new.workflow.id))
             .filter(execution::Column::IdempotencyKey.eq(key.0.as_str()))

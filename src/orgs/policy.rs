@@ -18,6 +18,8 @@ pub enum Action {
     ViewWorkflow,
     /// Create workflows.
     CreateWorkflow,
+    /// Change a workflow's name, description and limits.
+    UpdateWorkflow,
     /// Start executions of a workflow.
     RunWorkflow,
     /// Cancel an execution.
@@ -30,7 +32,10 @@ pub enum Action {
 pub const fn minimum_role(action: Action) -> Role {
     match action {
         Action::ViewOrganization | Action::ViewWorkflow | Action::ViewExecution => Role::Viewer,
-        Action::CreateWorkflow | Action::RunWorkflow | Action::CancelExecution => Role::Editor,
+        Action::CreateWorkflow
+        | Action::UpdateWorkflow
+        | Action::RunWorkflow
+        | Action::CancelExecution => Role::Editor,
     }
 }
 
@@ -87,6 +92,7 @@ mod tests {
             (Action::ViewWorkflow, Role::Viewer),
             (Action::ViewExecution, Role::Viewer),
             (Action::CreateWorkflow, Role::Editor),
+            (Action::UpdateWorkflow, Role::Editor),
             (Action::RunWorkflow, Role::Editor),
             (Action::CancelExecution, Role::Editor),
         ];

@@ -1,14 +1,14 @@
 //! GraphQL types and resolvers for workflows. Thin: parse input, call the
 //! service, convert.
 
-use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject};
+use async_graphql::{Context, Enum, ID, InputObject, Json, MaybeUndefined, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::{workflow, workflow_version};
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::definition::{self, RetryPolicy, StepDefinition, WorkflowDefinition};
-use super::service::{self, MemberWorkflow, NewWorkflow, WorkflowName};
+use super::service::{self, MemberWorkflow, NewWorkflow, WorkflowChange, WorkflowName};
 use crate::error::AppError;
 use crate::graphql::context::{RequestContext, parse_id};
 use crate::orgs::schema::Organization;
@@ -138,6 +138,20 @@ impl WorkflowDefinitionInput {
     }
 }
 
+/// Changes to a workflow's settings; fields left out stay as they are.
+#[derive(InputObject)]
+pub struct UpdateWorkflowInput {
+    pub workflow_id: ID,
+    /// The `revision` you read; CONFLICT when the workflow changed since.
+    pub revision: i32,
+    /// 1 to 100 characters.
+    pub name: Option<String>,
+    /// At most 2,000 characters; null removes it.
+    pub description: MaybeUndefined<String>,
+    /// 1 to 10,000; null removes the limit.
+    pub max_concurrency: MaybeUndefined<i32>,
+}
+
 /// A new workflow.
 #[derive(InputObject)]
 pub struct CreateWorkflowInput {
@@ -147,6 +161,9 @@ pub struct CreateWorkflowInput {
     /// At most 2,000 characters.
     pub description: Option<String>,
     pub definition: WorkflowDefinitionInput,
+    /// Most executions of this workflow started and not finished at once
+    /// (1 to 10,000); the rest wait QUEUED. No limit when left out.
+    pub max_concurrency: Option<i32>,
 }
 
 /// An automation: a named DAG of steps, in versions.
@@ -158,6 +175,8 @@ pub struct Workflow {
     active_version_id: Option<Uuid>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    max_concurrency: Option<i32>,
+    revision: i32,
     viewer_role: entity::role::Role,
 }
 
@@ -171,6 +190,8 @@ impl From<MemberWorkflow> for Workflow {
             active_version_id,
             created_at,
             updated_at,
+            max_concurrency,
+            revision,
             ..
         } = found.workflow;
         Self {
@@ -181,6 +202,8 @@ impl From<MemberWorkflow> for Workflow {
             active_version_id,
             created_at,
             updated_at,
+            max_concurrency,
+            revision,
             viewer_role: found.role,
         }
     }
@@ -235,6 +258,16 @@ impl Workflow {
 
     async fn updated_at(&self) -> DateTime<Utc> {
         self.updated_at
+    }
+
+    /// Most executions started and not finished at once; null: no limit.
+    async fn max_concurrency(&self) -> Option<i32> {
+        self.max_concurrency
+    }
+
+    /// Grows with every change; send it back with `updateWorkflow`.
+    async fn revision(&self) -> i32 {
+        self.revision
     }
 }
 
@@ -352,9 +385,52 @@ impl WorkflowMutation {
             name: WorkflowName::parse(&input.name, "name")?,
             description: service::parse_description(input.description.as_deref(), "description")?,
             definition: input.definition.parse("definition")?,
+            max_concurrency: input
+                .max_concurrency
+                .map(|n| service::parse_max_concurrency(n, "maxConcurrency"))
+                .transpose()?,
         };
         Ok(service::create_workflow(&request.state, user.user.id, new)
             .await?
             .into())
+    }
+
+    /// Changes a workflow's name, description or concurrency limit, if
+    /// `revision` is still current. EDITOR and above.
+    async fn update_workflow(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateWorkflowInput,
+    ) -> async_graphql::Result<Workflow> {
+        let request = RequestContext::of(ctx);
+        let user = request.viewer.user()?;
+        let change = WorkflowChange {
+            workflow_id: parse_id(&input.workflow_id, "workflowId")?,
+            revision: input.revision,
+            name: input
+                .name
+                .as_deref()
+                .map(|name| WorkflowName::parse(name, "name"))
+                .transpose()?,
+            description: match input.description {
+                MaybeUndefined::Undefined => None,
+                MaybeUndefined::Null => Some(None),
+                MaybeUndefined::Value(text) => {
+                    Some(service::parse_description(Some(&text), "description")?)
+                }
+            },
+            max_concurrency: match input.max_concurrency {
+                MaybeUndefined::Undefined => None,
+                MaybeUndefined::Null => Some(None),
+                MaybeUndefined::Value(n) => {
+                    Some(Some(service::parse_max_concurrency(n, "maxConcurrency")?))
+                }
+            },
+        };
+        Ok(
+            service::update_workflow(&request.state, user.user.id, change)
+                .await?
+                .into(),
+        )
     }
 }

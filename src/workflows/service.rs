@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::definition::WorkflowDefinition;
 use crate::app::AppState;
-use crate::db::begin_write;
+use crate::db::{begin_write, locked};
 use crate::error::{AppError, AppResult};
 use crate::orgs::policy::{self, Action};
 use crate::orgs::service::role_of;
@@ -55,6 +55,20 @@ pub fn parse_description(raw: Option<&str>, field: &str) -> AppResult<Option<Str
     Ok(Some(text.to_owned()))
 }
 
+/// Highest `maxConcurrency` accepted.
+const MAX_CONCURRENCY: i32 = 10_000;
+
+/// Parses a concurrency limit; `field` names the input field in the error.
+pub fn parse_max_concurrency(raw: i32, field: &str) -> AppResult<i32> {
+    if !(1..=MAX_CONCURRENCY).contains(&raw) {
+        return Err(AppError::bad_input(
+            field,
+            format!("maxConcurrency is from 1 to {MAX_CONCURRENCY}"),
+        ));
+    }
+    Ok(raw)
+}
+
 /// A new workflow, already parsed.
 #[derive(Debug)]
 pub struct NewWorkflow {
@@ -62,6 +76,21 @@ pub struct NewWorkflow {
     pub name: WorkflowName,
     pub description: Option<String>,
     pub definition: WorkflowDefinition,
+    /// Most executions started and not finished at once; no limit when `None`.
+    pub max_concurrency: Option<i32>,
+}
+
+/// A change to a workflow's settings; `None` fields stay as they are.
+#[derive(Debug)]
+pub struct WorkflowChange {
+    pub workflow_id: Uuid,
+    /// The revision the caller read; CONFLICT when it is no longer current.
+    pub revision: i32,
+    pub name: Option<WorkflowName>,
+    /// `Some(None)` removes the description.
+    pub description: Option<Option<String>>,
+    /// `Some(None)` removes the limit.
+    pub max_concurrency: Option<Option<i32>>,
 }
 
 /// A workflow as one member sees it.
@@ -93,6 +122,8 @@ pub async fn create_workflow(
         created_by: Set(Some(author_id)),
         created_at: Set(now),
         updated_at: Set(now),
+        max_concurrency: Set(new.max_concurrency),
+        revision: Set(1),
     }
     .insert(&txn)
     .await?;
@@ -113,6 +144,47 @@ pub async fn create_workflow(
     txn.commit().await?;
     tracing::info!(workflow_id = %workflow.id, "workflow created");
     Ok(MemberWorkflow { workflow, role })
+}
+
+/// Changes a workflow's settings if `change.revision` is still current
+/// (CONFLICT otherwise), bumping the revision. EDITOR and above.
+pub async fn update_workflow(
+    state: &AppState,
+    user_id: Uuid,
+    change: WorkflowChange,
+) -> AppResult<MemberWorkflow> {
+    let found = find_for_member(&state.db, user_id, change.workflow_id).await?;
+    policy::authorize(found.role, Action::UpdateWorkflow)?;
+    let txn = begin_write(&state.db).await?;
+    let current = locked(workflow::Entity::find_by_id(change.workflow_id), &txn)
+        .one(&txn)
+        .await?
+        .ok_or(AppError::NotFound("workflow"))?;
+    if current.revision != change.revision {
+        return Err(AppError::Conflict(format!(
+            "the workflow changed since revision {}; it is at revision {} now",
+            change.revision, current.revision
+        )));
+    }
+    let revision = current.revision + 1;
+    let mut active = current.into_active_model();
+    if let Some(name) = change.name {
+        active.name = Set(name.0);
+    }
+    if let Some(description) = change.description {
+        active.description = Set(description);
+    }
+    if let Some(max_concurrency) = change.max_concurrency {
+        active.max_concurrency = Set(max_concurrency);
+    }
+    active.revision = Set(revision);
+    active.updated_at = Set(state.clock.now());
+    let workflow = active.update(&txn).await?;
+    txn.commit().await?;
+    Ok(MemberWorkflow {
+        workflow,
+        role: found.role,
+    })
 }
 
 /// The workflow as `user_id` sees it; NOT_FOUND unless they may view it.

@@ -9,6 +9,7 @@ mod support;
 
 mod auth;
 mod cancellation;
+mod concurrency;
 mod engine;
 mod executions;
 mod health;
