@@ -128,6 +128,9 @@ pub async fn claim_next_execution(
     let Some(candidate) = chosen else {
         return Ok(None);
     };
+    // The start is stamped after the locks and counts above, so it is never
+    // earlier than the finish of an execution whose room it took.
+    let now = state.clock.now();
     let status = execution_transition(
         candidate.status,
         ExecutionChange::To(ExecutionStatus::Running),
@@ -295,13 +298,14 @@ pub enum CancelOutcome {
 /// a RUNNING one by setting `cancel_requested` and telling every instance
 /// on the control topic; its runner then cancels what runs.
 pub async fn cancel(state: &AppState, execution_id: Uuid) -> Result<CancelOutcome, EngineError> {
-    let now = state.clock.now();
     let txn = begin_write(&state.db).await?;
     let Some(mut execution) = locked_execution(&txn, execution_id).await? else {
         return Err(EngineError::Db(DbErr::RecordNotFound(format!(
             "execution {execution_id}"
         ))));
     };
+    // Timestamps are taken once the row is ours, so they order like commits.
+    let now = state.clock.now();
     match execution.status {
         ExecutionStatus::Queued => {
             let unfinished = step_run::Entity::find()
@@ -359,9 +363,10 @@ pub async fn change_step(
     to: StepStatus,
     update: StepUpdate,
 ) -> Result<step_run::Model, EngineError> {
-    let now = state.clock.now();
     let txn = begin_write(&state.db).await?;
     let execution = fenced_execution(&txn, lease).await?;
+    // Timestamps are taken once the row is ours, so they order like commits.
+    let now = state.clock.now();
     let (_, step, event) = apply_step_change(&txn, execution, step_id, to, update, now).await?;
     txn.commit().await?;
     publish_after_commit(state, event).await;
@@ -376,9 +381,10 @@ pub async fn change_execution(
     change: ExecutionChange,
     update: ExecutionUpdate,
 ) -> Result<execution::Model, EngineError> {
-    let now = state.clock.now();
     let txn = begin_write(&state.db).await?;
     let execution = fenced_execution(&txn, lease).await?;
+    // Timestamps are taken once the row is ours, so they order like commits.
+    let now = state.clock.now();
     let (execution, event) = apply_execution_change(&txn, execution, change, update, now).await?;
     txn.commit().await?;
     publish_after_commit(state, event).await;
@@ -405,11 +411,12 @@ pub async fn expired_leases(state: &AppState, limit: u64) -> Result<Vec<Uuid>, E
 /// renewed in time keeps it; a worker that did not finds its lease gone.
 /// Returns whether the execution was requeued.
 pub async fn requeue_expired(state: &AppState, execution_id: Uuid) -> Result<bool, EngineError> {
-    let now = state.clock.now();
     let txn = begin_write(&state.db).await?;
     let Some(mut execution) = locked_execution(&txn, execution_id).await? else {
         return Ok(false);
     };
+    // Timestamps are taken once the row is ours, so they order like commits.
+    let now = state.clock.now();
     let expired = execution.status == ExecutionStatus::Running
         && execution.lease_expires_at.is_some_and(|at| at < now);
     if !expired {
@@ -471,11 +478,12 @@ pub async fn overdue_queued(state: &AppState, limit: u64) -> Result<Vec<Uuid>, E
 /// steps CANCELLED; applies only if it is still queued and overdue once
 /// locked. Returns whether it timed out.
 pub async fn time_out_queued(state: &AppState, execution_id: Uuid) -> Result<bool, EngineError> {
-    let now = state.clock.now();
     let txn = begin_write(&state.db).await?;
     let Some(mut execution) = locked_execution(&txn, execution_id).await? else {
         return Ok(false);
     };
+    // Timestamps are taken once the row is ours, so they order like commits.
+    let now = state.clock.now();
     let overdue = execution.status == ExecutionStatus::Queued
         && execution.timeout_at.is_some_and(|at| at < now);
     if !overdue {

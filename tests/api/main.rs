@@ -15,6 +15,7 @@ mod executions;
 mod health;
 mod limits;
 mod orgs;
+mod processes;
 mod retries;
 mod runs;
 mod scale;
