@@ -299,7 +299,7 @@ pub enum CancelOutcome {
 /// on the control topic; its runner then cancels what runs.
 pub async fn cancel(state: &AppState, execution_id: Uuid) -> Result<CancelOutcome, EngineError> {
     let txn = begin_write(&state.db).await?;
-    let Some(mut execution) = locked_execution(&txn, execution_id).await? else {
+    let Some(execution) = locked_execution(&txn, execution_id).await? else {
         return Err(EngineError::Db(DbErr::RecordNotFound(format!(
             "execution {execution_id}"
         ))));
@@ -308,35 +308,21 @@ pub async fn cancel(state: &AppState, execution_id: Uuid) -> Result<CancelOutcom
     let now = state.clock.now();
     match execution.status {
         ExecutionStatus::Queued => {
-            let unfinished = step_run::Entity::find()
-                .filter(step_run::Column::ExecutionId.eq(execution_id))
-                .filter(step_run::Column::Status.is_in([StepStatus::Pending, StepStatus::Retrying]))
-                .order_by_asc(step_run::Column::Position)
-                .all(&txn)
-                .await?;
-            let mut events = Vec::with_capacity(unfinished.len() + 1);
-            for step in unfinished {
-                let (updated, _, event) = apply_step_change(
-                    &txn,
-                    execution,
-                    &step.step_id,
-                    StepStatus::Cancelled,
-                    StepUpdate::default(),
-                    now,
-                )
-                .await?;
-                execution = updated;
-                events.push(event);
-            }
-            let change = ExecutionChange::To(ExecutionStatus::Cancelled);
-            let (execution, event) =
-                apply_execution_change(&txn, execution, change, ExecutionUpdate::default(), now)
-                    .await?;
-            events.push(event);
+            let cancel = ExecutionChange::To(ExecutionStatus::Cancelled);
+            let unfinished = [StepStatus::Pending, StepStatus::Retrying];
+            let (execution, events) = settle(
+                &txn,
+                execution,
+                &unfinished,
+                StepStatus::Cancelled,
+                None,
+                cancel,
+                ExecutionUpdate::default(),
+                now,
+            )
+            .await?;
             txn.commit().await?;
-            for event in events {
-                publish_after_commit(state, event).await;
-            }
+            publish_all(state, events).await;
             Ok(CancelOutcome::Cancelled(execution))
         }
         ExecutionStatus::Running => {
@@ -412,7 +398,7 @@ pub async fn expired_leases(state: &AppState, limit: u64) -> Result<Vec<Uuid>, E
 /// Returns whether the execution was requeued.
 pub async fn requeue_expired(state: &AppState, execution_id: Uuid) -> Result<bool, EngineError> {
     let txn = begin_write(&state.db).await?;
-    let Some(mut execution) = locked_execution(&txn, execution_id).await? else {
+    let Some(execution) = locked_execution(&txn, execution_id).await? else {
         return Ok(false);
     };
     // Timestamps are taken once the row is ours, so they order like commits.
@@ -422,38 +408,21 @@ pub async fn requeue_expired(state: &AppState, execution_id: Uuid) -> Result<boo
     if !expired {
         return Ok(false);
     }
-    let running = step_run::Entity::find()
-        .filter(step_run::Column::ExecutionId.eq(execution_id))
-        .filter(step_run::Column::Status.eq(StepStatus::Running))
-        .order_by_asc(step_run::Column::Position)
-        .all(&txn)
-        .await?;
-    let mut events = Vec::with_capacity(running.len() + 1);
-    for step in running {
-        let update = StepUpdate {
-            error: Some("its worker was lost; it will run again".into()),
-            ..StepUpdate::default()
-        };
-        let (updated, _, event) = apply_step_change(
-            &txn,
-            execution,
-            &step.step_id,
-            StepStatus::Retrying,
-            update,
-            now,
-        )
-        .await?;
-        execution = updated;
-        events.push(event);
-    }
     let requeue = ExecutionChange::Requeue(RequeueReason::LeaseExpired);
-    let (_, event) =
-        apply_execution_change(&txn, execution, requeue, ExecutionUpdate::default(), now).await?;
-    events.push(event);
+    let lost = Some("its worker was lost; it will run again");
+    let (_, events) = settle(
+        &txn,
+        execution,
+        &[StepStatus::Running],
+        StepStatus::Retrying,
+        lost,
+        requeue,
+        ExecutionUpdate::default(),
+        now,
+    )
+    .await?;
     txn.commit().await?;
-    for event in events {
-        publish_after_commit(state, event).await;
-    }
+    publish_all(state, events).await;
     state
         .bus
         .publish(Topic::Control, BusMessage::WorkerWakeup)
@@ -479,7 +448,7 @@ pub async fn overdue_queued(state: &AppState, limit: u64) -> Result<Vec<Uuid>, E
 /// locked. Returns whether it timed out.
 pub async fn time_out_queued(state: &AppState, execution_id: Uuid) -> Result<bool, EngineError> {
     let txn = begin_write(&state.db).await?;
-    let Some(mut execution) = locked_execution(&txn, execution_id).await? else {
+    let Some(execution) = locked_execution(&txn, execution_id).await? else {
         return Ok(false);
     };
     // Timestamps are taken once the row is ours, so they order like commits.
@@ -489,44 +458,25 @@ pub async fn time_out_queued(state: &AppState, execution_id: Uuid) -> Result<boo
     if !overdue {
         return Ok(false);
     }
-    let unfinished = step_run::Entity::find()
-        .filter(step_run::Column::ExecutionId.eq(execution_id))
-        .filter(step_run::Column::Status.is_in([StepStatus::Pending, StepStatus::Retrying]))
-        .order_by_asc(step_run::Column::Position)
-        .all(&txn)
-        .await?;
-    let mut events = Vec::with_capacity(unfinished.len() + 1);
-    for step in unfinished {
-        let (updated, _, event) = apply_step_change(
-            &txn,
-            execution,
-            &step.step_id,
-            StepStatus::Cancelled,
-            StepUpdate::default(),
-            now,
-        )
-        .await?;
-        execution = updated;
-        events.push(event);
-    }
-    let error = timeout_error(execution.timeout_ms);
     let update = ExecutionUpdate {
-        error: Some(error),
+        error: Some(timeout_error(execution.timeout_ms)),
         ..ExecutionUpdate::default()
     };
-    let (_, event) = apply_execution_change(
+    let time_out = ExecutionChange::To(ExecutionStatus::TimedOut);
+    let unfinished = [StepStatus::Pending, StepStatus::Retrying];
+    let (_, events) = settle(
         &txn,
         execution,
-        ExecutionChange::To(ExecutionStatus::TimedOut),
+        &unfinished,
+        StepStatus::Cancelled,
+        None,
+        time_out,
         update,
         now,
     )
     .await?;
-    events.push(event);
     txn.commit().await?;
-    for event in events {
-        publish_after_commit(state, event).await;
-    }
+    publish_all(state, events).await;
     Ok(true)
 }
 
@@ -535,6 +485,49 @@ pub fn timeout_error(timeout_ms: Option<i64>) -> String {
     match timeout_ms {
         Some(ms) => format!("the execution timed out after {ms} ms"),
         None => "the execution timed out".to_owned(),
+    }
+}
+
+/// Moves every step of the (locked) execution whose status is in `from` to
+/// `to`, in definition order, then applies `change` to the execution; returns
+/// it with the events to publish once the transaction commits.
+#[allow(clippy::too_many_arguments)]
+async fn settle(
+    txn: &DatabaseTransaction,
+    mut execution: execution::Model,
+    from: &[StepStatus],
+    to: StepStatus,
+    step_error: Option<&str>,
+    change: ExecutionChange,
+    update: ExecutionUpdate,
+    now: DateTime<Utc>,
+) -> Result<(execution::Model, Vec<ExecutionEventRecord>), EngineError> {
+    let steps = step_run::Entity::find()
+        .filter(step_run::Column::ExecutionId.eq(execution.id))
+        .filter(step_run::Column::Status.is_in(from.iter().copied()))
+        .order_by_asc(step_run::Column::Position)
+        .all(txn)
+        .await?;
+    let mut events = Vec::with_capacity(steps.len() + 1);
+    for step in steps {
+        let step_update = StepUpdate {
+            error: step_error.map(str::to_owned),
+            ..StepUpdate::default()
+        };
+        let (updated, _, event) =
+            apply_step_change(txn, execution, &step.step_id, to, step_update, now).await?;
+        execution = updated;
+        events.push(event);
+    }
+    let (execution, event) = apply_execution_change(txn, execution, change, update, now).await?;
+    events.push(event);
+    Ok((execution, events))
+}
+
+/// Publishes committed events in order.
+async fn publish_all(state: &AppState, events: Vec<ExecutionEventRecord>) {
+    for event in events {
+        publish_after_commit(state, event).await;
     }
 }
 
