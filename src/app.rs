@@ -16,6 +16,7 @@ use crate::clock::Clock;
 use crate::config::{Config, redact_url};
 use crate::db::{self, StatementCounter};
 use crate::engine::Engine;
+use crate::engine::http::HttpSteps;
 use crate::events::EventBus;
 use crate::events::recheck::StreamRegistry;
 use crate::events::redis_bus::RedisBus;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub bus: EventBus,
     /// Executions streamed on this instance, for the idle re-check.
     pub streams: StreamRegistry,
+    /// The client HTTP steps send their requests with.
+    pub http_steps: HttpSteps,
 }
 
 impl AppState {
@@ -68,6 +71,7 @@ impl AppState {
             }
         };
         let tokens = Arc::new(TokenKeys::new(&config.jwt_secret));
+        let http_steps = HttpSteps::new(&config.settings)?;
         Ok(Self {
             db,
             config: Arc::new(config),
@@ -77,6 +81,7 @@ impl AppState {
             sql_statements,
             bus,
             streams: StreamRegistry::default(),
+            http_steps,
         })
     }
 
@@ -129,8 +134,9 @@ impl App {
     }
 
     /// Serves requests and runs workers until `shutdown` resolves, then
-    /// lets in-flight requests finish, hands running executions back to the
-    /// queue, and closes the database pool.
+    /// lets in-flight requests and steps finish (steps within the grace
+    /// period), hands running executions back to the queue, and closes the
+    /// database pool.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -146,9 +152,11 @@ impl App {
             interval,
             shutting_down.clone(),
         ));
+        let stop_engine = engine.stop_signal();
         let shutdown = async move {
             shutdown.await;
             let _ = shutting_down_tx.send(true);
+            stop_engine.stop();
         };
         tracing::info!(address = %self.local_addr()?, "FlowPilot is serving GraphQL at /graphql");
         let served = axum::serve(

@@ -14,6 +14,8 @@ use anyhow::{Context, bail};
 use base64::Engine;
 use rand::RngCore;
 
+use crate::egress::PrivateAccess;
+
 /// The shortest secret accepted for `FLOWPILOT_JWT_SECRET` and
 /// `FLOWPILOT_ENCRYPTION_KEY`.
 pub const MIN_SECRET_LEN: usize = 32;
@@ -184,6 +186,15 @@ pub struct Settings {
         global = true
     )]
     pub park_after_ms: u64,
+    /// Milliseconds a stopping worker lets steps in flight finish before it
+    /// hands their executions back.
+    #[arg(
+        long,
+        env = "FLOWPILOT_SHUTDOWN_GRACE_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub shutdown_grace_ms: u64,
     /// Milliseconds between the reaper's passes over expired leases.
     #[arg(
         long,
@@ -209,6 +220,33 @@ pub struct Settings {
         global = true
     )]
     pub ws_init_timeout_secs: u64,
+    /// Addresses HTTP steps may reach besides public ones: `false` (none),
+    /// `true` (all), or comma-separated addresses and CIDR networks.
+    #[arg(
+        long,
+        env = "FLOWPILOT_HTTP_ALLOW_PRIVATE",
+        default_value = "false",
+        value_parser = PrivateAccess::parse,
+        global = true
+    )]
+    pub http_allow_private: PrivateAccess,
+    /// Milliseconds an HTTP step's request may take when the step sets no
+    /// `timeoutMs`.
+    #[arg(
+        long,
+        env = "FLOWPILOT_HTTP_TIMEOUT_MS",
+        default_value_t = 30_000,
+        global = true
+    )]
+    pub http_timeout_ms: u64,
+    /// Most bytes of a response body an HTTP step records.
+    #[arg(
+        long,
+        env = "FLOWPILOT_HTTP_MAX_RESPONSE_BYTES",
+        default_value_t = 1024 * 1024,
+        global = true
+    )]
+    pub http_max_response_bytes: usize,
     /// Comma-separated origins allowed to call the API from a browser.
     #[arg(
         long,
@@ -228,6 +266,11 @@ impl Settings {
     /// The longest wait a worker holds an execution for.
     pub fn park_after(&self) -> chrono::Duration {
         chrono::Duration::milliseconds(i64::try_from(self.park_after_ms).unwrap_or(i64::MAX))
+    }
+
+    /// How long a stopping worker lets steps in flight finish.
+    pub fn shutdown_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.shutdown_grace_ms)
     }
 
     /// How often the reaper looks for expired leases.

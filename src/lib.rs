@@ -9,6 +9,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod egress;
 pub mod engine;
 pub mod error;
 pub mod events;

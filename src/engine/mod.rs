@@ -6,6 +6,7 @@
 //! `http`.
 
 pub mod cancel;
+pub mod http;
 pub mod reaper;
 pub mod runner;
 pub mod state;

@@ -22,7 +22,7 @@ use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
 use super::cancel::Cancellations;
 use super::state::{ExecutionChange, RequeueReason};
-use super::steps;
+use super::steps::{self, StepContext};
 use super::store::{self, Claimed, EngineError, ExecutionUpdate, Lease, StepUpdate};
 use crate::app::AppState;
 use crate::events::{BusMessage, Topic};
@@ -100,6 +100,14 @@ impl Delay {
     }
 }
 
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Sleeps for `wait`, or forever when there is nothing to wait for.
 async fn sleep_for(wait: Option<std::time::Duration>) {
     match wait {
@@ -167,6 +175,9 @@ struct Runner {
     /// When the execution times out (its first start plus its timeout).
     timeout_at: Option<DateTime<Utc>>,
     timeout_ms: Option<i64>,
+    /// Set when the worker is stopping: no step starts, and steps in flight
+    /// may finish until then.
+    draining_until: Option<tokio::time::Instant>,
 }
 
 impl Runner {
@@ -209,6 +220,7 @@ impl Runner {
             delays: HashMap::new(),
             timeout_at: execution.timeout_at,
             timeout_ms: execution.timeout_ms,
+            draining_until: None,
         })))
     }
 
@@ -252,6 +264,13 @@ impl Runner {
             if let Some(outcome) = self.schedule().await? {
                 return Ok(outcome);
             }
+            if self.draining_until.is_some() && self.running.is_empty() {
+                return if self.all_steps_finished() {
+                    self.succeed().await
+                } else {
+                    self.hand_back().await
+                };
+            }
             let next_wake = self.next_wake();
             if self.running.is_empty() && next_wake.is_none() {
                 return self.succeed().await;
@@ -287,7 +306,16 @@ impl Runner {
                 }
                 () = sleep_for(timeout_wait), if timeout_wait.is_some() => return self.time_out().await,
                 _ = lost.changed() => return Err(EngineError::LeaseLost),
-                _ = shutdown.changed() => return self.hand_back().await,
+                _ = shutdown.changed(), if self.draining_until.is_none() => {
+                    let grace = self.state.config.settings.shutdown_grace();
+                    if self.running.is_empty() || grace.is_zero() {
+                        return self.hand_back().await;
+                    }
+                    self.draining_until = Some(tokio::time::Instant::now() + grace);
+                }
+                () = sleep_until(self.draining_until), if self.draining_until.is_some() => {
+                    return self.hand_back().await;
+                }
                 _ = cancel.changed() => return self.cancel().await,
             }
         }
@@ -405,6 +433,10 @@ impl Runner {
                 let all_succeeded = needs.iter().all(|s| *s == StepStatus::Succeeded);
                 let condition_false = step.needs.iter().any(|need| self.is_false_condition(need));
                 if all_succeeded && !condition_false {
+                    if self.draining_until.is_some() {
+                        // A stopping worker starts nothing; the next one will.
+                        continue;
+                    }
                     if let Some(outcome) = self.start(&step).await? {
                         return Ok(Some(outcome));
                     }
@@ -473,15 +505,20 @@ impl Runner {
             (Ok(config), None) => {
                 let step_id = step.id.clone();
                 let timeout = step.timeout_ms;
+                let context = StepContext {
+                    http: self.state.http_steps.clone(),
+                    idempotency_key: format!("{}:{}", self.lease.execution_id, step.id),
+                    timeout: timeout.map(Duration::from_millis),
+                };
                 let handle = self.tasks.spawn(async move {
+                    let run = steps::execute(config, context);
                     let outcome = match timeout {
-                        Some(ms) => tokio::time::timeout(
-                            std::time::Duration::from_millis(ms),
-                            steps::execute(config),
-                        )
-                        .await
-                        .unwrap_or_else(|_| Err(format!("the attempt timed out after {ms} ms"))),
-                        None => steps::execute(config).await,
+                        Some(ms) => tokio::time::timeout(Duration::from_millis(ms), run)
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(format!("the attempt timed out after {ms} ms"))
+                            }),
+                        None => run.await,
                     };
                     (step_id, outcome)
                 });
@@ -702,6 +739,13 @@ impl Runner {
             .filter(|s| s.status == StepStatus::Succeeded)
             .and_then(|s| s.output.as_ref());
         is_condition && result.is_some_and(|output| output["result"] == Value::Bool(false))
+    }
+
+    fn all_steps_finished(&self) -> bool {
+        self.definition
+            .steps
+            .iter()
+            .all(|step| self.status_of(&step.id).is_terminal())
     }
 
     fn status_of(&self, step_id: &str) -> StepStatus {

@@ -1,15 +1,27 @@
 //! What each step kind does once its config is rendered.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
+use super::http::HttpSteps;
 use crate::workflows::definition::StepConfig;
 
+/// What a step needs besides its config.
+pub struct StepContext {
+    pub http: HttpSteps,
+    /// `{executionId}:{stepId}`: the same for every attempt of the step.
+    pub idempotency_key: String,
+    /// The step's timeout, when it has one.
+    pub timeout: Option<Duration>,
+}
+
 /// Runs a rendered step; `Ok` carries the step's output, `Err` its error.
-pub async fn execute(config: StepConfig) -> Result<Value, String> {
+pub async fn execute(config: StepConfig, context: StepContext) -> Result<Value, String> {
     match config {
         StepConfig::Transform { output } => Ok(output),
         StepConfig::Delay { ms } => {
-            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok(Value::Null)
         }
         StepConfig::Fail { message } => Err(message),
@@ -21,5 +33,11 @@ pub async fn execute(config: StepConfig) -> Result<Value, String> {
             result: None,
             expression,
         } => Err(format!("the condition `{expression}` was not evaluated")),
+        StepConfig::Http(request) => {
+            context
+                .http
+                .send(request, &context.idempotency_key, context.timeout)
+                .await
+        }
     }
 }

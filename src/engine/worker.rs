@@ -2,6 +2,7 @@
 //! the control topic (published when work is enqueued) or, as a fallback,
 //! the poll interval.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -16,13 +17,25 @@ use crate::app::AppState;
 use crate::events::Topic;
 use crate::events::bus::Subscription;
 
-/// How long `shutdown` waits for workers to hand their executions back.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long `shutdown` waits, beyond the grace period for steps in flight,
+/// for workers to hand their executions back.
+const HAND_BACK_TIME: Duration = Duration::from_secs(10);
 
 /// The workers and the reaper of one process.
 pub struct Engine {
-    stop: watch::Sender<bool>,
+    stop: Arc<watch::Sender<bool>>,
     workers: JoinSet<()>,
+    grace: Duration,
+}
+
+/// Tells an engine's workers to stop claiming and start handing back.
+#[derive(Clone)]
+pub struct StopSignal(Arc<watch::Sender<bool>>);
+
+impl StopSignal {
+    pub fn stop(&self) {
+        let _ = self.0.send(true);
+    }
 }
 
 impl Engine {
@@ -56,14 +69,24 @@ impl Engine {
         // Every instance reaps, workers or not, so a fleet of API-only
         // instances still recovers executions of a crashed worker process.
         workers.spawn(reap(state.clone(), stopped.clone()));
-        Self { stop, workers }
+        Self {
+            stop: Arc::new(stop),
+            workers,
+            grace: state.config.settings.shutdown_grace(),
+        }
     }
 
-    /// Stops claiming, hands running executions back, and waits for the
-    /// workers (at most a few seconds).
+    /// A handle that starts the shutdown without waiting for it, so workers
+    /// drain while the HTTP server drains.
+    pub fn stop_signal(&self) -> StopSignal {
+        StopSignal(self.stop.clone())
+    }
+
+    /// Stops claiming, lets steps in flight finish within the grace period,
+    /// hands the rest back, and waits for the workers.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        let drained = tokio::time::timeout(self.grace + HAND_BACK_TIME, async {
             while self.workers.join_next().await.is_some() {}
         })
         .await;

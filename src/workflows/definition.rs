@@ -29,6 +29,8 @@ pub enum StepKind {
     Fail,
     /// Evaluates an expression; steps needing it are skipped when false.
     Condition,
+    /// Sends an HTTP request and records the response.
+    Http,
 }
 
 impl StepKind {
@@ -38,6 +40,7 @@ impl StepKind {
             Self::Delay => &["ms"],
             Self::Fail => &["message"],
             Self::Condition => &["if"],
+            Self::Http => &["method", "url", "headers", "body"],
         }
     }
 
@@ -47,6 +50,7 @@ impl StepKind {
             Self::Delay => "DELAY",
             Self::Fail => "FAIL",
             Self::Condition => "CONDITION",
+            Self::Http => "HTTP",
         }
     }
 }
@@ -65,6 +69,173 @@ pub enum StepConfig {
         expression: String,
         result: Option<bool>,
     },
+    /// `{"method": "POST", "url": <template>, "headers": {<name>: <template>},
+    /// "body": <JSON with templates>}`; only `url` is required.
+    Http(HttpConfig),
+}
+
+/// Methods an HTTP step may use.
+pub const HTTP_METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+/// An HTTP step's request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpConfig {
+    /// One of [`HTTP_METHODS`].
+    pub method: String,
+    pub url: String,
+    /// Header names (as given) and values.
+    pub headers: Vec<(String, String)>,
+    /// A string is sent as text, anything else as JSON.
+    pub body: Option<Value>,
+}
+
+impl HttpConfig {
+    fn parse(map: &Map<String, Value>, field: &str) -> AppResult<Self> {
+        let bad =
+            |key: &str, message: String| AppError::bad_input(format!("{field}.{key}"), message);
+        let method = match map.get("method") {
+            None => "GET".to_owned(),
+            Some(Value::String(method))
+                if HTTP_METHODS.contains(&method.to_uppercase().as_str()) =>
+            {
+                method.to_uppercase()
+            }
+            Some(_) => {
+                return Err(bad(
+                    "method",
+                    format!("`method` is one of {}", HTTP_METHODS.join(", ")),
+                ));
+            }
+        };
+        let url = match map.get("url") {
+            Some(Value::String(url)) => url.clone(),
+            Some(_) => return Err(bad("url", "`url` must be a string".into())),
+            None => return Err(bad("url", "an HTTP step needs `url`".into())),
+        };
+        template::check(&url).map_err(|e| bad("url", e))?;
+        if !template::has_template(&url) {
+            parse_http_url(&url).map_err(|e| bad("url", e))?;
+        }
+        let headers = match map.get("headers") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Object(headers)) => {
+                let mut parsed = Vec::with_capacity(headers.len());
+                for (name, value) in headers {
+                    let at = format!("headers.{name}");
+                    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                        return Err(bad(&at, format!("`{name}` is not a valid header name")));
+                    }
+                    let Value::String(value) = value else {
+                        return Err(bad(&at, "header values must be strings".into()));
+                    };
+                    template::check(value).map_err(|e| bad(&at, e))?;
+                    parsed.push((name.clone(), value.clone()));
+                }
+                parsed
+            }
+            Some(_) => {
+                return Err(bad(
+                    "headers",
+                    "`headers` must be an object of names to strings".into(),
+                ));
+            }
+        };
+        let body = map.get("body").filter(|body| !body.is_null()).cloned();
+        if let Some(body) = &body {
+            template::check_value(body, &format!("{field}.body"))
+                .map_err(|(path, message)| AppError::bad_input(path, message))?;
+        }
+        Ok(Self {
+            method,
+            url,
+            headers,
+            body,
+        })
+    }
+
+    fn render(&self, context: &Value) -> Result<Self, String> {
+        let url = render_text(&self.url, context)?;
+        parse_http_url(&url)?;
+        let headers = self
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let value = render_text(value, context)?;
+                http::HeaderValue::from_str(&value).map_err(|_| {
+                    format!("header `{name}` rendered to a value HTTP cannot carry")
+                })?;
+                Ok((name.clone(), value))
+            })
+            .collect::<Result<_, String>>()?;
+        let body = match &self.body {
+            Some(body) => Some(template::render_value(body, context)?),
+            None => None,
+        };
+        Ok(Self {
+            method: self.method.clone(),
+            url,
+            headers,
+            body,
+        })
+    }
+
+    /// The request as JSON; values of headers that carry credentials are
+    /// replaced, so step inputs never show them.
+    fn to_json(&self) -> Value {
+        let headers: Map<String, Value> = self
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let value = if is_credential_header(name) {
+                    REDACTED.to_owned()
+                } else {
+                    value.clone()
+                };
+                (name.clone(), Value::String(value))
+            })
+            .collect();
+        serde_json::json!({
+            "method": self.method,
+            "url": self.url,
+            "headers": headers,
+            "body": self.body,
+        })
+    }
+}
+
+/// What a credential header's value is recorded as.
+pub const REDACTED: &str = "[redacted]";
+
+/// Whether a header named `name` likely carries a credential.
+pub fn is_credential_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    matches!(
+        name.as_str(),
+        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
+    ) || (name != "idempotency-key"
+        && ["token", "secret", "key", "password", "auth", "signature"]
+            .iter()
+            .any(|word| name.contains(word)))
+}
+
+/// Parses `url`, which must be absolute http or https.
+pub fn parse_http_url(url: &str) -> Result<url::Url, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("`{url}` is not a valid URL ({e})"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("`{url}` is not an http or https URL"));
+    }
+    if parsed.host().is_none() {
+        return Err(format!("`{url}` has no host"));
+    }
+    Ok(parsed)
+}
+
+/// Renders a template to text (a sole expression's JSON value is written out).
+fn render_text(source: &str, context: &Value) -> Result<String, String> {
+    Ok(match template::render(source, context)? {
+        Value::String(text) => text,
+        other => other.to_string(),
+    })
 }
 
 impl StepConfig {
@@ -139,6 +310,7 @@ impl StepConfig {
                     message: message.to_owned(),
                 })
             }
+            StepKind::Http => HttpConfig::parse(map, field).map(Self::Http),
         }
     }
 
@@ -153,22 +325,22 @@ impl StepConfig {
                 expression: expression.clone(),
                 result: Some(template::evaluate_condition(expression, context)?),
             },
-            Self::Fail { message } => match template::render(message, context)? {
-                Value::String(message) => Self::Fail { message },
-                other => Self::Fail {
-                    message: other.to_string(),
-                },
+            Self::Fail { message } => Self::Fail {
+                message: render_text(message, context)?,
             },
+            Self::Http(config) => Self::Http(config.render(context)?),
         })
     }
 
-    /// The config as JSON, in its input shape.
+    /// The config as JSON, in its input shape, as a step's input records it
+    /// (without credentials).
     pub fn to_json(&self) -> Value {
         match self {
             Self::Transform { output } => serde_json::json!({ "output": output }),
             Self::Delay { ms } => serde_json::json!({ "ms": ms }),
             Self::Fail { message } => serde_json::json!({ "message": message }),
             Self::Condition { expression, .. } => serde_json::json!({ "if": expression }),
+            Self::Http(config) => config.to_json(),
         }
     }
 }

@@ -26,6 +26,13 @@ pub enum StepKind {
     /// `{"if": "<expression>"}`: always succeeds with `{"result": true|false}`;
     /// steps that need it are skipped when the result is false.
     Condition,
+    /// `{"method": "POST", "url": …, "headers": {…}, "body": …}`: sends a
+    /// request (with an `Idempotency-Key` header of
+    /// `{executionId}:{stepId}`) and succeeds with `{"status", "headers",
+    /// "body", "truncated"}`; a status of 400 or more fails the attempt.
+    /// Addresses that are not public are refused unless the server allows
+    /// them.
+    Http,
 }
 
 impl From<StepKind> for definition::StepKind {
@@ -35,6 +42,7 @@ impl From<StepKind> for definition::StepKind {
             StepKind::Delay => Self::Delay,
             StepKind::Fail => Self::Fail,
             StepKind::Condition => Self::Condition,
+            StepKind::Http => Self::Http,
         }
     }
 }
@@ -46,6 +54,7 @@ impl From<definition::StepKind> for StepKind {
             definition::StepKind::Delay => Self::Delay,
             definition::StepKind::Fail => Self::Fail,
             definition::StepKind::Condition => Self::Condition,
+            definition::StepKind::Http => Self::Http,
         }
     }
 }

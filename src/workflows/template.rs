@@ -33,6 +33,13 @@ fn sole_expression(source: &str) -> Option<&str> {
     Some(inner)
 }
 
+/// Whether `source` holds template syntax at all (otherwise it renders as is).
+pub fn has_template(source: &str) -> bool {
+    ["{{", "{%", "{#"]
+        .iter()
+        .any(|marker| source.contains(marker))
+}
+
 /// Compiles `source` without rendering it; the error says what is wrong.
 pub fn check(source: &str) -> Result<(), String> {
     let env = environment();

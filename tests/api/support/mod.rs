@@ -1,6 +1,7 @@
 //! The test server and its client: `TestApp::spawn().await` gives a running
 //! FlowPilot with a database of its own; helpers keep tests short.
 
+pub mod target;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -438,9 +439,9 @@ impl TestApp {
             let _ = shutdown.send(());
         }
         if let Some(server) = self.server.take() {
-            tokio::time::timeout(Duration::from_secs(10), server)
+            tokio::time::timeout(Duration::from_secs(30), server)
                 .await
-                .expect("server stops within 10 s")
+                .expect("server stops within 30 s")
                 .expect("server task did not panic")
                 .expect("server stopped cleanly");
         }

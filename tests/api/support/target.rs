@@ -1,0 +1,198 @@
+//! A small HTTP server for HTTP steps to call, recording every request.
+//!
+//! - `/echo`: 200 with `{"method", "headers", "body"}` of the request
+//! - `/status/{code}`: that status with the text `status {code}`
+//! - `/slow/{ms}`: 200 with `{"slept": ms}` after `ms` milliseconds
+//! - `/flaky/{failures}`: 503 for the first `failures` calls, then 200
+//! - `/bytes/{n}`: `n` bytes of text
+//! - `/redirect?to=URL`: 302 to URL
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+/// One request the target received.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+#[derive(Clone, Default)]
+struct Shared {
+    received: Arc<Mutex<Vec<Received>>>,
+    flaky_calls: Arc<Mutex<u32>>,
+}
+
+pub struct Target {
+    pub address: SocketAddr,
+    shared: Shared,
+    server: JoinHandle<()>,
+}
+
+impl Target {
+    /// Starts the target on 127.0.0.1 on a free port.
+    pub async fn start() -> Self {
+        let shared = Shared::default();
+        let router = Router::new()
+            .route("/echo", any(echo))
+            .route("/status/{code}", any(status))
+            .route("/slow/{ms}", any(slow))
+            .route("/flaky/{failures}", any(flaky))
+            .route("/bytes/{n}", any(bytes))
+            .route("/redirect", any(redirect))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        Self {
+            address,
+            shared,
+            server,
+        }
+    }
+
+    /// `http://127.0.0.1:{port}{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// Every request received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.shared.received.lock().unwrap().clone()
+    }
+
+    /// Waits until a request for `path` has arrived.
+    pub async fn wait_for(&self, path: &str) {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while !self.received().iter().any(|r| r.path == path) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no request for {path} arrived"));
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+fn record(shared: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) {
+    let headers = headers
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_owned(), value)
+        })
+        .collect();
+    shared.received.lock().unwrap().push(Received {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+        headers,
+        body: String::from_utf8_lossy(body).into_owned(),
+    });
+}
+
+async fn echo(
+    State(shared): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    record(&shared, &method, &uri, &headers, &body);
+    let received = shared.received.lock().unwrap().last().cloned().unwrap();
+    let body: Value =
+        serde_json::from_str(&received.body).unwrap_or(Value::String(received.body.clone()));
+    let answer = json!({ "method": received.method, "headers": received.headers, "body": body });
+    (
+        [(header::SET_COOKIE, "session=secret-cookie")],
+        axum::Json(answer),
+    )
+        .into_response()
+}
+
+async fn status(
+    State(shared): State<Shared>,
+    Path(code): Path<u16>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    record(&shared, &method, &uri, &headers, &body);
+    let status = StatusCode::from_u16(code).unwrap();
+    (status, format!("status {code}")).into_response()
+}
+
+async fn slow(
+    State(shared): State<Shared>,
+    Path(ms): Path<u64>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    record(&shared, &method, &uri, &headers, &body);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    axum::Json(json!({ "slept": ms })).into_response()
+}
+
+async fn flaky(
+    State(shared): State<Shared>,
+    Path(failures): Path<u32>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    record(&shared, &method, &uri, &headers, &body);
+    let mut calls = shared.flaky_calls.lock().unwrap();
+    *calls += 1;
+    if *calls <= failures {
+        (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
+    } else {
+        axum::Json(json!({ "calls": *calls })).into_response()
+    }
+}
+
+async fn bytes(
+    State(shared): State<Shared>,
+    Path(n): Path<usize>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    record(&shared, &method, &uri, &headers, &body);
+    "x".repeat(n).into_response()
+}
+
+async fn redirect(
+    State(shared): State<Shared>,
+    Query(query): Query<HashMap<String, String>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    record(&shared, &method, &uri, &headers, &body);
+    (StatusCode::FOUND, [(header::LOCATION, query["to"].clone())]).into_response()
+}
