@@ -17,5 +17,6 @@ pub mod executions;
 pub mod graphql;
 pub mod http;
 pub mod orgs;
+pub mod pagination;
 pub mod telemetry;
 pub mod workflows;

@@ -9,6 +9,7 @@ mod m20261124_000002_workflows_and_executions;
 mod m20261124_000003_execution_reruns;
 mod m20261124_000004_retries_and_timeouts;
 mod m20261124_000005_concurrency_limits;
+mod m20261124_000006_execution_lists;
 
 /// The ordered list of FlowPilot's migrations.
 pub struct Migrator;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000003_execution_reruns::Migration),
             Box::new(m20261124_000004_retries_and_timeouts::Migration),
             Box::new(m20261124_000005_concurrency_limits::Migration),
+            Box::new(m20261124_000006_execution_lists::Migration),
         ]
     }
 }

@@ -10,7 +10,7 @@ use entity::execution_event;
 use entity::status::{ExecutionStatus, StepStatus};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    Set,
+    QuerySelect, Set,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -190,10 +190,21 @@ pub async fn events_after(
     execution_id: Uuid,
     after_seq: i32,
 ) -> Result<Vec<ExecutionEventRecord>, DbErr> {
+    events_from(conn, execution_id, after_seq, None).await
+}
+
+/// At most `limit` events of `execution_id` with seq above `after_seq`, in order.
+pub async fn events_from(
+    conn: &impl ConnectionTrait,
+    execution_id: Uuid,
+    after_seq: i32,
+    limit: Option<u64>,
+) -> Result<Vec<ExecutionEventRecord>, DbErr> {
     let rows = execution_event::Entity::find()
         .filter(execution_event::Column::ExecutionId.eq(execution_id))
         .filter(execution_event::Column::Seq.gt(after_seq))
         .order_by_asc(execution_event::Column::Seq)
+        .limit(limit)
         .all(conn)
         .await?;
     rows.into_iter().map(decode).collect()

@@ -2,6 +2,7 @@
 //! Event fields resolve from the event's snapshot without reading the
 //! database; `input`, `steps` and `workflow` go through DataLoaders.
 
+use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, ID, InputObject, Json, Object, Subscription};
 use chrono::{DateTime, Utc};
 use entity::role::Role;
@@ -9,10 +10,15 @@ use entity::status;
 use futures::{Stream, StreamExt};
 use serde_json::Value;
 
-use super::service::{self, IdempotencyKey, MemberExecution, Priority, RunRequest};
+use super::service::{
+    self, ExecutionFilter, ExecutionPosition, ExecutionScope, IdempotencyKey, MemberExecution,
+    Priority, RunRequest,
+};
 use crate::error::AppError;
 use crate::events::log::{EventKind, ExecutionEventRecord, ExecutionSnapshot};
 use crate::graphql::context::{RequestContext, parse_id};
+use crate::orgs::policy::{self, Action};
+use crate::pagination::{decode_cursor, encode_cursor, page_size};
 use crate::workflows::schema::Workflow;
 
 /// Where an execution is in its life.
@@ -35,6 +41,19 @@ impl From<status::ExecutionStatus> for ExecutionStatus {
             status::ExecutionStatus::Failed => Self::Failed,
             status::ExecutionStatus::Cancelled => Self::Cancelled,
             status::ExecutionStatus::TimedOut => Self::TimedOut,
+        }
+    }
+}
+
+impl From<ExecutionStatus> for status::ExecutionStatus {
+    fn from(status: ExecutionStatus) -> Self {
+        match status {
+            ExecutionStatus::Queued => Self::Queued,
+            ExecutionStatus::Running => Self::Running,
+            ExecutionStatus::Succeeded => Self::Succeeded,
+            ExecutionStatus::Failed => Self::Failed,
+            ExecutionStatus::Cancelled => Self::Cancelled,
+            ExecutionStatus::TimedOut => Self::TimedOut,
         }
     }
 }
@@ -235,6 +254,38 @@ impl Execution {
         Ok(steps.into_iter().map(StepRun::from).collect())
     }
 
+    /// The execution's events in order (oldest first).
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "At most this many (default 20, at most 100).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the page before.")] after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, ExecutionEvent>> {
+        let limit = page_size(first)?;
+        let after_seq = match &after {
+            Some(cursor) => decode_cursor(EVENT_CURSOR, cursor)?.parse().map_err(|_| {
+                AppError::bad_input("after", "this cursor is not one this list gave")
+            })?,
+            None => 0,
+        };
+        let db = &RequestContext::of(ctx).state.db;
+        let page = service::list_events(db, self.snapshot.id, after_seq, limit).await?;
+        let mut connection = Connection::new(after_seq > 0, page.has_next_page);
+        connection.edges = page
+            .items
+            .into_iter()
+            .map(|record| {
+                let cursor = encode_cursor(EVENT_CURSOR, &record.seq.to_string());
+                let event = ExecutionEvent {
+                    record,
+                    viewer_role: self.viewer_role,
+                };
+                Edge::new(cursor, event)
+            })
+            .collect();
+        Ok(connection)
+    }
+
     /// Seq of the latest event; subscribe with `afterSeq` to continue from it.
     async fn last_event_seq(&self) -> i32 {
         self.snapshot.last_event_seq
@@ -251,6 +302,69 @@ impl Execution {
     async fn finished_at(&self) -> Option<DateTime<Utc>> {
         self.snapshot.finished_at
     }
+}
+
+/// Cursor kinds of the lists here.
+const EVENT_CURSOR: &str = "event";
+const EXECUTION_CURSOR: &str = "execution";
+
+/// Narrows a list of executions.
+#[derive(InputObject, Default)]
+pub struct ExecutionFilterInput {
+    /// Any of these statuses (one status may be given without a list).
+    pub status: Option<Vec<ExecutionStatus>>,
+    /// Queued at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Queued before this time.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// A newest-first page of executions in `scope`, for a member with `role`
+/// (the resolvers of `Workflow.executions` and `Organization.executions`).
+pub async fn executions_connection(
+    ctx: &Context<'_>,
+    scope: ExecutionScope,
+    role: Role,
+    first: Option<i32>,
+    after: Option<String>,
+    filter: Option<ExecutionFilterInput>,
+) -> async_graphql::Result<Connection<String, Execution>> {
+    policy::authorize(role, Action::ViewExecution)?;
+    let limit = page_size(first)?;
+    let position = match &after {
+        Some(cursor) => Some(
+            ExecutionPosition::from_key(&decode_cursor(EXECUTION_CURSOR, cursor)?).ok_or_else(
+                || AppError::bad_input("after", "this cursor is not one this list gave"),
+            )?,
+        ),
+        None => None,
+    };
+    let filter = filter.unwrap_or_default();
+    let filter = ExecutionFilter {
+        statuses: filter
+            .status
+            .unwrap_or_default()
+            .into_iter()
+            .map(status::ExecutionStatus::from)
+            .collect(),
+        since: filter.since,
+        until: filter.until,
+    };
+    let db = &RequestContext::of(ctx).state.db;
+    let page = service::list_executions(db, scope, &filter, position, limit).await?;
+    let mut connection = Connection::new(position.is_some(), page.has_next_page);
+    connection.edges = page
+        .items
+        .into_iter()
+        .map(|execution| {
+            let cursor = encode_cursor(
+                EXECUTION_CURSOR,
+                &ExecutionPosition::of(&execution).to_key(),
+            );
+            Edge::new(cursor, Execution::from(MemberExecution { execution, role }))
+        })
+        .collect();
+    Ok(connection)
 }
 
 /// One step of an execution, as of its latest attempt.

@@ -2,12 +2,14 @@
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use entity::role::Role;
 use entity::status::{ExecutionStatus, StepStatus};
 use entity::{execution, step_run, workflow, workflow_version};
 use futures::Stream;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set,
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -20,6 +22,7 @@ use crate::events::log::{self, EventKind, ExecutionEventRecord};
 use crate::events::{BusMessage, Topic, replay};
 use crate::orgs::policy::{self, Action};
 use crate::orgs::service::role_of;
+use crate::pagination::Page;
 use crate::workflows::definition::WorkflowDefinition;
 use crate::workflows::service as workflows;
 
@@ -327,6 +330,117 @@ pub fn event_stream(
         execution.execution.organization_id,
         after_seq,
     ))
+}
+
+/// Which executions a list holds.
+#[derive(Clone, Copy, Debug)]
+pub enum ExecutionScope {
+    Workflow(Uuid),
+    Organization(Uuid),
+}
+
+/// Narrows a list of executions: any of `statuses` (any status when
+/// empty), queued at or after `since` and before `until`.
+#[derive(Clone, Debug, Default)]
+pub struct ExecutionFilter {
+    pub statuses: Vec<ExecutionStatus>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// A place in a newest-first list of executions: the last one seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecutionPosition {
+    queued_at: DateTime<Utc>,
+    id: Uuid,
+}
+
+impl ExecutionPosition {
+    pub fn of(execution: &execution::Model) -> Self {
+        Self {
+            queued_at: execution.queued_at,
+            id: execution.id,
+        }
+    }
+
+    /// The position as text, for a cursor.
+    pub fn to_key(self) -> String {
+        let nanos = self.queued_at.timestamp_nanos_opt().unwrap_or_default();
+        format!("{nanos}/{}", self.id)
+    }
+
+    /// Reads [`Self::to_key`]'s text back.
+    pub fn from_key(key: &str) -> Option<Self> {
+        let (nanos, id) = key.split_once('/')?;
+        Some(Self {
+            queued_at: DateTime::from_timestamp_nanos(nanos.parse().ok()?),
+            id: id.parse().ok()?,
+        })
+    }
+}
+
+/// A page of executions in `scope`, newest first, after `after`.
+pub async fn list_executions(
+    db: &DatabaseConnection,
+    scope: ExecutionScope,
+    filter: &ExecutionFilter,
+    after: Option<ExecutionPosition>,
+    limit: u64,
+) -> AppResult<Page<execution::Model>> {
+    if let (Some(since), Some(until)) = (filter.since, filter.until)
+        && since >= until
+    {
+        return Err(AppError::bad_input(
+            "filter.until",
+            "until must be later than since",
+        ));
+    }
+    let mut query = match scope {
+        ExecutionScope::Workflow(id) => {
+            execution::Entity::find().filter(execution::Column::WorkflowId.eq(id))
+        }
+        ExecutionScope::Organization(id) => {
+            execution::Entity::find().filter(execution::Column::OrganizationId.eq(id))
+        }
+    };
+    if !filter.statuses.is_empty() {
+        query = query.filter(execution::Column::Status.is_in(filter.statuses.iter().copied()));
+    }
+    if let Some(since) = filter.since {
+        query = query.filter(execution::Column::QueuedAt.gte(since));
+    }
+    if let Some(until) = filter.until {
+        query = query.filter(execution::Column::QueuedAt.lt(until));
+    }
+    if let Some(after) = after {
+        query = query.filter(
+            Condition::any()
+                .add(execution::Column::QueuedAt.lt(after.queued_at))
+                .add(
+                    Condition::all()
+                        .add(execution::Column::QueuedAt.eq(after.queued_at))
+                        .add(execution::Column::Id.lt(after.id)),
+                ),
+        );
+    }
+    let rows = query
+        .order_by_desc(execution::Column::QueuedAt)
+        .order_by_desc(execution::Column::Id)
+        .limit(limit + 1)
+        .all(db)
+        .await?;
+    Ok(Page::from_rows(rows, limit))
+}
+
+/// A page of an execution's events in order, after seq `after_seq`.
+pub async fn list_events(
+    db: &DatabaseConnection,
+    execution_id: Uuid,
+    after_seq: i32,
+    limit: u64,
+) -> AppResult<Page<ExecutionEventRecord>> {
+    let rows = log::events_from(db, execution_id, after_seq, Some(limit + 1)).await?;
+    Ok(Page::from_rows(rows, limit))
 }
 
 /// Executions by id, in one query.

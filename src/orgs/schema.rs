@@ -1,6 +1,7 @@
 //! GraphQL types and resolvers for organizations and memberships. Thin:
 //! read the viewer, call the service, convert.
 
+use async_graphql::connection::Connection;
 use async_graphql::{Context, Enum, ID, InputObject, Object};
 use chrono::{DateTime, Utc};
 use entity::{membership, organization};
@@ -8,6 +9,8 @@ use uuid::Uuid;
 
 use super::service::{self, MemberOrganization, OrganizationName};
 use crate::error::AppError;
+use crate::executions::schema::{Execution, ExecutionFilterInput, executions_connection};
+use crate::executions::service::ExecutionScope;
 use crate::graphql::context::{RequestContext, parse_id};
 
 /// A member's role in an organization, from most to least privileged.
@@ -64,6 +67,18 @@ impl From<MemberOrganization> for Organization {
 
 #[Object]
 impl Organization {
+    /// The organization's executions, newest first (VIEWER and up).
+    async fn executions(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "At most this many (default 20, at most 100).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the page before.")] after: Option<String>,
+        filter: Option<ExecutionFilterInput>,
+    ) -> async_graphql::Result<Connection<String, Execution>> {
+        let scope = ExecutionScope::Organization(self.id);
+        executions_connection(ctx, scope, self.viewer_role, first, after, filter).await
+    }
+
     async fn id(&self) -> ID {
         ID(self.id.to_string())
     }

@@ -1,6 +1,7 @@
 //! GraphQL types and resolvers for workflows. Thin: parse input, call the
 //! service, convert.
 
+use async_graphql::connection::Connection;
 use async_graphql::{Context, Enum, ID, InputObject, Json, MaybeUndefined, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::{workflow, workflow_version};
@@ -10,6 +11,8 @@ use uuid::Uuid;
 use super::definition::{self, RetryPolicy, StepDefinition, WorkflowDefinition};
 use super::service::{self, MemberWorkflow, NewWorkflow, WorkflowChange, WorkflowName};
 use crate::error::AppError;
+use crate::executions::schema::{Execution, ExecutionFilterInput, executions_connection};
+use crate::executions::service::ExecutionScope;
 use crate::graphql::context::{RequestContext, parse_id};
 use crate::orgs::schema::Organization;
 
@@ -220,6 +223,18 @@ impl From<MemberWorkflow> for Workflow {
 
 #[Object]
 impl Workflow {
+    /// The workflow's executions, newest first.
+    async fn executions(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "At most this many (default 20, at most 100).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the page before.")] after: Option<String>,
+        filter: Option<ExecutionFilterInput>,
+    ) -> async_graphql::Result<Connection<String, Execution>> {
+        let scope = ExecutionScope::Workflow(self.id);
+        executions_connection(ctx, scope, self.viewer_role, first, after, filter).await
+    }
+
     async fn id(&self) -> ID {
         ID(self.id.to_string())
     }

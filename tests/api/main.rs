@@ -15,6 +15,7 @@ mod executions;
 mod health;
 mod http_steps;
 mod limits;
+mod lists;
 mod orgs;
 mod processes;
 mod retries;
