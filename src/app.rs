@@ -17,9 +17,10 @@ use crate::config::{Config, redact_url};
 use crate::db::{self, StatementCounter};
 use crate::engine::Engine;
 use crate::engine::http::HttpSteps;
-use crate::events::EventBus;
 use crate::events::recheck::StreamRegistry;
 use crate::events::redis_bus::RedisBus;
+use crate::events::revocations::Revocations;
+use crate::events::{EventBus, Topic};
 use crate::{graphql, http};
 
 /// Shared state of one FlowPilot instance, cheap to clone into every
@@ -44,6 +45,8 @@ pub struct AppState {
     pub streams: StreamRegistry,
     /// The client HTTP steps send their requests with.
     pub http_steps: HttpSteps,
+    /// Sessions with open connections here, closed when they end.
+    pub revocations: Revocations,
 }
 
 impl AppState {
@@ -82,6 +85,7 @@ impl AppState {
             bus,
             streams: StreamRegistry::default(),
             http_steps,
+            revocations: Revocations::default(),
         })
     }
 
@@ -152,6 +156,13 @@ impl App {
             interval,
             shutting_down.clone(),
         ));
+        let control = self.state.bus.subscribe(Topic::Control).await;
+        let revocations = tokio::spawn(self.state.revocations.clone().run(
+            self.state.db.clone(),
+            control,
+            interval,
+            shutting_down.clone(),
+        ));
         let stop_engine = engine.stop_signal();
         let shutdown = async move {
             shutdown.await;
@@ -168,6 +179,7 @@ impl App {
         .context("the HTTP server failed");
         engine.shutdown().await;
         rechecks.abort();
+        revocations.abort();
         self.state.db.close().await.ok();
         tracing::info!("FlowPilot stopped");
         served

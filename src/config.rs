@@ -220,6 +220,16 @@ pub struct Settings {
         global = true
     )]
     pub ws_init_timeout_secs: u64,
+    /// Seconds after a refresh token's rotation during which presenting it
+    /// again issues another pair (two tabs refreshing together) instead of
+    /// revoking the session as a reuse.
+    #[arg(
+        long,
+        env = "FLOWPILOT_REFRESH_REUSE_GRACE_SECS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub refresh_reuse_grace_secs: u64,
     /// Addresses HTTP steps may reach besides public ones: `false` (none),
     /// `true` (all), or comma-separated addresses and CIDR networks.
     #[arg(
@@ -266,6 +276,11 @@ impl Settings {
     /// The longest wait a worker holds an execution for.
     pub fn park_after(&self) -> chrono::Duration {
         chrono::Duration::milliseconds(i64::try_from(self.park_after_ms).unwrap_or(i64::MAX))
+    }
+
+    /// How long a rotated refresh token may still be presented.
+    pub fn refresh_reuse_grace(&self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::try_from(self.refresh_reuse_grace_secs).unwrap_or(i64::MAX))
     }
 
     /// How long a stopping worker lets steps in flight finish.

@@ -14,6 +14,11 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub last_seen_at: DateTimeUtc,
     pub revoked_at: Option<DateTimeUtc>,
+    /// When the session lapses unless refreshed: its latest refresh token's
+    /// expiry.
+    pub expires_at: Option<DateTimeUtc>,
+    /// Why the session was revoked (`logout`, `refresh_token_reused`, …).
+    pub revoked_reason: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -10,6 +10,7 @@ mod m20261124_000003_execution_reruns;
 mod m20261124_000004_retries_and_timeouts;
 mod m20261124_000005_concurrency_limits;
 mod m20261124_000006_execution_lists;
+mod m20261124_000007_session_lifecycle;
 
 /// The ordered list of FlowPilot's migrations.
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000004_retries_and_timeouts::Migration),
             Box::new(m20261124_000005_concurrency_limits::Migration),
             Box::new(m20261124_000006_execution_lists::Migration),
+            Box::new(m20261124_000007_session_lifecycle::Migration),
         ]
     }
 }

@@ -1,15 +1,17 @@
 //! GraphQL types and resolvers for identity: `viewer`, `register`, `login`
 //! and `refreshSession`. Thin: parse input, call the service, convert.
 
+use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject, Union};
 use chrono::{DateTime, Utc};
-use entity::user;
+use entity::{user, user_session};
 
-use super::service::{self, IssuedSession, Registration};
+use super::service::{self, IssuedSession, Registration, SessionPosition};
 use super::{DisplayName, Email, Password};
 use crate::error::AppError;
-use crate::graphql::context::RequestContext;
+use crate::graphql::context::{RequestContext, parse_id};
 use crate::orgs::schema::Membership;
+use crate::pagination::{decode_cursor, encode_cursor, page_size};
 
 /// The signed-in person. Only ever the viewer: other people appear as
 /// summaries that reveal nothing beyond what is shared.
@@ -50,6 +52,38 @@ impl User {
         self.created_at
     }
 
+    /// The viewer's active sessions (signed-in devices), newest first.
+    async fn sessions(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "At most this many (default 20, at most 100).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the page before.")] after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, Session>> {
+        let request = RequestContext::of(ctx);
+        let viewer = request.viewer.user()?;
+        let limit = page_size(first)?;
+        let position = match &after {
+            Some(cursor) => Some(
+                SessionPosition::from_key(&decode_cursor(SESSION_CURSOR, cursor)?).ok_or_else(
+                    || AppError::bad_input("after", "this cursor is not one this list gave"),
+                )?,
+            ),
+            None => None,
+        };
+        let page = service::list_sessions(&request.state, self.id, position, limit).await?;
+        let mut connection = Connection::new(position.is_some(), page.has_next_page);
+        connection.edges = page
+            .items
+            .into_iter()
+            .map(|session| {
+                let cursor = encode_cursor(SESSION_CURSOR, &SessionPosition::of(&session).to_key());
+                let current = session.id == viewer.session_id;
+                Edge::new(cursor, Session { session, current })
+            })
+            .collect();
+        Ok(connection)
+    }
+
     /// Every organization the viewer belongs to, oldest membership first.
     async fn memberships(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Membership>> {
         let memberships = RequestContext::of(ctx)
@@ -61,6 +95,56 @@ impl User {
             .unwrap_or_default();
         Ok(memberships.into_iter().map(Membership::from).collect())
     }
+}
+
+const SESSION_CURSOR: &str = "session";
+
+/// A signed-in device: where it signed in from and when it was last seen.
+pub struct Session {
+    session: user_session::Model,
+    current: bool,
+}
+
+#[Object]
+impl Session {
+    async fn id(&self) -> ID {
+        ID(self.session.id.to_string())
+    }
+
+    /// The `User-Agent` it signed in with.
+    async fn user_agent(&self) -> Option<&str> {
+        self.session.user_agent.as_deref()
+    }
+
+    /// The address it signed in from.
+    async fn ip(&self) -> Option<&str> {
+        self.session.ip.as_deref()
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.session.created_at
+    }
+
+    /// When a request last used it (updated at most once a minute).
+    async fn last_seen_at(&self) -> DateTime<Utc> {
+        self.session.last_seen_at
+    }
+
+    /// When it lapses unless refreshed.
+    async fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.session.expires_at
+    }
+
+    /// Whether this request is made with it.
+    async fn current(&self) -> bool {
+        self.current
+    }
+}
+
+/// A session of the viewer's to end.
+#[derive(InputObject)]
+pub struct RevokeSessionInput {
+    pub session_id: ID,
 }
 
 /// Tokens for a new or refreshed session.
@@ -187,6 +271,41 @@ impl AuthMutation {
         )
         .await?;
         Ok(LoginResult::AuthPayload(issued.into()))
+    }
+
+    /// Ends the current session: its tokens stop working at once and its
+    /// open subscriptions close (4403).
+    async fn logout(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        let request = RequestContext::of(ctx);
+        service::logout(&request.state, request.viewer.user()?).await?;
+        Ok(true)
+    }
+
+    /// Ends every session of the viewer, this one included; returns how many.
+    async fn logout_all(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
+        let request = RequestContext::of(ctx);
+        let ended = service::logout_all(&request.state, request.viewer.user()?).await?;
+        Ok(i32::try_from(ended).unwrap_or(i32::MAX))
+    }
+
+    /// Ends one of the viewer's sessions; NOT_FOUND unless it is theirs and live.
+    async fn revoke_session(
+        &self,
+        ctx: &Context<'_>,
+        input: RevokeSessionInput,
+    ) -> async_graphql::Result<bool> {
+        let request = RequestContext::of(ctx);
+        let viewer = request.viewer.user()?;
+        let session_id = parse_id(&input.session_id, "sessionId")?;
+        service::revoke_session(&request.state, viewer, session_id).await?;
+        Ok(true)
+    }
+
+    /// Ends every session of the viewer but this one; returns how many.
+    async fn revoke_other_sessions(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
+        let request = RequestContext::of(ctx);
+        let ended = service::revoke_other_sessions(&request.state, request.viewer.user()?).await?;
+        Ok(i32::try_from(ended).unwrap_or(i32::MAX))
     }
 
     /// Exchanges a refresh token for a new pair; the old one stops working.

@@ -8,14 +8,20 @@
 use chrono::{DateTime, Duration, Utc};
 use entity::{refresh_token, user, user_session};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+use sea_orm::sea_query::IntoCondition;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set,
+};
 use uuid::Uuid;
 
 use super::tokens::{REFRESH_TOKEN_TTL, hash_token, new_refresh_token};
 use super::{DisplayName, Email, Password, hash_password, verify_password};
 use crate::app::AppState;
-use crate::db::{begin_write, is_unique_violation};
+use crate::db::{begin_write, is_unique_violation, locked};
 use crate::error::{AppError, AppResult};
+use crate::events::{BusMessage, Topic};
+use crate::pagination::Page;
 
 /// `last_seen_at` is written at most this often per session.
 const LAST_SEEN_INTERVAL: Duration = Duration::minutes(1);
@@ -126,45 +132,263 @@ pub async fn login(
     Ok(issued)
 }
 
-/// Exchanges a refresh token for a new pair. The token is single use: once
-/// exchanged, presenting it again is refused.
+/// Exchanges a refresh token for a new pair. Each token is exchanged once;
+/// presenting it again within the reuse grace period (two tabs refreshing
+/// together) issues another pair beside the first, and after it revokes the
+/// whole session: the token was copied, and every token of the session is
+/// now suspect.
 pub async fn refresh(state: &AppState, refresh_token: &str) -> AppResult<IssuedSession> {
     let refused = || AppError::Unauthenticated(INVALID_REFRESH_TOKEN);
-    let now = state.clock.now();
-    // Unknown, used and expired tokens are refused before taking the write
-    // lock; the conditional update below settles concurrent exchanges.
-    let current = refresh_token::Entity::find()
-        .filter(refresh_token::Column::TokenHash.eq(hash_token(refresh_token)))
-        .one(&state.db)
-        .await?
-        .ok_or_else(refused)?;
-    if current.used_at.is_some() || current.expires_at <= now {
-        return Err(refused());
-    }
+    let token_hash = hash_token(refresh_token);
     let txn = begin_write(&state.db).await?;
-    let (session, user) = user_session::Entity::find_by_id(current.session_id)
-        .find_also_related(user::Entity)
+    let current = refresh_token::Entity::find()
+        .filter(refresh_token::Column::TokenHash.eq(token_hash.as_str()))
         .one(&txn)
         .await?
         .ok_or_else(refused)?;
-    let user = user.ok_or_else(refused)?;
-    if session.revoked_at.is_some() {
+    // Concurrent exchanges of one session take turns on its row.
+    let session = locked(user_session::Entity::find_by_id(current.session_id), &txn)
+        .one(&txn)
+        .await?
+        .ok_or_else(refused)?;
+    let user = user::Entity::find_by_id(session.user_id)
+        .one(&txn)
+        .await?
+        .ok_or_else(refused)?;
+    // Read the token again now that the session is locked: a concurrent
+    // exchange may have used it meanwhile.
+    let current = refresh_token::Entity::find_by_id(current.id)
+        .one(&txn)
+        .await?
+        .ok_or_else(refused)?;
+    let now = state.clock.now();
+    if session.revoked_at.is_some() || current.expires_at <= now {
         return Err(refused());
     }
-    // Conditional on the token still being unused: of two concurrent
-    // exchanges of the same token, exactly one wins.
-    let marked = refresh_token::Entity::update_many()
-        .col_expr(refresh_token::Column::UsedAt, Expr::value(now))
-        .filter(refresh_token::Column::Id.eq(current.id))
-        .filter(refresh_token::Column::UsedAt.is_null())
-        .exec(&txn)
-        .await?;
-    if marked.rows_affected != 1 {
-        return Err(refused());
+    match current.used_at {
+        None => {
+            refresh_token::Entity::update_many()
+                .col_expr(refresh_token::Column::UsedAt, Expr::value(now))
+                .filter(refresh_token::Column::Id.eq(current.id))
+                .exec(&txn)
+                .await?;
+        }
+        Some(used_at) if now - used_at <= state.config.settings.refresh_reuse_grace() => {}
+        Some(_) => {
+            revoke_sessions(
+                &txn,
+                user_session::Column::Id.eq(session.id),
+                RevokeReason::RefreshTokenReused,
+                now,
+            )
+            .await?;
+            txn.commit().await?;
+            tracing::warn!(
+                session_id = %session.id,
+                user_id = %user.id,
+                "a rotated refresh token was presented again; the session is revoked"
+            );
+            announce_revoked(state, vec![session.id]).await;
+            return Err(refused());
+        }
     }
     let issued = issue_tokens(&txn, state, user, session.id, Some(current.id), now).await?;
     txn.commit().await?;
     Ok(issued)
+}
+
+/// Why a session ended, as recorded on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RevokeReason {
+    Logout,
+    LogoutAll,
+    Revoked,
+    OtherSessionsRevoked,
+    RefreshTokenReused,
+}
+
+impl RevokeReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Logout => "logout",
+            Self::LogoutAll => "logout_all",
+            Self::Revoked => "revoked",
+            Self::OtherSessionsRevoked => "other_sessions_revoked",
+            Self::RefreshTokenReused => "refresh_token_reused",
+        }
+    }
+}
+
+/// Ends the viewer's current session.
+pub async fn logout(state: &AppState, viewer: &AuthenticatedUser) -> AppResult<()> {
+    let filter = user_session::Column::Id.eq(viewer.session_id);
+    end_sessions(state, filter, RevokeReason::Logout).await?;
+    Ok(())
+}
+
+/// Ends every session of the viewer, this one included; returns how many.
+pub async fn logout_all(state: &AppState, viewer: &AuthenticatedUser) -> AppResult<usize> {
+    let filter = user_session::Column::UserId.eq(viewer.user.id);
+    end_sessions(state, filter, RevokeReason::LogoutAll).await
+}
+
+/// Ends one of the viewer's sessions; NOT_FOUND for a session that is not
+/// theirs or has already ended.
+pub async fn revoke_session(
+    state: &AppState,
+    viewer: &AuthenticatedUser,
+    session_id: Uuid,
+) -> AppResult<()> {
+    let filter = Condition::all()
+        .add(user_session::Column::Id.eq(session_id))
+        .add(user_session::Column::UserId.eq(viewer.user.id));
+    match end_sessions(state, filter, RevokeReason::Revoked).await? {
+        0 => Err(AppError::NotFound("session")),
+        _ => Ok(()),
+    }
+}
+
+/// Ends every session of the viewer but the current one; returns how many.
+pub async fn revoke_other_sessions(
+    state: &AppState,
+    viewer: &AuthenticatedUser,
+) -> AppResult<usize> {
+    let filter = Condition::all()
+        .add(user_session::Column::UserId.eq(viewer.user.id))
+        .add(user_session::Column::Id.ne(viewer.session_id));
+    end_sessions(state, filter, RevokeReason::OtherSessionsRevoked).await
+}
+
+/// A place in a newest-first list of sessions: the last one seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionPosition {
+    created_at: DateTime<Utc>,
+    id: Uuid,
+}
+
+impl SessionPosition {
+    pub fn of(session: &user_session::Model) -> Self {
+        Self {
+            created_at: session.created_at,
+            id: session.id,
+        }
+    }
+
+    /// The position as text, for a cursor.
+    pub fn to_key(self) -> String {
+        let nanos = self.created_at.timestamp_nanos_opt().unwrap_or_default();
+        format!("{nanos}/{}", self.id)
+    }
+
+    /// Reads [`Self::to_key`]'s text back.
+    pub fn from_key(key: &str) -> Option<Self> {
+        let (nanos, id) = key.split_once('/')?;
+        Some(Self {
+            created_at: DateTime::from_timestamp_nanos(nanos.parse().ok()?),
+            id: id.parse().ok()?,
+        })
+    }
+}
+
+/// A page of the user's active sessions (not revoked, not lapsed), newest
+/// first.
+pub async fn list_sessions(
+    state: &AppState,
+    user_id: Uuid,
+    after: Option<SessionPosition>,
+    limit: u64,
+) -> AppResult<Page<user_session::Model>> {
+    let now = state.clock.now();
+    let mut query = user_session::Entity::find()
+        .filter(user_session::Column::UserId.eq(user_id))
+        .filter(user_session::Column::RevokedAt.is_null())
+        .filter(
+            Condition::any()
+                .add(user_session::Column::ExpiresAt.is_null())
+                .add(user_session::Column::ExpiresAt.gt(now)),
+        );
+    if let Some(after) = after {
+        query = query.filter(
+            Condition::any()
+                .add(user_session::Column::CreatedAt.lt(after.created_at))
+                .add(
+                    Condition::all()
+                        .add(user_session::Column::CreatedAt.eq(after.created_at))
+                        .add(user_session::Column::Id.lt(after.id)),
+                ),
+        );
+    }
+    let rows = query
+        .order_by_desc(user_session::Column::CreatedAt)
+        .order_by_desc(user_session::Column::Id)
+        .limit(limit + 1)
+        .all(&state.db)
+        .await?;
+    Ok(Page::from_rows(rows, limit))
+}
+
+/// Revokes the live sessions `filter` picks, then tells every instance so
+/// their open connections close. Returns how many were revoked.
+async fn end_sessions(
+    state: &AppState,
+    filter: impl IntoCondition,
+    reason: RevokeReason,
+) -> AppResult<usize> {
+    let now = state.clock.now();
+    let txn = begin_write(&state.db).await?;
+    let ended = revoke_sessions(&txn, filter, reason, now).await?;
+    txn.commit().await?;
+    let count = ended.len();
+    if count > 0 {
+        tracing::info!(
+            sessions = count,
+            reason = reason.as_str(),
+            "sessions revoked"
+        );
+        announce_revoked(state, ended).await;
+    }
+    Ok(count)
+}
+
+/// Marks the live sessions `filter` picks revoked; returns their ids.
+async fn revoke_sessions(
+    conn: &impl ConnectionTrait,
+    filter: impl IntoCondition,
+    reason: RevokeReason,
+    now: DateTime<Utc>,
+) -> AppResult<Vec<Uuid>> {
+    let filter = Condition::all()
+        .add(filter.into_condition())
+        .add(user_session::Column::RevokedAt.is_null());
+    let ids: Vec<Uuid> = user_session::Entity::find()
+        .select_only()
+        .column(user_session::Column::Id)
+        .filter(filter.clone())
+        .into_tuple()
+        .all(conn)
+        .await?;
+    if ids.is_empty() {
+        return Ok(ids);
+    }
+    user_session::Entity::update_many()
+        .col_expr(user_session::Column::RevokedAt, Expr::value(now))
+        .col_expr(
+            user_session::Column::RevokedReason,
+            Expr::value(reason.as_str()),
+        )
+        .filter(user_session::Column::Id.is_in(ids.iter().copied()))
+        .exec(conn)
+        .await?;
+    Ok(ids)
+}
+
+/// Tells every instance (this one included) that these sessions ended.
+async fn announce_revoked(state: &AppState, session_ids: Vec<Uuid>) {
+    state.revocations.revoke(&session_ids);
+    state
+        .bus
+        .publish(Topic::Control, BusMessage::SessionsRevoked { session_ids })
+        .await;
 }
 
 /// Resolves an access token to its user, re-reading the session (one query)
@@ -210,6 +434,8 @@ async fn start_session(
         created_at: Set(now),
         last_seen_at: Set(now),
         revoked_at: Set(None),
+        expires_at: Set(Some(now + REFRESH_TOKEN_TTL)),
+        revoked_reason: Set(None),
     }
     .insert(conn)
     .await?;
@@ -237,6 +463,16 @@ async fn issue_tokens(
     }
     .insert(conn)
     .await?;
+    if parent_id.is_some() {
+        user_session::Entity::update_many()
+            .col_expr(
+                user_session::Column::ExpiresAt,
+                Expr::value(refresh_token_expires_at),
+            )
+            .filter(user_session::Column::Id.eq(session_id))
+            .exec(conn)
+            .await?;
+    }
     let (access_token, access_token_expires_at) =
         state.tokens.issue_access(user.id, session_id, now)?;
     Ok(IssuedSession {

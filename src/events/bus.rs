@@ -41,6 +41,8 @@ pub enum BusMessage {
     WorkerWakeup,
     /// Someone cancelled a running execution: its runner should stop.
     CancelRequested { execution_id: Uuid },
+    /// These sessions ended: close their open connections.
+    SessionsRevoked { session_ids: Vec<Uuid> },
 }
 
 /// What a subscriber receives.

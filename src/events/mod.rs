@@ -10,6 +10,7 @@ pub mod log;
 pub mod recheck;
 pub mod redis_bus;
 pub mod replay;
+pub mod revocations;
 
 pub use bus::{BusMessage, BusSignal, EventBus, Topic};
 pub use log::{EventKind, ExecutionEventRecord, ExecutionSnapshot, StepSnapshot};

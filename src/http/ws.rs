@@ -7,7 +7,7 @@
 //! | no `connection_init` within 10 s (a setting) | 4408 |
 //! | a second `connection_init` | 4429 |
 //! | `subscribe` before `connection_ack` | 4401 |
-//! | credentials in `connection_init` refused | 4403 |
+//! | credentials in `connection_init` refused, or the session ended later | 4403 |
 //! | `subscribe` with an id already in use | 4409 |
 //! | a message that is not JSON or not of the protocol | 4400 |
 //! | the graphql-transport-ws subprotocol not offered | 4406 |
@@ -35,6 +35,7 @@ use super::HttpState;
 use super::client::device_info;
 use super::graphql::client_error;
 use crate::auth::service::DeviceInfo;
+use crate::events::revocations::SessionWatch;
 use crate::graphql::context::{RequestContext, Viewer};
 
 /// The subprotocol this endpoint speaks.
@@ -156,11 +157,21 @@ impl Connection {
         let init_deadline = tokio::time::sleep(init_timeout);
         tokio::pin!(init_deadline);
 
+        // Set once the connection is signed in: its session's end closes it.
+        let mut session: Option<SessionWatch> = None;
         let close = if !speaks_protocol {
             Some((4406, "Subprotocol not acceptable".to_owned()))
         } else {
             loop {
+                if session.is_none()
+                    && let Some(Viewer::User(user)) = &self.viewer
+                {
+                    session = Some(self.state.app.revocations.watch(user.session_id));
+                }
                 tokio::select! {
+                    () = session_ended(session.as_mut()), if session.is_some() => {
+                        break Some((4403, "Forbidden".to_owned()));
+                    }
                     () = &mut init_deadline, if !self.init_received => {
                         break Some((4408, "Connection initialisation timeout".to_owned()));
                     }
@@ -341,4 +352,12 @@ async fn send(outbox: &mpsc::Sender<Message>, message: Value) {
     let _ = outbox
         .send(Message::Text(Utf8Bytes::from(message.to_string())))
         .await;
+}
+
+/// Resolves when the watched session ends; never without one.
+async fn session_ended(session: Option<&mut SessionWatch>) {
+    match session {
+        Some(session) => session.ended().await,
+        None => std::future::pending().await,
+    }
 }

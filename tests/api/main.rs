@@ -22,6 +22,7 @@ mod retries;
 mod runs;
 mod scale;
 mod schema_sdl;
+mod sessions;
 mod shutdown;
 mod startup;
 mod subscriptions;
