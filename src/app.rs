@@ -21,6 +21,7 @@ use crate::events::recheck::StreamRegistry;
 use crate::events::redis_bus::RedisBus;
 use crate::events::revocations::Revocations;
 use crate::events::{EventBus, Topic};
+use crate::mail::Mailer;
 use crate::{graphql, http};
 
 /// Shared state of one FlowPilot instance, cheap to clone into every
@@ -47,11 +48,20 @@ pub struct AppState {
     pub http_steps: HttpSteps,
     /// Sessions with open connections here, closed when they end.
     pub revocations: Revocations,
+    /// Sends account mail (SMTP, or the log).
+    pub mailer: Mailer,
 }
 
 impl AppState {
-    /// Connects to the database (migrating it) and, when configured, Redis.
+    /// Connects to the database (migrating it) and, when configured, Redis,
+    /// with the mailer the settings name.
     pub async fn build(config: Config, clock: Clock) -> anyhow::Result<Self> {
+        let mailer = Mailer::from_settings(&config.settings)?;
+        Self::build_with(config, clock, mailer).await
+    }
+
+    /// As [`AppState::build`], sending mail through `mailer`.
+    pub async fn build_with(config: Config, clock: Clock, mailer: Mailer) -> anyhow::Result<Self> {
         let sql_statements = StatementCounter::default();
         let db = db::connect(&config, &sql_statements).await?;
         db::migrate_on_start(&config, &db).await?;
@@ -86,6 +96,7 @@ impl AppState {
             streams: StreamRegistry::default(),
             http_steps,
             revocations: Revocations::default(),
+            mailer,
         })
     }
 
@@ -119,8 +130,15 @@ impl App {
 
     /// As [`App::build`], reading time from `clock`.
     pub async fn build_with_clock(config: Config, clock: Clock) -> anyhow::Result<Self> {
+        let mailer = Mailer::from_settings(&config.settings)?;
+        Self::build_with(config, clock, mailer).await
+    }
+
+    /// As [`App::build`], reading time from `clock` and sending mail through
+    /// `mailer`.
+    pub async fn build_with(config: Config, clock: Clock, mailer: Mailer) -> anyhow::Result<Self> {
         let address = SocketAddr::new(config.settings.host, config.settings.port);
-        let state = AppState::build(config, clock).await?;
+        let state = AppState::build_with(config, clock, mailer).await?;
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("cannot listen on {address}"))?;

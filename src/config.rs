@@ -220,6 +220,47 @@ pub struct Settings {
         global = true
     )]
     pub ws_init_timeout_secs: u64,
+    /// Failed sign-ins of one account within the lockout window that lock it.
+    #[arg(
+        long,
+        env = "FLOWPILOT_LOCKOUT_THRESHOLD",
+        default_value_t = 5,
+        global = true
+    )]
+    pub lockout_threshold: u32,
+    /// Seconds within which failed sign-ins count towards a lockout.
+    #[arg(
+        long,
+        env = "FLOWPILOT_LOCKOUT_WINDOW_SECS",
+        default_value_t = 900,
+        global = true
+    )]
+    pub lockout_window_secs: u64,
+    /// Seconds a locked account stays locked.
+    #[arg(
+        long,
+        env = "FLOWPILOT_LOCKOUT_SECS",
+        default_value_t = 900,
+        global = true
+    )]
+    pub lockout_secs: u64,
+    /// SMTP server for account mail, as `smtps://user:password@host:465` or
+    /// `smtp://host:587?tls=required`; unset, mail is written to the log.
+    #[arg(
+        long,
+        env = "FLOWPILOT_SMTP_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub smtp_url: Option<String>,
+    /// The sender of account mail.
+    #[arg(
+        long,
+        env = "FLOWPILOT_MAIL_FROM",
+        default_value = "FlowPilot <noreply@flowpilot.local>",
+        global = true
+    )]
+    pub mail_from: String,
     /// Seconds after a refresh token's rotation during which presenting it
     /// again issues another pair (two tabs refreshing together) instead of
     /// revoking the session as a reuse.
@@ -276,6 +317,16 @@ impl Settings {
     /// The longest wait a worker holds an execution for.
     pub fn park_after(&self) -> chrono::Duration {
         chrono::Duration::milliseconds(i64::try_from(self.park_after_ms).unwrap_or(i64::MAX))
+    }
+
+    /// The span within which failed sign-ins count towards a lockout.
+    pub fn lockout_window(&self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::try_from(self.lockout_window_secs).unwrap_or(i64::MAX))
+    }
+
+    /// How long a lockout lasts.
+    pub fn lockout_duration(&self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::try_from(self.lockout_secs).unwrap_or(i64::MAX))
     }
 
     /// How long a rotated refresh token may still be presented.

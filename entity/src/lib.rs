@@ -7,6 +7,7 @@
 
 pub mod execution;
 pub mod execution_event;
+pub mod login_attempt;
 pub mod membership;
 pub mod organization;
 pub mod refresh_token;

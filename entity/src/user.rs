@@ -15,6 +15,11 @@ pub struct Model {
     pub password_hash: String,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// Sign-in is refused until then after repeated failures.
+    pub locked_until: Option<DateTimeUtc>,
+    /// Failed sign-ins before this time no longer count towards a lockout
+    /// (set by a successful sign-in and by a lockout).
+    pub failures_counted_from: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -11,6 +11,7 @@ mod m20261124_000004_retries_and_timeouts;
 mod m20261124_000005_concurrency_limits;
 mod m20261124_000006_execution_lists;
 mod m20261124_000007_session_lifecycle;
+mod m20261124_000008_login_attempts_and_lockout;
 
 /// The ordered list of FlowPilot's migrations.
 pub struct Migrator;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000005_concurrency_limits::Migration),
             Box::new(m20261124_000006_execution_lists::Migration),
             Box::new(m20261124_000007_session_lifecycle::Migration),
+            Box::new(m20261124_000008_login_attempts_and_lockout::Migration),
         ]
     }
 }

@@ -6,12 +6,12 @@
 //! instance.
 
 use chrono::{DateTime, Duration, Utc};
-use entity::{refresh_token, user, user_session};
+use entity::{login_attempt, refresh_token, user, user_session};
 use sea_orm::sea_query::Expr;
 use sea_orm::sea_query::IntoCondition;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use uuid::Uuid;
 
@@ -21,6 +21,7 @@ use crate::app::AppState;
 use crate::db::{begin_write, is_unique_violation, locked};
 use crate::error::{AppError, AppResult};
 use crate::events::{BusMessage, Topic};
+use crate::mail::Mail;
 use crate::pagination::Page;
 
 /// `last_seen_at` is written at most this often per session.
@@ -87,6 +88,8 @@ pub async fn register(
         password_hash: Set(password_hash),
         created_at: Set(now),
         updated_at: Set(now),
+        locked_until: Set(None),
+        failures_counted_from: Set(None),
     }
     .insert(&txn)
     .await
@@ -103,14 +106,18 @@ pub async fn register(
     Ok(issued)
 }
 
-/// Signs in with email and password. An unknown email and a wrong password
-/// get the same answer, after the same amount of hashing work.
+/// Signs in with email and password. An unknown email, a wrong password
+/// and a locked account get the same answer, after the same hashing work.
+/// Every attempt is recorded; enough failures of one account within the
+/// lockout window lock it, and its owner is told by mail.
 pub async fn login(
     state: &AppState,
     email: &str,
     password: String,
     device: DeviceInfo,
 ) -> AppResult<IssuedSession> {
+    let invalid = || AppError::Unauthenticated(INVALID_CREDENTIALS);
+    let typed: String = email.trim().to_lowercase().chars().take(254).collect();
     let user = match Email::parse(email, "email") {
         Ok(email) => {
             user::Entity::find()
@@ -122,14 +129,138 @@ pub async fn login(
     };
     let verified =
         verify_password(password, user.as_ref().map(|u| u.password_hash.clone())).await?;
-    let Some(user) = user.filter(|_| verified) else {
-        return Err(AppError::Unauthenticated(INVALID_CREDENTIALS));
-    };
+    let ip = device.ip.as_deref();
     let now = state.clock.now();
     let txn = begin_write(&state.db).await?;
+    // Lock the account's row: concurrent failures are counted one by one.
+    let user = match user {
+        Some(user) => {
+            locked(user::Entity::find_by_id(user.id), &txn)
+                .one(&txn)
+                .await?
+        }
+        None => None,
+    };
+    let Some(user) = user else {
+        record_attempt(&txn, &typed, None, ip, Attempt::UnknownEmail, now).await?;
+        txn.commit().await?;
+        return Err(invalid());
+    };
+    if user.locked_until.is_some_and(|until| until > now) {
+        record_attempt(&txn, &typed, Some(user.id), ip, Attempt::Locked, now).await?;
+        txn.commit().await?;
+        return Err(invalid());
+    }
+    if !verified {
+        record_attempt(&txn, &typed, Some(user.id), ip, Attempt::WrongPassword, now).await?;
+        let locked_now = lock_after_repeated_failures(&txn, state, &user, now).await?;
+        txn.commit().await?;
+        if locked_now {
+            tracing::warn!(user_id = %user.id, "account locked after repeated failed sign-ins");
+            state.mailer.send(lockout_mail(state, &user));
+        }
+        return Err(invalid());
+    }
+    record_attempt(&txn, &typed, Some(user.id), ip, Attempt::Succeeded, now).await?;
+    user::Entity::update_many()
+        .col_expr(user::Column::FailuresCountedFrom, Expr::value(now))
+        .filter(user::Column::Id.eq(user.id))
+        .exec(&txn)
+        .await?;
     let issued = start_session(&txn, state, user, device, now).await?;
     txn.commit().await?;
     Ok(issued)
+}
+
+/// How a sign-in attempt ended, as recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Attempt {
+    Succeeded,
+    UnknownEmail,
+    WrongPassword,
+    Locked,
+}
+
+impl Attempt {
+    fn reason(self) -> &'static str {
+        match self {
+            Self::Succeeded => "ok",
+            Self::UnknownEmail => "unknown_email",
+            Self::WrongPassword => "wrong_password",
+            Self::Locked => "locked",
+        }
+    }
+}
+
+async fn record_attempt(
+    conn: &impl ConnectionTrait,
+    email: &str,
+    user_id: Option<Uuid>,
+    ip: Option<&str>,
+    attempt: Attempt,
+    now: DateTime<Utc>,
+) -> AppResult<()> {
+    login_attempt::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        email: Set(email.to_owned()),
+        user_id: Set(user_id),
+        ip: Set(ip.map(str::to_owned)),
+        succeeded: Set(attempt == Attempt::Succeeded),
+        reason: Set(attempt.reason().to_owned()),
+        attempted_at: Set(now),
+    }
+    .insert(conn)
+    .await?;
+    Ok(())
+}
+
+/// Locks `user` when its failed sign-ins within the window (and since the
+/// last success or lockout) reach the threshold; returns whether it did.
+async fn lock_after_repeated_failures(
+    conn: &impl ConnectionTrait,
+    state: &AppState,
+    user: &user::Model,
+    now: DateTime<Utc>,
+) -> AppResult<bool> {
+    let settings = &state.config.settings;
+    let window_start = now - settings.lockout_window();
+    let counted_from = user
+        .failures_counted_from
+        .map_or(window_start, |from| from.max(window_start));
+    let failures = login_attempt::Entity::find()
+        .filter(login_attempt::Column::UserId.eq(user.id))
+        .filter(login_attempt::Column::Reason.eq(Attempt::WrongPassword.reason()))
+        .filter(login_attempt::Column::AttemptedAt.gt(counted_from))
+        .count(conn)
+        .await?;
+    if failures < u64::from(settings.lockout_threshold) {
+        return Ok(false);
+    }
+    user::Entity::update_many()
+        .col_expr(
+            user::Column::LockedUntil,
+            Expr::value(now + settings.lockout_duration()),
+        )
+        .col_expr(user::Column::FailuresCountedFrom, Expr::value(now))
+        .filter(user::Column::Id.eq(user.id))
+        .exec(conn)
+        .await?;
+    Ok(true)
+}
+
+fn lockout_mail(state: &AppState, user: &user::Model) -> Mail {
+    let minutes = state.config.settings.lockout_secs.div_ceil(60);
+    Mail {
+        to: user.email.clone(),
+        subject: "Your FlowPilot account was locked".to_owned(),
+        body: format!(
+            "Hello {name},\n\n\
+             Someone entered a wrong password for your FlowPilot account too many times, \
+             so sign-in is locked for {minutes} minutes. If it was you, wait and try again. \
+             If it was not, change your password once you can sign in.\n",
+            name = user.display_name
+        ),
+    }
 }
 
 /// Exchanges a refresh token for a new pair. Each token is exchanged once;

@@ -16,6 +16,7 @@ mod health;
 mod http_steps;
 mod limits;
 mod lists;
+mod lockout;
 mod orgs;
 mod processes;
 mod retries;

@@ -233,6 +233,8 @@ pub struct TestApp {
     pub address: SocketAddr,
     pub state: AppState,
     pub clock: Clock,
+    /// Every mail the server sent.
+    pub mailer: flowpilot::mail::Mailer,
     client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
@@ -259,7 +261,8 @@ impl TestApp {
     pub async fn start(settings: Settings) -> Self {
         let config = Config::from_settings(settings.clone()).expect("valid test settings");
         let clock = Clock::system();
-        let app = App::build_with_clock(config, clock.clone())
+        let mailer = flowpilot::mail::Mailer::capture();
+        let app = App::build_with(config, clock.clone(), mailer.clone())
             .await
             .expect("server builds");
         let address = app.local_addr().expect("bound address");
@@ -273,6 +276,7 @@ impl TestApp {
             address,
             state,
             clock,
+            mailer,
             client: reqwest::Client::new(),
             shutdown: Some(shutdown),
             server: Some(server),
