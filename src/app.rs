@@ -11,6 +11,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
+use crate::auth::rate_limit::RateLimiter;
 use crate::auth::tokens::TokenKeys;
 use crate::clock::Clock;
 use crate::config::{Config, redact_url};
@@ -50,6 +51,8 @@ pub struct AppState {
     pub revocations: Revocations,
     /// Sends account mail (SMTP, or the log).
     pub mailer: Mailer,
+    /// Limits sign-in attempts per IP and per email.
+    pub rate_limiter: RateLimiter,
 }
 
 impl AppState {
@@ -85,6 +88,7 @@ impl AppState {
         };
         let tokens = Arc::new(TokenKeys::new(&config.jwt_secret));
         let http_steps = HttpSteps::new(&config.settings)?;
+        let rate_limiter = RateLimiter::new(&config.settings, redis.clone());
         Ok(Self {
             db,
             config: Arc::new(config),
@@ -97,6 +101,7 @@ impl AppState {
             http_steps,
             revocations: Revocations::default(),
             mailer,
+            rate_limiter,
         })
     }
 

@@ -244,6 +244,32 @@ pub struct Settings {
         global = true
     )]
     pub lockout_secs: u64,
+    /// Seconds in one rate-limit window.
+    #[arg(
+        long,
+        env = "FLOWPILOT_RATE_LIMIT_WINDOW_SECS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub rate_limit_window_secs: u64,
+    /// Attempts of one limited action (sign-in, registration) one client IP
+    /// may make per window (0: no limit).
+    #[arg(
+        long,
+        env = "FLOWPILOT_RATE_LIMIT_PER_IP",
+        default_value_t = 30,
+        global = true
+    )]
+    pub rate_limit_per_ip: u64,
+    /// Attempts of one limited action for one email address per window
+    /// (0: no limit).
+    #[arg(
+        long,
+        env = "FLOWPILOT_RATE_LIMIT_PER_EMAIL",
+        default_value_t = 10,
+        global = true
+    )]
+    pub rate_limit_per_email: u64,
     /// SMTP server for account mail, as `smtps://user:password@host:465` or
     /// `smtp://host:587?tls=required`; unset, mail is written to the log.
     #[arg(

@@ -24,6 +24,8 @@ pub enum AppError {
     BadUserInput { field: String, message: String },
     /// The request conflicts with existing state (a taken email, say).
     Conflict(String),
+    /// Too many attempts; try again after this many seconds.
+    RateLimited { retry_after_secs: u64 },
     /// A failure the client cannot fix; the cause is logged, never returned.
     Internal(anyhow::Error),
 }
@@ -45,6 +47,7 @@ impl AppError {
             Self::NotFound(_) => "NOT_FOUND",
             Self::BadUserInput { .. } => "BAD_USER_INPUT",
             Self::Conflict(_) => "CONFLICT",
+            Self::RateLimited { .. } => "RATE_LIMITED",
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -57,6 +60,9 @@ impl AppError {
             Self::NotFound(what) => format!("{what} not found"),
             Self::BadUserInput { message, .. } => message.clone(),
             Self::Conflict(message) => message.clone(),
+            Self::RateLimited { retry_after_secs } => {
+                format!("too many attempts; try again in {retry_after_secs} s")
+            }
             Self::Internal(_) => "internal error".to_owned(),
         }
     }
@@ -93,6 +99,9 @@ impl From<AppError> for async_graphql::Error {
             ext.set("code", code);
             if let AppError::BadUserInput { field, .. } = &err {
                 ext.set("field", field.as_str());
+            }
+            if let AppError::RateLimited { retry_after_secs } = &err {
+                ext.set("retryAfter", *retry_after_secs);
             }
         })
     }

@@ -7,6 +7,7 @@
 mod email;
 mod password;
 mod profile;
+pub mod rate_limit;
 pub mod schema;
 pub mod service;
 pub mod tokens;

@@ -15,6 +15,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::rate_limit::Limited;
 use super::tokens::{REFRESH_TOKEN_TTL, hash_token, new_refresh_token};
 use super::{DisplayName, Email, Password, hash_password, verify_password};
 use crate::app::AppState;
@@ -71,6 +72,16 @@ pub async fn register(
     device: DeviceInfo,
 ) -> AppResult<IssuedSession> {
     let taken = || AppError::Conflict("an account with this email already exists".to_owned());
+    let email = Some(registration.email.as_str());
+    state
+        .rate_limiter
+        .check(
+            Limited::Register,
+            device.ip.as_deref(),
+            email,
+            state.clock.now(),
+        )
+        .await?;
     let existing = user::Entity::find()
         .filter(user::Column::Email.eq(registration.email.as_str()))
         .one(&state.db)
@@ -118,6 +129,15 @@ pub async fn login(
 ) -> AppResult<IssuedSession> {
     let invalid = || AppError::Unauthenticated(INVALID_CREDENTIALS);
     let typed: String = email.trim().to_lowercase().chars().take(254).collect();
+    state
+        .rate_limiter
+        .check(
+            Limited::Login,
+            device.ip.as_deref(),
+            Some(&typed),
+            state.clock.now(),
+        )
+        .await?;
     let user = match Email::parse(email, "email") {
         Ok(email) => {
             user::Entity::find()

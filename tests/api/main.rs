@@ -19,6 +19,7 @@ mod lists;
 mod lockout;
 mod orgs;
 mod processes;
+mod rate_limits;
 mod retries;
 mod runs;
 mod scale;

@@ -48,6 +48,10 @@ pub fn test_settings(database_url: &str) -> Settings {
     settings.redis_prefix = format!("fp-test-{}:", uuid::Uuid::new_v4().simple());
     settings.jwt_secret = Some("test-jwt-secret-that-is-long-enough-for-flowpilot".into());
     settings.encryption_key = Some("test-encryption-key-that-is-long-enough-too".into());
+    // Tests sign many users in from one address; the rate-limit tests turn
+    // the limits back on.
+    settings.rate_limit_per_ip = 0;
+    settings.rate_limit_per_email = 0;
     settings
 }
 
