@@ -342,22 +342,24 @@ impl Settings {
 
     /// The longest wait a worker holds an execution for.
     pub fn park_after(&self) -> chrono::Duration {
-        chrono::Duration::milliseconds(i64::try_from(self.park_after_ms).unwrap_or(i64::MAX))
+        span(std::time::Duration::from_millis(self.park_after_ms))
     }
 
     /// The span within which failed sign-ins count towards a lockout.
     pub fn lockout_window(&self) -> chrono::Duration {
-        chrono::Duration::seconds(i64::try_from(self.lockout_window_secs).unwrap_or(i64::MAX))
+        span(std::time::Duration::from_secs(self.lockout_window_secs))
     }
 
     /// How long a lockout lasts.
     pub fn lockout_duration(&self) -> chrono::Duration {
-        chrono::Duration::seconds(i64::try_from(self.lockout_secs).unwrap_or(i64::MAX))
+        span(std::time::Duration::from_secs(self.lockout_secs))
     }
 
     /// How long a rotated refresh token may still be presented.
     pub fn refresh_reuse_grace(&self) -> chrono::Duration {
-        chrono::Duration::seconds(i64::try_from(self.refresh_reuse_grace_secs).unwrap_or(i64::MAX))
+        span(std::time::Duration::from_secs(
+            self.refresh_reuse_grace_secs,
+        ))
     }
 
     /// How long a stopping worker lets steps in flight finish.
@@ -374,6 +376,12 @@ impl Settings {
     pub fn poll_interval(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.poll_interval_ms)
     }
+}
+
+/// A setting's duration as a span of time, capped at the longest one
+/// chrono represents.
+fn span(duration: std::time::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
 }
 
 /// Which database the URL names.

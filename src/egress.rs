@@ -49,14 +49,14 @@ impl PrivateAccess {
                 Self::Networks(networks) => networks.iter().any(|n| n.contains(ip)),
             }
     }
+}
 
-    /// Why `ip` was refused, for the step's error.
-    pub fn refusal(&self, host: &str, ip: IpAddr) -> String {
-        format!(
-            "refused to connect to `{host}` ({ip}): it is not a public address; \
-             FLOWPILOT_HTTP_ALLOW_PRIVATE can allow it"
-        )
-    }
+/// Why `ip` (which `host` names) was refused, for the step's error.
+fn refusal(host: &str, ip: IpAddr) -> String {
+    format!(
+        "refused to connect to `{host}` ({ip}): it is not a public address; \
+         FLOWPILOT_HTTP_ALLOW_PRIVATE can allow it"
+    )
 }
 
 /// An address range in CIDR notation.
@@ -172,7 +172,7 @@ pub fn check_literal(access: &PrivateAccess, url: &url::Url) -> Result<(), Strin
     if access.permits(ip) {
         Ok(())
     } else {
-        Err(access.refusal(&ip.to_string(), ip))
+        Err(refusal(&ip.to_string(), ip))
     }
 }
 
@@ -203,7 +203,7 @@ impl Resolve for GuardedResolver {
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if let Some(refused) = addrs.iter().find(|a| !access.permits(a.ip())) {
-                return Err(Box::new(Refused(access.refusal(&host, refused.ip())))
+                return Err(Box::new(Refused(refusal(&host, refused.ip())))
                     as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(addrs.into_iter()) as Addrs)

@@ -2,8 +2,14 @@
 //! opaque `after` cursor that encodes the position of the last item seen, so
 //! a page is a keyset query and stays stable while rows are inserted.
 
+use std::fmt;
+use std::str::FromStr;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use sea_orm::{ColumnTrait, Condition};
+use uuid::Uuid;
 
 use crate::error::{AppError, AppResult};
 
@@ -45,20 +51,64 @@ pub fn page_size(first: Option<i32>) -> AppResult<u64> {
     }
 }
 
-/// A cursor for a position written as `kind:key`.
-pub fn encode_cursor(kind: &str, key: &str) -> String {
+/// A cursor for the position `key` in a list of `kind`.
+pub fn encode_cursor(kind: &str, key: impl fmt::Display) -> String {
     URL_SAFE_NO_PAD.encode(format!("{kind}:{key}"))
 }
 
-/// The key of a cursor of `kind`; BAD_USER_INPUT on `after` otherwise.
-pub fn decode_cursor(kind: &str, cursor: &str) -> AppResult<String> {
+/// The position a cursor of `kind` names; BAD_USER_INPUT on `after` for
+/// anything else.
+pub fn decode_cursor<T: FromStr>(kind: &str, cursor: &str) -> AppResult<T> {
     let invalid = || AppError::bad_input("after", "this cursor is not one this list gave");
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     text.strip_prefix(kind)
         .and_then(|rest| rest.strip_prefix(':'))
-        .map(str::to_owned)
+        .and_then(|key| key.parse().ok())
         .ok_or_else(invalid)
+}
+
+/// `after` decoded, when given.
+pub fn decode_after<T: FromStr>(kind: &str, after: Option<&str>) -> AppResult<Option<T>> {
+    after.map(|cursor| decode_cursor(kind, cursor)).transpose()
+}
+
+/// A place in a newest-first list ordered by (time, id): the last row seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    pub at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+impl Position {
+    /// The rows after this position in (`at_column` desc, `id_column` desc)
+    /// order, for a keyset query.
+    pub fn rows_after(self, at_column: impl ColumnTrait, id_column: impl ColumnTrait) -> Condition {
+        Condition::any().add(at_column.lt(self.at)).add(
+            Condition::all()
+                .add(at_column.eq(self.at))
+                .add(id_column.lt(self.id)),
+        )
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nanos = self.at.timestamp_nanos_opt().unwrap_or_default();
+        write!(f, "{nanos}/{}", self.id)
+    }
+}
+
+impl FromStr for Position {
+    type Err = ();
+
+    fn from_str(key: &str) -> Result<Self, ()> {
+        let (nanos, id) = key.split_once('/').ok_or(())?;
+        Ok(Self {
+            at: DateTime::from_timestamp_nanos(nanos.parse().map_err(|_| ())?),
+            id: id.parse().map_err(|_| ())?,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -67,10 +117,23 @@ mod tests {
 
     #[test]
     fn a_cursor_decodes_only_for_its_own_kind() {
-        let cursor = encode_cursor("event", "42");
-        assert_eq!(decode_cursor("event", &cursor).unwrap(), "42");
-        assert!(decode_cursor("execution", &cursor).is_err());
-        assert!(decode_cursor("event", "not base64!").is_err());
+        let cursor = encode_cursor("event", 42);
+        assert_eq!(decode_cursor::<i32>("event", &cursor).unwrap(), 42);
+        assert!(decode_cursor::<i32>("execution", &cursor).is_err());
+        assert!(decode_cursor::<i32>("event", "not base64!").is_err());
+    }
+
+    #[test]
+    fn a_position_reads_back_as_written() {
+        let position = Position {
+            at: DateTime::from_timestamp_nanos(1_700_000_000_123_456_789),
+            id: Uuid::now_v7(),
+        };
+        let cursor = encode_cursor("execution", position);
+        assert_eq!(
+            decode_cursor::<Position>("execution", &cursor).unwrap(),
+            position
+        );
     }
 
     #[test]

@@ -6,12 +6,12 @@ use async_graphql::{Context, ID, InputObject, Object, SimpleObject, Union};
 use chrono::{DateTime, Utc};
 use entity::{user, user_session};
 
-use super::service::{self, IssuedSession, Registration, SessionPosition};
+use super::service::{self, IssuedSession, Registration};
 use super::{DisplayName, Email, Password};
 use crate::error::AppError;
 use crate::graphql::context::{RequestContext, parse_id};
 use crate::orgs::schema::Membership;
-use crate::pagination::{decode_cursor, encode_cursor, page_size};
+use crate::pagination::{decode_after, encode_cursor, page_size};
 
 /// The signed-in person. Only ever the viewer: other people appear as
 /// summaries that reveal nothing beyond what is shared.
@@ -62,21 +62,14 @@ impl User {
         let request = RequestContext::of(ctx);
         let viewer = request.viewer.user()?;
         let limit = page_size(first)?;
-        let position = match &after {
-            Some(cursor) => Some(
-                SessionPosition::from_key(&decode_cursor(SESSION_CURSOR, cursor)?).ok_or_else(
-                    || AppError::bad_input("after", "this cursor is not one this list gave"),
-                )?,
-            ),
-            None => None,
-        };
+        let position = decode_after(SESSION_CURSOR, after.as_deref())?;
         let page = service::list_sessions(&request.state, self.id, position, limit).await?;
         let mut connection = Connection::new(position.is_some(), page.has_next_page);
         connection.edges = page
             .items
             .into_iter()
             .map(|session| {
-                let cursor = encode_cursor(SESSION_CURSOR, &SessionPosition::of(&session).to_key());
+                let cursor = encode_cursor(SESSION_CURSOR, service::position_of(&session));
                 let current = session.id == viewer.session_id;
                 Edge::new(cursor, Session { session, current })
             })

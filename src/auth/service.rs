@@ -23,7 +23,7 @@ use crate::db::{begin_write, is_unique_violation, locked};
 use crate::error::{AppError, AppResult};
 use crate::events::{BusMessage, Topic};
 use crate::mail::Mail;
-use crate::pagination::Page;
+use crate::pagination::{Page, Position};
 
 /// `last_seen_at` is written at most this often per session.
 const LAST_SEEN_INTERVAL: Duration = Duration::minutes(1);
@@ -410,34 +410,11 @@ pub async fn revoke_other_sessions(
     end_sessions(state, filter, RevokeReason::OtherSessionsRevoked).await
 }
 
-/// A place in a newest-first list of sessions: the last one seen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SessionPosition {
-    created_at: DateTime<Utc>,
-    id: Uuid,
-}
-
-impl SessionPosition {
-    pub fn of(session: &user_session::Model) -> Self {
-        Self {
-            created_at: session.created_at,
-            id: session.id,
-        }
-    }
-
-    /// The position as text, for a cursor.
-    pub fn to_key(self) -> String {
-        let nanos = self.created_at.timestamp_nanos_opt().unwrap_or_default();
-        format!("{nanos}/{}", self.id)
-    }
-
-    /// Reads [`Self::to_key`]'s text back.
-    pub fn from_key(key: &str) -> Option<Self> {
-        let (nanos, id) = key.split_once('/')?;
-        Some(Self {
-            created_at: DateTime::from_timestamp_nanos(nanos.parse().ok()?),
-            id: id.parse().ok()?,
-        })
+/// Where a session stands in a newest-first list.
+pub fn position_of(session: &user_session::Model) -> Position {
+    Position {
+        at: session.created_at,
+        id: session.id,
     }
 }
 
@@ -446,7 +423,7 @@ impl SessionPosition {
 pub async fn list_sessions(
     state: &AppState,
     user_id: Uuid,
-    after: Option<SessionPosition>,
+    after: Option<Position>,
     limit: u64,
 ) -> AppResult<Page<user_session::Model>> {
     let now = state.clock.now();
@@ -459,15 +436,8 @@ pub async fn list_sessions(
                 .add(user_session::Column::ExpiresAt.gt(now)),
         );
     if let Some(after) = after {
-        query = query.filter(
-            Condition::any()
-                .add(user_session::Column::CreatedAt.lt(after.created_at))
-                .add(
-                    Condition::all()
-                        .add(user_session::Column::CreatedAt.eq(after.created_at))
-                        .add(user_session::Column::Id.lt(after.id)),
-                ),
-        );
+        query = query
+            .filter(after.rows_after(user_session::Column::CreatedAt, user_session::Column::Id));
     }
     let rows = query
         .order_by_desc(user_session::Column::CreatedAt)

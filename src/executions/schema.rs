@@ -11,14 +11,12 @@ use futures::{Stream, StreamExt};
 use serde_json::Value;
 
 use super::service::{
-    self, ExecutionFilter, ExecutionPosition, ExecutionScope, IdempotencyKey, MemberExecution,
-    Priority, RunRequest,
+    self, ExecutionFilter, ExecutionScope, IdempotencyKey, MemberExecution, Priority, RunRequest,
 };
 use crate::error::AppError;
 use crate::events::log::{EventKind, ExecutionEventRecord, ExecutionSnapshot};
 use crate::graphql::context::{RequestContext, parse_id};
-use crate::orgs::policy::{self, Action};
-use crate::pagination::{decode_cursor, encode_cursor, page_size};
+use crate::pagination::{decode_after, encode_cursor, page_size};
 use crate::workflows::schema::Workflow;
 
 /// Where an execution is in its life.
@@ -262,12 +260,7 @@ impl Execution {
         #[graphql(desc = "The `endCursor` of the page before.")] after: Option<String>,
     ) -> async_graphql::Result<Connection<String, ExecutionEvent>> {
         let limit = page_size(first)?;
-        let after_seq = match &after {
-            Some(cursor) => decode_cursor(EVENT_CURSOR, cursor)?.parse().map_err(|_| {
-                AppError::bad_input("after", "this cursor is not one this list gave")
-            })?,
-            None => 0,
-        };
+        let after_seq = decode_after(EVENT_CURSOR, after.as_deref())?.unwrap_or(0);
         let db = &RequestContext::of(ctx).state.db;
         let page = service::list_events(db, self.snapshot.id, after_seq, limit).await?;
         let mut connection = Connection::new(after_seq > 0, page.has_next_page);
@@ -275,7 +268,7 @@ impl Execution {
             .items
             .into_iter()
             .map(|record| {
-                let cursor = encode_cursor(EVENT_CURSOR, &record.seq.to_string());
+                let cursor = encode_cursor(EVENT_CURSOR, record.seq);
                 let event = ExecutionEvent {
                     record,
                     viewer_role: self.viewer_role,
@@ -329,16 +322,8 @@ pub async fn executions_connection(
     after: Option<String>,
     filter: Option<ExecutionFilterInput>,
 ) -> async_graphql::Result<Connection<String, Execution>> {
-    policy::authorize(role, Action::ViewExecution)?;
     let limit = page_size(first)?;
-    let position = match &after {
-        Some(cursor) => Some(
-            ExecutionPosition::from_key(&decode_cursor(EXECUTION_CURSOR, cursor)?).ok_or_else(
-                || AppError::bad_input("after", "this cursor is not one this list gave"),
-            )?,
-        ),
-        None => None,
-    };
+    let position = decode_after(EXECUTION_CURSOR, after.as_deref())?;
     let filter = filter.unwrap_or_default();
     let filter = ExecutionFilter {
         statuses: filter
@@ -351,16 +336,13 @@ pub async fn executions_connection(
         until: filter.until,
     };
     let db = &RequestContext::of(ctx).state.db;
-    let page = service::list_executions(db, scope, &filter, position, limit).await?;
+    let page = service::list_executions(db, role, scope, &filter, position, limit).await?;
     let mut connection = Connection::new(position.is_some(), page.has_next_page);
     connection.edges = page
         .items
         .into_iter()
         .map(|execution| {
-            let cursor = encode_cursor(
-                EXECUTION_CURSOR,
-                &ExecutionPosition::of(&execution).to_key(),
-            );
+            let cursor = encode_cursor(EXECUTION_CURSOR, service::position_of(&execution));
             Edge::new(cursor, Execution::from(MemberExecution { execution, role }))
         })
         .collect();

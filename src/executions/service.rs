@@ -8,8 +8,8 @@ use entity::status::{ExecutionStatus, StepStatus};
 use entity::{execution, step_run, workflow, workflow_version};
 use futures::Stream;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -22,7 +22,7 @@ use crate::events::log::{self, EventKind, ExecutionEventRecord};
 use crate::events::{BusMessage, Topic, replay};
 use crate::orgs::policy::{self, Action};
 use crate::orgs::service::role_of;
-use crate::pagination::Page;
+use crate::pagination::{Page, Position};
 use crate::workflows::definition::WorkflowDefinition;
 use crate::workflows::service as workflows;
 
@@ -348,45 +348,25 @@ pub struct ExecutionFilter {
     pub until: Option<DateTime<Utc>>,
 }
 
-/// A place in a newest-first list of executions: the last one seen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ExecutionPosition {
-    queued_at: DateTime<Utc>,
-    id: Uuid,
-}
-
-impl ExecutionPosition {
-    pub fn of(execution: &execution::Model) -> Self {
-        Self {
-            queued_at: execution.queued_at,
-            id: execution.id,
-        }
-    }
-
-    /// The position as text, for a cursor.
-    pub fn to_key(self) -> String {
-        let nanos = self.queued_at.timestamp_nanos_opt().unwrap_or_default();
-        format!("{nanos}/{}", self.id)
-    }
-
-    /// Reads [`Self::to_key`]'s text back.
-    pub fn from_key(key: &str) -> Option<Self> {
-        let (nanos, id) = key.split_once('/')?;
-        Some(Self {
-            queued_at: DateTime::from_timestamp_nanos(nanos.parse().ok()?),
-            id: id.parse().ok()?,
-        })
+/// Where an execution stands in a newest-first list.
+pub fn position_of(execution: &execution::Model) -> Position {
+    Position {
+        at: execution.queued_at,
+        id: execution.id,
     }
 }
 
-/// A page of executions in `scope`, newest first, after `after`.
+/// A page of executions in `scope`, newest first, after `after`, for a
+/// member with `role` there.
 pub async fn list_executions(
     db: &DatabaseConnection,
+    role: Role,
     scope: ExecutionScope,
     filter: &ExecutionFilter,
-    after: Option<ExecutionPosition>,
+    after: Option<Position>,
     limit: u64,
 ) -> AppResult<Page<execution::Model>> {
+    policy::authorize(role, Action::ViewExecution)?;
     if let (Some(since), Some(until)) = (filter.since, filter.until)
         && since >= until
     {
@@ -413,15 +393,7 @@ pub async fn list_executions(
         query = query.filter(execution::Column::QueuedAt.lt(until));
     }
     if let Some(after) = after {
-        query = query.filter(
-            Condition::any()
-                .add(execution::Column::QueuedAt.lt(after.queued_at))
-                .add(
-                    Condition::all()
-                        .add(execution::Column::QueuedAt.eq(after.queued_at))
-                        .add(execution::Column::Id.lt(after.id)),
-                ),
-        );
+        query = query.filter(after.rows_after(execution::Column::QueuedAt, execution::Column::Id));
     }
     let rows = query
         .order_by_desc(execution::Column::QueuedAt)

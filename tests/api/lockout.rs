@@ -6,17 +6,10 @@ use entity::login_attempt;
 use sea_orm::{EntityTrait, QueryOrder};
 use serde_json::{Value, json};
 
-use crate::support::{GqlResponse, PASSWORD, TestApp};
-
-const LOGIN: &str = "mutation($input: LoginInput!) {
-  login(input: $input) { __typename ... on AuthPayload { accessToken } } }";
+use crate::support::{GqlResponse, PASSWORD, TestApp, unique_email};
 
 async fn login(app: &TestApp, email: &str, password: &str) -> GqlResponse {
-    app.graphql(
-        LOGIN,
-        json!({ "input": { "email": email, "password": password } }),
-    )
-    .await
+    app.login(email, password, &[]).await
 }
 
 fn succeeded(response: &GqlResponse) -> bool {
@@ -31,7 +24,7 @@ fn refusal(response: &GqlResponse) -> Value {
 }
 
 async fn registered(app: &TestApp) -> String {
-    let email = format!("u-{}@example.com", uuid::Uuid::new_v4().simple());
+    let email = unique_email();
     app.register(&email).await;
     email
 }

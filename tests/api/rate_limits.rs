@@ -6,19 +6,14 @@ use std::net::IpAddr;
 use chrono::Duration;
 use serde_json::json;
 
-use crate::support::{GqlResponse, PASSWORD, TestApp};
-
-const LOGIN: &str = "mutation($input: LoginInput!) { login(input: $input) { __typename } }";
+use crate::support::{GqlResponse, PASSWORD, TestApp, unique_email};
 
 async fn login_from(app: &TestApp, email: &str, forwarded_for: Option<&str>) -> GqlResponse {
-    let mut request = app.http().post(app.url("/graphql")).json(&json!({
-        "query": LOGIN,
-        "variables": { "input": { "email": email, "password": PASSWORD } }
-    }));
-    if let Some(forwarded_for) = forwarded_for {
-        request = request.header("x-forwarded-for", forwarded_for);
-    }
-    GqlResponse::from(request.send().await.unwrap()).await
+    let headers: Vec<(&str, &str)> = forwarded_for
+        .map(|ip| ("x-forwarded-for", ip))
+        .into_iter()
+        .collect();
+    app.login(email, PASSWORD, &headers).await
 }
 
 fn code(response: &GqlResponse) -> Option<String> {
@@ -30,7 +25,7 @@ fn code(response: &GqlResponse) -> Option<String> {
 #[tokio::test]
 async fn sign_ins_over_the_email_limit_are_refused_with_a_retry_after() {
     let app = TestApp::spawn_with(|settings| settings.rate_limit_per_email = 3).await;
-    let email = format!("u-{}@example.com", uuid::Uuid::new_v4().simple());
+    let email = unique_email();
     app.register(&email).await;
     for _ in 0..3 {
         assert_eq!(code(&login_from(&app, &email, None).await), None);
@@ -46,7 +41,7 @@ async fn sign_ins_over_the_email_limit_are_refused_with_a_retry_after() {
         .unwrap();
     assert!((1..=60).contains(&retry_after), "{retry_after}");
 
-    let other = format!("v-{}@example.com", uuid::Uuid::new_v4().simple());
+    let other = unique_email();
     assert_ne!(
         code(&login_from(&app, &other, None).await).as_deref(),
         Some("RATE_LIMITED")
@@ -102,7 +97,7 @@ async fn the_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_pro
 async fn with_redis_a_limit_holds_across_instances() {
     let app = TestApp::spawn_with(|settings| settings.rate_limit_per_email = 2).await;
     let second = TestApp::start(app.settings.clone()).await;
-    let email = format!("u-{}@example.com", uuid::Uuid::new_v4().simple());
+    let email = unique_email();
     login_from(&app, &email, None).await;
     login_from(&app, &email, None).await;
     let third = login_from(&second, &email, None).await;

@@ -7,7 +7,7 @@ use chrono::Duration;
 use serde_json::{Value, json};
 
 use crate::support::ws::WsClient;
-use crate::support::{GqlResponse, PASSWORD, Session, TestApp};
+use crate::support::{GqlResponse, PASSWORD, Session, TestApp, unique_email};
 
 const REFRESH: &str = "mutation($input: RefreshSessionInput!) {
   refreshSession(input: $input) { accessToken refreshToken user { id } } }";
@@ -34,17 +34,8 @@ async fn works(app: &TestApp, access_token: &str) -> bool {
 /// Signs `email` in again with a user agent of its own.
 async fn login_from(app: &TestApp, email: &str, user_agent: &str) -> Session {
     let response = app
-        .http()
-        .post(app.url("/graphql"))
-        .header("user-agent", user_agent)
-        .json(&json!({
-            "query": "mutation($input: LoginInput!) { login(input: $input) { ... on AuthPayload { accessToken refreshToken user { id } } } }",
-            "variables": { "input": { "email": email, "password": PASSWORD } }
-        }))
-        .send()
-        .await
-        .unwrap();
-    let response = GqlResponse::from(response).await;
+        .login(email, PASSWORD, &[("user-agent", user_agent)])
+        .await;
     Session::from_payload(&response.data()["login"])
 }
 
@@ -129,7 +120,7 @@ async fn the_reuse_grace_period_is_a_setting() {
 #[tokio::test]
 async fn logging_out_ends_the_session_at_once_and_closes_its_subscriptions() {
     let app = TestApp::spawn().await;
-    let email = format!("u-{}@example.com", uuid::Uuid::new_v4().simple());
+    let email = unique_email();
     let session = app.register(&email).await;
     let other = login_from(&app, &email, "other-device").await;
     let mut socket = WsClient::connect_as(&app, Some(&session.access_token)).await;
@@ -157,7 +148,7 @@ async fn logging_out_ends_the_session_at_once_and_closes_its_subscriptions() {
 #[tokio::test]
 async fn logging_out_everywhere_ends_every_session() {
     let app = TestApp::spawn().await;
-    let email = format!("u-{}@example.com", uuid::Uuid::new_v4().simple());
+    let email = unique_email();
     let session = app.register(&email).await;
     let other = login_from(&app, &email, "other-device").await;
     let response = app
@@ -171,7 +162,7 @@ async fn logging_out_everywhere_ends_every_session() {
 #[tokio::test]
 async fn sessions_are_listed_with_their_device_and_can_be_revoked() {
     let app = TestApp::spawn().await;
-    let email = format!("u-{}@example.com", uuid::Uuid::new_v4().simple());
+    let email = unique_email();
     let first = app.register(&email).await;
     let laptop = login_from(&app, &email, "Laptop/1.0").await;
     let phone = login_from(&app, &email, "Phone/2.0").await;
@@ -244,7 +235,7 @@ async fn sessions_are_listed_with_their_device_and_can_be_revoked() {
 #[tokio::test]
 async fn a_lapsed_session_is_not_listed() {
     let app = TestApp::spawn().await;
-    let email = format!("u-{}@example.com", uuid::Uuid::new_v4().simple());
+    let email = unique_email();
     app.register(&email).await;
     app.clock.advance(Duration::days(7) + Duration::minutes(1));
     let fresh = login_from(&app, &email, "Later/1.0").await;

@@ -343,11 +343,26 @@ impl TestApp {
 
     /// Registers a user with a unique email.
     pub async fn user(&self) -> Session {
-        self.register(&format!(
-            "user-{}@example.com",
-            uuid::Uuid::new_v4().simple()
-        ))
-        .await
+        self.register(&unique_email()).await
+    }
+
+    /// Signs in with extra request headers (a user agent, a forwarded
+    /// address); the answer says `__typename` and, on success, the tokens.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        headers: &[(&str, &str)],
+    ) -> GqlResponse {
+        let mut request = self.client.post(self.url("/graphql")).json(&json!({
+            "query": "mutation($input: LoginInput!) { login(input: $input) {
+                __typename ... on AuthPayload { accessToken refreshToken user { id } } } }",
+            "variables": { "input": { "email": email, "password": password } }
+        }));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        GqlResponse::from(request.send().await.expect("POST /graphql succeeds")).await
     }
 
     /// Creates an organization as `owner` and returns its id.
@@ -465,6 +480,11 @@ impl Drop for TestApp {
             server.abort();
         }
     }
+}
+
+/// An email address no other test uses.
+pub fn unique_email() -> String {
+    format!("user-{}@example.com", uuid::Uuid::new_v4().simple())
 }
 
 /// A plain service-level request to run `workflow_id` with `input`.

@@ -13,9 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use serde_json::{Value, json};
@@ -53,6 +54,7 @@ impl Target {
             .route("/flaky/{failures}", any(flaky))
             .route("/bytes/{n}", any(bytes))
             .route("/redirect", any(redirect))
+            .layer(middleware::from_fn_with_state(shared.clone(), record))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -94,8 +96,12 @@ impl Drop for Target {
     }
 }
 
-fn record(shared: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) {
-    let headers = headers
+/// Records every request before its handler sees it.
+async fn record(State(shared): State<Shared>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    let headers = parts
+        .headers
         .iter()
         .map(|(name, value)| {
             let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
@@ -103,21 +109,15 @@ fn record(shared: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body
         })
         .collect();
     shared.received.lock().unwrap().push(Received {
-        method: method.to_string(),
-        path: uri.path().to_owned(),
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
         headers,
-        body: String::from_utf8_lossy(body).into_owned(),
+        body: String::from_utf8_lossy(&body).into_owned(),
     });
+    next.run(Request::from_parts(parts, Body::from(body))).await
 }
 
-async fn echo(
-    State(shared): State<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    record(&shared, &method, &uri, &headers, &body);
+async fn echo(State(shared): State<Shared>) -> Response {
     let received = shared.received.lock().unwrap().last().cloned().unwrap();
     let body: Value =
         serde_json::from_str(&received.body).unwrap_or(Value::String(received.body.clone()));
@@ -129,41 +129,17 @@ async fn echo(
         .into_response()
 }
 
-async fn status(
-    State(shared): State<Shared>,
-    Path(code): Path<u16>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    record(&shared, &method, &uri, &headers, &body);
+async fn status(Path(code): Path<u16>) -> Response {
     let status = StatusCode::from_u16(code).unwrap();
     (status, format!("status {code}")).into_response()
 }
 
-async fn slow(
-    State(shared): State<Shared>,
-    Path(ms): Path<u64>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    record(&shared, &method, &uri, &headers, &body);
+async fn slow(Path(ms): Path<u64>) -> Response {
     tokio::time::sleep(Duration::from_millis(ms)).await;
     axum::Json(json!({ "slept": ms })).into_response()
 }
 
-async fn flaky(
-    State(shared): State<Shared>,
-    Path(failures): Path<u32>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    record(&shared, &method, &uri, &headers, &body);
+async fn flaky(State(shared): State<Shared>, Path(failures): Path<u32>) -> Response {
     let mut calls = shared.flaky_calls.lock().unwrap();
     *calls += 1;
     if *calls <= failures {
@@ -173,26 +149,10 @@ async fn flaky(
     }
 }
 
-async fn bytes(
-    State(shared): State<Shared>,
-    Path(n): Path<usize>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    record(&shared, &method, &uri, &headers, &body);
+async fn bytes(Path(n): Path<usize>) -> Response {
     "x".repeat(n).into_response()
 }
 
-async fn redirect(
-    State(shared): State<Shared>,
-    Query(query): Query<HashMap<String, String>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    record(&shared, &method, &uri, &headers, &body);
+async fn redirect(Query(query): Query<HashMap<String, String>>) -> Response {
     (StatusCode::FOUND, [(header::LOCATION, query["to"].clone())]).into_response()
 }
