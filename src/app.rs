@@ -12,6 +12,7 @@ use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
 use crate::auth::rate_limit::RateLimiter;
+use crate::auth::sealing::Sealer;
 use crate::auth::tokens::TokenKeys;
 use crate::clock::Clock;
 use crate::config::{Config, redact_url};
@@ -37,6 +38,8 @@ pub struct AppState {
     pub clock: Clock,
     /// Keys that sign and verify access tokens.
     pub tokens: Arc<TokenKeys>,
+    /// Seals secrets kept at rest (TOTP secrets).
+    pub sealer: Sealer,
     /// Redis, when `REDIS_URL` is set; reconnects on its own.
     pub redis: Option<ConnectionManager>,
     /// Number of SQL statements run on `db` since start.
@@ -87,6 +90,7 @@ impl AppState {
             }
         };
         let tokens = Arc::new(TokenKeys::new(&config.jwt_secret));
+        let sealer = Sealer::new(&config.encryption_key);
         let http_steps = HttpSteps::new(&config.settings)?;
         let rate_limiter = RateLimiter::new(&config.settings, redis.clone());
         Ok(Self {
@@ -94,6 +98,7 @@ impl AppState {
             config: Arc::new(config),
             clock,
             tokens,
+            sealer,
             redis,
             sql_statements,
             bus,

@@ -252,8 +252,9 @@ pub struct Settings {
         global = true
     )]
     pub rate_limit_window_secs: u64,
-    /// Attempts of one limited action (sign-in, registration) one client IP
-    /// may make per window (0: no limit).
+    /// Attempts of one limited action (sign-in, registration, password reset,
+    /// verification mail, MFA code) one client IP may make per window (0: no
+    /// limit).
     #[arg(
         long,
         env = "FLOWPILOT_RATE_LIMIT_PER_IP",
@@ -287,6 +288,16 @@ pub struct Settings {
         global = true
     )]
     pub mail_from: String,
+    /// The web app's address: links in account mail (verify the email,
+    /// reset the password) point to `<url>/verify-email?token=…` and
+    /// `<url>/reset-password?token=…` there.
+    #[arg(
+        long,
+        env = "FLOWPILOT_APP_URL",
+        default_value = "http://localhost:8080",
+        global = true
+    )]
+    pub app_url: String,
     /// Seconds after a refresh token's rotation during which presenting it
     /// again issues another pair (two tabs refreshing together) instead of
     /// revoking the session as a reuse.

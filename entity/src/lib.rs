@@ -9,6 +9,8 @@ pub mod execution;
 pub mod execution_event;
 pub mod login_attempt;
 pub mod membership;
+pub mod mfa_backup_code;
+pub mod one_time_token;
 pub mod organization;
 pub mod refresh_token;
 pub mod role;

@@ -20,6 +20,15 @@ pub struct Model {
     /// Failed sign-ins before this time no longer count towards a lockout
     /// (set by a successful sign-in and by a lockout).
     pub failures_counted_from: Option<DateTimeUtc>,
+    /// When the owner proved the address by following the mailed link.
+    pub email_verified_at: Option<DateTimeUtc>,
+    /// The TOTP secret, sealed with XChaCha20-Poly1305 under a key derived
+    /// from `FLOWPILOT_ENCRYPTION_KEY`; set by MFA setup, before it is on.
+    pub mfa_secret: Option<String>,
+    /// When MFA was turned on; null while it is off.
+    pub mfa_enabled_at: Option<DateTimeUtc>,
+    /// The last TOTP time step accepted, so that no code is accepted twice.
+    pub mfa_last_step: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

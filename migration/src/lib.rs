@@ -12,6 +12,7 @@ mod m20261124_000005_concurrency_limits;
 mod m20261124_000006_execution_lists;
 mod m20261124_000007_session_lifecycle;
 mod m20261124_000008_login_attempts_and_lockout;
+mod m20261124_000009_email_passwords_and_mfa;
 
 /// The ordered list of FlowPilot's migrations.
 pub struct Migrator;
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000006_execution_lists::Migration),
             Box::new(m20261124_000007_session_lifecycle::Migration),
             Box::new(m20261124_000008_login_attempts_and_lockout::Migration),
+            Box::new(m20261124_000009_email_passwords_and_mfa::Migration),
         ]
     }
 }

@@ -1,16 +1,25 @@
-//! Identity: registration, sign-in, sessions and the tokens that name them.
+//! Identity: registration, sign-in, sessions and the tokens that name them,
+//! email verification, password changes and resets, and TOTP MFA.
 //!
-//! `service` holds the rules and the database work; `schema` exposes them to
-//! GraphQL. Input is parsed into [`Email`], [`Password`] and [`DisplayName`]
-//! once, at the edge, so the service only ever sees valid values.
+//! `service`, `account` and `mfa` hold the rules and the database work;
+//! `schema`, `account_schema` and `mfa_schema` expose them to GraphQL. Input is parsed into [`Email`],
+//! [`Password`] and [`DisplayName`] once, at the edge, so the services only
+//! ever see valid values.
 
+pub mod account;
+pub mod account_schema;
 mod email;
+pub mod mfa;
+pub mod mfa_schema;
+mod one_time;
 mod password;
 mod profile;
 pub mod rate_limit;
 pub mod schema;
+pub mod sealing;
 pub mod service;
 pub mod tokens;
+mod totp;
 
 pub use email::Email;
 pub use password::{Password, hash_password, verify_password};

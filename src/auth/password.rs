@@ -1,6 +1,7 @@
-//! Passwords: parsing new ones, and hashing and verifying with argon2id off
-//! the async runtime.
+//! Passwords: parsing new ones (length and a list of common ones), and
+//! hashing and verifying with argon2id off the async runtime.
 
+use std::collections::HashSet;
 use std::sync::OnceLock;
 
 use tokio::sync::Semaphore;
@@ -42,8 +43,35 @@ impl Password {
                 format!("password must be at most {MAX_PASSWORD_CHARS} characters"),
             ));
         }
+        if is_common(raw) {
+            return Err(AppError::bad_input(
+                field,
+                "this password is among the most common ones; choose another",
+            ));
+        }
         Ok(Self(raw.to_owned()))
     }
+}
+
+impl Password {
+    /// A password already in use, taken as it is (today's rules may be
+    /// stricter than those it was chosen under), to hash it anew.
+    pub(super) fn rehashing(existing: String) -> Self {
+        Self(existing)
+    }
+}
+
+/// Whether `password` is in the built-in list of common passwords.
+fn is_common(password: &str) -> bool {
+    static COMMON: OnceLock<HashSet<&'static str>> = OnceLock::new();
+    let common = COMMON.get_or_init(|| {
+        include_str!("common_passwords.txt")
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .collect()
+    });
+    common.contains(password.trim().to_lowercase().as_str())
 }
 
 /// At most this many hashes run at once per CPU: each takes 19 MiB and a
@@ -72,8 +100,29 @@ async fn with_hashing_permit<T: Send + 'static>(
 
 /// argon2id with OWASP's parameters: 19 MiB, 2 passes, 1 lane.
 fn hasher() -> Argon2<'static> {
-    let params = Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, current_params())
+}
+
+fn current_params() -> Params {
+    Params::new(19 * 1024, 2, 1, None).unwrap_or_default()
+}
+
+/// Whether a stored hash was made otherwise than [`hash_password`] makes
+/// them now (another algorithm, version or cost), so it should be replaced
+/// at the next sign-in, while the password is at hand.
+pub fn needs_rehash(stored_hash: &str) -> bool {
+    let Ok(hash) = PasswordHash::new(stored_hash) else {
+        return true;
+    };
+    let current = current_params();
+    let same_params = Params::try_from(&hash).is_ok_and(|params| {
+        params.m_cost() == current.m_cost()
+            && params.t_cost() == current.t_cost()
+            && params.p_cost() == current.p_cost()
+    });
+    hash.algorithm != Algorithm::Argon2id.ident()
+        || hash.version != Some(Version::V0x13.into())
+        || !same_params
 }
 
 /// Hashes `password` into a PHC string on the blocking pool.
@@ -126,7 +175,42 @@ mod tests {
     #[test]
     fn short_passwords_are_refused() {
         assert!(Password::parse("123456789", "password").is_err());
-        assert!(Password::parse("1234567890", "password").is_ok());
+        assert!(Password::parse("tenchars!!", "password").is_ok());
+    }
+
+    #[test]
+    fn common_passwords_are_refused_whatever_their_case() {
+        for common in ["1234567890", "Password1234", "QWERTYUIOP", "iloveyou123"] {
+            let refused = Password::parse(common, "password").unwrap_err();
+            assert!(
+                matches!(refused, AppError::BadUserInput { .. }),
+                "{common:?} was not refused as input: {refused:?}"
+            );
+        }
+        assert!(Password::parse("correct horse battery", "password").is_ok());
+    }
+
+    #[tokio::test]
+    async fn hashes_with_other_parameters_need_rehashing_and_current_ones_do_not() {
+        let current = hash_password(Password::parse("correct horse battery", "p").unwrap())
+            .await
+            .unwrap();
+        assert!(!needs_rehash(&current));
+        let weaker = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(4096, 1, 1, None).unwrap(),
+        )
+        .hash_password(b"correct horse battery", &SaltString::generate(&mut OsRng))
+        .unwrap()
+        .to_string();
+        assert!(needs_rehash(&weaker));
+        let argon2i = Argon2::new(Algorithm::Argon2i, Version::V0x13, current_params())
+            .hash_password(b"correct horse battery", &SaltString::generate(&mut OsRng))
+            .unwrap()
+            .to_string();
+        assert!(needs_rehash(&argon2i));
+        assert!(needs_rehash("not a hash"));
     }
 
     #[test]

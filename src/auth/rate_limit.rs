@@ -1,5 +1,6 @@
-//! Rate limits on the sign-in surface: per client IP and per email address,
-//! in fixed windows, for each limited action separately.
+//! Rate limits on the identity surface (sign-in, registration, password
+//! resets, verification mail, MFA codes): per client IP and per email
+//! address, in fixed windows, for each limited action separately.
 //!
 //! Counts live in Redis when it is configured, so a limit holds across
 //! instances; otherwise in this process's memory. When Redis fails, the
@@ -18,8 +19,13 @@ use crate::error::{AppError, AppResult};
 /// An action with its own limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Limited {
+    /// Sign-in, and every other check of a password.
     Login,
     Register,
+    PasswordReset,
+    VerificationEmail,
+    /// Second-factor codes: completing a sign-in, and turning MFA on or off.
+    MfaCode,
 }
 
 impl Limited {
@@ -27,6 +33,9 @@ impl Limited {
         match self {
             Self::Login => "login",
             Self::Register => "register",
+            Self::PasswordReset => "password_reset",
+            Self::VerificationEmail => "verification_email",
+            Self::MfaCode => "mfa_code",
         }
     }
 }

@@ -6,7 +6,7 @@ use async_graphql::{Context, ID, InputObject, Object, SimpleObject, Union};
 use chrono::{DateTime, Utc};
 use entity::{user, user_session};
 
-use super::service::{self, IssuedSession, Registration};
+use super::service::{self, IssuedSession, Registration, SignIn};
 use super::{DisplayName, Email, Password};
 use crate::error::AppError;
 use crate::graphql::context::{RequestContext, parse_id};
@@ -20,6 +20,8 @@ pub struct User {
     email: String,
     display_name: String,
     created_at: DateTime<Utc>,
+    email_verified: bool,
+    mfa_enabled: bool,
 }
 
 impl From<user::Model> for User {
@@ -29,6 +31,8 @@ impl From<user::Model> for User {
             email: user.email,
             display_name: user.display_name,
             created_at: user.created_at,
+            email_verified: user.email_verified_at.is_some(),
+            mfa_enabled: user.mfa_enabled_at.is_some(),
         }
     }
 }
@@ -50,6 +54,16 @@ impl User {
 
     async fn created_at(&self) -> DateTime<Utc> {
         self.created_at
+    }
+
+    /// Whether the owner followed the link mailed to the address.
+    async fn email_verified(&self) -> bool {
+        self.email_verified
+    }
+
+    /// Whether signing in asks for a TOTP or backup code.
+    async fn mfa_enabled(&self) -> bool {
+        self.mfa_enabled
     }
 
     /// The viewer's active sessions (signed-in devices), newest first.
@@ -164,11 +178,26 @@ impl From<IssuedSession> for AuthPayload {
     }
 }
 
-/// A second factor is required to finish signing in.
+/// A second factor is required to finish signing in: pass the token and a
+/// TOTP or backup code to `completeMfaLogin`.
 #[derive(SimpleObject)]
 pub struct MfaChallenge {
+    /// Single-use; allows 5 wrong codes.
     challenge_token: String,
+    /// Valid 5 minutes.
     expires_at: DateTime<Utc>,
+}
+
+impl From<SignIn> for LoginResult {
+    fn from(sign_in: SignIn) -> Self {
+        match sign_in {
+            SignIn::Session(issued) => Self::AuthPayload((*issued).into()),
+            SignIn::MfaRequired(challenge) => Self::MfaChallenge(MfaChallenge {
+                challenge_token: challenge.token,
+                expires_at: challenge.expires_at,
+            }),
+        }
+    }
 }
 
 /// What `login` returns: tokens, or a challenge when MFA is on.
@@ -206,7 +235,7 @@ pub struct RefreshSessionInput {
 
 /// Query complexity charged for a field that hashes a password, so that
 /// one request cannot ask for many argon2 runs (see `max_query_complexity`).
-const PASSWORD_HASH_COMPLEXITY: usize = 100;
+pub(super) const PASSWORD_HASH_COMPLEXITY: usize = 100;
 
 #[derive(Default)]
 pub struct AuthQuery;
@@ -248,7 +277,8 @@ impl AuthMutation {
         )
     }
 
-    /// Signs in. Wrong password and unknown email answer alike.
+    /// Signs in. Wrong password and unknown email answer alike. With MFA on,
+    /// answers an `MfaChallenge` instead of tokens.
     #[graphql(complexity = "PASSWORD_HASH_COMPLEXITY + child_complexity")]
     async fn login(
         &self,
@@ -256,14 +286,14 @@ impl AuthMutation {
         input: LoginInput,
     ) -> async_graphql::Result<LoginResult> {
         let request = RequestContext::of(ctx);
-        let issued = service::login(
+        Ok(service::login(
             &request.state,
             &input.email,
             input.password,
             request.device.clone(),
         )
-        .await?;
-        Ok(LoginResult::AuthPayload(issued.into()))
+        .await?
+        .into())
     }
 
     /// Ends the current session: its tokens stop working at once and its

@@ -15,9 +15,11 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::one_time::{self, Purpose};
+use super::password::needs_rehash;
 use super::rate_limit::Limited;
 use super::tokens::{REFRESH_TOKEN_TTL, hash_token, new_refresh_token};
-use super::{DisplayName, Email, Password, hash_password, verify_password};
+use super::{DisplayName, Email, Password, account, hash_password, verify_password};
 use crate::app::AppState;
 use crate::db::{begin_write, is_unique_violation, locked};
 use crate::error::{AppError, AppResult};
@@ -101,6 +103,10 @@ pub async fn register(
         updated_at: Set(now),
         locked_until: Set(None),
         failures_counted_from: Set(None),
+        email_verified_at: Set(None),
+        mfa_secret: Set(None),
+        mfa_enabled_at: Set(None),
+        mfa_last_step: Set(None),
     }
     .insert(&txn)
     .await
@@ -111,22 +117,38 @@ pub async fn register(
             e.into()
         }
     })?;
+    let verification = one_time::issue(&txn, user.id, Purpose::EmailVerification, now).await?;
     let issued = start_session(&txn, state, user, device, now).await?;
     txn.commit().await?;
     tracing::info!(user_id = %issued.user.id, "account registered");
+    state.mailer.send(account::verification_mail(
+        state,
+        &issued.user,
+        &verification,
+    ));
     Ok(issued)
+}
+
+/// What a right password leads to.
+#[derive(Debug)]
+pub enum SignIn {
+    /// Signed in.
+    Session(Box<IssuedSession>),
+    /// MFA is on: a second factor must complete the sign-in.
+    MfaRequired(one_time::Issued),
 }
 
 /// Signs in with email and password. An unknown email, a wrong password
 /// and a locked account get the same answer, after the same hashing work.
 /// Every attempt is recorded; enough failures of one account within the
-/// lockout window lock it, and its owner is told by mail.
+/// lockout window lock it, and its owner is told by mail. A hash made with
+/// weaker parameters than today's is replaced while the password is at hand.
 pub async fn login(
     state: &AppState,
     email: &str,
     password: String,
     device: DeviceInfo,
-) -> AppResult<IssuedSession> {
+) -> AppResult<SignIn> {
     let invalid = || AppError::Unauthenticated(INVALID_CREDENTIALS);
     let typed: String = email.trim().to_lowercase().chars().take(254).collect();
     state
@@ -147,8 +169,14 @@ pub async fn login(
         }
         Err(_) => None,
     };
-    let verified =
-        verify_password(password, user.as_ref().map(|u| u.password_hash.clone())).await?;
+    let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
+    let verified = verify_password(password.clone(), stored_hash.clone()).await?;
+    let rehashed = match stored_hash {
+        Some(hash) if verified && needs_rehash(&hash) => {
+            Some(hash_password(Password::rehashing(password)).await?)
+        }
+        _ => None,
+    };
     let ip = device.ip.as_deref();
     let now = state.clock.now();
     let txn = begin_write(&state.db).await?;
@@ -181,24 +209,55 @@ pub async fn login(
         }
         return Err(invalid());
     }
+    if let Some(hash) = rehashed {
+        user::Entity::update_many()
+            .col_expr(user::Column::PasswordHash, Expr::value(hash))
+            .filter(user::Column::Id.eq(user.id))
+            .exec(&txn)
+            .await?;
+        tracing::info!(user_id = %user.id, "password hash upgraded to the current parameters");
+    }
+    if user.mfa_enabled_at.is_some() {
+        // Failures keep counting until the second factor is right too.
+        record_attempt(&txn, &typed, Some(user.id), ip, Attempt::MfaRequired, now).await?;
+        let challenge = one_time::issue(&txn, user.id, Purpose::MfaChallenge, now).await?;
+        txn.commit().await?;
+        return Ok(SignIn::MfaRequired(challenge));
+    }
     record_attempt(&txn, &typed, Some(user.id), ip, Attempt::Succeeded, now).await?;
+    let issued = finish_sign_in(&txn, state, user, device, now).await?;
+    txn.commit().await?;
+    Ok(SignIn::Session(Box::new(issued)))
+}
+
+/// Opens a session for a user who proved every factor, and stops counting
+/// their earlier failures.
+pub(super) async fn finish_sign_in(
+    conn: &impl ConnectionTrait,
+    state: &AppState,
+    user: user::Model,
+    device: DeviceInfo,
+    now: DateTime<Utc>,
+) -> AppResult<IssuedSession> {
     user::Entity::update_many()
         .col_expr(user::Column::FailuresCountedFrom, Expr::value(now))
         .filter(user::Column::Id.eq(user.id))
-        .exec(&txn)
+        .exec(conn)
         .await?;
-    let issued = start_session(&txn, state, user, device, now).await?;
-    txn.commit().await?;
-    Ok(issued)
+    start_session(conn, state, user, device, now).await
 }
 
 /// How a sign-in attempt ended, as recorded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Attempt {
+pub(super) enum Attempt {
     Succeeded,
     UnknownEmail,
     WrongPassword,
     Locked,
+    /// The password was right; a second factor was asked for.
+    MfaRequired,
+    /// The second factor was wrong.
+    WrongCode,
 }
 
 impl Attempt {
@@ -208,11 +267,16 @@ impl Attempt {
             Self::UnknownEmail => "unknown_email",
             Self::WrongPassword => "wrong_password",
             Self::Locked => "locked",
+            Self::MfaRequired => "mfa_required",
+            Self::WrongCode => "wrong_code",
         }
     }
+
+    /// Failures that count towards a lockout.
+    const FAILURES: [Self; 2] = [Self::WrongPassword, Self::WrongCode];
 }
 
-async fn record_attempt(
+pub(super) async fn record_attempt(
     conn: &impl ConnectionTrait,
     email: &str,
     user_id: Option<Uuid>,
@@ -236,7 +300,7 @@ async fn record_attempt(
 
 /// Locks `user` when its failed sign-ins within the window (and since the
 /// last success or lockout) reach the threshold; returns whether it did.
-async fn lock_after_repeated_failures(
+pub(super) async fn lock_after_repeated_failures(
     conn: &impl ConnectionTrait,
     state: &AppState,
     user: &user::Model,
@@ -249,7 +313,7 @@ async fn lock_after_repeated_failures(
         .map_or(window_start, |from| from.max(window_start));
     let failures = login_attempt::Entity::find()
         .filter(login_attempt::Column::UserId.eq(user.id))
-        .filter(login_attempt::Column::Reason.eq(Attempt::WrongPassword.reason()))
+        .filter(login_attempt::Column::Reason.is_in(Attempt::FAILURES.map(Attempt::reason)))
         .filter(login_attempt::Column::AttemptedAt.gt(counted_from))
         .count(conn)
         .await?;
@@ -268,7 +332,7 @@ async fn lock_after_repeated_failures(
     Ok(true)
 }
 
-fn lockout_mail(state: &AppState, user: &user::Model) -> Mail {
+pub(super) fn lockout_mail(state: &AppState, user: &user::Model) -> Mail {
     let minutes = state.config.settings.lockout_secs.div_ceil(60);
     Mail {
         to: user.email.clone(),
@@ -352,6 +416,8 @@ pub async fn refresh(state: &AppState, refresh_token: &str) -> AppResult<IssuedS
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RevokeReason {
     Logout,
+    PasswordChanged,
+    PasswordReset,
     LogoutAll,
     Revoked,
     OtherSessionsRevoked,
@@ -362,6 +428,8 @@ impl RevokeReason {
     fn as_str(self) -> &'static str {
         match self {
             Self::Logout => "logout",
+            Self::PasswordChanged => "password_changed",
+            Self::PasswordReset => "password_reset",
             Self::LogoutAll => "logout_all",
             Self::Revoked => "revoked",
             Self::OtherSessionsRevoked => "other_sessions_revoked",
@@ -450,7 +518,7 @@ pub async fn list_sessions(
 
 /// Revokes the live sessions `filter` picks, then tells every instance so
 /// their open connections close. Returns how many were revoked.
-async fn end_sessions(
+pub(super) async fn end_sessions(
     state: &AppState,
     filter: impl IntoCondition,
     reason: RevokeReason,
@@ -472,7 +540,7 @@ async fn end_sessions(
 }
 
 /// Marks the live sessions `filter` picks revoked; returns their ids.
-async fn revoke_sessions(
+pub(super) async fn revoke_sessions(
     conn: &impl ConnectionTrait,
     filter: impl IntoCondition,
     reason: RevokeReason,
@@ -504,7 +572,7 @@ async fn revoke_sessions(
 }
 
 /// Tells every instance (this one included) that these sessions ended.
-async fn announce_revoked(state: &AppState, session_ids: Vec<Uuid>) {
+pub(super) async fn announce_revoked(state: &AppState, session_ids: Vec<Uuid>) {
     state.revocations.revoke(&session_ids);
     state
         .bus

@@ -117,10 +117,16 @@ impl TokenKeys {
 
 /// A fresh refresh token: the value given to the client, and its hash.
 pub fn new_refresh_token() -> (String, String) {
+    new_opaque_token("fpr")
+}
+
+/// A fresh random token (256 bits) named by `prefix`, so a leaked one is
+/// recognisable: the value given to the client, and its hash.
+pub fn new_opaque_token(prefix: &str) -> (String, String) {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     let token = format!(
-        "fpr_{}",
+        "{prefix}_{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     );
     let hash = hash_token(&token);

@@ -9,6 +9,8 @@ pub mod loaders;
 
 use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
 
+use crate::auth::account_schema::AccountMutation;
+use crate::auth::mfa_schema::MfaMutation;
 use crate::auth::schema::{AuthMutation, AuthQuery};
 use crate::config::Settings;
 use crate::executions::schema::{ExecutionMutation, ExecutionQuery, ExecutionSubscription};
@@ -25,6 +27,8 @@ pub struct QueryRoot(AuthQuery, OrgQuery, WorkflowQuery, ExecutionQuery);
 #[graphql(name = "Mutation")]
 pub struct MutationRoot(
     AuthMutation,
+    AccountMutation,
+    MfaMutation,
     OrgMutation,
     WorkflowMutation,
     ExecutionMutation,
