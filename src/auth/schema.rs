@@ -1,5 +1,7 @@
-//! GraphQL types and resolvers for identity: `viewer`, `register`, `login`
-//! and `refreshSession`. Thin: parse input, call the service, convert.
+//! GraphQL types and resolvers for identity: `viewer` and its sessions,
+//! `register`, `login`, `refreshSession`, and ending sessions. Thin: parse
+//! input, call the service, convert. Account upkeep is in `account_schema`,
+//! MFA in `mfa_schema`.
 
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject, Union};
