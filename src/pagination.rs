@@ -73,7 +73,8 @@ pub fn decode_after<T: FromStr>(kind: &str, after: Option<&str>) -> AppResult<Op
     after.map(|cursor| decode_cursor(kind, cursor)).transpose()
 }
 
-/// A place in a newest-first list ordered by (time, id): the last row seen.
+/// A place in a list ordered by (time, id), newest or oldest first: the
+/// last row seen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Position {
     pub at: DateTime<Utc>,
@@ -88,6 +89,20 @@ impl Position {
             Condition::all()
                 .add(at_column.eq(self.at))
                 .add(id_column.lt(self.id)),
+        )
+    }
+
+    /// The rows after this position in (`at_column` asc, `id_column` asc)
+    /// order, for an oldest-first keyset query.
+    pub fn rows_after_ascending(
+        self,
+        at_column: impl ColumnTrait,
+        id_column: impl ColumnTrait,
+    ) -> Condition {
+        Condition::any().add(at_column.gt(self.at)).add(
+            Condition::all()
+                .add(at_column.eq(self.at))
+                .add(id_column.gt(self.id)),
         )
     }
 }

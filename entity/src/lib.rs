@@ -5,8 +5,10 @@
 //! `flowpilot` crate read and write these models and convert them into their
 //! own types at the edge.
 
+pub mod audit_entry;
 pub mod execution;
 pub mod execution_event;
+pub mod invitation;
 pub mod login_attempt;
 pub mod membership;
 pub mod mfa_backup_code;

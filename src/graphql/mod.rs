@@ -14,6 +14,7 @@ use crate::auth::mfa_schema::MfaMutation;
 use crate::auth::schema::{AuthMutation, AuthQuery};
 use crate::config::Settings;
 use crate::executions::schema::{ExecutionMutation, ExecutionQuery, ExecutionSubscription};
+use crate::orgs::members_schema::MembersMutation;
 use crate::orgs::schema::{OrgMutation, OrgQuery};
 use crate::workflows::schema::{WorkflowMutation, WorkflowQuery};
 
@@ -30,6 +31,7 @@ pub struct MutationRoot(
     AccountMutation,
     MfaMutation,
     OrgMutation,
+    MembersMutation,
     WorkflowMutation,
     ExecutionMutation,
 );

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use async_graphql::dataloader::Loader;
-use entity::{membership, organization};
+use entity::{membership, organization, user};
 use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
@@ -33,5 +33,17 @@ impl Loader<Uuid> for MembershipsByUserLoader {
 
     async fn load(&self, user_ids: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
         Ok(service::memberships_by_user(&self.0, user_ids).await?)
+    }
+}
+
+/// Users by id, for the people named in members' and audit lists.
+pub struct UserLoader(pub DatabaseConnection);
+
+impl Loader<Uuid> for UserLoader {
+    type Value = user::Model;
+    type Error = LoadError;
+
+    async fn load(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
+        Ok(service::users_by_id(&self.0, ids).await?)
     }
 }

@@ -26,21 +26,60 @@ pub enum Action {
     CancelExecution,
     /// Read executions, their steps and events.
     ViewExecution,
+    /// List the organization's members.
+    ViewMembers,
+    /// Rename the organization or change its slug.
+    UpdateOrganization,
+    /// Change members' roles and remove members (OWNERs only by OWNERs).
+    ManageMembers,
+    /// Invite people, list and revoke invitations.
+    ManageInvitations,
+    /// Read the audit log.
+    ViewAuditLog,
+    /// Make another member an OWNER in the caller's place.
+    TransferOwnership,
+}
+
+impl Action {
+    /// Every action, for tests that must cover each one.
+    pub const ALL: [Self; 13] = [
+        Self::ViewOrganization,
+        Self::ViewWorkflow,
+        Self::CreateWorkflow,
+        Self::UpdateWorkflow,
+        Self::RunWorkflow,
+        Self::CancelExecution,
+        Self::ViewExecution,
+        Self::ViewMembers,
+        Self::UpdateOrganization,
+        Self::ManageMembers,
+        Self::ManageInvitations,
+        Self::ViewAuditLog,
+        Self::TransferOwnership,
+    ];
 }
 
 /// The least privileged role allowed to perform `action`.
 pub const fn minimum_role(action: Action) -> Role {
     match action {
-        Action::ViewOrganization | Action::ViewWorkflow | Action::ViewExecution => Role::Viewer,
+        Action::ViewOrganization
+        | Action::ViewWorkflow
+        | Action::ViewExecution
+        | Action::ViewMembers => Role::Viewer,
         Action::CreateWorkflow
         | Action::UpdateWorkflow
         | Action::RunWorkflow
         | Action::CancelExecution => Role::Editor,
+        Action::UpdateOrganization
+        | Action::ManageMembers
+        | Action::ManageInvitations
+        | Action::ViewAuditLog => Role::Admin,
+        Action::TransferOwnership => Role::Owner,
     }
 }
 
 /// Rank of a role: higher may do everything lower may.
-const fn rank(role: Role) -> u8 {
+pub const fn rank(role: Role) -> u8 {
     match role {
         Role::Owner => 4,
         Role::Admin => 3,
@@ -63,6 +102,22 @@ pub fn authorize(role: Role, action: Action) -> AppResult<()> {
     }
 }
 
+/// FORBIDDEN unless `actor` may move a member from `current` to `new` (None:
+/// not a member): it takes ManageMembers, and only an OWNER may make an
+/// OWNER or change one.
+pub fn authorize_role_change(
+    actor: Role,
+    current: Option<Role>,
+    new: Option<Role>,
+) -> AppResult<()> {
+    authorize(actor, Action::ManageMembers)?;
+    let touches_owner = current == Some(Role::Owner) || new == Some(Role::Owner);
+    if touches_owner && actor != Role::Owner {
+        return Err(AppError::Forbidden);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +128,18 @@ mod tests {
     fn roles_rank_owner_over_admin_over_editor_over_viewer() {
         let ranks: Vec<u8> = ALL_ROLES.iter().map(|r| rank(*r)).collect();
         assert!(ranks.windows(2).all(|pair| pair[0] > pair[1]));
+    }
+
+    #[test]
+    fn only_owners_make_or_change_owners() {
+        let (owner, admin, editor) = (Role::Owner, Role::Admin, Role::Editor);
+        assert!(authorize_role_change(admin, Some(Role::Viewer), Some(Role::Admin)).is_ok());
+        assert!(authorize_role_change(admin, Some(Role::Viewer), Some(owner)).is_err());
+        assert!(authorize_role_change(admin, Some(owner), Some(Role::Admin)).is_err());
+        assert!(authorize_role_change(admin, Some(owner), None).is_err());
+        assert!(authorize_role_change(owner, Some(owner), Some(Role::Admin)).is_ok());
+        assert!(authorize_role_change(owner, None, Some(owner)).is_ok());
+        assert!(authorize_role_change(editor, Some(Role::Viewer), None).is_err());
     }
 
     #[test]
@@ -95,7 +162,14 @@ mod tests {
             (Action::UpdateWorkflow, Role::Editor),
             (Action::RunWorkflow, Role::Editor),
             (Action::CancelExecution, Role::Editor),
+            (Action::ViewMembers, Role::Viewer),
+            (Action::UpdateOrganization, Role::Admin),
+            (Action::ManageMembers, Role::Admin),
+            (Action::ManageInvitations, Role::Admin),
+            (Action::ViewAuditLog, Role::Admin),
+            (Action::TransferOwnership, Role::Owner),
         ];
+        assert_eq!(expected.len(), Action::ALL.len(), "every action has a row");
         for (action, minimum) in expected {
             assert_eq!(minimum_role(action), minimum, "{action:?}");
             let minimum_position = ALL_ROLES.iter().position(|r| *r == minimum);

@@ -7,6 +7,10 @@ use chrono::{DateTime, Utc};
 use entity::{membership, organization};
 use uuid::Uuid;
 
+use super::members_schema::{
+    AuditEntry, Invitation, Member, audit_log_connection, invitations_connection,
+    members_connection,
+};
 use super::service::{self, MemberOrganization, OrganizationName};
 use crate::error::AppError;
 use crate::executions::schema::{Execution, ExecutionFilterInput, executions_connection};
@@ -24,6 +28,17 @@ pub enum Role {
     Editor,
     /// Reads workflows and executions.
     Viewer,
+}
+
+impl From<Role> for entity::role::Role {
+    fn from(role: Role) -> Self {
+        match role {
+            Role::Owner => Self::Owner,
+            Role::Admin => Self::Admin,
+            Role::Editor => Self::Editor,
+            Role::Viewer => Self::Viewer,
+        }
+    }
 }
 
 impl From<entity::role::Role> for Role {
@@ -79,6 +94,37 @@ impl Organization {
         executions_connection(ctx, scope, self.viewer_role, first, after, filter).await
     }
 
+    /// Members, longest-standing first (VIEWER and up).
+    async fn members(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "At most this many (default 20, at most 100).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the page before.")] after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, Member>> {
+        members_connection(ctx, self.id, self.viewer_role, first, after).await
+    }
+
+    /// Pending invitations, newest first (ADMIN and up).
+    async fn invitations(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "At most this many (default 20, at most 100).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the page before.")] after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, Invitation>> {
+        invitations_connection(ctx, self.id, self.viewer_role, first, after).await
+    }
+
+    /// Changes to members, invitations, roles and settings, newest first
+    /// (ADMIN and up).
+    async fn audit_log(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "At most this many (default 20, at most 100).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the page before.")] after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, AuditEntry>> {
+        audit_log_connection(ctx, self.id, self.viewer_role, first, after).await
+    }
+
     async fn id(&self) -> ID {
         ID(self.id.to_string())
     }
@@ -87,7 +133,8 @@ impl Organization {
         &self.name
     }
 
-    /// URL-friendly unique name derived from `name` at creation.
+    /// URL-friendly unique name, derived from `name` at creation unless
+    /// chosen with `updateOrganization`.
     async fn slug(&self) -> &str {
         &self.slug
     }
@@ -165,6 +212,21 @@ impl OrgQuery {
         let id = parse_id(&id, "id")?;
         Ok(Some(
             service::find_for_member(&request.state.db, user.user.id, id)
+                .await?
+                .into(),
+        ))
+    }
+
+    /// An organization the viewer belongs to, by slug; NOT_FOUND otherwise.
+    async fn organization_by_slug(
+        &self,
+        ctx: &Context<'_>,
+        slug: String,
+    ) -> async_graphql::Result<Option<Organization>> {
+        let request = RequestContext::of(ctx);
+        let user = request.viewer.user()?;
+        Ok(Some(
+            service::find_by_slug_for_member(&request.state.db, user.user.id, &slug)
                 .await?
                 .into(),
         ))

@@ -10,8 +10,11 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
     QueryOrder, Set,
 };
+use serde_json::json;
 use uuid::Uuid;
 
+use super::audit::{self, AuditAction, Target};
+use super::members;
 use super::policy::{self, Action};
 use crate::app::AppState;
 use crate::db::{begin_write, is_unique_violation};
@@ -19,6 +22,8 @@ use crate::error::{AppError, AppResult};
 
 /// The longest organization name, in characters.
 const MAX_NAME_CHARS: usize = 100;
+/// The longest slug (the column's width).
+const MAX_SLUG_CHARS: usize = 64;
 /// The longest slug derived from a name, before any suffix.
 const MAX_SLUG_BASE: usize = 48;
 /// Attempts at a unique slug before giving up.
@@ -52,6 +57,42 @@ impl OrganizationName {
         }
         Ok(Self(name.to_owned()))
     }
+}
+
+/// A slug chosen by hand: 1 to 64 lower-case ASCII letters and digits in
+/// groups joined by single dashes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Slug(String);
+
+impl Slug {
+    /// Parses user input; `field` names the input field in the error.
+    pub fn parse(raw: &str, field: &str) -> AppResult<Self> {
+        let slug = raw.trim();
+        let well_formed = !slug.is_empty()
+            && slug.len() <= MAX_SLUG_CHARS
+            && slug.split('-').all(|group| {
+                !group.is_empty()
+                    && group
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            });
+        if !well_formed {
+            return Err(AppError::bad_input(
+                field,
+                format!(
+                    "a slug is 1 to {MAX_SLUG_CHARS} lower-case letters and digits, in groups joined by single dashes"
+                ),
+            ));
+        }
+        Ok(Self(slug.to_owned()))
+    }
+}
+
+/// Changes to an organization's name and slug; None leaves one as it is.
+#[derive(Debug, Default)]
+pub struct OrganizationChange {
+    pub name: Option<OrganizationName>,
+    pub slug: Option<Slug>,
 }
 
 /// An organization as one member sees it.
@@ -121,6 +162,69 @@ pub async fn find_for_member(
     as_member(organization.ok_or_else(not_found)?, membership.role)
 }
 
+/// The organization with this slug as `user_id` sees it; NOT_FOUND for
+/// non-members and unknown slugs alike.
+pub async fn find_by_slug_for_member(
+    db: &DatabaseConnection,
+    user_id: Uuid,
+    slug: &str,
+) -> AppResult<MemberOrganization> {
+    let organization = organization::Entity::find()
+        .filter(organization::Column::Slug.eq(slug.trim()))
+        .one(db)
+        .await?
+        .ok_or(AppError::NotFound("organization"))?;
+    find_for_member(db, user_id, organization.id).await
+}
+
+/// Renames the organization or changes its slug (ADMIN and up). A slug in
+/// use is CONFLICT. Returns the organization as the caller sees it.
+pub async fn update_organization(
+    state: &AppState,
+    actor_id: Uuid,
+    organization_id: Uuid,
+    change: OrganizationChange,
+) -> AppResult<MemberOrganization> {
+    let now = state.clock.now();
+    let txn = begin_write(&state.db).await?;
+    let current = members::lock_organization(&txn, organization_id).await?;
+    let actor = members::membership_of(&txn, organization_id, actor_id).await?;
+    policy::authorize(actor.role, Action::UpdateOrganization)?;
+    let mut details = serde_json::Map::new();
+    let mut organization: organization::ActiveModel = current.clone().into();
+    if let Some(name) = change.name.filter(|n| n.0 != current.name) {
+        details.insert("name".into(), json!({ "from": current.name, "to": name.0 }));
+        organization.name = Set(name.0);
+    }
+    if let Some(slug) = change.slug.filter(|s| s.0 != current.slug) {
+        details.insert("slug".into(), json!({ "from": current.slug, "to": slug.0 }));
+        organization.slug = Set(slug.0);
+    }
+    if details.is_empty() {
+        return as_member(current, actor.role);
+    }
+    organization.updated_at = Set(now);
+    let updated = organization.update(&txn).await.map_err(|e| {
+        if is_unique_violation(&e) {
+            AppError::Conflict("another organization has this slug".to_owned())
+        } else {
+            e.into()
+        }
+    })?;
+    audit::record(
+        &txn,
+        organization_id,
+        actor_id,
+        AuditAction::OrganizationUpdated,
+        Target::Organization(organization_id),
+        Some(serde_json::Value::Object(details)),
+        now,
+    )
+    .await?;
+    txn.commit().await?;
+    as_member(updated, actor.role)
+}
+
 /// The role of `user_id` in an organization, if they are a member.
 pub async fn role_of(
     db: &DatabaseConnection,
@@ -156,7 +260,7 @@ pub async fn add_member(
     Ok(membership)
 }
 
-async fn insert_membership(
+pub(super) async fn insert_membership(
     conn: &impl ConnectionTrait,
     organization_id: Uuid,
     user_id: Uuid,
@@ -211,6 +315,18 @@ pub async fn organizations_by_id(
     Ok(rows.into_iter().map(|org| (org.id, org)).collect())
 }
 
+/// Users by id, in one query.
+pub async fn users_by_id(
+    db: &DatabaseConnection,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, entity::user::Model>, sea_orm::DbErr> {
+    let rows = entity::user::Entity::find()
+        .filter(entity::user::Column::Id.is_in(ids.iter().copied()))
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().map(|user| (user.id, user)).collect())
+}
+
 /// A URL-friendly slug from a name: lower-case ASCII letters and digits
 /// separated by single dashes.
 fn slug_base(name: &str) -> String {
@@ -255,6 +371,25 @@ mod tests {
     #[test]
     fn long_names_give_bounded_slugs() {
         assert!(slug_base(&"a".repeat(500)).len() <= MAX_SLUG_BASE);
+    }
+
+    #[test]
+    fn hand_chosen_slugs_are_lower_case_groups_joined_by_single_dashes() {
+        for good in ["acme", "acme-2026", "a"] {
+            assert!(Slug::parse(good, "slug").is_ok(), "{good:?}");
+        }
+        for bad in [
+            "",
+            "Acme",
+            "acme--inc",
+            "-acme",
+            "acme-",
+            "acme inc",
+            "ä",
+            &"a".repeat(65),
+        ] {
+            assert!(Slug::parse(bad, "slug").is_err(), "{bad:?}");
+        }
     }
 
     #[test]

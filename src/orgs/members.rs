@@ -1,0 +1,285 @@
+//! Members of an organization: listing them, changing roles, removing and
+//! leaving, and handing ownership over.
+//!
+//! Every change locks the organization's row first, so that concurrent
+//! changes cannot together leave it without an OWNER, and writes its audit
+//! entry in the same transaction.
+
+use entity::role::Role;
+use entity::{membership, organization, user};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveEnum, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::audit::{self, AuditAction, Target};
+use super::policy::{self, Action};
+use crate::app::AppState;
+use crate::db::{begin_write, locked};
+use crate::error::{AppError, AppResult};
+use crate::pagination::{Page, Position};
+
+/// A member with the person behind the membership.
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub membership: membership::Model,
+    pub user: user::Model,
+}
+
+const LAST_OWNER: &str = "an organization needs an OWNER: make another member OWNER first";
+
+/// Where a member stands in the oldest-first list.
+pub fn position_of(member: &Member) -> Position {
+    Position {
+        at: member.membership.created_at,
+        id: member.membership.id,
+    }
+}
+
+/// A page of an organization's members, longest-standing first, each with
+/// their user (one query). The caller authorizes.
+pub async fn list(
+    db: &DatabaseConnection,
+    organization_id: Uuid,
+    after: Option<Position>,
+    limit: u64,
+) -> AppResult<Page<Member>> {
+    let mut query =
+        membership::Entity::find().filter(membership::Column::OrganizationId.eq(organization_id));
+    if let Some(after) = after {
+        query = query.filter(
+            after.rows_after_ascending(membership::Column::CreatedAt, membership::Column::Id),
+        );
+    }
+    let rows = query
+        .find_also_related(user::Entity)
+        .order_by_asc(membership::Column::CreatedAt)
+        .order_by_asc(membership::Column::Id)
+        .limit(limit + 1)
+        .all(db)
+        .await?;
+    let members = rows
+        .into_iter()
+        .filter_map(|(membership, user)| user.map(|user| Member { membership, user }))
+        .collect();
+    Ok(Page::from_rows(members, limit))
+}
+
+/// Gives a member another role. An ADMIN may not make or change an OWNER,
+/// and the last OWNER keeps the role.
+pub async fn update_role(
+    state: &AppState,
+    actor_id: Uuid,
+    organization_id: Uuid,
+    user_id: Uuid,
+    role: Role,
+) -> AppResult<Member> {
+    let now = state.clock.now();
+    let txn = begin_write(&state.db).await?;
+    lock_organization(&txn, organization_id).await?;
+    let actor = membership_of(&txn, organization_id, actor_id).await?;
+    let target = member_for(&txn, actor.role, organization_id, user_id).await?;
+    policy::authorize_role_change(actor.role, Some(target.role), Some(role))?;
+    if target.role == role {
+        return member(&txn, target).await;
+    }
+    if target.role == Role::Owner {
+        keep_an_owner(&txn, organization_id).await?;
+    }
+    membership::Entity::update_many()
+        .col_expr(membership::Column::Role, Expr::value(role))
+        .filter(membership::Column::Id.eq(target.id))
+        .exec(&txn)
+        .await?;
+    let details = json!({ "from": target.role.to_value(), "to": role.to_value() });
+    audit::record(
+        &txn,
+        organization_id,
+        actor_id,
+        AuditAction::MemberRoleChanged,
+        Target::Member(user_id),
+        Some(details),
+        now,
+    )
+    .await?;
+    let updated = membership::Model { role, ..target };
+    let found = member(&txn, updated).await?;
+    txn.commit().await?;
+    Ok(found)
+}
+
+/// Removes a member. An ADMIN may not remove an OWNER, and the last OWNER
+/// stays.
+pub async fn remove(
+    state: &AppState,
+    actor_id: Uuid,
+    organization_id: Uuid,
+    user_id: Uuid,
+) -> AppResult<()> {
+    if actor_id == user_id {
+        return leave(state, actor_id, organization_id).await;
+    }
+    let now = state.clock.now();
+    let txn = begin_write(&state.db).await?;
+    lock_organization(&txn, organization_id).await?;
+    let actor = membership_of(&txn, organization_id, actor_id).await?;
+    let target = member_for(&txn, actor.role, organization_id, user_id).await?;
+    policy::authorize_role_change(actor.role, Some(target.role), None)?;
+    end_membership(&txn, &target).await?;
+    audit::record(
+        &txn,
+        organization_id,
+        actor_id,
+        AuditAction::MemberRemoved,
+        Target::Member(user_id),
+        Some(json!({ "role": target.role.to_value() })),
+        now,
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// The caller leaves the organization; the last OWNER cannot.
+pub async fn leave(state: &AppState, user_id: Uuid, organization_id: Uuid) -> AppResult<()> {
+    let now = state.clock.now();
+    let txn = begin_write(&state.db).await?;
+    lock_organization(&txn, organization_id).await?;
+    let own = membership_of(&txn, organization_id, user_id).await?;
+    end_membership(&txn, &own).await?;
+    audit::record(
+        &txn,
+        organization_id,
+        user_id,
+        AuditAction::MemberLeft,
+        Target::Member(user_id),
+        Some(json!({ "role": own.role.to_value() })),
+        now,
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Makes `user_id` an OWNER and the calling OWNER an ADMIN.
+pub async fn transfer_ownership(
+    state: &AppState,
+    actor_id: Uuid,
+    organization_id: Uuid,
+    user_id: Uuid,
+) -> AppResult<()> {
+    let now = state.clock.now();
+    let txn = begin_write(&state.db).await?;
+    lock_organization(&txn, organization_id).await?;
+    let actor = membership_of(&txn, organization_id, actor_id).await?;
+    policy::authorize(actor.role, Action::TransferOwnership)?;
+    let target = member_for(&txn, actor.role, organization_id, user_id).await?;
+    if target.user_id == actor_id {
+        return Err(AppError::bad_input(
+            "userId",
+            "ownership goes to another member",
+        ));
+    }
+    for (id, role) in [(target.id, Role::Owner), (actor.id, Role::Admin)] {
+        membership::Entity::update_many()
+            .col_expr(membership::Column::Role, Expr::value(role))
+            .filter(membership::Column::Id.eq(id))
+            .exec(&txn)
+            .await?;
+    }
+    audit::record(
+        &txn,
+        organization_id,
+        actor_id,
+        AuditAction::OwnershipTransferred,
+        Target::Member(user_id),
+        Some(json!({ "from": target.role.to_value(), "previousOwner": actor_id })),
+        now,
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Locks the organization's row for a membership change; NOT_FOUND when
+/// there is none.
+pub(super) async fn lock_organization(
+    conn: &impl ConnectionTrait,
+    organization_id: Uuid,
+) -> AppResult<organization::Model> {
+    locked(organization::Entity::find_by_id(organization_id), conn)
+        .one(conn)
+        .await?
+        .ok_or(AppError::NotFound("organization"))
+}
+
+/// The membership of `user_id`; NOT_FOUND (for the organization) when they
+/// have none, so outsiders learn nothing.
+pub(super) async fn membership_of(
+    conn: &impl ConnectionTrait,
+    organization_id: Uuid,
+    user_id: Uuid,
+) -> AppResult<membership::Model> {
+    membership::Entity::find()
+        .filter(membership::Column::OrganizationId.eq(organization_id))
+        .filter(membership::Column::UserId.eq(user_id))
+        .one(conn)
+        .await?
+        .ok_or(AppError::NotFound("organization"))
+}
+
+/// Another member's membership, for a caller with `actor_role`: the caller
+/// must be allowed to see members before learning whether one exists.
+async fn member_for(
+    conn: &impl ConnectionTrait,
+    actor_role: Role,
+    organization_id: Uuid,
+    user_id: Uuid,
+) -> AppResult<membership::Model> {
+    policy::authorize(actor_role, Action::ViewMembers)?;
+    membership::Entity::find()
+        .filter(membership::Column::OrganizationId.eq(organization_id))
+        .filter(membership::Column::UserId.eq(user_id))
+        .one(conn)
+        .await?
+        .ok_or(AppError::NotFound("member"))
+}
+
+/// Deletes a membership, unless it is the last OWNER's.
+async fn end_membership(
+    conn: &impl ConnectionTrait,
+    membership: &membership::Model,
+) -> AppResult<()> {
+    if membership.role == Role::Owner {
+        keep_an_owner(conn, membership.organization_id).await?;
+    }
+    membership::Entity::delete_by_id(membership.id)
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// CONFLICT when the organization has a single OWNER (who is about to stop
+/// being one).
+async fn keep_an_owner(conn: &impl ConnectionTrait, organization_id: Uuid) -> AppResult<()> {
+    let owners = membership::Entity::find()
+        .filter(membership::Column::OrganizationId.eq(organization_id))
+        .filter(membership::Column::Role.eq(Role::Owner))
+        .count(conn)
+        .await?;
+    if owners <= 1 {
+        return Err(AppError::Conflict(LAST_OWNER.to_owned()));
+    }
+    Ok(())
+}
+
+async fn member(conn: &impl ConnectionTrait, membership: membership::Model) -> AppResult<Member> {
+    let user = user::Entity::find_by_id(membership.user_id)
+        .one(conn)
+        .await?
+        .ok_or(AppError::NotFound("member"))?;
+    Ok(Member { membership, user })
+}

@@ -1,0 +1,440 @@
+//! GraphQL for an organization's people: members, invitations, ownership
+//! and the audit log. Thin: read the viewer, call the services, convert.
+
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use entity::{audit_entry, invitation, user};
+use uuid::Uuid;
+
+use super::audit::{self, AuditAction};
+use super::members::{self, Member as MemberRow};
+use super::policy::{self, Action};
+use super::schema::{Organization, Role};
+use super::{invitations, service};
+use crate::auth::Email;
+use crate::error::AppError;
+use crate::graphql::context::{RequestContext, parse_id};
+use crate::pagination::{decode_after, encode_cursor, page_size};
+
+const MEMBER_CURSOR: &str = "member";
+const INVITATION_CURSOR: &str = "invitation";
+const AUDIT_CURSOR: &str = "audit";
+
+/// What members of an organization see of one another: name and address,
+/// nothing else.
+#[derive(SimpleObject)]
+pub struct UserSummary {
+    id: ID,
+    display_name: String,
+    email: String,
+}
+
+impl From<user::Model> for UserSummary {
+    fn from(user: user::Model) -> Self {
+        Self {
+            id: ID(user.id.to_string()),
+            display_name: user.display_name,
+            email: user.email,
+        }
+    }
+}
+
+/// A person's membership of an organization.
+#[derive(SimpleObject)]
+pub struct Member {
+    user: UserSummary,
+    role: Role,
+    joined_at: DateTime<Utc>,
+}
+
+impl From<MemberRow> for Member {
+    fn from(member: MemberRow) -> Self {
+        Self {
+            user: member.user.into(),
+            role: member.membership.role.into(),
+            joined_at: member.membership.created_at,
+        }
+    }
+}
+
+/// A pending offer of a role, mailed to an address.
+#[derive(SimpleObject)]
+pub struct Invitation {
+    id: ID,
+    email: String,
+    role: Role,
+    created_at: DateTime<Utc>,
+    /// The link stops working then (7 days after it was sent).
+    expires_at: DateTime<Utc>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<invitation::Model> for Invitation {
+    fn from(invitation: invitation::Model) -> Self {
+        Self {
+            id: ID(invitation.id.to_string()),
+            email: invitation.email,
+            role: invitation.role.into(),
+            created_at: invitation.created_at,
+            expires_at: invitation.expires_at,
+            revoked_at: invitation.revoked_at,
+        }
+    }
+}
+
+/// What an audit entry records.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditEvent {
+    OrganizationUpdated,
+    MemberRoleChanged,
+    MemberRemoved,
+    MemberLeft,
+    OwnershipTransferred,
+    InvitationCreated,
+    InvitationRevoked,
+    InvitationAccepted,
+}
+
+impl From<AuditAction> for AuditEvent {
+    fn from(action: AuditAction) -> Self {
+        match action {
+            AuditAction::OrganizationUpdated => Self::OrganizationUpdated,
+            AuditAction::MemberRoleChanged => Self::MemberRoleChanged,
+            AuditAction::MemberRemoved => Self::MemberRemoved,
+            AuditAction::MemberLeft => Self::MemberLeft,
+            AuditAction::OwnershipTransferred => Self::OwnershipTransferred,
+            AuditAction::InvitationCreated => Self::InvitationCreated,
+            AuditAction::InvitationRevoked => Self::InvitationRevoked,
+            AuditAction::InvitationAccepted => Self::InvitationAccepted,
+        }
+    }
+}
+
+/// One change to the organization's people or settings.
+pub struct AuditEntry(audit_entry::Model);
+
+#[Object]
+impl AuditEntry {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn action(&self) -> async_graphql::Result<AuditEvent> {
+        let action: AuditAction = self
+            .0
+            .action
+            .parse()
+            .map_err(|e: String| AppError::Internal(anyhow::anyhow!(e)))?;
+        Ok(action.into())
+    }
+
+    /// The member who acted; null once their account is gone.
+    async fn actor(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<UserSummary>> {
+        let Some(id) = self.0.actor_user_id else {
+            return Ok(None);
+        };
+        let user = RequestContext::of(ctx)
+            .loaders
+            .users
+            .load_one(id)
+            .await
+            .map_err(AppError::from)?;
+        Ok(user.map(UserSummary::from))
+    }
+
+    /// `organization`, `member` (by user id) or `invitation`.
+    async fn target_type(&self) -> &str {
+        &self.0.target_type
+    }
+
+    async fn target_id(&self) -> Option<ID> {
+        self.0.target_id.clone().map(ID)
+    }
+
+    /// Particulars, such as `{"from": "VIEWER", "to": "EDITOR"}`.
+    async fn details(&self) -> Option<Json<serde_json::Value>> {
+        self.0.details.clone().map(Json)
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}
+
+/// `organization.members`: VIEWER and up.
+pub async fn members_connection(
+    ctx: &Context<'_>,
+    organization_id: Uuid,
+    viewer_role: entity::role::Role,
+    first: Option<i32>,
+    after: Option<String>,
+) -> async_graphql::Result<Connection<String, Member>> {
+    policy::authorize(viewer_role, Action::ViewMembers)?;
+    let request = RequestContext::of(ctx);
+    let limit = page_size(first)?;
+    let position = decode_after(MEMBER_CURSOR, after.as_deref())?;
+    let page = members::list(&request.state.db, organization_id, position, limit).await?;
+    let mut connection = Connection::new(position.is_some(), page.has_next_page);
+    connection.edges = page
+        .items
+        .into_iter()
+        .map(|member| {
+            let cursor = encode_cursor(MEMBER_CURSOR, members::position_of(&member));
+            Edge::new(cursor, Member::from(member))
+        })
+        .collect();
+    Ok(connection)
+}
+
+/// `organization.invitations`: pending ones, ADMIN and up.
+pub async fn invitations_connection(
+    ctx: &Context<'_>,
+    organization_id: Uuid,
+    viewer_role: entity::role::Role,
+    first: Option<i32>,
+    after: Option<String>,
+) -> async_graphql::Result<Connection<String, Invitation>> {
+    policy::authorize(viewer_role, Action::ManageInvitations)?;
+    let request = RequestContext::of(ctx);
+    let limit = page_size(first)?;
+    let position = decode_after(INVITATION_CURSOR, after.as_deref())?;
+    let now = request.state.clock.now();
+    let page =
+        invitations::list_pending(&request.state.db, organization_id, now, position, limit).await?;
+    let mut connection = Connection::new(position.is_some(), page.has_next_page);
+    connection.edges = page
+        .items
+        .into_iter()
+        .map(|invitation| {
+            let cursor = encode_cursor(INVITATION_CURSOR, invitations::position_of(&invitation));
+            Edge::new(cursor, Invitation::from(invitation))
+        })
+        .collect();
+    Ok(connection)
+}
+
+/// `organization.auditLog`: newest first, ADMIN and up.
+pub async fn audit_log_connection(
+    ctx: &Context<'_>,
+    organization_id: Uuid,
+    viewer_role: entity::role::Role,
+    first: Option<i32>,
+    after: Option<String>,
+) -> async_graphql::Result<Connection<String, AuditEntry>> {
+    policy::authorize(viewer_role, Action::ViewAuditLog)?;
+    let request = RequestContext::of(ctx);
+    let limit = page_size(first)?;
+    let position = decode_after(AUDIT_CURSOR, after.as_deref())?;
+    let page = audit::list(&request.state.db, organization_id, position, limit).await?;
+    let mut connection = Connection::new(position.is_some(), page.has_next_page);
+    connection.edges = page
+        .items
+        .into_iter()
+        .map(|entry| {
+            let cursor = encode_cursor(AUDIT_CURSOR, audit::position_of(&entry));
+            Edge::new(cursor, AuditEntry(entry))
+        })
+        .collect();
+    Ok(connection)
+}
+
+/// New name or slug; a field left out stays as it is.
+#[derive(InputObject)]
+pub struct UpdateOrganizationInput {
+    pub organization_id: ID,
+    /// 1 to 100 characters.
+    pub name: Option<String>,
+    /// 1 to 64 lower-case letters and digits, in groups joined by single
+    /// dashes; unique.
+    pub slug: Option<String>,
+}
+
+/// A member and the role to give them.
+#[derive(InputObject)]
+pub struct UpdateMemberRoleInput {
+    pub organization_id: ID,
+    pub user_id: ID,
+    pub role: Role,
+}
+
+/// A member of an organization.
+#[derive(InputObject)]
+pub struct MemberInput {
+    pub organization_id: ID,
+    pub user_id: ID,
+}
+
+/// An organization.
+#[derive(InputObject)]
+pub struct LeaveOrganizationInput {
+    pub organization_id: ID,
+}
+
+/// Whom to invite, and as what.
+#[derive(InputObject)]
+pub struct InviteMemberInput {
+    pub organization_id: ID,
+    pub email: String,
+    pub role: Role,
+}
+
+/// The token from an invitation link.
+#[derive(InputObject)]
+pub struct AcceptInvitationInput {
+    pub token: String,
+}
+
+/// An invitation to withdraw.
+#[derive(InputObject)]
+pub struct RevokeInvitationInput {
+    pub invitation_id: ID,
+}
+
+#[derive(Default)]
+pub struct MembersMutation;
+
+#[Object]
+impl MembersMutation {
+    /// Renames the organization or changes its slug (ADMIN).
+    async fn update_organization(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateOrganizationInput,
+    ) -> async_graphql::Result<Organization> {
+        let request = RequestContext::of(ctx);
+        let user = request.viewer.user()?;
+        let organization_id = parse_id(&input.organization_id, "organizationId")?;
+        let change = service::OrganizationChange {
+            name: input
+                .name
+                .as_deref()
+                .map(|name| service::OrganizationName::parse(name, "name"))
+                .transpose()?,
+            slug: input
+                .slug
+                .as_deref()
+                .map(|slug| service::Slug::parse(slug, "slug"))
+                .transpose()?,
+        };
+        let updated =
+            service::update_organization(&request.state, user.user.id, organization_id, change)
+                .await?;
+        Ok(updated.into())
+    }
+
+    /// Gives a member another role (ADMIN; only an OWNER makes or changes
+    /// an OWNER, and the last OWNER keeps the role).
+    async fn update_member_role(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateMemberRoleInput,
+    ) -> async_graphql::Result<Member> {
+        let request = RequestContext::of(ctx);
+        let user = request.viewer.user()?;
+        let organization_id = parse_id(&input.organization_id, "organizationId")?;
+        let user_id = parse_id(&input.user_id, "userId")?;
+        let member = members::update_role(
+            &request.state,
+            user.user.id,
+            organization_id,
+            user_id,
+            input.role.into(),
+        )
+        .await?;
+        Ok(member.into())
+    }
+
+    /// Removes a member (ADMIN; only an OWNER removes an OWNER, and never
+    /// the last one).
+    async fn remove_member(
+        &self,
+        ctx: &Context<'_>,
+        input: MemberInput,
+    ) -> async_graphql::Result<bool> {
+        let request = RequestContext::of(ctx);
+        let user = request.viewer.user()?;
+        let organization_id = parse_id(&input.organization_id, "organizationId")?;
+        let user_id = parse_id(&input.user_id, "userId")?;
+        members::remove(&request.state, user.user.id, organization_id, user_id).await?;
+        Ok(true)
+    }
+
+    /// Leaves an organization; the last OWNER cannot.
+    async fn leave_organization(
+        &self,
+        ctx: &Context<'_>,
+        input: LeaveOrganizationInput,
+    ) -> async_graphql::Result<bool> {
+        let request = RequestContext::of(ctx);
+        let user = request.viewer.user()?;
+        let organization_id = parse_id(&input.organization_id, "organizationId")?;
+        members::leave(&request.state, user.user.id, organization_id).await?;
+        Ok(true)
+    }
+
+    /// Makes another member an OWNER and the calling OWNER an ADMIN.
+    async fn transfer_ownership(
+        &self,
+        ctx: &Context<'_>,
+        input: MemberInput,
+    ) -> async_graphql::Result<Organization> {
+        let request = RequestContext::of(ctx);
+        let user = request.viewer.user()?;
+        let organization_id = parse_id(&input.organization_id, "organizationId")?;
+        let user_id = parse_id(&input.user_id, "userId")?;
+        members::transfer_ownership(&request.state, user.user.id, organization_id, user_id).await?;
+        let organization =
+            service::find_for_member(&request.state.db, user.user.id, organization_id).await?;
+        Ok(organization.into())
+    }
+
+    /// Mails an invitation link valid 7 days (ADMIN; only an OWNER invites
+    /// an OWNER). A pending invitation to the same address is replaced;
+    /// inviting a member is CONFLICT.
+    async fn invite_member(
+        &self,
+        ctx: &Context<'_>,
+        input: InviteMemberInput,
+    ) -> async_graphql::Result<Invitation> {
+        let request = RequestContext::of(ctx);
+        let user = request.viewer.user()?;
+        let organization_id = parse_id(&input.organization_id, "organizationId")?;
+        let email = Email::parse(&input.email, "email")?;
+        let issued = invitations::invite(
+            &request.state,
+            user.user.id,
+            organization_id,
+            email,
+            input.role.into(),
+        )
+        .await?;
+        Ok(issued.invitation.into())
+    }
+
+    /// Joins the organization an invitation link is for, signed in with
+    /// the invited address.
+    async fn accept_invitation(
+        &self,
+        ctx: &Context<'_>,
+        input: AcceptInvitationInput,
+    ) -> async_graphql::Result<Organization> {
+        let request = RequestContext::of(ctx);
+        let user = request.viewer.user()?;
+        let joined = invitations::accept(&request.state, &user.user, &input.token).await?;
+        Ok(joined.into())
+    }
+
+    /// Withdraws a pending invitation (ADMIN).
+    async fn revoke_invitation(
+        &self,
+        ctx: &Context<'_>,
+        input: RevokeInvitationInput,
+    ) -> async_graphql::Result<Invitation> {
+        let request = RequestContext::of(ctx);
+        let user = request.viewer.user()?;
+        let invitation_id = parse_id(&input.invitation_id, "invitationId")?;
+        let revoked = invitations::revoke(&request.state, user.user.id, invitation_id).await?;
+        Ok(revoked.into())
+    }
+}
