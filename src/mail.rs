@@ -22,6 +22,13 @@ pub struct Mail {
     pub body: String,
 }
 
+/// `<FLOWPILOT_APP_URL>/<path>?token=<token>`: a link in account mail to a
+/// page of the web app, which hands the token to the API.
+pub fn app_link(settings: &Settings, path: &str, token: &str) -> String {
+    let base = settings.app_url.trim_end_matches('/');
+    format!("{base}/{path}?token={token}")
+}
+
 /// Sends mail; cheap to clone.
 #[derive(Clone)]
 pub struct Mailer(Arc<Transport>);

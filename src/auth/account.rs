@@ -14,15 +14,9 @@ use super::{Email, Password, hash_password, verify_password};
 use crate::app::AppState;
 use crate::db::begin_write;
 use crate::error::{AppError, AppResult};
-use crate::mail::Mail;
+use crate::mail::{Mail, app_link};
 
 const LINK_INVALID: &str = "this link is invalid or has expired";
-
-/// `<FLOWPILOT_APP_URL>/<path>?token=<token>`.
-fn link(state: &AppState, path: &str, token: &str) -> String {
-    let base = state.config.settings.app_url.trim_end_matches('/');
-    format!("{base}/{path}?token={token}")
-}
 
 /// The mail that asks a new owner to prove their address.
 pub(super) fn verification_mail(state: &AppState, user: &user::Model, issued: &Issued) -> Mail {
@@ -35,7 +29,7 @@ pub(super) fn verification_mail(state: &AppState, user: &user::Model, issued: &I
              {link}\n\n\
              If you did not create a FlowPilot account, ignore this message.\n",
             name = user.display_name,
-            link = link(state, "verify-email", &issued.token),
+            link = app_link(&state.config.settings, "verify-email", &issued.token),
         ),
     }
 }
@@ -218,7 +212,7 @@ async fn mail_reset_link(state: &AppState, email: &Email) -> AppResult<()> {
              {link}\n\n\
              If it was not you, ignore this message: your password stays as it is.\n",
             name = user.display_name,
-            link = link(state, "reset-password", &issued.token),
+            link = app_link(&state.config.settings, "reset-password", &issued.token),
         ),
     });
     Ok(())

@@ -22,7 +22,7 @@ use crate::auth::Email;
 use crate::auth::tokens::{hash_token, new_opaque_token};
 use crate::db::begin_write;
 use crate::error::{AppError, AppResult};
-use crate::mail::Mail;
+use crate::mail::{Mail, app_link};
 use crate::pagination::{Page, Position};
 
 /// How long an invitation link works.
@@ -97,7 +97,7 @@ pub async fn invite(
     )
     .await?;
     txn.commit().await?;
-    let base = state.config.settings.app_url.trim_end_matches('/');
+    let link = app_link(&state.config.settings, "accept-invitation", &token);
     state.mailer.send(Mail {
         to: invitation.email.clone(),
         subject: format!("You are invited to {} on FlowPilot", organization.name),
@@ -105,7 +105,7 @@ pub async fn invite(
             "Hello,\n\n\
              You are invited to join {name} on FlowPilot as {role}. Sign in (or \
              register) with this address and open this link within 7 days:\n\n\
-             {base}/accept-invitation?token={token}\n\n\
+             {link}\n\n\
              If you did not expect this, ignore this message.\n",
             name = organization.name,
             role = role.to_value(),

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::audit::{self, AuditAction, Target};
 use super::policy::{self, Action};
+use super::service::{MemberOrganization, as_member};
 use crate::app::AppState;
 use crate::db::{begin_write, locked};
 use crate::error::{AppError, AppResult};
@@ -164,16 +165,17 @@ pub async fn leave(state: &AppState, user_id: Uuid, organization_id: Uuid) -> Ap
     Ok(())
 }
 
-/// Makes `user_id` an OWNER and the calling OWNER an ADMIN.
+/// Makes `user_id` an OWNER and the calling OWNER an ADMIN; returns the
+/// organization as the caller now sees it.
 pub async fn transfer_ownership(
     state: &AppState,
     actor_id: Uuid,
     organization_id: Uuid,
     user_id: Uuid,
-) -> AppResult<()> {
+) -> AppResult<MemberOrganization> {
     let now = state.clock.now();
     let txn = begin_write(&state.db).await?;
-    lock_organization(&txn, organization_id).await?;
+    let organization = lock_organization(&txn, organization_id).await?;
     let actor = membership_of(&txn, organization_id, actor_id).await?;
     policy::authorize(actor.role, Action::TransferOwnership)?;
     let target = member_for(&txn, actor.role, organization_id, user_id).await?;
@@ -201,7 +203,7 @@ pub async fn transfer_ownership(
     )
     .await?;
     txn.commit().await?;
-    Ok(())
+    as_member(organization, Role::Admin)
 }
 
 /// Locks the organization's row for a membership change; NOT_FOUND when

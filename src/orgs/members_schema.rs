@@ -383,9 +383,9 @@ impl MembersMutation {
         let user = request.viewer.user()?;
         let organization_id = parse_id(&input.organization_id, "organizationId")?;
         let user_id = parse_id(&input.user_id, "userId")?;
-        members::transfer_ownership(&request.state, user.user.id, organization_id, user_id).await?;
         let organization =
-            service::find_for_member(&request.state.db, user.user.id, organization_id).await?;
+            members::transfer_ownership(&request.state, user.user.id, organization_id, user_id)
+                .await?;
         Ok(organization.into())
     }
 

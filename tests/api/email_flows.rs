@@ -11,7 +11,6 @@ use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use chrono::{DateTime, Duration, Utc};
 use entity::user;
-use flowpilot::mail::Mail;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::json;
@@ -55,57 +54,9 @@ const RESET_LINK: Link = Link {
     prefix: "fpp_",
 };
 
-/// The token in `body`'s `<path>?token=...` link.
-fn link_token(body: &str, path: &str) -> String {
-    let marker = format!("{path}?token=");
-    let start = body
-        .find(marker.as_str())
-        .unwrap_or_else(|| panic!("no {marker} link in {body}"))
-        + marker.len();
-    body[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-        .collect()
-}
-
-/// Waits (up to 5 s) until `email` has been mailed at least `count` links
-/// of this kind, and returns those mails, oldest first.
-async fn mails_with_link(app: &TestApp, email: &str, link: &Link, count: usize) -> Vec<Mail> {
-    let marker = format!("{}?token=", link.path);
-    let deadline = Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let mails: Vec<Mail> = app
-            .mailer
-            .captured()
-            .into_iter()
-            .filter(|m| m.to == email && m.body.contains(marker.as_str()))
-            .collect();
-        if mails.len() >= count {
-            return mails;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{email} got {} of {count} {} mails: {mails:?}",
-            mails.len(),
-            link.path
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
-/// The token of the `nth` (from 1) link of this kind mailed to `email`,
-/// after checking that the link opens the app and the token's prefix.
+/// The token of the `nth` (from 1) link of this kind mailed to `email`.
 async fn mailed_token(app: &TestApp, email: &str, link: &Link, nth: usize) -> String {
-    let mails = mails_with_link(app, email, link, nth).await;
-    let body = &mails[nth - 1].body;
-    let app_url = app.settings.app_url.trim_end_matches('/');
-    assert!(
-        body.contains(format!("{app_url}{}?token=", link.path).as_str()),
-        "the link opens {app_url}: {body}"
-    );
-    let token = link_token(body, link.path);
-    assert!(token.starts_with(link.prefix), "{token}");
-    token
+    app.mailed_token(email, link.path, link.prefix, nth).await
 }
 
 async fn registered(app: &TestApp) -> (String, Session) {
@@ -201,7 +152,8 @@ fn assert_bad_input(response: &GqlResponse, field: &str) {
 async fn the_link_mailed_at_registration_verifies_the_email_once() {
     let app = TestApp::spawn().await;
     let (email, session) = registered(&app).await;
-    let mail = mails_with_link(&app, &email, &VERIFY_LINK, 1)
+    let mail = app
+        .mails_with_link(&email, VERIFY_LINK.path, 1)
         .await
         .remove(0);
     assert!(mail.subject.contains("Verify"), "{}", mail.subject);

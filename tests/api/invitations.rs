@@ -3,8 +3,6 @@
 //! days; revoking or re-inviting ends a link. Mail is read from the
 //! capturing mailer; time moves only through `app.clock`.
 
-use std::time::Instant;
-
 use chrono::Duration;
 use entity::role::Role;
 use serde_json::{Value, json};
@@ -99,48 +97,9 @@ async fn read_organization(app: &TestApp, session: &Session, organization: &str)
     .await
 }
 
-/// The invitation links mailed to `email` so far, oldest first: their
-/// whole bodies and subjects. Waits (up to 5 s) for `count` of them.
-async fn invitation_mails(app: &TestApp, email: &str, count: usize) -> Vec<(String, String)> {
-    let marker = format!("{ACCEPT_PATH}?token=");
-    let deadline = Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let mails: Vec<(String, String)> = app
-            .mailer
-            .captured()
-            .into_iter()
-            .filter(|m| m.to == email && m.body.contains(marker.as_str()))
-            .map(|m| (m.subject, m.body))
-            .collect();
-        if mails.len() >= count {
-            return mails;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{email} got {} of {count} invitation mails",
-            mails.len()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
-/// The token of the `nth` (from 1) invitation link mailed to `email`,
-/// after checking that the link opens the app.
+/// The token of the `nth` (from 1) invitation link mailed to `email`.
 async fn mailed_token(app: &TestApp, email: &str, nth: usize) -> String {
-    let mails = invitation_mails(app, email, nth).await;
-    let body = &mails[nth - 1].1;
-    let app_url = app.settings.app_url.trim_end_matches('/');
-    let link = format!("{app_url}{ACCEPT_PATH}?token=");
-    let start = body
-        .find(link.as_str())
-        .unwrap_or_else(|| panic!("no {link} link in {body}"))
-        + link.len();
-    let token: String = body[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-        .collect();
-    assert!(token.starts_with("fpi_"), "{token}");
-    token
+    app.mailed_token(email, ACCEPT_PATH, "fpi_", nth).await
 }
 
 /// Signs in again: moving the clock by days ends the earlier sessions.
@@ -166,7 +125,11 @@ async fn inviting_mails_a_link_and_lists_the_invitation_as_pending() {
         Duration::days(7)
     );
 
-    let (subject, _) = invitation_mails(&app, &email, 1).await.remove(0);
+    let subject = app
+        .mails_with_link(&email, ACCEPT_PATH, 1)
+        .await
+        .remove(0)
+        .subject;
     assert!(subject.contains("invited"), "{subject}");
     // Checks that the link opens the app and carries an `fpi_` token.
     mailed_token(&app, &email, 1).await;

@@ -3,53 +3,19 @@
 //! table of the database contains one of them in plain text. The database
 //! is read generically, table by table, so a new table cannot slip past.
 
-use std::time::{Duration, Instant};
-
 use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Statement};
 use serde_json::json;
 use totp_rs::Secret;
 
 use crate::mfa::{challenge, complete, enable_mfa, next_step_code, signed_in};
-use crate::support::{PASSWORD, Session, TestApp, unique_email};
+use crate::support::{PASSWORD, Session, TestApp, link_token, unique_email};
 
-/// Waits (up to 5 s, as some mail goes out in the background) until
-/// `email` has been mailed `count` links to `path`, and returns the tokens of
-/// all of them.
+/// The tokens of the `count` links to `path` mailed to `email`.
 async fn mailed_tokens(app: &TestApp, email: &str, path: &str, count: usize) -> Vec<String> {
-    let marker = format!("{path}?token=");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let bodies: Vec<String> = app
-            .mailer
-            .captured()
-            .into_iter()
-            .filter(|mail| mail.to == email && mail.body.contains(marker.as_str()))
-            .map(|mail| mail.body)
-            .collect();
-        if bodies.len() >= count {
-            return bodies
-                .iter()
-                .flat_map(|body| tokens_after(body, &marker))
-                .collect();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{email} got {} of {count} {path} mails",
-            bodies.len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The token after each `marker` in `body`.
-fn tokens_after(body: &str, marker: &str) -> Vec<String> {
-    body.match_indices(marker)
-        .map(|(at, _)| {
-            body[at + marker.len()..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-                .collect::<String>()
-        })
+    app.mails_with_link(email, path, count)
+        .await
+        .iter()
+        .map(|mail| link_token(&mail.body, path))
         .collect()
 }
 

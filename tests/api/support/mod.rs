@@ -13,6 +13,7 @@ use entity::role::Role;
 use flowpilot::app::{App, AppState};
 use flowpilot::clock::Clock;
 use flowpilot::config::{Config, Settings};
+use flowpilot::mail::Mail;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use serde_json::{Value, json};
@@ -365,7 +366,47 @@ impl TestApp {
         GqlResponse::from(request.send().await.expect("POST /graphql succeeds")).await
     }
 
-    /// Creates an organization as `owner` and returns its id.
+    /// The mails sent to `email` holding a `<path>?token=` link, oldest
+    /// first; waits (up to 5 s, as some mail goes out in the background)
+    /// until there are `count` of them.
+    pub async fn mails_with_link(&self, email: &str, path: &str, count: usize) -> Vec<Mail> {
+        let marker = format!("{path}?token=");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let mails: Vec<Mail> = self
+                .mailer
+                .captured()
+                .into_iter()
+                .filter(|m| m.to == email && m.body.contains(marker.as_str()))
+                .collect();
+            if mails.len() >= count {
+                return mails;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{email} got {} of {count} {path} mails: {mails:?}",
+                mails.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The token of the `nth` (from 1) `<path>?token=` link mailed to
+    /// `email`, after checking that the link opens the app and the token
+    /// starts with `prefix`.
+    pub async fn mailed_token(&self, email: &str, path: &str, prefix: &str, nth: usize) -> String {
+        let mails = self.mails_with_link(email, path, nth).await;
+        let body = &mails[nth - 1].body;
+        let app_url = self.settings.app_url.trim_end_matches('/');
+        assert!(
+            body.contains(format!("{app_url}{path}?token=").as_str()),
+            "the link opens {app_url}: {body}"
+        );
+        let token = link_token(body, path);
+        assert!(token.starts_with(prefix), "{token}");
+        token
+    }
+
     pub async fn organization(&self, owner: &Session, name: &str) -> String {
         let response = self
             .graphql_as(
@@ -483,6 +524,19 @@ impl Drop for TestApp {
 }
 
 /// An email address no other test uses.
+/// The token in `body`'s `<path>?token=…` link.
+pub fn link_token(body: &str, path: &str) -> String {
+    let marker = format!("{path}?token=");
+    let start = body
+        .find(marker.as_str())
+        .unwrap_or_else(|| panic!("no {marker} link in {body}"))
+        + marker.len();
+    body[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .collect()
+}
+
 pub fn unique_email() -> String {
     format!("user-{}@example.com", uuid::Uuid::new_v4().simple())
 }
