@@ -187,6 +187,7 @@ impl App {
         let control = self.state.bus.subscribe(Topic::Control).await;
         let revocations = tokio::spawn(self.state.revocations.clone().run(
             self.state.db.clone(),
+            self.state.clock.clone(),
             control,
             interval,
             shutting_down.clone(),

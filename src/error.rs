@@ -16,8 +16,9 @@ use async_graphql::ErrorExtensions;
 pub enum AppError {
     /// No valid credentials: sign in or refresh the access token.
     Unauthenticated(&'static str),
-    /// Signed in, but the role does not allow this action.
-    Forbidden,
+    /// Signed in, but not allowed to do this (the role, or the kind of
+    /// credential, does not allow it).
+    Forbidden(&'static str),
     /// The object does not exist or the viewer may not know it exists.
     NotFound(&'static str),
     /// Input that can't be accepted; `field` is its path in the input.
@@ -43,7 +44,7 @@ impl AppError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Unauthenticated(_) => "UNAUTHENTICATED",
-            Self::Forbidden => "FORBIDDEN",
+            Self::Forbidden(_) => "FORBIDDEN",
             Self::NotFound(_) => "NOT_FOUND",
             Self::BadUserInput { .. } => "BAD_USER_INPUT",
             Self::Conflict(_) => "CONFLICT",
@@ -56,7 +57,7 @@ impl AppError {
     pub fn public_message(&self) -> String {
         match self {
             Self::Unauthenticated(message) => (*message).to_owned(),
-            Self::Forbidden => "your role does not allow this action".to_owned(),
+            Self::Forbidden(message) => (*message).to_owned(),
             Self::NotFound(what) => format!("{what} not found"),
             Self::BadUserInput { message, .. } => message.clone(),
             Self::Conflict(message) => message.clone(),

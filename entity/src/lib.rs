@@ -5,6 +5,7 @@
 //! `flowpilot` crate read and write these models and convert them into their
 //! own types at the edge.
 
+pub mod api_key;
 pub mod audit_entry;
 pub mod execution;
 pub mod execution_event;

@@ -1,5 +1,6 @@
 //! Identity: registration, sign-in, sessions and the tokens that name them,
-//! email verification, password changes and resets, and TOTP MFA.
+//! email verification, password changes and resets, TOTP MFA, and the API
+//! keys programs use in place of a user.
 //!
 //! `service`, `account` and `mfa` hold the rules and the database work;
 //! `schema`, `account_schema` and `mfa_schema` expose them to GraphQL. Input is parsed into [`Email`],
@@ -8,6 +9,8 @@
 
 pub mod account;
 pub mod account_schema;
+pub mod api_keys;
+pub mod api_keys_schema;
 mod email;
 pub mod mfa;
 pub mod mfa_schema;

@@ -3,8 +3,8 @@
 //! instances.
 //!
 //! Two kinds of topic: one per organization (execution events) and one
-//! control topic every instance listens to (worker wake-ups now; cancel
-//! requests and revocations later). Delivery is at most once: a subscriber
+//! control topic every instance listens to (worker wake-ups, cancel
+//! requests, and revoked credentials and memberships). Delivery is at most once: a subscriber
 //! that falls behind receives [`BusSignal::Lagged`], and after the bus's
 //! connection was re-established [`BusSignal::Reconnected`], so it knows to
 //! fill the gap from the durable event log.
@@ -43,6 +43,11 @@ pub enum BusMessage {
     CancelRequested { execution_id: Uuid },
     /// These sessions ended: close their open connections.
     SessionsRevoked { session_ids: Vec<Uuid> },
+    /// These API keys were revoked: close their open connections.
+    ApiKeysRevoked { key_ids: Vec<Uuid> },
+    /// Memberships of this organization were removed or changed: end the
+    /// subscriptions whose member lost access.
+    MembershipsChanged { organization_id: Uuid },
 }
 
 /// What a subscriber receives.

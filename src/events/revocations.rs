@@ -1,95 +1,163 @@
-//! Closing the open connections of sessions that end.
+//! Ending open connections and streams whose access ended.
 //!
-//! A WebSocket is authorized once, at `connection_init`, and may stay open
-//! for hours; ending its session must end it too. Each connection watches
-//! its session here. A revocation reaches every instance on the control
-//! topic; as a fallback for a lost message, one batched query per instance
-//! re-checks every watched session every few seconds.
+//! A WebSocket is authorized once, at `connection_init`, and a subscription
+//! once, when it starts; both may stay open for hours. Two kinds of watch
+//! keep them honest:
+//!
+//! - a connection watches its credential (a session or an API key): when it
+//!   is revoked, expires or disappears, the connection closes;
+//! - a subscription of a member watches their membership: when it is
+//!   removed or its role lowered, the subscription ends with FORBIDDEN.
+//!
+//! Changes reach every instance on the control topic. As a fallback for a
+//! lost message, each instance re-checks everything it watches every few
+//! seconds, with one batched query per kind.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use entity::user_session;
+use entity::role::Role;
+use entity::{api_key, membership, user_session};
+use futures::{Stream, StreamExt};
+use sea_orm::sea_query::Condition;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::bus::{BusMessage, BusSignal, Subscription};
+use crate::clock::Clock;
+use crate::error::{AppError, AppResult};
+use crate::orgs::policy;
 
-/// The sessions connections on this instance are open for.
-#[derive(Clone, Default)]
-pub struct Revocations {
-    watched: Arc<Mutex<HashMap<Uuid, watch::Sender<bool>>>>,
+/// Watched keys, each with a flag raised when its access ends.
+struct Registry<K> {
+    watched: Arc<Mutex<HashMap<K, watch::Sender<bool>>>>,
 }
 
-/// One connection's watch on its session; dropping it stops watching.
-pub struct SessionWatch {
-    session_id: Uuid,
-    revoked: watch::Receiver<bool>,
-    registry: Revocations,
-}
-
-impl SessionWatch {
-    /// Resolves once the session has ended (at once if it already has).
-    pub async fn ended(&mut self) {
-        let _ = self.revoked.wait_for(|revoked| *revoked).await;
-    }
-}
-
-impl Drop for SessionWatch {
-    fn drop(&mut self) {
-        let mut watched = self.registry.lock();
-        // This watch's receiver is still alive here, so "only us" is 1.
-        if watched
-            .get(&self.session_id)
-            .is_some_and(|sender| sender.receiver_count() <= 1)
-        {
-            watched.remove(&self.session_id);
+impl<K> Clone for Registry<K> {
+    fn clone(&self) -> Self {
+        Self {
+            watched: self.watched.clone(),
         }
     }
 }
 
-impl Revocations {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, watch::Sender<bool>>> {
+impl<K> Default for Registry<K> {
+    fn default() -> Self {
+        Self {
+            watched: Arc::default(),
+        }
+    }
+}
+
+/// One watch on a key; dropping it stops watching.
+pub struct Watch<K: Eq + Hash + Clone> {
+    key: K,
+    ended: watch::Receiver<bool>,
+    registry: Registry<K>,
+}
+
+impl<K: Eq + Hash + Clone> Watch<K> {
+    /// Resolves once access has ended (at once if it already has).
+    pub async fn ended(&mut self) {
+        let _ = self.ended.wait_for(|ended| *ended).await;
+    }
+}
+
+impl<K: Eq + Hash + Clone> Drop for Watch<K> {
+    fn drop(&mut self) {
+        let mut watched = self.registry.lock();
+        // This watch's receiver is still alive here, so "only us" is 1.
+        if watched
+            .get(&self.key)
+            .is_some_and(|sender| sender.receiver_count() <= 1)
+        {
+            watched.remove(&self.key);
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone> Registry<K> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, watch::Sender<bool>>> {
         self.watched
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Starts watching `session_id` for a connection.
-    pub fn watch(&self, session_id: Uuid) -> SessionWatch {
-        let revoked = self
+    fn watch(&self, key: K) -> Watch<K> {
+        let ended = self
             .lock()
-            .entry(session_id)
+            .entry(key.clone())
             .or_insert_with(|| watch::channel(false).0)
             .subscribe();
-        SessionWatch {
-            session_id,
-            revoked,
+        Watch {
+            key,
+            ended,
             registry: self.clone(),
         }
     }
 
-    /// Ends the connections of these sessions on this instance.
-    pub fn revoke(&self, session_ids: &[Uuid]) {
+    fn end(&self, keys: impl IntoIterator<Item = K>) {
         let watched = self.lock();
-        for id in session_ids {
-            if let Some(sender) = watched.get(id) {
+        for key in keys {
+            if let Some(sender) = watched.get(&key) {
                 let _ = sender.send(true);
             }
         }
     }
 
-    fn watched_ids(&self) -> Vec<Uuid> {
-        self.lock().keys().copied().collect()
+    fn keys(&self) -> Vec<K> {
+        self.lock().keys().cloned().collect()
+    }
+}
+
+/// A member's access to an organization as a subscription was granted it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MembershipGrant {
+    pub organization_id: Uuid,
+    pub user_id: Uuid,
+    pub role: Role,
+}
+
+/// A connection's watch on its credential.
+pub type CredentialWatch = Watch<Uuid>;
+/// A subscription's watch on its member's membership.
+pub type MembershipWatch = Watch<MembershipGrant>;
+
+/// The credentials and memberships that connections and subscriptions on
+/// this instance were authorized with.
+#[derive(Clone, Default)]
+pub struct Revocations {
+    /// Session ids and API key ids (both UUID v7, so they never collide).
+    credentials: Registry<Uuid>,
+    memberships: Registry<MembershipGrant>,
+}
+
+impl Revocations {
+    /// Starts watching a session or an API key for a connection.
+    pub fn watch_credential(&self, credential_id: Uuid) -> CredentialWatch {
+        self.credentials.watch(credential_id)
     }
 
-    /// Applies revocations from the control topic as they come, and
-    /// re-checks the watched sessions every `interval`, until `stop`.
+    /// Starts watching a membership for a subscription.
+    pub fn watch_membership(&self, grant: MembershipGrant) -> MembershipWatch {
+        self.memberships.watch(grant)
+    }
+
+    /// Closes the connections of these sessions or API keys on this instance.
+    pub fn revoke(&self, credential_ids: &[Uuid]) {
+        self.credentials.end(credential_ids.iter().copied());
+    }
+
+    /// Applies control messages as they come, and re-checks everything
+    /// watched every `interval`, until `stop`.
     pub async fn run(
         self,
         db: DatabaseConnection,
+        clock: Clock,
         mut control: Subscription,
         interval: Duration,
         mut stop: watch::Receiver<bool>,
@@ -103,37 +171,137 @@ impl Revocations {
                     Some(BusSignal::Message(BusMessage::SessionsRevoked { session_ids })) => {
                         self.revoke(&session_ids);
                     }
-                    // A lag or a reconnect may have hidden a revocation.
-                    Some(BusSignal::Lagged | BusSignal::Reconnected) => self.recheck(&db).await,
+                    Some(BusSignal::Message(BusMessage::ApiKeysRevoked { key_ids })) => {
+                        self.revoke(&key_ids);
+                    }
+                    Some(BusSignal::Message(BusMessage::MembershipsChanged { organization_id })) => {
+                        self.report(self.recheck_memberships(&db, Some(organization_id)).await);
+                    }
+                    // A lag or a reconnect may have hidden a change.
+                    Some(BusSignal::Lagged | BusSignal::Reconnected) => self.recheck(&db, &clock).await,
                     Some(BusSignal::Message(_)) => {}
                     // Without a bus, the re-check alone keeps watch.
                     None => bus_open = false,
                 },
-                _ = ticker.tick() => self.recheck(&db).await,
+                _ = ticker.tick() => self.recheck(&db, &clock).await,
                 _ = stop.changed() => return,
             }
         }
     }
 
-    /// Ends the watched sessions the database says have ended.
-    async fn recheck(&self, db: &DatabaseConnection) {
-        let ids = self.watched_ids();
-        if ids.is_empty() {
-            return;
-        }
-        let ended: Result<Vec<Uuid>, _> = user_session::Entity::find()
-            .select_only()
-            .column(user_session::Column::Id)
-            .filter(user_session::Column::Id.is_in(ids))
-            .filter(user_session::Column::RevokedAt.is_not_null())
-            .into_tuple()
-            .all(db)
-            .await;
-        match ended {
-            Ok(ended) => self.revoke(&ended),
-            Err(err) => tracing::warn!(error = %err, "re-checking open sessions failed"),
+    fn report(&self, result: Result<(), sea_orm::DbErr>) {
+        if let Err(err) = result {
+            tracing::warn!(error = %err, "re-checking open connections failed");
         }
     }
+
+    async fn recheck(&self, db: &DatabaseConnection, clock: &Clock) {
+        self.report(self.recheck_credentials(db, clock).await);
+        self.report(self.recheck_memberships(db, None).await);
+    }
+
+    /// Ends the watched credentials that are no longer live: revoked,
+    /// expired or deleted (with their user or organization).
+    async fn recheck_credentials(
+        &self,
+        db: &DatabaseConnection,
+        clock: &Clock,
+    ) -> Result<(), sea_orm::DbErr> {
+        let ids = self.credentials.keys();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut live: HashSet<Uuid> = user_session::Entity::find()
+            .select_only()
+            .column(user_session::Column::Id)
+            .filter(user_session::Column::Id.is_in(ids.iter().copied()))
+            .filter(user_session::Column::RevokedAt.is_null())
+            .into_tuple::<Uuid>()
+            .all(db)
+            .await?
+            .into_iter()
+            .collect();
+        let now = clock.now();
+        live.extend(
+            api_key::Entity::find()
+                .select_only()
+                .column(api_key::Column::Id)
+                .filter(api_key::Column::Id.is_in(ids.iter().copied()))
+                .filter(api_key::Column::RevokedAt.is_null())
+                .filter(
+                    Condition::any()
+                        .add(api_key::Column::ExpiresAt.is_null())
+                        .add(api_key::Column::ExpiresAt.gt(now)),
+                )
+                .into_tuple::<Uuid>()
+                .all(db)
+                .await?,
+        );
+        self.credentials
+            .end(ids.into_iter().filter(|id| !live.contains(id)));
+        Ok(())
+    }
+
+    /// Ends the watched memberships (of one organization, or all) that are
+    /// gone or now hold a lower role than they were granted with.
+    pub async fn recheck_memberships(
+        &self,
+        db: &DatabaseConnection,
+        organization_id: Option<Uuid>,
+    ) -> Result<(), sea_orm::DbErr> {
+        let grants: Vec<MembershipGrant> = self
+            .memberships
+            .keys()
+            .into_iter()
+            .filter(|grant| organization_id.is_none_or(|id| grant.organization_id == id))
+            .collect();
+        if grants.is_empty() {
+            return Ok(());
+        }
+        let organizations: HashSet<Uuid> = grants.iter().map(|g| g.organization_id).collect();
+        let users: HashSet<Uuid> = grants.iter().map(|g| g.user_id).collect();
+        let current: HashMap<(Uuid, Uuid), Role> = membership::Entity::find()
+            .filter(membership::Column::OrganizationId.is_in(organizations))
+            .filter(membership::Column::UserId.is_in(users))
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|m| ((m.organization_id, m.user_id), m.role))
+            .collect();
+        self.memberships.end(grants.into_iter().filter(|grant| {
+            current
+                .get(&(grant.organization_id, grant.user_id))
+                .is_none_or(|role| policy::rank(*role) < policy::rank(grant.role))
+        }));
+        Ok(())
+    }
+}
+
+/// `stream` until `watch` sees the membership end, then one FORBIDDEN
+/// error and the end. A stream that ends by itself ends as it would.
+pub fn until_membership_ends<T: Send + 'static>(
+    stream: impl Stream<Item = AppResult<T>> + Send + 'static,
+    watch: Option<MembershipWatch>,
+) -> impl Stream<Item = AppResult<T>> + Send + 'static {
+    type Inner<T> = Pin<Box<dyn Stream<Item = AppResult<T>> + Send>>;
+    let Some(watch) = watch else {
+        return stream.boxed();
+    };
+    let state: Option<(Inner<T>, MembershipWatch)> = Some((stream.boxed(), watch));
+    futures::stream::unfold(state, |state| async move {
+        let (mut stream, mut watch) = state?;
+        tokio::select! {
+            biased;
+            () = watch.ended() => Some((
+                Err(AppError::Forbidden(
+                    "your access to this organization changed; subscribe again",
+                )),
+                None,
+            )),
+            item = stream.next() => item.map(|item| (item, Some((stream, watch)))),
+        }
+    })
+    .boxed()
 }
 
 #[cfg(test)]
@@ -141,15 +309,15 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_watch_ends_when_its_session_is_revoked_and_not_for_others() {
+    async fn a_watch_ends_when_its_credential_is_revoked_and_not_for_others() {
         let revocations = Revocations::default();
         let (mine, other) = (Uuid::now_v7(), Uuid::now_v7());
-        let mut watch = revocations.watch(mine);
+        let mut watch = revocations.watch_credential(mine);
         revocations.revoke(&[other]);
         let early = tokio::time::timeout(Duration::from_millis(50), watch.ended()).await;
         assert!(
             early.is_err(),
-            "another session's revocation ended this watch"
+            "another credential's revocation ended this watch"
         );
         revocations.revoke(&[mine]);
         tokio::time::timeout(Duration::from_secs(1), watch.ended())
@@ -158,14 +326,50 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn dropping_the_last_watch_of_a_session_forgets_it() {
+    async fn dropping_the_last_watch_of_a_credential_forgets_it() {
         let revocations = Revocations::default();
         let session = Uuid::now_v7();
-        let first = revocations.watch(session);
-        let second = revocations.watch(session);
+        let first = revocations.watch_credential(session);
+        let second = revocations.watch_credential(session);
         drop(first);
-        assert_eq!(revocations.watched_ids(), [session]);
+        assert_eq!(revocations.credentials.keys(), [session]);
         drop(second);
-        assert!(revocations.watched_ids().is_empty());
+        assert!(revocations.credentials.keys().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stream_ends_with_forbidden_once_its_membership_ends() {
+        let revocations = Revocations::default();
+        let grant = MembershipGrant {
+            organization_id: Uuid::now_v7(),
+            user_id: Uuid::now_v7(),
+            role: Role::Editor,
+        };
+        let watch = revocations.watch_membership(grant);
+        let endless = futures::stream::pending::<AppResult<u32>>();
+        let mut stream = Box::pin(until_membership_ends(endless, Some(watch)));
+        revocations.memberships.end([grant]);
+        let item = tokio::time::timeout(Duration::from_secs(1), stream.next())
+            .await
+            .expect("the stream answered");
+        assert!(matches!(item, Some(Err(AppError::Forbidden(_)))));
+        assert!(stream.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_finishes_by_itself_ends_without_an_error() {
+        let revocations = Revocations::default();
+        let grant = MembershipGrant {
+            organization_id: Uuid::now_v7(),
+            user_id: Uuid::now_v7(),
+            role: Role::Viewer,
+        };
+        let watch = revocations.watch_membership(grant);
+        let items = futures::stream::iter([Ok(1), Ok(2)]);
+        let collected: Vec<u32> = until_membership_ends(items, Some(watch))
+            .map(|item| item.expect("no error"))
+            .collect()
+            .await;
+        assert_eq!(collected, [1, 2]);
     }
 }

@@ -560,10 +560,10 @@ impl ExecutionQuery {
         id: ID,
     ) -> async_graphql::Result<Option<Execution>> {
         let request = RequestContext::of(ctx);
-        let user = request.viewer.user()?;
+        let actor = request.viewer.principal()?;
         let id = parse_id(&id, "id")?;
         Ok(Some(
-            service::find_for_member(&request.state.db, user.user.id, id)
+            service::find_for_member(&request.state.db, actor, id)
                 .await?
                 .into(),
         ))
@@ -582,7 +582,7 @@ impl ExecutionMutation {
         input: RunWorkflowInput,
     ) -> async_graphql::Result<Execution> {
         let request = RequestContext::of(ctx);
-        let user = request.viewer.user()?;
+        let actor = request.viewer.principal()?;
         let run = RunRequest {
             workflow_id: parse_id(&input.workflow_id, "workflowId")?,
             input: input
@@ -595,7 +595,7 @@ impl ExecutionMutation {
                 .map(|key| IdempotencyKey::parse(key, "idempotencyKey"))
                 .transpose()?,
         };
-        Ok(service::run_workflow(&request.state, user.user.id, run)
+        Ok(service::run_workflow(&request.state, actor, run)
             .await?
             .into())
     }
@@ -609,9 +609,9 @@ impl ExecutionMutation {
         input: CancelExecutionInput,
     ) -> async_graphql::Result<Execution> {
         let request = RequestContext::of(ctx);
-        let user = request.viewer.user()?;
+        let actor = request.viewer.principal()?;
         let id = parse_id(&input.execution_id, "executionId")?;
-        Ok(service::cancel_execution(&request.state, user.user.id, id)
+        Ok(service::cancel_execution(&request.state, actor, id)
             .await?
             .into())
     }
@@ -624,9 +624,9 @@ impl ExecutionMutation {
         input: RetryExecutionInput,
     ) -> async_graphql::Result<Execution> {
         let request = RequestContext::of(ctx);
-        let user = request.viewer.user()?;
+        let actor = request.viewer.principal()?;
         let id = parse_id(&input.execution_id, "executionId")?;
-        Ok(service::retry_execution(&request.state, user.user.id, id)
+        Ok(service::retry_execution(&request.state, actor, id)
             .await?
             .into())
     }
@@ -647,11 +647,11 @@ impl ExecutionSubscription {
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<ExecutionEvent>> + use<>>
     {
         let request = RequestContext::of(ctx);
-        let user = request.viewer.user()?;
+        let actor = request.viewer.principal()?;
         let id = parse_id(&execution_id, "executionId")?;
-        let found = service::find_for_member(&request.state.db, user.user.id, id).await?;
+        let found = service::find_for_member(&request.state.db, actor, id).await?;
         let viewer_role = found.role;
-        let events = service::event_stream(&request.state, &found, after_seq.unwrap_or(0))?;
+        let events = service::event_stream(&request.state, actor, &found, after_seq.unwrap_or(0))?;
         Ok(events.map(move |event| match event {
             Ok(record) => Ok(ExecutionEvent {
                 record,

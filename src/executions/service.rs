@@ -19,9 +19,10 @@ use crate::db::{begin_write, locked};
 use crate::engine::store::{self as engine_store, CancelOutcome, publish_after_commit};
 use crate::error::{AppError, AppResult};
 use crate::events::log::{self, EventKind, ExecutionEventRecord};
+use crate::events::revocations::{MembershipGrant, until_membership_ends};
 use crate::events::{BusMessage, Topic, replay};
 use crate::orgs::policy::{self, Action};
-use crate::orgs::service::role_of;
+use crate::orgs::principal::Principal;
 use crate::pagination::{Page, Position};
 use crate::workflows::definition::WorkflowDefinition;
 use crate::workflows::service as workflows;
@@ -100,10 +101,10 @@ pub struct RunRequest {
 /// NOT_FOUND for those who cannot see the workflow.
 pub async fn run_workflow(
     state: &AppState,
-    user_id: Uuid,
+    actor: Principal,
     request: RunRequest,
 ) -> AppResult<MemberExecution> {
-    let found = workflows::find_for_member(&state.db, user_id, request.workflow_id).await?;
+    let found = workflows::find_for_member(&state.db, actor, request.workflow_id).await?;
     policy::authorize(found.role, Action::RunWorkflow)?;
     let version_id = found.workflow.active_version_id.ok_or_else(|| {
         AppError::Internal(anyhow::anyhow!(
@@ -117,7 +118,7 @@ pub async fn run_workflow(
         input: request.input,
         priority: request.priority,
         idempotency_key: request.idempotency_key,
-        created_by: user_id,
+        created_by: actor.user_id(),
         retry_of_id: None,
     };
     let execution = enqueue(state, new).await?;
@@ -132,10 +133,10 @@ pub async fn run_workflow(
 /// it has finished. Returns the execution as it is after the request.
 pub async fn cancel_execution(
     state: &AppState,
-    user_id: Uuid,
+    actor: Principal,
     execution_id: Uuid,
 ) -> AppResult<MemberExecution> {
-    let found = find_for_member(&state.db, user_id, execution_id).await?;
+    let found = find_for_member(&state.db, actor, execution_id).await?;
     policy::authorize(found.role, Action::CancelExecution)?;
     match engine_store::cancel(state, execution_id).await? {
         CancelOutcome::Cancelled(execution) | CancelOutcome::Requested(execution) => {
@@ -154,10 +155,10 @@ pub async fn cancel_execution(
 /// linked to it. EDITOR and above; CONFLICT while the original still runs.
 pub async fn retry_execution(
     state: &AppState,
-    user_id: Uuid,
+    actor: Principal,
     execution_id: Uuid,
 ) -> AppResult<MemberExecution> {
-    let original = find_for_member(&state.db, user_id, execution_id).await?;
+    let original = find_for_member(&state.db, actor, execution_id).await?;
     policy::authorize(original.role, Action::RunWorkflow)?;
     if !original.execution.status.is_terminal() {
         return Err(AppError::Conflict(
@@ -174,7 +175,7 @@ pub async fn retry_execution(
         input: original.execution.input.clone(),
         priority: Priority::from_i32(original.execution.priority),
         idempotency_key: None,
-        created_by: user_id,
+        created_by: actor.user_id(),
         retry_of_id: Some(original.execution.id),
     };
     let execution = enqueue(state, new).await?;
@@ -190,7 +191,7 @@ struct NewExecution<'a> {
     input: Value,
     priority: Priority,
     idempotency_key: Option<IdempotencyKey>,
-    created_by: Uuid,
+    created_by: Option<Uuid>,
     retry_of_id: Option<Uuid>,
 }
 
@@ -248,7 +249,7 @@ async fn enqueue(state: &AppState, new: NewExecution<'_>) -> AppResult<execution
         cancel_requested: Set(false),
         run_after: Set(None),
         last_event_seq: Set(1),
-        created_by: Set(Some(new.created_by)),
+        created_by: Set(new.created_by),
         retry_of_id: Set(new.retry_of_id),
         queued_at: Set(now),
         started_at: Set(None),
@@ -292,10 +293,10 @@ async fn enqueue(state: &AppState, new: NewExecution<'_>) -> AppResult<execution
     Ok(execution)
 }
 
-/// The execution as `user_id` sees it; NOT_FOUND unless they may view it.
+/// The execution as `principal` sees it; NOT_FOUND unless it may view it.
 pub async fn find_for_member(
     db: &DatabaseConnection,
-    user_id: Uuid,
+    principal: Principal,
     execution_id: Uuid,
 ) -> AppResult<MemberExecution> {
     let not_found = || AppError::NotFound("execution");
@@ -303,7 +304,8 @@ pub async fn find_for_member(
         .one(db)
         .await?
         .ok_or_else(not_found)?;
-    let role = role_of(db, user_id, execution.organization_id)
+    let role = principal
+        .role_in(db, execution.organization_id)
         .await?
         .ok_or_else(not_found)?;
     policy::authorize(role, Action::ViewExecution)?;
@@ -311,9 +313,12 @@ pub async fn find_for_member(
 }
 
 /// The execution's events after `after_seq`: replayed from the log, then
-/// live until the terminal event. See [`replay::execution_events`].
+/// live until the terminal event (see [`replay::execution_events`]). A
+/// member's stream ends with FORBIDDEN as soon as they are removed or their
+/// role is lowered; a key's ends with its connection when it is revoked.
 pub fn event_stream(
     state: &AppState,
+    principal: Principal,
     execution: &MemberExecution,
     after_seq: i32,
 ) -> AppResult<impl Stream<Item = AppResult<ExecutionEventRecord>> + use<>> {
@@ -324,12 +329,20 @@ pub fn event_stream(
             format!("afterSeq must be from 0 to the execution's lastEventSeq ({last})"),
         ));
     }
-    Ok(replay::execution_events(
+    let membership = principal.user_id().map(|user_id| {
+        state.revocations.watch_membership(MembershipGrant {
+            organization_id: execution.execution.organization_id,
+            user_id,
+            role: execution.role,
+        })
+    });
+    let events = replay::execution_events(
         state.clone(),
         execution.execution.id,
         execution.execution.organization_id,
         after_seq,
-    ))
+    );
+    Ok(until_membership_ends(events, membership))
 }
 
 /// Which executions a list holds.

@@ -8,8 +8,10 @@ use uuid::Uuid;
 
 use super::loaders::Loaders;
 use crate::app::AppState;
+use crate::auth::api_keys;
 use crate::auth::service::{self, AuthenticatedUser, DeviceInfo};
 use crate::error::{AppError, AppResult};
+use crate::orgs::principal::{KeyGrant, Principal};
 
 /// Who is making the request.
 #[derive(Clone, Debug)]
@@ -18,6 +20,8 @@ pub enum Viewer {
     Anonymous,
     /// A valid access token for a live session.
     User(AuthenticatedUser),
+    /// A live API key: acts in its one organization with its role.
+    ApiKey(KeyGrant),
     /// Credentials were sent but are invalid, expired or revoked.
     Rejected(&'static str),
     /// Credentials could not be checked (the database failed); logged.
@@ -26,7 +30,8 @@ pub enum Viewer {
 
 impl Viewer {
     /// Resolves the viewer from an `Authorization` header value (`Bearer
-    /// <access token>`, scheme case-insensitive).
+    /// <access token>` or `Bearer fp_…` for an API key, scheme
+    /// case-insensitive).
     pub async fn from_authorization(state: &AppState, authorization: Option<&str>) -> Self {
         let Some(value) = authorization else {
             return Self::Anonymous;
@@ -39,8 +44,13 @@ impl Viewer {
         let Some(token) = token.filter(|t| !t.is_empty()) else {
             return Self::Rejected("the Authorization header must be `Bearer <access token>`");
         };
-        match service::authenticate(state, token).await {
-            Ok(user) => Self::User(user),
+        let authenticated = if api_keys::is_api_key(token) {
+            api_keys::authenticate(state, token).await.map(Self::ApiKey)
+        } else {
+            service::authenticate(state, token).await.map(Self::User)
+        };
+        match authenticated {
+            Ok(viewer) => viewer,
             Err(AppError::Unauthenticated(reason)) => Self::Rejected(reason),
             Err(err) => {
                 tracing::error!(error = ?err, "authenticating a request failed");
@@ -49,17 +59,41 @@ impl Viewer {
         }
     }
 
-    /// The signed-in user, or UNAUTHENTICATED.
+    /// The signed-in user; UNAUTHENTICATED when anonymous, FORBIDDEN for
+    /// an API key (what only a person may do).
     pub fn user(&self) -> AppResult<&AuthenticatedUser> {
+        if let Self::ApiKey(_) = self {
+            return Err(AppError::Forbidden(
+                "an API key cannot do this: sign in as a user",
+            ));
+        }
         self.optional_user()?
             .ok_or(AppError::Unauthenticated("sign in to do this"))
     }
 
-    /// The signed-in user, `None` when anonymous, and an error when the
-    /// credentials sent were bad.
+    /// Who acts in an organization: the signed-in user or the API key;
+    /// UNAUTHENTICATED when anonymous.
+    pub fn principal(&self) -> AppResult<Principal> {
+        match self {
+            Self::ApiKey(grant) => Ok(Principal::ApiKey(*grant)),
+            _ => Ok(Principal::User(self.user()?.user.id)),
+        }
+    }
+
+    /// The session or API key the request was authorized with, if any.
+    pub fn credential_id(&self) -> Option<Uuid> {
+        match self {
+            Self::User(user) => Some(user.session_id),
+            Self::ApiKey(grant) => Some(grant.key_id),
+            Self::Anonymous | Self::Rejected(_) | Self::Unavailable => None,
+        }
+    }
+
+    /// The signed-in user, `None` when anonymous or an API key, and an
+    /// error when the credentials sent were bad.
     pub fn optional_user(&self) -> AppResult<Option<&AuthenticatedUser>> {
         match self {
-            Self::Anonymous => Ok(None),
+            Self::Anonymous | Self::ApiKey(_) => Ok(None),
             Self::User(user) => Ok(Some(user)),
             Self::Rejected(reason) => Err(AppError::Unauthenticated(reason)),
             Self::Unavailable => Err(AppError::Internal(anyhow::anyhow!(

@@ -9,7 +9,7 @@ use async_graphql::dataloader::DataLoader;
 use crate::app::AppState;
 use crate::error::AppError;
 use crate::executions::loaders::{ExecutionLoader, StepRunsByExecutionLoader};
-use crate::orgs::loaders::{MembershipsByUserLoader, OrganizationLoader, UserLoader};
+use crate::orgs::loaders::{ApiKeyLoader, MembershipsByUserLoader, OrganizationLoader, UserLoader};
 use crate::workflows::loaders::{WorkflowLoader, WorkflowVersionLoader};
 
 /// Why a batch load failed; cloneable, as DataLoader requires.
@@ -33,6 +33,7 @@ pub struct Loaders {
     pub organizations: DataLoader<OrganizationLoader>,
     pub memberships_by_user: DataLoader<MembershipsByUserLoader>,
     pub users: DataLoader<UserLoader>,
+    pub api_keys: DataLoader<ApiKeyLoader>,
     pub workflows: DataLoader<WorkflowLoader>,
     pub workflow_versions: DataLoader<WorkflowVersionLoader>,
     pub executions: DataLoader<ExecutionLoader>,
@@ -47,6 +48,7 @@ impl Loaders {
             organizations: DataLoader::new(OrganizationLoader(db()), tokio::spawn),
             memberships_by_user: DataLoader::new(MembershipsByUserLoader(db()), tokio::spawn),
             users: DataLoader::new(UserLoader(db()), tokio::spawn),
+            api_keys: DataLoader::new(ApiKeyLoader(db()), tokio::spawn),
             workflows: DataLoader::new(WorkflowLoader(db()), tokio::spawn),
             workflow_versions: DataLoader::new(WorkflowVersionLoader(db()), tokio::spawn),
             executions: DataLoader::new(ExecutionLoader(db()), tokio::spawn),

@@ -10,6 +10,7 @@ pub mod loaders;
 use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
 
 use crate::auth::account_schema::AccountMutation;
+use crate::auth::api_keys_schema::ApiKeyMutation;
 use crate::auth::mfa_schema::MfaMutation;
 use crate::auth::schema::{AuthMutation, AuthQuery};
 use crate::config::Settings;
@@ -32,6 +33,7 @@ pub struct MutationRoot(
     MfaMutation,
     OrgMutation,
     MembersMutation,
+    ApiKeyMutation,
     WorkflowMutation,
     ExecutionMutation,
 );

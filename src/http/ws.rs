@@ -7,13 +7,13 @@
 //! | no `connection_init` within 10 s (a setting) | 4408 |
 //! | a second `connection_init` | 4429 |
 //! | `subscribe` before `connection_ack` | 4401 |
-//! | credentials in `connection_init` refused, or the session ended later | 4403 |
+//! | credentials in `connection_init` refused, or the session or API key ended later | 4403 |
 //! | `subscribe` with an id already in use | 4409 |
 //! | a message that is not JSON or not of the protocol | 4400 |
 //! | the graphql-transport-ws subprotocol not offered | 4406 |
 //!
-//! The access token travels in the `connection_init` payload as
-//! `{"authorization": "Bearer …"}`; without one the connection is anonymous
+//! The access token (or an API key) travels in the `connection_init`
+//! payload as `{"authorization": "Bearer …"}`; without one the connection is anonymous
 //! and subscriptions that need a user answer UNAUTHENTICATED.
 
 use std::collections::HashMap;
@@ -35,7 +35,7 @@ use super::HttpState;
 use super::client::device_info;
 use super::graphql::client_error;
 use crate::auth::service::DeviceInfo;
-use crate::events::revocations::SessionWatch;
+use crate::events::revocations::CredentialWatch;
 use crate::graphql::context::{RequestContext, Viewer};
 
 /// The subprotocol this endpoint speaks.
@@ -157,16 +157,17 @@ impl Connection {
         let init_deadline = tokio::time::sleep(init_timeout);
         tokio::pin!(init_deadline);
 
-        // Set once the connection is signed in: its session's end closes it.
-        let mut session: Option<SessionWatch> = None;
+        // Set once the connection is signed in: the end of its session or
+        // API key closes it.
+        let mut session: Option<CredentialWatch> = None;
         let close = if !speaks_protocol {
             Some((4406, "Subprotocol not acceptable".to_owned()))
         } else {
             loop {
                 if session.is_none()
-                    && let Some(Viewer::User(user)) = &self.viewer
+                    && let Some(credential) = self.viewer.as_ref().and_then(Viewer::credential_id)
                 {
-                    session = Some(self.state.app.revocations.watch(user.session_id));
+                    session = Some(self.state.app.revocations.watch_credential(credential));
                 }
                 tokio::select! {
                     () = session_ended(session.as_mut()), if session.is_some() => {
@@ -238,7 +239,7 @@ impl Connection {
                     Viewer::Rejected(_) => return Next::Close(4403, "Forbidden".to_owned()),
                     // Not the client's fault: say so instead of blaming its token.
                     Viewer::Unavailable => return Next::Close(1011, "Internal error".to_owned()),
-                    Viewer::Anonymous | Viewer::User(_) => {}
+                    Viewer::Anonymous | Viewer::User(_) | Viewer::ApiKey(_) => {}
                 }
                 self.viewer = Some(viewer);
                 send(outbox, json!({ "type": "connection_ack" })).await;
@@ -354,8 +355,8 @@ async fn send(outbox: &mpsc::Sender<Message>, message: Value) {
         .await;
 }
 
-/// Resolves when the watched session ends; never without one.
-async fn session_ended(session: Option<&mut SessionWatch>) {
+/// Resolves when the watched session or key ends; never without one.
+async fn session_ended(session: Option<&mut CredentialWatch>) {
     match session {
         Some(session) => session.ended().await,
         None => std::future::pending().await,

@@ -15,6 +15,7 @@ use sea_orm::{
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::principal::Principal;
 use crate::error::AppResult;
 use crate::pagination::{Page, Position};
 
@@ -29,10 +30,12 @@ pub enum AuditAction {
     InvitationCreated,
     InvitationRevoked,
     InvitationAccepted,
+    ApiKeyCreated,
+    ApiKeyRevoked,
 }
 
 impl AuditAction {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 10] = [
         Self::OrganizationUpdated,
         Self::MemberRoleChanged,
         Self::MemberRemoved,
@@ -41,6 +44,8 @@ impl AuditAction {
         Self::InvitationCreated,
         Self::InvitationRevoked,
         Self::InvitationAccepted,
+        Self::ApiKeyCreated,
+        Self::ApiKeyRevoked,
     ];
 
     /// The stored name, e.g. `member.role_changed`.
@@ -54,6 +59,8 @@ impl AuditAction {
             Self::InvitationCreated => "invitation.created",
             Self::InvitationRevoked => "invitation.revoked",
             Self::InvitationAccepted => "invitation.accepted",
+            Self::ApiKeyCreated => "api_key.created",
+            Self::ApiKeyRevoked => "api_key.revoked",
         }
     }
 }
@@ -82,6 +89,7 @@ pub enum Target {
     /// A member, by user id.
     Member(Uuid),
     Invitation(Uuid),
+    ApiKey(Uuid),
 }
 
 impl Target {
@@ -90,15 +98,16 @@ impl Target {
             Self::Organization(id) => ("organization", id),
             Self::Member(id) => ("member", id),
             Self::Invitation(id) => ("invitation", id),
+            Self::ApiKey(id) => ("api_key", id),
         }
     }
 }
 
-/// Appends one entry: `actor_user_id` did `action` to `target`.
+/// Appends one entry: `actor` (a user or a key) did `action` to `target`.
 pub async fn record(
     conn: &impl ConnectionTrait,
     organization_id: Uuid,
-    actor_user_id: Uuid,
+    actor: Principal,
     action: AuditAction,
     target: Target,
     details: Option<Value>,
@@ -108,8 +117,8 @@ pub async fn record(
     audit_entry::ActiveModel {
         id: Set(Uuid::now_v7()),
         organization_id: Set(organization_id),
-        actor_user_id: Set(Some(actor_user_id)),
-        actor_api_key_id: Set(None),
+        actor_user_id: Set(actor.user_id()),
+        actor_api_key_id: Set(actor.api_key_id()),
         action: Set(action.as_str().to_owned()),
         target_type: Set(target_type.to_owned()),
         target_id: Set(Some(target_id.to_string())),

@@ -14,8 +14,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::audit::{self, AuditAction, Target};
-use super::members::{lock_organization, membership_of};
+use super::members::lock_organization;
 use super::policy::{self, Action};
+use super::principal::Principal;
 use super::service::{self, MemberOrganization};
 use crate::app::AppState;
 use crate::auth::Email;
@@ -42,7 +43,7 @@ pub struct Issued {
 /// already a member is CONFLICT; only an OWNER may invite an OWNER.
 pub async fn invite(
     state: &AppState,
-    actor_id: Uuid,
+    actor: Principal,
     organization_id: Uuid,
     email: Email,
     role: Role,
@@ -50,9 +51,11 @@ pub async fn invite(
     let now = state.clock.now();
     let txn = begin_write(&state.db).await?;
     let organization = lock_organization(&txn, organization_id).await?;
-    let actor = membership_of(&txn, organization_id, actor_id).await?;
-    policy::authorize(actor.role, Action::ManageInvitations)?;
-    policy::authorize_role_change(actor.role, None, Some(role))?;
+    let actor_role = actor
+        .require_role_in(&txn, organization_id, "organization")
+        .await?;
+    policy::authorize(actor_role, Action::ManageInvitations)?;
+    policy::authorize_role_change(actor_role, None, Some(role))?;
     let already_member = membership::Entity::find()
         .inner_join(user::Entity)
         .filter(membership::Column::OrganizationId.eq(organization_id))
@@ -78,7 +81,7 @@ pub async fn invite(
         email: Set(email.as_str().to_owned()),
         role: Set(role),
         token_hash: Set(token_hash),
-        invited_by: Set(Some(actor_id)),
+        invited_by: Set(actor.user_id()),
         created_at: Set(now),
         expires_at: Set(now + INVITATION_LIFETIME),
         accepted_at: Set(None),
@@ -89,7 +92,7 @@ pub async fn invite(
     audit::record(
         &txn,
         organization_id,
-        actor_id,
+        actor,
         AuditAction::InvitationCreated,
         Target::Invitation(invitation.id),
         Some(json!({ "email": invitation.email, "role": role.to_value() })),
@@ -151,7 +154,7 @@ pub async fn accept(
     audit::record(
         &txn,
         found.organization_id,
-        user.id,
+        Principal::User(user.id),
         AuditAction::InvitationAccepted,
         Target::Invitation(found.id),
         Some(json!({ "email": found.email, "role": found.role.to_value() })),
@@ -167,7 +170,7 @@ pub async fn accept(
 /// unknown ids, CONFLICT once it is no longer pending.
 pub async fn revoke(
     state: &AppState,
-    actor_id: Uuid,
+    actor: Principal,
     invitation_id: Uuid,
 ) -> AppResult<invitation::Model> {
     let not_found = || AppError::NotFound("invitation");
@@ -178,13 +181,10 @@ pub async fn revoke(
         .await?
         .ok_or_else(not_found)?;
     lock_organization(&txn, found.organization_id).await?;
-    let actor = membership_of(&txn, found.organization_id, actor_id)
-        .await
-        .map_err(|e| match e {
-            AppError::NotFound(_) => not_found(),
-            other => other,
-        })?;
-    policy::authorize(actor.role, Action::ManageInvitations)?;
+    let actor_role = actor
+        .require_role_in(&txn, found.organization_id, "invitation")
+        .await?;
+    policy::authorize(actor_role, Action::ManageInvitations)?;
     let updated = invitation::Entity::update_many()
         .col_expr(invitation::Column::RevokedAt, Expr::value(now))
         .filter(invitation::Column::Id.eq(found.id))
@@ -199,7 +199,7 @@ pub async fn revoke(
     audit::record(
         &txn,
         found.organization_id,
-        actor_id,
+        actor,
         AuditAction::InvitationRevoked,
         Target::Invitation(found.id),
         Some(json!({ "email": found.email })),

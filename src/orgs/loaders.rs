@@ -5,11 +5,12 @@
 use std::collections::HashMap;
 
 use async_graphql::dataloader::Loader;
-use entity::{membership, organization, user};
+use entity::{api_key, membership, organization, user};
 use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
 use super::service;
+use crate::auth::api_keys;
 use crate::graphql::loaders::LoadError;
 
 /// Organizations by id.
@@ -45,5 +46,17 @@ impl Loader<Uuid> for UserLoader {
 
     async fn load(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
         Ok(service::users_by_id(&self.0, ids).await?)
+    }
+}
+
+/// API keys by id, for the keys named in the audit log.
+pub struct ApiKeyLoader(pub DatabaseConnection);
+
+impl Loader<Uuid> for ApiKeyLoader {
+    type Value = api_key::Model;
+    type Error = LoadError;
+
+    async fn load(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
+        Ok(api_keys::keys_by_id(&self.0, ids).await?)
     }
 }

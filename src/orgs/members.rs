@@ -17,10 +17,12 @@ use uuid::Uuid;
 
 use super::audit::{self, AuditAction, Target};
 use super::policy::{self, Action};
+use super::principal::Principal;
 use super::service::{MemberOrganization, as_member};
 use crate::app::AppState;
 use crate::db::{begin_write, locked};
 use crate::error::{AppError, AppResult};
+use crate::events::{BusMessage, Topic};
 use crate::pagination::{Page, Position};
 
 /// A member with the person behind the membership.
@@ -73,7 +75,7 @@ pub async fn list(
 /// and the last OWNER keeps the role.
 pub async fn update_role(
     state: &AppState,
-    actor_id: Uuid,
+    actor: Principal,
     organization_id: Uuid,
     user_id: Uuid,
     role: Role,
@@ -81,9 +83,11 @@ pub async fn update_role(
     let now = state.clock.now();
     let txn = begin_write(&state.db).await?;
     lock_organization(&txn, organization_id).await?;
-    let actor = membership_of(&txn, organization_id, actor_id).await?;
-    let target = member_for(&txn, actor.role, organization_id, user_id).await?;
-    policy::authorize_role_change(actor.role, Some(target.role), Some(role))?;
+    let actor_role = actor
+        .require_role_in(&txn, organization_id, "organization")
+        .await?;
+    let target = member_for(&txn, actor_role, organization_id, user_id).await?;
+    policy::authorize_role_change(actor_role, Some(target.role), Some(role))?;
     if target.role == role {
         return member(&txn, target).await;
     }
@@ -99,7 +103,7 @@ pub async fn update_role(
     audit::record(
         &txn,
         organization_id,
-        actor_id,
+        actor,
         AuditAction::MemberRoleChanged,
         Target::Member(user_id),
         Some(details),
@@ -109,6 +113,7 @@ pub async fn update_role(
     let updated = membership::Model { role, ..target };
     let found = member(&txn, updated).await?;
     txn.commit().await?;
+    announce_changed(state, organization_id).await;
     Ok(found)
 }
 
@@ -116,24 +121,26 @@ pub async fn update_role(
 /// stays.
 pub async fn remove(
     state: &AppState,
-    actor_id: Uuid,
+    actor: Principal,
     organization_id: Uuid,
     user_id: Uuid,
 ) -> AppResult<()> {
-    if actor_id == user_id {
-        return leave(state, actor_id, organization_id).await;
+    if actor.user_id() == Some(user_id) {
+        return leave(state, user_id, organization_id).await;
     }
     let now = state.clock.now();
     let txn = begin_write(&state.db).await?;
     lock_organization(&txn, organization_id).await?;
-    let actor = membership_of(&txn, organization_id, actor_id).await?;
-    let target = member_for(&txn, actor.role, organization_id, user_id).await?;
-    policy::authorize_role_change(actor.role, Some(target.role), None)?;
+    let actor_role = actor
+        .require_role_in(&txn, organization_id, "organization")
+        .await?;
+    let target = member_for(&txn, actor_role, organization_id, user_id).await?;
+    policy::authorize_role_change(actor_role, Some(target.role), None)?;
     end_membership(&txn, &target).await?;
     audit::record(
         &txn,
         organization_id,
-        actor_id,
+        actor,
         AuditAction::MemberRemoved,
         Target::Member(user_id),
         Some(json!({ "role": target.role.to_value() })),
@@ -141,6 +148,7 @@ pub async fn remove(
     )
     .await?;
     txn.commit().await?;
+    announce_changed(state, organization_id).await;
     Ok(())
 }
 
@@ -154,7 +162,7 @@ pub async fn leave(state: &AppState, user_id: Uuid, organization_id: Uuid) -> Ap
     audit::record(
         &txn,
         organization_id,
-        user_id,
+        Principal::User(user_id),
         AuditAction::MemberLeft,
         Target::Member(user_id),
         Some(json!({ "role": own.role.to_value() })),
@@ -162,6 +170,7 @@ pub async fn leave(state: &AppState, user_id: Uuid, organization_id: Uuid) -> Ap
     )
     .await?;
     txn.commit().await?;
+    announce_changed(state, organization_id).await;
     Ok(())
 }
 
@@ -169,23 +178,30 @@ pub async fn leave(state: &AppState, user_id: Uuid, organization_id: Uuid) -> Ap
 /// organization as the caller now sees it.
 pub async fn transfer_ownership(
     state: &AppState,
-    actor_id: Uuid,
+    actor: Principal,
     organization_id: Uuid,
     user_id: Uuid,
 ) -> AppResult<MemberOrganization> {
     let now = state.clock.now();
     let txn = begin_write(&state.db).await?;
     let organization = lock_organization(&txn, organization_id).await?;
-    let actor = membership_of(&txn, organization_id, actor_id).await?;
-    policy::authorize(actor.role, Action::TransferOwnership)?;
-    let target = member_for(&txn, actor.role, organization_id, user_id).await?;
+    let actor_role = actor
+        .require_role_in(&txn, organization_id, "organization")
+        .await?;
+    policy::authorize(actor_role, Action::TransferOwnership)?;
+    // Only a member can be OWNER, so only a user gets this far.
+    let Principal::User(actor_id) = actor else {
+        return Err(AppError::Forbidden("only a member can transfer ownership"));
+    };
+    let own = membership_of(&txn, organization_id, actor_id).await?;
+    let target = member_for(&txn, actor_role, organization_id, user_id).await?;
     if target.user_id == actor_id {
         return Err(AppError::bad_input(
             "userId",
             "ownership goes to another member",
         ));
     }
-    for (id, role) in [(target.id, Role::Owner), (actor.id, Role::Admin)] {
+    for (id, role) in [(target.id, Role::Owner), (own.id, Role::Admin)] {
         membership::Entity::update_many()
             .col_expr(membership::Column::Role, Expr::value(role))
             .filter(membership::Column::Id.eq(id))
@@ -195,7 +211,7 @@ pub async fn transfer_ownership(
     audit::record(
         &txn,
         organization_id,
-        actor_id,
+        actor,
         AuditAction::OwnershipTransferred,
         Target::Member(user_id),
         Some(json!({ "from": target.role.to_value(), "previousOwner": actor_id })),
@@ -203,7 +219,28 @@ pub async fn transfer_ownership(
     )
     .await?;
     txn.commit().await?;
+    announce_changed(state, organization_id).await;
     as_member(organization, Role::Admin)
+}
+
+/// Tells every instance (this one first) that memberships of the
+/// organization changed, so that subscriptions of members who lost access
+/// end at once.
+pub(super) async fn announce_changed(state: &AppState, organization_id: Uuid) {
+    if let Err(err) = state
+        .revocations
+        .recheck_memberships(&state.db, Some(organization_id))
+        .await
+    {
+        tracing::warn!(error = %err, "ending subscriptions after a membership change failed");
+    }
+    state
+        .bus
+        .publish(
+            Topic::Control,
+            BusMessage::MembershipsChanged { organization_id },
+        )
+        .await;
 }
 
 /// Locks the organization's row for a membership change; NOT_FOUND when

@@ -13,6 +13,7 @@ use super::policy::{self, Action};
 use super::schema::{Organization, Role};
 use super::{invitations, service};
 use crate::auth::Email;
+use crate::auth::api_keys_schema::ApiKey;
 use crate::error::AppError;
 use crate::graphql::context::{RequestContext, parse_id};
 use crate::pagination::{decode_after, encode_cursor, page_size};
@@ -94,6 +95,8 @@ pub enum AuditEvent {
     InvitationCreated,
     InvitationRevoked,
     InvitationAccepted,
+    ApiKeyCreated,
+    ApiKeyRevoked,
 }
 
 impl From<AuditAction> for AuditEvent {
@@ -107,6 +110,8 @@ impl From<AuditAction> for AuditEvent {
             AuditAction::InvitationCreated => Self::InvitationCreated,
             AuditAction::InvitationRevoked => Self::InvitationRevoked,
             AuditAction::InvitationAccepted => Self::InvitationAccepted,
+            AuditAction::ApiKeyCreated => Self::ApiKeyCreated,
+            AuditAction::ApiKeyRevoked => Self::ApiKeyRevoked,
         }
     }
 }
@@ -129,7 +134,22 @@ impl AuditEntry {
         Ok(action.into())
     }
 
-    /// The member who acted; null once their account is gone.
+    /// The API key that acted; null when a user did.
+    async fn actor_api_key(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<ApiKey>> {
+        let Some(id) = self.0.actor_api_key_id else {
+            return Ok(None);
+        };
+        let key = RequestContext::of(ctx)
+            .loaders
+            .api_keys
+            .load_one(id)
+            .await
+            .map_err(AppError::from)?;
+        Ok(key.map(ApiKey))
+    }
+
+    /// The member who acted; null when an API key did, or once their
+    /// account is gone.
     async fn actor(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<UserSummary>> {
         let Some(id) = self.0.actor_user_id else {
             return Ok(None);
@@ -143,7 +163,7 @@ impl AuditEntry {
         Ok(user.map(UserSummary::from))
     }
 
-    /// `organization`, `member` (by user id) or `invitation`.
+    /// `organization`, `member` (by user id), `invitation` or `api_key`.
     async fn target_type(&self) -> &str {
         &self.0.target_type
     }
@@ -303,7 +323,7 @@ impl MembersMutation {
         input: UpdateOrganizationInput,
     ) -> async_graphql::Result<Organization> {
         let request = RequestContext::of(ctx);
-        let user = request.viewer.user()?;
+        let actor = request.viewer.principal()?;
         let organization_id = parse_id(&input.organization_id, "organizationId")?;
         let change = service::OrganizationChange {
             name: input
@@ -318,8 +338,7 @@ impl MembersMutation {
                 .transpose()?,
         };
         let updated =
-            service::update_organization(&request.state, user.user.id, organization_id, change)
-                .await?;
+            service::update_organization(&request.state, actor, organization_id, change).await?;
         Ok(updated.into())
     }
 
@@ -331,12 +350,12 @@ impl MembersMutation {
         input: UpdateMemberRoleInput,
     ) -> async_graphql::Result<Member> {
         let request = RequestContext::of(ctx);
-        let user = request.viewer.user()?;
+        let actor = request.viewer.principal()?;
         let organization_id = parse_id(&input.organization_id, "organizationId")?;
         let user_id = parse_id(&input.user_id, "userId")?;
         let member = members::update_role(
             &request.state,
-            user.user.id,
+            actor,
             organization_id,
             user_id,
             input.role.into(),
@@ -353,10 +372,10 @@ impl MembersMutation {
         input: MemberInput,
     ) -> async_graphql::Result<bool> {
         let request = RequestContext::of(ctx);
-        let user = request.viewer.user()?;
+        let actor = request.viewer.principal()?;
         let organization_id = parse_id(&input.organization_id, "organizationId")?;
         let user_id = parse_id(&input.user_id, "userId")?;
-        members::remove(&request.state, user.user.id, organization_id, user_id).await?;
+        members::remove(&request.state, actor, organization_id, user_id).await?;
         Ok(true)
     }
 
@@ -380,12 +399,11 @@ impl MembersMutation {
         input: MemberInput,
     ) -> async_graphql::Result<Organization> {
         let request = RequestContext::of(ctx);
-        let user = request.viewer.user()?;
+        let actor = request.viewer.principal()?;
         let organization_id = parse_id(&input.organization_id, "organizationId")?;
         let user_id = parse_id(&input.user_id, "userId")?;
         let organization =
-            members::transfer_ownership(&request.state, user.user.id, organization_id, user_id)
-                .await?;
+            members::transfer_ownership(&request.state, actor, organization_id, user_id).await?;
         Ok(organization.into())
     }
 
@@ -398,12 +416,12 @@ impl MembersMutation {
         input: InviteMemberInput,
     ) -> async_graphql::Result<Invitation> {
         let request = RequestContext::of(ctx);
-        let user = request.viewer.user()?;
+        let actor = request.viewer.principal()?;
         let organization_id = parse_id(&input.organization_id, "organizationId")?;
         let email = Email::parse(&input.email, "email")?;
         let issued = invitations::invite(
             &request.state,
-            user.user.id,
+            actor,
             organization_id,
             email,
             input.role.into(),
@@ -432,9 +450,9 @@ impl MembersMutation {
         input: RevokeInvitationInput,
     ) -> async_graphql::Result<Invitation> {
         let request = RequestContext::of(ctx);
-        let user = request.viewer.user()?;
+        let actor = request.viewer.principal()?;
         let invitation_id = parse_id(&input.invitation_id, "invitationId")?;
-        let revoked = invitations::revoke(&request.state, user.user.id, invitation_id).await?;
+        let revoked = invitations::revoke(&request.state, actor, invitation_id).await?;
         Ok(revoked.into())
     }
 }

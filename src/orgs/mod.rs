@@ -6,10 +6,12 @@
 //! resolvers ask it and never compare roles themselves.
 
 pub mod audit;
+pub mod deletion;
 pub mod invitations;
 pub mod loaders;
 pub mod members;
 pub mod members_schema;
 pub mod policy;
+pub mod principal;
 pub mod schema;
 pub mod service;

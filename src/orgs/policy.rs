@@ -7,7 +7,11 @@
 
 use entity::role::Role;
 
+use super::principal::Principal;
 use crate::error::{AppError, AppResult};
+
+/// Why a role was refused.
+const ROLE_FORBIDS: &str = "your role does not allow this action";
 
 /// Something a member may do inside an organization.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,13 +40,17 @@ pub enum Action {
     ManageInvitations,
     /// Read the audit log.
     ViewAuditLog,
+    /// Create, list and revoke API keys (keys never create keys).
+    ManageApiKeys,
     /// Make another member an OWNER in the caller's place.
     TransferOwnership,
+    /// Delete the organization and everything it owns.
+    DeleteOrganization,
 }
 
 impl Action {
     /// Every action, for tests that must cover each one.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 15] = [
         Self::ViewOrganization,
         Self::ViewWorkflow,
         Self::CreateWorkflow,
@@ -55,7 +63,9 @@ impl Action {
         Self::ManageMembers,
         Self::ManageInvitations,
         Self::ViewAuditLog,
+        Self::ManageApiKeys,
         Self::TransferOwnership,
+        Self::DeleteOrganization,
     ];
 }
 
@@ -73,8 +83,9 @@ pub const fn minimum_role(action: Action) -> Role {
         Action::UpdateOrganization
         | Action::ManageMembers
         | Action::ManageInvitations
-        | Action::ViewAuditLog => Role::Admin,
-        Action::TransferOwnership => Role::Owner,
+        | Action::ViewAuditLog
+        | Action::ManageApiKeys => Role::Admin,
+        Action::TransferOwnership | Action::DeleteOrganization => Role::Owner,
     }
 }
 
@@ -98,7 +109,7 @@ pub fn authorize(role: Role, action: Action) -> AppResult<()> {
     if allows(role, action) {
         Ok(())
     } else {
-        Err(AppError::Forbidden)
+        Err(AppError::Forbidden(ROLE_FORBIDS))
     }
 }
 
@@ -113,9 +124,21 @@ pub fn authorize_role_change(
     authorize(actor, Action::ManageMembers)?;
     let touches_owner = current == Some(Role::Owner) || new == Some(Role::Owner);
     if touches_owner && actor != Role::Owner {
-        return Err(AppError::Forbidden);
+        return Err(AppError::Forbidden(
+            "only an OWNER may make an OWNER or change one",
+        ));
     }
     Ok(())
+}
+
+/// FORBIDDEN unless `creator`, holding `role`, may make an API key: it
+/// takes ManageApiKeys, and a key never makes keys, so that a leaked key
+/// cannot mint successors that outlive its revocation.
+pub fn authorize_key_creation(creator: Principal, role: Role) -> AppResult<()> {
+    if let Principal::ApiKey(_) = creator {
+        return Err(AppError::Forbidden("an API key cannot create API keys"));
+    }
+    authorize(role, Action::ManageApiKeys)
 }
 
 #[cfg(test)]
@@ -143,6 +166,19 @@ mod tests {
     }
 
     #[test]
+    fn admins_make_keys_and_keys_never_do() {
+        let key = Principal::ApiKey(super::super::principal::KeyGrant {
+            key_id: uuid::Uuid::now_v7(),
+            organization_id: uuid::Uuid::now_v7(),
+            role: Role::Admin,
+        });
+        let user = Principal::User(uuid::Uuid::now_v7());
+        assert!(authorize_key_creation(user, Role::Admin).is_ok());
+        assert!(authorize_key_creation(user, Role::Editor).is_err());
+        assert!(authorize_key_creation(key, Role::Admin).is_err());
+    }
+
+    #[test]
     fn every_role_may_view_its_organization() {
         for role in ALL_ROLES {
             assert!(
@@ -167,7 +203,9 @@ mod tests {
             (Action::ManageMembers, Role::Admin),
             (Action::ManageInvitations, Role::Admin),
             (Action::ViewAuditLog, Role::Admin),
+            (Action::ManageApiKeys, Role::Admin),
             (Action::TransferOwnership, Role::Owner),
+            (Action::DeleteOrganization, Role::Owner),
         ];
         assert_eq!(expected.len(), Action::ALL.len(), "every action has a row");
         for (action, minimum) in expected {

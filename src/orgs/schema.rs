@@ -2,16 +2,18 @@
 //! read the viewer, call the service, convert.
 
 use async_graphql::connection::Connection;
-use async_graphql::{Context, Enum, ID, InputObject, Object};
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::{membership, organization};
 use uuid::Uuid;
 
+use super::deletion;
 use super::members_schema::{
     AuditEntry, Invitation, Member, audit_log_connection, invitations_connection,
     members_connection,
 };
 use super::service::{self, MemberOrganization, OrganizationName};
+use crate::auth::api_keys_schema::{ApiKey, api_keys_connection};
 use crate::error::AppError;
 use crate::executions::schema::{Execution, ExecutionFilterInput, executions_connection};
 use crate::executions::service::ExecutionScope;
@@ -125,6 +127,26 @@ impl Organization {
         audit_log_connection(ctx, self.id, self.viewer_role, first, after).await
     }
 
+    /// API keys, newest first; revoked ones only with `includeRevoked`
+    /// (ADMIN and up).
+    async fn api_keys(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "At most this many (default 20, at most 100).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the page before.")] after: Option<String>,
+        #[graphql(default = false, desc = "Also list revoked keys.")] include_revoked: bool,
+    ) -> async_graphql::Result<Connection<String, ApiKey>> {
+        api_keys_connection(
+            ctx,
+            self.id,
+            self.viewer_role,
+            include_revoked,
+            first,
+            after,
+        )
+        .await
+    }
+
     async fn id(&self) -> ID {
         ID(self.id.to_string())
     }
@@ -139,7 +161,7 @@ impl Organization {
         &self.slug
     }
 
-    /// The role of the signed-in user in this organization.
+    /// The role of the signed-in user (or the API key) in this organization.
     async fn viewer_role(&self) -> Role {
         self.viewer_role.into()
     }
@@ -189,6 +211,20 @@ impl Membership {
     }
 }
 
+/// The organization to delete.
+#[derive(InputObject)]
+pub struct DeleteOrganizationInput {
+    pub organization_id: ID,
+}
+
+/// What deleting an organization did.
+#[derive(SimpleObject)]
+pub struct DeleteOrganizationPayload {
+    pub organization_id: ID,
+    /// Queued and running executions that were cancelled before deletion.
+    pub cancelled_executions: i32,
+}
+
 /// A new organization.
 #[derive(InputObject)]
 pub struct CreateOrganizationInput {
@@ -208,10 +244,10 @@ impl OrgQuery {
         id: ID,
     ) -> async_graphql::Result<Option<Organization>> {
         let request = RequestContext::of(ctx);
-        let user = request.viewer.user()?;
+        let actor = request.viewer.principal()?;
         let id = parse_id(&id, "id")?;
         Ok(Some(
-            service::find_for_member(&request.state.db, user.user.id, id)
+            service::find_for_member(&request.state.db, actor, id)
                 .await?
                 .into(),
         ))
@@ -224,9 +260,9 @@ impl OrgQuery {
         slug: String,
     ) -> async_graphql::Result<Option<Organization>> {
         let request = RequestContext::of(ctx);
-        let user = request.viewer.user()?;
+        let actor = request.viewer.principal()?;
         Ok(Some(
-            service::find_by_slug_for_member(&request.state.db, user.user.id, &slug)
+            service::find_by_slug_for_member(&request.state.db, actor, &slug)
                 .await?
                 .into(),
         ))
@@ -252,5 +288,23 @@ impl OrgMutation {
                 .await?
                 .into(),
         )
+    }
+
+    /// Deletes an organization and everything it owns (OWNER). Its queued
+    /// and running executions are cancelled first; its API keys stop
+    /// working and its members' subscriptions end.
+    async fn delete_organization(
+        &self,
+        ctx: &Context<'_>,
+        input: DeleteOrganizationInput,
+    ) -> async_graphql::Result<DeleteOrganizationPayload> {
+        let request = RequestContext::of(ctx);
+        let actor = request.viewer.principal()?;
+        let id = parse_id(&input.organization_id, "organizationId")?;
+        let deleted = deletion::delete_organization(&request.state, actor, id).await?;
+        Ok(DeleteOrganizationPayload {
+            organization_id: ID(deleted.organization_id.to_string()),
+            cancelled_executions: i32::try_from(deleted.cancelled_executions).unwrap_or(i32::MAX),
+        })
     }
 }

@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::audit::{self, AuditAction, Target};
 use super::members;
 use super::policy::{self, Action};
+use super::principal::Principal;
 use crate::app::AppState;
 use crate::db::{begin_write, is_unique_violation};
 use crate::error::{AppError, AppResult};
@@ -144,14 +145,24 @@ pub async fn create_organization(
     )))
 }
 
-/// The organization as `user_id` sees it, if they may view it; NOT_FOUND
-/// for non-members (and unknown ids), so non-members learn nothing.
+/// The organization as `principal` sees it, if it may view it; NOT_FOUND
+/// for outsiders (and unknown ids), so outsiders learn nothing.
 pub async fn find_for_member(
     db: &DatabaseConnection,
-    user_id: Uuid,
+    principal: Principal,
     organization_id: Uuid,
 ) -> AppResult<MemberOrganization> {
     let not_found = || AppError::NotFound("organization");
+    let Principal::User(user_id) = principal else {
+        let role = principal
+            .require_role_in(db, organization_id, "organization")
+            .await?;
+        let organization = organization::Entity::find_by_id(organization_id)
+            .one(db)
+            .await?
+            .ok_or_else(not_found)?;
+        return as_member(organization, role);
+    };
     let (membership, organization) = membership::Entity::find()
         .filter(membership::Column::OrganizationId.eq(organization_id))
         .filter(membership::Column::UserId.eq(user_id))
@@ -162,11 +173,11 @@ pub async fn find_for_member(
     as_member(organization.ok_or_else(not_found)?, membership.role)
 }
 
-/// The organization with this slug as `user_id` sees it; NOT_FOUND for
-/// non-members and unknown slugs alike.
+/// The organization with this slug as `principal` sees it; NOT_FOUND for
+/// outsiders and unknown slugs alike.
 pub async fn find_by_slug_for_member(
     db: &DatabaseConnection,
-    user_id: Uuid,
+    principal: Principal,
     slug: &str,
 ) -> AppResult<MemberOrganization> {
     let organization = organization::Entity::find()
@@ -174,22 +185,24 @@ pub async fn find_by_slug_for_member(
         .one(db)
         .await?
         .ok_or(AppError::NotFound("organization"))?;
-    find_for_member(db, user_id, organization.id).await
+    find_for_member(db, principal, organization.id).await
 }
 
 /// Renames the organization or changes its slug (ADMIN and up). A slug in
 /// use is CONFLICT. Returns the organization as the caller sees it.
 pub async fn update_organization(
     state: &AppState,
-    actor_id: Uuid,
+    actor: Principal,
     organization_id: Uuid,
     change: OrganizationChange,
 ) -> AppResult<MemberOrganization> {
     let now = state.clock.now();
     let txn = begin_write(&state.db).await?;
     let current = members::lock_organization(&txn, organization_id).await?;
-    let actor = members::membership_of(&txn, organization_id, actor_id).await?;
-    policy::authorize(actor.role, Action::UpdateOrganization)?;
+    let role = actor
+        .require_role_in(&txn, organization_id, "organization")
+        .await?;
+    policy::authorize(role, Action::UpdateOrganization)?;
     let mut details = serde_json::Map::new();
     let mut organization: organization::ActiveModel = current.clone().into();
     if let Some(name) = change.name.filter(|n| n.0 != current.name) {
@@ -201,7 +214,7 @@ pub async fn update_organization(
         organization.slug = Set(slug.0);
     }
     if details.is_empty() {
-        return as_member(current, actor.role);
+        return as_member(current, role);
     }
     organization.updated_at = Set(now);
     let updated = organization.update(&txn).await.map_err(|e| {
@@ -214,7 +227,7 @@ pub async fn update_organization(
     audit::record(
         &txn,
         organization_id,
-        actor_id,
+        actor,
         AuditAction::OrganizationUpdated,
         Target::Organization(organization_id),
         Some(serde_json::Value::Object(details)),
@@ -222,21 +235,7 @@ pub async fn update_organization(
     )
     .await?;
     txn.commit().await?;
-    as_member(updated, actor.role)
-}
-
-/// The role of `user_id` in an organization, if they are a member.
-pub async fn role_of(
-    db: &DatabaseConnection,
-    user_id: Uuid,
-    organization_id: Uuid,
-) -> Result<Option<Role>, sea_orm::DbErr> {
-    let membership = membership::Entity::find()
-        .filter(membership::Column::OrganizationId.eq(organization_id))
-        .filter(membership::Column::UserId.eq(user_id))
-        .one(db)
-        .await?;
-    Ok(membership.map(|m| m.role))
+    as_member(updated, role)
 }
 
 /// The organization as a member with `role` sees it, if the role may view it.

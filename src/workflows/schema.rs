@@ -381,10 +381,10 @@ impl WorkflowQuery {
     /// A workflow of an organization the viewer belongs to; NOT_FOUND otherwise.
     async fn workflow(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Workflow>> {
         let request = RequestContext::of(ctx);
-        let user = request.viewer.user()?;
+        let actor = request.viewer.principal()?;
         let id = parse_id(&id, "id")?;
         Ok(Some(
-            service::find_for_member(&request.state.db, user.user.id, id)
+            service::find_for_member(&request.state.db, actor, id)
                 .await?
                 .into(),
         ))
@@ -403,7 +403,7 @@ impl WorkflowMutation {
         input: CreateWorkflowInput,
     ) -> async_graphql::Result<Workflow> {
         let request = RequestContext::of(ctx);
-        let user = request.viewer.user()?;
+        let actor = request.viewer.principal()?;
         let new = NewWorkflow {
             organization_id: parse_id(&input.organization_id, "organizationId")?,
             name: WorkflowName::parse(&input.name, "name")?,
@@ -414,7 +414,7 @@ impl WorkflowMutation {
                 .map(|n| service::parse_max_concurrency(n, "maxConcurrency"))
                 .transpose()?,
         };
-        Ok(service::create_workflow(&request.state, user.user.id, new)
+        Ok(service::create_workflow(&request.state, actor, new)
             .await?
             .into())
     }
@@ -427,7 +427,7 @@ impl WorkflowMutation {
         input: UpdateWorkflowInput,
     ) -> async_graphql::Result<Workflow> {
         let request = RequestContext::of(ctx);
-        let user = request.viewer.user()?;
+        let actor = request.viewer.principal()?;
         let change = WorkflowChange {
             workflow_id: parse_id(&input.workflow_id, "workflowId")?,
             revision: input.revision,
@@ -451,10 +451,8 @@ impl WorkflowMutation {
                 }
             },
         };
-        Ok(
-            service::update_workflow(&request.state, user.user.id, change)
-                .await?
-                .into(),
-        )
+        Ok(service::update_workflow(&request.state, actor, change)
+            .await?
+            .into())
     }
 }

@@ -16,7 +16,7 @@ use crate::app::AppState;
 use crate::db::{begin_write, locked};
 use crate::error::{AppError, AppResult};
 use crate::orgs::policy::{self, Action};
-use crate::orgs::service::role_of;
+use crate::orgs::principal::Principal;
 
 /// Longest workflow name, in characters.
 const MAX_NAME_CHARS: usize = 100;
@@ -104,12 +104,12 @@ pub struct MemberWorkflow {
 /// EDITOR and above; NOT_FOUND for non-members of the organization.
 pub async fn create_workflow(
     state: &AppState,
-    author_id: Uuid,
+    author: Principal,
     new: NewWorkflow,
 ) -> AppResult<MemberWorkflow> {
-    let role = role_of(&state.db, author_id, new.organization_id)
-        .await?
-        .ok_or(AppError::NotFound("organization"))?;
+    let role = author
+        .require_role_in(&state.db, new.organization_id, "organization")
+        .await?;
     policy::authorize(role, Action::CreateWorkflow)?;
     let now = state.clock.now();
     let txn = begin_write(&state.db).await?;
@@ -119,7 +119,7 @@ pub async fn create_workflow(
         name: Set(new.name.0),
         description: Set(new.description),
         active_version_id: Set(None),
-        created_by: Set(Some(author_id)),
+        created_by: Set(author.user_id()),
         created_at: Set(now),
         updated_at: Set(now),
         max_concurrency: Set(new.max_concurrency),
@@ -132,7 +132,7 @@ pub async fn create_workflow(
         workflow_id: Set(workflow.id),
         number: Set(1),
         definition: Set(new.definition.to_json()),
-        author_id: Set(Some(author_id)),
+        author_id: Set(author.user_id()),
         message: Set(None),
         created_at: Set(now),
     }
@@ -150,10 +150,10 @@ pub async fn create_workflow(
 /// (CONFLICT otherwise), bumping the revision. EDITOR and above.
 pub async fn update_workflow(
     state: &AppState,
-    user_id: Uuid,
+    actor: Principal,
     change: WorkflowChange,
 ) -> AppResult<MemberWorkflow> {
-    let found = find_for_member(&state.db, user_id, change.workflow_id).await?;
+    let found = find_for_member(&state.db, actor, change.workflow_id).await?;
     policy::authorize(found.role, Action::UpdateWorkflow)?;
     let txn = begin_write(&state.db).await?;
     let current = locked(workflow::Entity::find_by_id(change.workflow_id), &txn)
@@ -187,10 +187,10 @@ pub async fn update_workflow(
     })
 }
 
-/// The workflow as `user_id` sees it; NOT_FOUND unless they may view it.
+/// The workflow as `principal` sees it; NOT_FOUND unless it may view it.
 pub async fn find_for_member(
     db: &DatabaseConnection,
-    user_id: Uuid,
+    principal: Principal,
     workflow_id: Uuid,
 ) -> AppResult<MemberWorkflow> {
     let not_found = || AppError::NotFound("workflow");
@@ -198,7 +198,8 @@ pub async fn find_for_member(
         .one(db)
         .await?
         .ok_or_else(not_found)?;
-    let role = role_of(db, user_id, workflow.organization_id)
+    let role = principal
+        .role_in(db, workflow.organization_id)
         .await?
         .ok_or_else(not_found)?;
     policy::authorize(role, Action::ViewWorkflow)?;

@@ -10,6 +10,7 @@ use entity::status::{ExecutionStatus, StepStatus};
 use entity::{execution, execution_event, step_run};
 use flowpilot::engine::state::ExecutionChange;
 use flowpilot::engine::store::{self, EngineError, ExecutionUpdate, StepUpdate};
+use flowpilot::orgs::principal::Principal;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
 use serde_json::json;
@@ -44,7 +45,7 @@ async fn idle_app() -> (TestApp, Session, Uuid) {
 }
 
 async fn enqueue(app: &TestApp, owner: &Session, workflow: Uuid) -> Uuid {
-    let user = owner.user_id.parse().unwrap();
+    let user = Principal::User(owner.user_id.parse().unwrap());
     flowpilot::executions::service::run_workflow(
         &app.state,
         user,

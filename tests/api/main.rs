@@ -7,6 +7,8 @@
 
 mod support;
 
+mod access_changes;
+mod api_keys;
 mod auth;
 mod cancellation;
 mod concurrency;
@@ -21,6 +23,7 @@ mod lists;
 mod lockout;
 mod members;
 mod mfa;
+mod org_deletion;
 mod orgs;
 mod processes;
 mod rate_limits;
@@ -34,4 +37,5 @@ mod sessions;
 mod shutdown;
 mod startup;
 mod subscriptions;
+mod tenant_isolation;
 mod workflows;

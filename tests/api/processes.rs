@@ -11,6 +11,7 @@ use entity::status::ExecutionStatus;
 use entity::{execution, execution_event};
 use flowpilot::config::Settings;
 use flowpilot::events::{BusMessage, BusSignal, Topic};
+use flowpilot::orgs::principal::Principal;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::json;
 use uuid::Uuid;
@@ -133,7 +134,7 @@ async fn two_server_processes_share_200_executions_without_a_double_claim_or_an_
         .bus
         .subscribe(Topic::Organization(organization))
         .await;
-    let user = owner.user_id.parse().unwrap();
+    let user = Principal::User(owner.user_id.parse().unwrap());
     let mut ids = HashSet::new();
     for n in 0..200 {
         let run = flowpilot::executions::service::run_workflow(
@@ -228,7 +229,7 @@ async fn a_server_killed_mid_run_loses_nothing_and_another_finishes_every_execut
         .bus
         .subscribe(Topic::Organization(organization))
         .await;
-    let user = owner.user_id.parse().unwrap();
+    let user = Principal::User(owner.user_id.parse().unwrap());
     let mut ids = HashSet::new();
     for n in 0..50 {
         let run = flowpilot::executions::service::run_workflow(

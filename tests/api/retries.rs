@@ -6,6 +6,7 @@ use chrono::Duration as Span;
 use entity::status::ExecutionStatus;
 use flowpilot::engine::state::{ExecutionChange, RequeueReason};
 use flowpilot::engine::store::{self, ExecutionUpdate};
+use flowpilot::orgs::principal::Principal;
 use serde_json::{Value, json};
 
 use crate::support::{GqlResponse, Session, TestApp, run_request};
@@ -216,7 +217,7 @@ async fn a_queued_execution_times_out_from_its_first_start_while_it_waits() {
         .unwrap()
         .parse()
         .unwrap();
-    let user = owner.user_id.parse().unwrap();
+    let user = Principal::User(owner.user_id.parse().unwrap());
     let queued = flowpilot::executions::service::run_workflow(
         &app.state,
         user,
@@ -351,7 +352,7 @@ async fn a_crash_does_not_restart_a_delay_from_zero() {
         .await
         .parse()
         .unwrap();
-    let user = owner.user_id.parse().unwrap();
+    let user = Principal::User(owner.user_id.parse().unwrap());
     let queued = flowpilot::executions::service::run_workflow(
         &app.state,
         user,

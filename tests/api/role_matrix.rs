@@ -8,6 +8,7 @@ use entity::role::Role;
 use flowpilot::orgs::policy::{Action, minimum_role};
 use serde_json::{Value, json};
 
+use crate::api_keys::CREATE_API_KEY;
 use crate::invitations::INVITE;
 use crate::members::{
     AUDIT_LOG, MEMBERS, TRANSFER_OWNERSHIP, UPDATE_MEMBER_ROLE, UPDATE_ORGANIZATION,
@@ -25,6 +26,7 @@ const RUN_WORKFLOW: &str =
 const CANCEL_EXECUTION: &str =
     "mutation($input: CancelExecutionInput!) { cancelExecution(input: $input) { id status } }";
 const EXECUTION: &str = "query($id: ID!) { execution(id: $id) { id status } }";
+const DELETE_ORGANIZATION: &str = "mutation($input: DeleteOrganizationInput!) { deleteOrganization(input: $input) { organizationId cancelledExecutions } }";
 
 /// A workflow that stays busy for a minute, so its executions can be
 /// cancelled.
@@ -111,6 +113,14 @@ impl Case {
                 json!({ "organizationId": org, "email": unique_email(), "role": "VIEWER" }),
             ),
             Action::ViewAuditLog => (AUDIT_LOG, json!({ "id": org })),
+            Action::ManageApiKeys => (
+                CREATE_API_KEY,
+                json!({ "input": { "organizationId": org, "name": "Matrix key", "role": "VIEWER" } }),
+            ),
+            Action::DeleteOrganization => (
+                DELETE_ORGANIZATION,
+                json!({ "input": { "organizationId": org } }),
+            ),
             Action::TransferOwnership => {
                 let heir = app.member(org, Role::Viewer).await;
                 (

@@ -8,6 +8,7 @@ use std::time::Duration;
 use entity::execution;
 use entity::status::ExecutionStatus;
 use flowpilot::events::{BusMessage, BusSignal, Topic};
+use flowpilot::orgs::principal::Principal;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::json;
 use uuid::Uuid;
@@ -80,7 +81,7 @@ async fn executions_enqueued_through_two_instances_are_each_claimed_exactly_once
         .await
         .parse()
         .unwrap();
-    let user: Uuid = owner.user_id.parse().unwrap();
+    let user = Principal::User(owner.user_id.parse().unwrap());
     let mut finished = a
         .state
         .bus

@@ -1,0 +1,178 @@
+//! GraphQL for API keys: making, listing and revoking them. Thin: read the
+//! viewer, call `api_keys`, convert.
+
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use entity::api_key;
+use uuid::Uuid;
+
+use super::api_keys::{self, KeyName, KeyRole, NewApiKey};
+use crate::error::AppError;
+use crate::graphql::context::{RequestContext, parse_id};
+use crate::orgs::members_schema::UserSummary;
+use crate::orgs::policy::{self, Action};
+use crate::orgs::schema::Role;
+use crate::pagination::{decode_after, encode_cursor, page_size};
+
+const API_KEY_CURSOR: &str = "api_key";
+
+/// A credential for programs, acting in one organization with one role.
+/// The key itself is shown only once, by `createApiKey`.
+pub struct ApiKey(pub api_key::Model);
+
+#[Object]
+impl ApiKey {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// The key's first characters (`fp_` and 8 more), to tell keys apart.
+    async fn prefix(&self) -> &str {
+        &self.0.prefix
+    }
+
+    /// What the key may do: VIEWER, EDITOR or ADMIN.
+    async fn role(&self) -> Role {
+        self.0.role.into()
+    }
+
+    /// Who made it; null once their account is gone.
+    async fn created_by(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<UserSummary>> {
+        let Some(id) = self.0.created_by else {
+            return Ok(None);
+        };
+        let user = RequestContext::of(ctx)
+            .loaders
+            .users
+            .load_one(id)
+            .await
+            .map_err(AppError::from)?;
+        Ok(user.map(UserSummary::from))
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    /// When it was last used, to the minute; null if never.
+    async fn last_used_at(&self) -> Option<DateTime<Utc>> {
+        self.0.last_used_at
+    }
+
+    /// When it stops working; null if never.
+    async fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.0.expires_at
+    }
+
+    async fn revoked_at(&self) -> Option<DateTime<Utc>> {
+        self.0.revoked_at
+    }
+}
+
+/// A key just made.
+#[derive(SimpleObject)]
+pub struct CreatedApiKey {
+    api_key: ApiKey,
+    /// The key, `fp_…`: shown this once and never again. Send it as
+    /// `Authorization: Bearer fp_…`.
+    key: String,
+}
+
+/// A key to make.
+#[derive(InputObject)]
+pub struct CreateApiKeyInput {
+    pub organization_id: ID,
+    /// 1 to 100 characters, to tell keys apart.
+    pub name: String,
+    /// VIEWER, EDITOR or ADMIN; never OWNER.
+    pub role: Role,
+    /// When the key stops working; never when left out. In the future.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A key to revoke.
+#[derive(InputObject)]
+pub struct RevokeApiKeyInput {
+    pub api_key_id: ID,
+}
+
+/// `organization.apiKeys`: ADMIN and up, newest first.
+pub async fn api_keys_connection(
+    ctx: &Context<'_>,
+    organization_id: Uuid,
+    viewer_role: entity::role::Role,
+    include_revoked: bool,
+    first: Option<i32>,
+    after: Option<String>,
+) -> async_graphql::Result<Connection<String, ApiKey>> {
+    policy::authorize(viewer_role, Action::ManageApiKeys)?;
+    let request = RequestContext::of(ctx);
+    let limit = page_size(first)?;
+    let position = decode_after(API_KEY_CURSOR, after.as_deref())?;
+    let page = api_keys::list(
+        &request.state.db,
+        organization_id,
+        include_revoked,
+        position,
+        limit,
+    )
+    .await?;
+    let mut connection = Connection::new(position.is_some(), page.has_next_page);
+    connection.edges = page
+        .items
+        .into_iter()
+        .map(|key| {
+            Edge::new(
+                encode_cursor(API_KEY_CURSOR, api_keys::position_of(&key)),
+                ApiKey(key),
+            )
+        })
+        .collect();
+    Ok(connection)
+}
+
+#[derive(Default)]
+pub struct ApiKeyMutation;
+
+#[Object]
+impl ApiKeyMutation {
+    /// Makes an API key (ADMIN; signed in as a user: a key cannot make
+    /// keys). The answer holds the key, shown only this once.
+    async fn create_api_key(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateApiKeyInput,
+    ) -> async_graphql::Result<CreatedApiKey> {
+        let request = RequestContext::of(ctx);
+        let actor = request.viewer.principal()?;
+        let new = NewApiKey {
+            organization_id: parse_id(&input.organization_id, "organizationId")?,
+            name: KeyName::parse(&input.name, "name")?,
+            role: KeyRole::parse(input.role.into(), "role")?,
+            expires_at: input.expires_at,
+        };
+        let created = api_keys::create(&request.state, actor, new).await?;
+        Ok(CreatedApiKey {
+            api_key: ApiKey(created.key),
+            key: created.secret,
+        })
+    }
+
+    /// Revokes an API key (ADMIN): its next request is refused and its open
+    /// connections close. Revoking a revoked key changes nothing.
+    async fn revoke_api_key(
+        &self,
+        ctx: &Context<'_>,
+        input: RevokeApiKeyInput,
+    ) -> async_graphql::Result<ApiKey> {
+        let request = RequestContext::of(ctx);
+        let actor = request.viewer.principal()?;
+        let id = parse_id(&input.api_key_id, "apiKeyId")?;
+        Ok(ApiKey(api_keys::revoke(&request.state, actor, id).await?))
+    }
+}
