@@ -234,3 +234,18 @@ async fn a_removed_member_keeps_their_subscriptions_in_other_organizations() {
     assert_streams_to_cancellation(&mut socket, "beta").await;
     assert_answers_ping(&mut socket).await;
 }
+
+#[tokio::test]
+async fn a_removal_on_one_instance_ends_the_subscription_open_on_another() {
+    let (app, owner, organization, execution) = running_execution().await;
+    let other_instance = TestApp::start(app.settings.clone()).await;
+    let editor = app.member(&organization, Role::Editor).await;
+    let mut socket = watching(&other_instance, &editor, &execution, "events").await;
+
+    let response = remove(&app, &owner, &organization, &editor.user_id).await;
+    assert_eq!(response.data()["removeMember"], true);
+
+    assert_ended_with(&mut socket, "events", "FORBIDDEN").await;
+    assert_answers_ping(&mut socket).await;
+    other_instance.stop().await;
+}

@@ -1,5 +1,5 @@
 //! Secrets at rest: after every flow that hands a client a secret (a
-//! password, tokens, links, a TOTP secret, backup codes), no value in any
+//! password, tokens, links, a TOTP secret, backup codes, an API key), no value in any
 //! table of the database contains one of them in plain text. The database
 //! is read generically, table by table, so a new table cannot slip past.
 
@@ -7,6 +7,7 @@ use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Statement};
 use serde_json::json;
 use totp_rs::Secret;
 
+use crate::invitations::INVITE;
 use crate::mfa::{challenge, complete, enable_mfa, next_step_code, signed_in};
 use crate::support::{PASSWORD, Session, TestApp, link_token, unique_email};
 
@@ -115,7 +116,18 @@ async fn no_secret_a_client_was_given_is_stored_in_plain_text() {
     let code = next_step_code(&app, &totp_secret);
     let second_factor = signed_in(&complete(&app, &challenge_token, &code).await);
 
-    let mut secrets = vec![PASSWORD.to_owned(), challenge_token];
+    let organization = app.organization(&registered, "Secrets").await;
+    let api_key = crate::api_keys::api_key(&app, &registered, &organization, "VIEWER").await;
+    let invited = unique_email();
+    let invite = json!({ "organizationId": organization, "email": invited, "role": "VIEWER" });
+    app.graphql_as(&registered.access_token, INVITE, invite)
+        .await
+        .data();
+    let invitation = app
+        .mailed_token(&invited, "/accept-invitation", "fpi_", 1)
+        .await;
+
+    let mut secrets = vec![PASSWORD.to_owned(), challenge_token, api_key, invitation];
     for session in [&registered, &logged_in, &refreshed, &second_factor] {
         secrets.push(session.access_token.clone());
         secrets.push(session.refresh_token.clone());
@@ -143,6 +155,12 @@ async fn no_secret_a_client_was_given_is_stored_in_plain_text() {
             && cell.column == "password_hash"
             && cell.text.starts_with("$argon2id$")),
         "the dump reads the users' password hashes"
+    );
+    assert!(
+        cells
+            .iter()
+            .any(|cell| cell.table == "api_keys" && cell.column == "key_hash"),
+        "the dump reads the API keys' hashes"
     );
     for secret in &secrets {
         let secret = secret.to_lowercase();
