@@ -228,8 +228,11 @@ pub struct DeleteOrganizationPayload {
 /// A new organization.
 #[derive(InputObject)]
 pub struct CreateOrganizationInput {
-    /// 1 to 100 characters; the slug is derived from it.
+    /// 1 to 100 characters.
     pub name: String,
+    /// 1 to 64 lower-case letters and digits, in groups joined by single
+    /// dashes; unique. Derived from the name when left out.
+    pub slug: Option<String>,
 }
 
 #[derive(Default)]
@@ -283,8 +286,13 @@ impl OrgMutation {
         let request = RequestContext::of(ctx);
         let user = request.viewer.user()?;
         let name = OrganizationName::parse(&input.name, "name")?;
+        let slug = input
+            .slug
+            .as_deref()
+            .map(|slug| service::Slug::parse(slug, "slug"))
+            .transpose()?;
         Ok(
-            service::create_organization(&request.state, user.user.id, name)
+            service::create_organization(&request.state, user.user.id, name, slug)
                 .await?
                 .into(),
         )

@@ -103,13 +103,19 @@ pub struct MemberOrganization {
     pub role: Role,
 }
 
-/// Creates an organization with `owner_id` as its OWNER, in one transaction.
+/// Creates an organization with `owner_id` as its OWNER, in one
+/// transaction. Without a chosen slug, one is derived from the name (with a
+/// random suffix when taken); a chosen slug that is taken is CONFLICT.
 pub async fn create_organization(
     state: &AppState,
     owner_id: Uuid,
     name: OrganizationName,
+    chosen_slug: Option<Slug>,
 ) -> AppResult<MemberOrganization> {
-    let base = slug_base(&name.0);
+    let base = match &chosen_slug {
+        Some(slug) => slug.0.clone(),
+        None => slug_base(&name.0),
+    };
     for attempt in 0..SLUG_ATTEMPTS {
         let slug = if attempt == 0 {
             base.clone()
@@ -129,6 +135,11 @@ pub async fn create_organization(
         .await;
         let organization = match inserted {
             Ok(organization) => organization,
+            Err(e) if is_unique_violation(&e) && chosen_slug.is_some() => {
+                return Err(AppError::Conflict(
+                    "another organization has this slug".to_owned(),
+                ));
+            }
             Err(e) if is_unique_violation(&e) => continue,
             Err(e) => return Err(e.into()),
         };

@@ -163,7 +163,10 @@ async fn a_deleted_organization_leaves_every_members_memberships() {
     let (_, owner, acme) = owner_and_organization(&app).await;
     let beta = app.organization(&owner, "Beta").await;
     let admin = app.member(&acme, Role::Admin).await;
-    assert_eq!(membership_ids(&app, &admin).await, std::slice::from_ref(&acme));
+    assert_eq!(
+        membership_ids(&app, &admin).await,
+        std::slice::from_ref(&acme)
+    );
 
     delete(&app, &owner.access_token, &acme).await.data();
 

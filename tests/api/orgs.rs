@@ -68,6 +68,41 @@ async fn organizations_with_the_same_name_get_distinct_slugs() {
 }
 
 #[tokio::test]
+async fn a_chosen_slug_is_kept_and_one_already_taken_is_a_conflict() {
+    let app = TestApp::spawn().await;
+    let owner = app.user().await;
+    let with_slug = |name: &str, slug: &str| json!({ "input": { "name": name, "slug": slug } });
+    let chosen = app
+        .graphql_as(
+            &owner.access_token,
+            CREATE,
+            with_slug("Acme, Inc.", "acme-hq"),
+        )
+        .await;
+    assert_eq!(chosen.data()["createOrganization"]["slug"], "acme-hq");
+
+    let taken = app
+        .graphql_as(&owner.access_token, CREATE, with_slug("Other", "acme-hq"))
+        .await;
+    assert_eq!(taken.error_code(), "CONFLICT");
+    let malformed = app
+        .graphql_as(&owner.access_token, CREATE, with_slug("Other", "Acme HQ"))
+        .await;
+    assert_eq!(malformed.error_code(), "BAD_USER_INPUT");
+    assert_eq!(malformed.error_field(), "slug");
+    let memberships = app
+        .graphql_as(&owner.access_token, MEMBERSHIPS, json!({}))
+        .await;
+    assert_eq!(
+        memberships.data()["viewer"]["memberships"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "neither refused request made an organization"
+    );
+}
+
+#[tokio::test]
 async fn a_blank_organization_name_is_bad_user_input() {
     let app = TestApp::spawn().await;
     let owner = app.user().await;
