@@ -20,6 +20,10 @@ pub struct Model {
     pub max_concurrency: Option<i32>,
     /// Grows with every update; callers send the one they read.
     pub revision: i32,
+    /// Sorted, lower-case tags separated by single spaces; empty for none.
+    pub tags: String,
+    /// Archived workflows cannot run and are left out of lists.
+    pub archived_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

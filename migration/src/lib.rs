@@ -15,6 +15,7 @@ mod m20261124_000008_login_attempts_and_lockout;
 mod m20261124_000009_email_passwords_and_mfa;
 mod m20261124_000010_invitations_and_audit_log;
 mod m20261124_000011_api_keys;
+mod m20261124_000012_workflow_lists;
 
 /// The ordered list of FlowPilot's migrations.
 pub struct Migrator;
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000009_email_passwords_and_mfa::Migration),
             Box::new(m20261124_000010_invitations_and_audit_log::Migration),
             Box::new(m20261124_000011_api_keys::Migration),
+            Box::new(m20261124_000012_workflow_lists::Migration),
         ]
     }
 }

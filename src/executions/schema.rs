@@ -533,6 +533,8 @@ pub struct RunWorkflowInput {
     /// same key again within 24 hours returns the first execution instead of
     /// starting another, whatever the input.
     pub idempotency_key: Option<String>,
+    /// A version of the workflow to run; the active version when left out.
+    pub version_id: Option<ID>,
 }
 
 /// Cancels an execution.
@@ -593,6 +595,11 @@ impl ExecutionMutation {
                 .idempotency_key
                 .as_deref()
                 .map(|key| IdempotencyKey::parse(key, "idempotencyKey"))
+                .transpose()?,
+            version_id: input
+                .version_id
+                .as_ref()
+                .map(|id| parse_id(id, "versionId"))
                 .transpose()?,
         };
         Ok(service::run_workflow(&request.state, actor, run)

@@ -26,6 +26,7 @@ use crate::orgs::principal::Principal;
 use crate::pagination::{Page, Position};
 use crate::workflows::definition::WorkflowDefinition;
 use crate::workflows::service as workflows;
+use crate::workflows::versions;
 
 /// An execution as one member sees it.
 #[derive(Clone, Debug)]
@@ -95,6 +96,8 @@ pub struct RunRequest {
     /// With a key, a second request within 24 hours returns the first
     /// request's execution instead of starting another, whatever its input.
     pub idempotency_key: Option<IdempotencyKey>,
+    /// A version of the workflow to run instead of the active one.
+    pub version_id: Option<Uuid>,
 }
 
 /// Queues an execution of the workflow's active version. EDITOR and above;
@@ -106,12 +109,24 @@ pub async fn run_workflow(
 ) -> AppResult<MemberExecution> {
     let found = workflows::find_for_member(&state.db, actor, request.workflow_id).await?;
     policy::authorize(found.role, Action::RunWorkflow)?;
-    let version_id = found.workflow.active_version_id.ok_or_else(|| {
-        AppError::Internal(anyhow::anyhow!(
-            "workflow {} has no active version",
-            request.workflow_id
-        ))
-    })?;
+    if found.workflow.archived_at.is_some() {
+        return Err(AppError::Conflict(
+            "the workflow is archived: unarchive it to run it".to_owned(),
+        ));
+    }
+    let version_id = match request.version_id {
+        Some(id) => {
+            versions::version_of(&state.db, found.workflow.id, id)
+                .await?
+                .id
+        }
+        None => found.workflow.active_version_id.ok_or_else(|| {
+            AppError::Internal(anyhow::anyhow!(
+                "workflow {} has no active version",
+                request.workflow_id
+            ))
+        })?,
+    };
     let new = NewExecution {
         workflow: &found.workflow,
         version_id,
@@ -293,6 +308,12 @@ async fn enqueue(state: &AppState, new: NewExecution<'_>) -> AppResult<execution
     Ok(execution)
 }
 
+/// The execution as a member with `role` sees it, if the role may view it.
+pub fn as_member(execution: execution::Model, role: Role) -> AppResult<MemberExecution> {
+    policy::authorize(role, Action::ViewExecution)?;
+    Ok(MemberExecution { execution, role })
+}
+
 /// The execution as `principal` sees it; NOT_FOUND unless it may view it.
 pub async fn find_for_member(
     db: &DatabaseConnection,
@@ -438,6 +459,45 @@ pub async fn executions_by_id(
         .all(db)
         .await?;
     Ok(rows.into_iter().map(|e| (e.id, e)).collect())
+}
+
+/// The newest `limit` executions (by queue time) of each workflow, newest
+/// first, in one query however many workflows there are.
+pub async fn recent_by_workflow(
+    db: &DatabaseConnection,
+    workflow_ids: &[Uuid],
+    limit: u32,
+) -> Result<HashMap<Uuid, Vec<execution::Model>>, sea_orm::DbErr> {
+    if workflow_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let backend = db.get_database_backend();
+    let placeholder = |n: usize| match backend {
+        sea_orm::DbBackend::Postgres => format!("${n}"),
+        _ => "?".to_owned(),
+    };
+    let ids: Vec<String> = (1..=workflow_ids.len()).map(placeholder).collect();
+    let limit_at = placeholder(workflow_ids.len() + 1);
+    let sql = format!(
+        "SELECT * FROM (SELECT executions.*, ROW_NUMBER() OVER (PARTITION BY workflow_id \
+         ORDER BY queued_at DESC, id DESC) AS recent_rank FROM executions \
+         WHERE workflow_id IN ({})) ranked WHERE recent_rank <= {limit_at} \
+         ORDER BY workflow_id, recent_rank",
+        ids.join(", ")
+    );
+    let mut values: Vec<sea_orm::Value> = workflow_ids.iter().map(|id| (*id).into()).collect();
+    values.push(i64::from(limit).into());
+    let rows = execution::Entity::find()
+        .from_raw_sql(sea_orm::Statement::from_sql_and_values(
+            backend, sql, values,
+        ))
+        .all(db)
+        .await?;
+    let mut by_workflow: HashMap<Uuid, Vec<execution::Model>> = HashMap::new();
+    for row in rows {
+        by_workflow.entry(row.workflow_id).or_default().push(row);
+    }
+    Ok(by_workflow)
 }
 
 /// Step runs of each execution, in definition order, in one query.

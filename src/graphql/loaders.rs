@@ -8,7 +8,9 @@ use async_graphql::dataloader::DataLoader;
 
 use crate::app::AppState;
 use crate::error::AppError;
-use crate::executions::loaders::{ExecutionLoader, StepRunsByExecutionLoader};
+use crate::executions::loaders::{
+    ExecutionLoader, RecentExecutionsLoader, StepRunsByExecutionLoader,
+};
 use crate::orgs::loaders::{ApiKeyLoader, MembershipsByUserLoader, OrganizationLoader, UserLoader};
 use crate::workflows::loaders::{WorkflowLoader, WorkflowVersionLoader};
 
@@ -38,6 +40,7 @@ pub struct Loaders {
     pub workflow_versions: DataLoader<WorkflowVersionLoader>,
     pub executions: DataLoader<ExecutionLoader>,
     pub step_runs: DataLoader<StepRunsByExecutionLoader>,
+    pub recent_executions: DataLoader<RecentExecutionsLoader>,
 }
 
 impl Loaders {
@@ -53,6 +56,7 @@ impl Loaders {
             workflow_versions: DataLoader::new(WorkflowVersionLoader(db()), tokio::spawn),
             executions: DataLoader::new(ExecutionLoader(db()), tokio::spawn),
             step_runs: DataLoader::new(StepRunsByExecutionLoader(db()), tokio::spawn),
+            recent_executions: DataLoader::new(RecentExecutionsLoader(db()), tokio::spawn),
         }
     }
 }

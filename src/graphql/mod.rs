@@ -17,12 +17,19 @@ use crate::config::Settings;
 use crate::executions::schema::{ExecutionMutation, ExecutionQuery, ExecutionSubscription};
 use crate::orgs::members_schema::MembersMutation;
 use crate::orgs::schema::{OrgMutation, OrgQuery};
+use crate::workflows::catalog_schema::{CatalogMutation, CatalogQuery};
 use crate::workflows::schema::{WorkflowMutation, WorkflowQuery};
 
 /// Root query: the viewer and what they can reach.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
-pub struct QueryRoot(AuthQuery, OrgQuery, WorkflowQuery, ExecutionQuery);
+pub struct QueryRoot(
+    AuthQuery,
+    OrgQuery,
+    WorkflowQuery,
+    CatalogQuery,
+    ExecutionQuery,
+);
 
 /// Root mutation.
 #[derive(MergedObject, Default)]
@@ -35,6 +42,7 @@ pub struct MutationRoot(
     MembersMutation,
     ApiKeyMutation,
     WorkflowMutation,
+    CatalogMutation,
     ExecutionMutation,
 );
 

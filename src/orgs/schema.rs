@@ -18,6 +18,8 @@ use crate::error::AppError;
 use crate::executions::schema::{Execution, ExecutionFilterInput, executions_connection};
 use crate::executions::service::ExecutionScope;
 use crate::graphql::context::{RequestContext, parse_id};
+use crate::workflows::catalog_schema::{WorkflowFilterInput, WorkflowOrder, workflows_connection};
+use crate::workflows::schema::Workflow;
 
 /// A member's role in an organization, from most to least privileged.
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +96,30 @@ impl Organization {
     ) -> async_graphql::Result<Connection<String, Execution>> {
         let scope = ExecutionScope::Organization(self.id);
         executions_connection(ctx, scope, self.viewer_role, first, after, filter).await
+    }
+
+    /// The organization's workflows (VIEWER and up): not archived ones
+    /// unless the filter asks, newest first unless `orderBy` says otherwise.
+    async fn workflows(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "At most this many (default 20, at most 100).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the page before, in the same order.")] after: Option<
+            String,
+        >,
+        filter: Option<WorkflowFilterInput>,
+        #[graphql(default)] order_by: WorkflowOrder,
+    ) -> async_graphql::Result<Connection<String, Workflow>> {
+        workflows_connection(
+            ctx,
+            self.id,
+            self.viewer_role,
+            first,
+            after,
+            filter,
+            order_by,
+        )
+        .await
     }
 
     /// Members, longest-standing first (VIEWER and up).

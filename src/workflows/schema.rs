@@ -1,20 +1,26 @@
 //! GraphQL types and resolvers for workflows. Thin: parse input, call the
 //! service, convert.
 
-use async_graphql::connection::Connection;
+use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, ID, InputObject, Json, MaybeUndefined, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::{workflow, workflow_version};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::catalog::Tags;
 use super::definition::{self, RetryPolicy, StepDefinition, WorkflowDefinition};
 use super::service::{self, MemberWorkflow, NewWorkflow, WorkflowChange, WorkflowName};
+use super::versions::{self, MemberVersion};
 use crate::error::AppError;
+use crate::executions::loaders::RecentExecutions;
 use crate::executions::schema::{Execution, ExecutionFilterInput, executions_connection};
 use crate::executions::service::ExecutionScope;
 use crate::graphql::context::{RequestContext, parse_id};
+use crate::orgs::members_schema::UserSummary;
+use crate::orgs::policy::{self, Action};
 use crate::orgs::schema::Organization;
+use crate::pagination::{decode_after, encode_cursor, page_size};
 
 /// What a step does.
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,7 +139,7 @@ pub struct WorkflowDefinitionInput {
 }
 
 impl WorkflowDefinitionInput {
-    fn parse(self, field: &str) -> Result<WorkflowDefinition, AppError> {
+    pub(super) fn parse(self, field: &str) -> Result<WorkflowDefinition, AppError> {
         let steps = self
             .steps
             .into_iter()
@@ -162,6 +168,9 @@ pub struct UpdateWorkflowInput {
     pub description: MaybeUndefined<String>,
     /// 1 to 10,000; null removes the limit.
     pub max_concurrency: MaybeUndefined<i32>,
+    /// Replaces the tags: up to 20, each 1 to 32 of `a-z 0-9 - _ : .`
+    /// (lower-cased).
+    pub tags: Option<Vec<String>>,
 }
 
 /// A new workflow.
@@ -176,46 +185,21 @@ pub struct CreateWorkflowInput {
     /// Most executions of this workflow started and not finished at once
     /// (1 to 10,000); the rest wait QUEUED. No limit when left out.
     pub max_concurrency: Option<i32>,
+    /// Up to 20, each 1 to 32 of `a-z 0-9 - _ : .` (lower-cased).
+    #[graphql(default)]
+    pub tags: Vec<String>,
 }
 
 /// An automation: a named DAG of steps, in versions.
 pub struct Workflow {
-    id: Uuid,
-    organization_id: Uuid,
-    name: String,
-    description: Option<String>,
-    active_version_id: Option<Uuid>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    max_concurrency: Option<i32>,
-    revision: i32,
+    model: workflow::Model,
     viewer_role: entity::role::Role,
 }
 
 impl From<MemberWorkflow> for Workflow {
     fn from(found: MemberWorkflow) -> Self {
-        let workflow::Model {
-            id,
-            organization_id,
-            name,
-            description,
-            active_version_id,
-            created_at,
-            updated_at,
-            max_concurrency,
-            revision,
-            ..
-        } = found.workflow;
         Self {
-            id,
-            organization_id,
-            name,
-            description,
-            active_version_id,
-            created_at,
-            updated_at,
-            max_concurrency,
-            revision,
+            model: found.workflow,
             viewer_role: found.role,
         }
     }
@@ -231,27 +215,77 @@ impl Workflow {
         #[graphql(desc = "The `endCursor` of the page before.")] after: Option<String>,
         filter: Option<ExecutionFilterInput>,
     ) -> async_graphql::Result<Connection<String, Execution>> {
-        let scope = ExecutionScope::Workflow(self.id);
+        let scope = ExecutionScope::Workflow(self.model.id);
         executions_connection(ctx, scope, self.viewer_role, first, after, filter).await
     }
 
+    /// The newest executions, newest first: for dashboards, one query for
+    /// a whole list of workflows.
+    async fn recent_executions(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 5, desc = "How many, 1 to 20.")] limit: i32,
+    ) -> async_graphql::Result<Vec<Execution>> {
+        let limit = u32::try_from(limit)
+            .ok()
+            .filter(|n| (1..=MAX_RECENT_EXECUTIONS).contains(n))
+            .ok_or_else(|| {
+                AppError::bad_input(
+                    "limit",
+                    format!("limit is from 1 to {MAX_RECENT_EXECUTIONS}"),
+                )
+            })?;
+        self.recent(ctx, limit).await
+    }
+
+    /// The execution queued last; null if it never ran.
+    async fn last_execution(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Execution>> {
+        Ok(self.recent(ctx, 1).await?.into_iter().next())
+    }
+
+    /// Versions, newest (highest number) first.
+    async fn versions(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "At most this many (default 20, at most 100).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the page before.")] after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, WorkflowVersion>> {
+        versions_connection(ctx, &self.model, self.viewer_role, first, after).await
+    }
+
+    /// Who created it; null when an API key did, or once their account is
+    /// gone.
+    async fn created_by(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<UserSummary>> {
+        load_user_summary(ctx, self.model.created_by).await
+    }
+
+    /// Sorted, lower-case labels to filter lists by.
+    async fn tags(&self) -> Vec<String> {
+        Tags::from_stored(&self.model.tags)
+    }
+
+    /// When it was archived; archived workflows cannot run.
+    async fn archived_at(&self) -> Option<DateTime<Utc>> {
+        self.model.archived_at
+    }
+
     async fn id(&self) -> ID {
-        ID(self.id.to_string())
+        ID(self.model.id.to_string())
     }
 
     async fn name(&self) -> &str {
-        &self.name
+        &self.model.name
     }
 
     async fn description(&self) -> Option<&str> {
-        self.description.as_deref()
+        self.model.description.as_deref()
     }
 
     async fn organization(&self, ctx: &Context<'_>) -> async_graphql::Result<Organization> {
         let organization = RequestContext::of(ctx)
             .loaders
             .organizations
-            .load_one(self.organization_id)
+            .load_one(self.model.organization_id)
             .await
             .map_err(AppError::from)?
             .ok_or(AppError::NotFound("organization"))?;
@@ -260,10 +294,10 @@ impl Workflow {
 
     /// The version new executions run.
     async fn active_version(&self, ctx: &Context<'_>) -> async_graphql::Result<WorkflowVersion> {
-        let id = self.active_version_id.ok_or_else(|| {
+        let id = self.model.active_version_id.ok_or_else(|| {
             AppError::Internal(anyhow::anyhow!(
                 "workflow {} has no active version",
-                self.id
+                self.model.id
             ))
         })?;
         let version = RequestContext::of(ctx)
@@ -273,60 +307,115 @@ impl Workflow {
             .await
             .map_err(AppError::from)?
             .ok_or(AppError::NotFound("workflow version"))?;
-        Ok(WorkflowVersion::try_from(version)?)
+        WorkflowVersion::new(version, &self.model, self.viewer_role)
     }
 
     async fn created_at(&self) -> DateTime<Utc> {
-        self.created_at
+        self.model.created_at
     }
 
     async fn updated_at(&self) -> DateTime<Utc> {
-        self.updated_at
+        self.model.updated_at
     }
 
     /// Most executions started and not finished at once; null: no limit.
     async fn max_concurrency(&self) -> Option<i32> {
-        self.max_concurrency
+        self.model.max_concurrency
     }
 
     /// Grows with every change; send it back with `updateWorkflow`.
     async fn revision(&self) -> i32 {
-        self.revision
+        self.model.revision
+    }
+}
+
+impl Workflow {
+    async fn recent(&self, ctx: &Context<'_>, limit: u32) -> async_graphql::Result<Vec<Execution>> {
+        let executions = RequestContext::of(ctx)
+            .loaders
+            .recent_executions
+            .load_one(RecentExecutions {
+                workflow_id: self.model.id,
+                limit,
+            })
+            .await
+            .map_err(AppError::from)?
+            .unwrap_or_default();
+        executions
+            .into_iter()
+            .map(|execution| {
+                let found = crate::executions::service::as_member(execution, self.viewer_role)?;
+                Ok(Execution::from(found))
+            })
+            .collect()
     }
 }
 
 /// An immutable snapshot of a workflow's definition.
 pub struct WorkflowVersion {
-    id: Uuid,
-    number: i32,
+    model: workflow_version::Model,
     definition: WorkflowDefinition,
-    created_at: DateTime<Utc>,
+    workflow: workflow::Model,
+    viewer_role: entity::role::Role,
 }
 
-impl TryFrom<workflow_version::Model> for WorkflowVersion {
-    type Error = AppError;
-
-    fn try_from(version: workflow_version::Model) -> Result<Self, AppError> {
+impl WorkflowVersion {
+    /// `version` of `workflow` as a member with `role` sees it.
+    pub fn new(
+        version: workflow_version::Model,
+        workflow: &workflow::Model,
+        role: entity::role::Role,
+    ) -> async_graphql::Result<Self> {
         let definition =
             WorkflowDefinition::from_stored(&version.definition).map_err(AppError::Internal)?;
         Ok(Self {
-            id: version.id,
-            number: version.number,
+            model: version,
             definition,
-            created_at: version.created_at,
+            workflow: workflow.clone(),
+            viewer_role: role,
         })
+    }
+}
+
+impl TryFrom<MemberVersion> for WorkflowVersion {
+    type Error = async_graphql::Error;
+
+    fn try_from(found: MemberVersion) -> Result<Self, Self::Error> {
+        Self::new(found.version, &found.workflow, found.role)
     }
 }
 
 #[Object]
 impl WorkflowVersion {
     async fn id(&self) -> ID {
-        ID(self.id.to_string())
+        ID(self.model.id.to_string())
     }
 
     /// 1 for the first version, then 2, 3, …
     async fn number(&self) -> i32 {
-        self.number
+        self.model.number
+    }
+
+    /// What changed, as its author described it.
+    async fn message(&self) -> Option<&str> {
+        self.model.message.as_deref()
+    }
+
+    /// Who made it; null when an API key did, or once their account is gone.
+    async fn author(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<UserSummary>> {
+        load_user_summary(ctx, self.model.author_id).await
+    }
+
+    /// Whether new executions run this version.
+    async fn is_active(&self) -> bool {
+        self.workflow.active_version_id == Some(self.model.id)
+    }
+
+    async fn workflow(&self) -> Workflow {
+        Workflow {
+            model: self.workflow.clone(),
+            viewer_role: self.viewer_role,
+        }
     }
 
     async fn definition(&self) -> DefinitionView {
@@ -349,8 +438,53 @@ impl WorkflowVersion {
     }
 
     async fn created_at(&self) -> DateTime<Utc> {
-        self.created_at
+        self.model.created_at
     }
+}
+
+/// The person behind `user_id`, through the request's user loader.
+async fn load_user_summary(
+    ctx: &Context<'_>,
+    user_id: Option<Uuid>,
+) -> async_graphql::Result<Option<UserSummary>> {
+    let Some(id) = user_id else {
+        return Ok(None);
+    };
+    let user = RequestContext::of(ctx)
+        .loaders
+        .users
+        .load_one(id)
+        .await
+        .map_err(AppError::from)?;
+    Ok(user.map(UserSummary::from))
+}
+
+const VERSION_CURSOR: &str = "version";
+/// Most executions `recentExecutions` returns.
+const MAX_RECENT_EXECUTIONS: u32 = 20;
+
+/// `workflow.versions`: VIEWER and up, newest first.
+async fn versions_connection(
+    ctx: &Context<'_>,
+    workflow: &workflow::Model,
+    role: entity::role::Role,
+    first: Option<i32>,
+    after: Option<String>,
+) -> async_graphql::Result<Connection<String, WorkflowVersion>> {
+    policy::authorize(role, Action::ViewWorkflow)?;
+    let request = RequestContext::of(ctx);
+    let limit = page_size(first)?;
+    let position: Option<i32> = decode_after(VERSION_CURSOR, after.as_deref())?;
+    let page = versions::list(&request.state.db, workflow.id, position, limit).await?;
+    let mut connection = Connection::new(position.is_some(), page.has_next_page);
+    for version in page.items {
+        let cursor = encode_cursor(VERSION_CURSOR, version.number);
+        connection.edges.push(Edge::new(
+            cursor,
+            WorkflowVersion::new(version, workflow, role)?,
+        ));
+    }
+    Ok(connection)
 }
 
 /// A workflow version's steps.
@@ -413,13 +547,14 @@ impl WorkflowMutation {
                 .max_concurrency
                 .map(|n| service::parse_max_concurrency(n, "maxConcurrency"))
                 .transpose()?,
+            tags: Tags::parse(&input.tags, "tags")?,
         };
         Ok(service::create_workflow(&request.state, actor, new)
             .await?
             .into())
     }
 
-    /// Changes a workflow's name, description or concurrency limit, if
+    /// Changes a workflow's name, description, concurrency limit or tags, if
     /// `revision` is still current. EDITOR and above.
     async fn update_workflow(
         &self,
@@ -450,6 +585,11 @@ impl WorkflowMutation {
                     Some(Some(service::parse_max_concurrency(n, "maxConcurrency")?))
                 }
             },
+            tags: input
+                .tags
+                .as_deref()
+                .map(|tags| Tags::parse(tags, "tags"))
+                .transpose()?,
         };
         Ok(service::update_workflow(&request.state, actor, change)
             .await?

@@ -11,7 +11,9 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::catalog::Tags;
 use super::definition::WorkflowDefinition;
+use super::versions;
 use crate::app::AppState;
 use crate::db::{begin_write, locked};
 use crate::error::{AppError, AppResult};
@@ -38,6 +40,20 @@ impl WorkflowName {
             ));
         }
         Ok(Self(name.to_owned()))
+    }
+
+    /// The name of a copy: `<name> (copy)`, shortened to fit.
+    pub fn copy_of(name: &str) -> Self {
+        const SUFFIX: &str = " (copy)";
+        let kept: String = name
+            .chars()
+            .take(MAX_NAME_CHARS - SUFFIX.chars().count())
+            .collect();
+        Self(format!("{}{SUFFIX}", kept.trim_end()))
+    }
+
+    pub fn into_inner(self) -> String {
+        self.0
     }
 }
 
@@ -78,6 +94,7 @@ pub struct NewWorkflow {
     pub definition: WorkflowDefinition,
     /// Most executions started and not finished at once; no limit when `None`.
     pub max_concurrency: Option<i32>,
+    pub tags: Tags,
 }
 
 /// A change to a workflow's settings; `None` fields stay as they are.
@@ -91,6 +108,8 @@ pub struct WorkflowChange {
     pub description: Option<Option<String>>,
     /// `Some(None)` removes the limit.
     pub max_concurrency: Option<Option<i32>>,
+    /// Replaces the tags.
+    pub tags: Option<Tags>,
 }
 
 /// A workflow as one member sees it.
@@ -124,19 +143,20 @@ pub async fn create_workflow(
         updated_at: Set(now),
         max_concurrency: Set(new.max_concurrency),
         revision: Set(1),
+        tags: Set(new.tags.stored()),
+        archived_at: Set(None),
     }
     .insert(&txn)
     .await?;
-    let version = workflow_version::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        workflow_id: Set(workflow.id),
-        number: Set(1),
-        definition: Set(new.definition.to_json()),
-        author_id: Set(author.user_id()),
-        message: Set(None),
-        created_at: Set(now),
-    }
-    .insert(&txn)
+    let version = versions::insert_version(
+        &txn,
+        workflow.id,
+        1,
+        &new.definition,
+        author.user_id(),
+        None,
+        now,
+    )
     .await?;
     let mut active = workflow.into_active_model();
     active.active_version_id = Set(Some(version.id));
@@ -176,6 +196,9 @@ pub async fn update_workflow(
     }
     if let Some(max_concurrency) = change.max_concurrency {
         active.max_concurrency = Set(max_concurrency);
+    }
+    if let Some(tags) = change.tags {
+        active.tags = Set(tags.stored());
     }
     active.revision = Set(revision);
     active.updated_at = Set(state.clock.now());

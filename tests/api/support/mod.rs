@@ -551,6 +551,7 @@ pub fn run_request(
         input,
         priority: Default::default(),
         idempotency_key: None,
+        version_id: None,
     }
 }
 

@@ -1,0 +1,229 @@
+//! GraphQL for versions and the workflow catalog: making and publishing
+//! versions, archiving, copying, and an organization's workflow list.
+//! Thin: parse input, call `versions` or `catalog`, convert.
+
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, Enum, ID, InputObject, Object};
+use uuid::Uuid;
+
+use super::catalog::{self, Tags, WorkflowFilter, WorkflowOrder as Order};
+use super::schema::{Workflow, WorkflowDefinitionInput, WorkflowVersion};
+use super::service::{MemberWorkflow, WorkflowName};
+use super::versions;
+use crate::graphql::context::{RequestContext, parse_id};
+use crate::orgs::policy::{self, Action};
+use crate::pagination::{decode_after, encode_cursor, page_size};
+
+/// Which of an organization's workflows to list.
+#[derive(InputObject, Default)]
+pub struct WorkflowFilterInput {
+    /// Text in the name, case-insensitive.
+    pub search: Option<String>,
+    /// Only workflows carrying every one of these tags.
+    #[graphql(default)]
+    pub tags: Vec<String>,
+    /// Only archived workflows when true; only the others when false.
+    #[graphql(default = false)]
+    pub archived: bool,
+}
+
+/// The order of a workflow list; ties are broken by id, so pages never
+/// skip or repeat a workflow.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WorkflowOrder {
+    #[default]
+    CreatedAtDesc,
+    CreatedAtAsc,
+    UpdatedAtDesc,
+    NameAsc,
+}
+
+impl From<WorkflowOrder> for Order {
+    fn from(order: WorkflowOrder) -> Self {
+        match order {
+            WorkflowOrder::CreatedAtDesc => Self::CreatedNewestFirst,
+            WorkflowOrder::CreatedAtAsc => Self::CreatedOldestFirst,
+            WorkflowOrder::UpdatedAtDesc => Self::UpdatedNewestFirst,
+            WorkflowOrder::NameAsc => Self::NameAscending,
+        }
+    }
+}
+
+/// `organization.workflows`: VIEWER and up.
+pub async fn workflows_connection(
+    ctx: &Context<'_>,
+    organization_id: Uuid,
+    role: entity::role::Role,
+    first: Option<i32>,
+    after: Option<String>,
+    filter: Option<WorkflowFilterInput>,
+    order: WorkflowOrder,
+) -> async_graphql::Result<Connection<String, Workflow>> {
+    policy::authorize(role, Action::ViewWorkflow)?;
+    let request = RequestContext::of(ctx);
+    let filter = filter.unwrap_or_default();
+    let filter = WorkflowFilter {
+        search: WorkflowFilter::parse_search(filter.search.as_deref(), "filter")?,
+        tags: Tags::parse(&filter.tags, "filter.tags")?,
+        archived: filter.archived,
+    };
+    let order = Order::from(order);
+    let limit = page_size(first)?;
+    let position = decode_after(order.cursor_kind(), after.as_deref())?;
+    let page = catalog::list(
+        &request.state.db,
+        organization_id,
+        &filter,
+        order,
+        position.clone(),
+        limit,
+    )
+    .await?;
+    let mut connection = Connection::new(position.is_some(), page.has_next_page);
+    connection.edges = page
+        .items
+        .into_iter()
+        .map(|workflow| {
+            let cursor = encode_cursor(order.cursor_kind(), order.position_of(&workflow));
+            Edge::new(cursor, Workflow::from(MemberWorkflow { workflow, role }))
+        })
+        .collect();
+    Ok(connection)
+}
+
+/// A new version of a workflow.
+#[derive(InputObject)]
+pub struct CreateWorkflowVersionInput {
+    pub workflow_id: ID,
+    pub definition: WorkflowDefinitionInput,
+    /// What changed, at most 500 characters.
+    pub message: Option<String>,
+}
+
+/// A version to make active.
+#[derive(InputObject)]
+pub struct PublishWorkflowVersionInput {
+    pub workflow_id: ID,
+    pub version_id: ID,
+}
+
+/// A workflow to act on.
+#[derive(InputObject)]
+pub struct WorkflowInput {
+    pub workflow_id: ID,
+}
+
+/// A workflow to copy.
+#[derive(InputObject)]
+pub struct DuplicateWorkflowInput {
+    pub workflow_id: ID,
+    /// The copy's name; `<name> (copy)` when left out.
+    pub name: Option<String>,
+}
+
+#[derive(Default)]
+pub struct CatalogQuery;
+
+#[Object]
+impl CatalogQuery {
+    /// A version of a workflow the viewer may read; NOT_FOUND otherwise.
+    async fn workflow_version(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Option<WorkflowVersion>> {
+        let request = RequestContext::of(ctx);
+        let actor = request.viewer.principal()?;
+        let id = parse_id(&id, "id")?;
+        let found = versions::find_for_member(&request.state.db, actor, id).await?;
+        Ok(Some(WorkflowVersion::try_from(found)?))
+    }
+}
+
+#[derive(Default)]
+pub struct CatalogMutation;
+
+#[Object]
+impl CatalogMutation {
+    /// Adds the next version of a workflow without making it active
+    /// (EDITOR). Versions never change once made.
+    async fn create_workflow_version(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateWorkflowVersionInput,
+    ) -> async_graphql::Result<WorkflowVersion> {
+        let request = RequestContext::of(ctx);
+        let actor = request.viewer.principal()?;
+        let workflow_id = parse_id(&input.workflow_id, "workflowId")?;
+        let definition = input.definition.parse("definition")?;
+        let message = versions::parse_message(input.message.as_deref(), "message")?;
+        let created =
+            versions::create_version(&request.state, actor, workflow_id, definition, message)
+                .await?;
+        Ok(WorkflowVersion::try_from(created)?)
+    }
+
+    /// Makes a version the one new executions run (EDITOR); publishing an
+    /// older version rolls back.
+    async fn publish_workflow_version(
+        &self,
+        ctx: &Context<'_>,
+        input: PublishWorkflowVersionInput,
+    ) -> async_graphql::Result<Workflow> {
+        let request = RequestContext::of(ctx);
+        let actor = request.viewer.principal()?;
+        let workflow_id = parse_id(&input.workflow_id, "workflowId")?;
+        let version_id = parse_id(&input.version_id, "versionId")?;
+        Ok(
+            versions::publish_version(&request.state, actor, workflow_id, version_id)
+                .await?
+                .into(),
+        )
+    }
+
+    /// Archives a workflow (EDITOR): it cannot run and leaves the lists
+    /// until unarchived. CONFLICT when already archived.
+    async fn archive_workflow(
+        &self,
+        ctx: &Context<'_>,
+        input: WorkflowInput,
+    ) -> async_graphql::Result<Workflow> {
+        let request = RequestContext::of(ctx);
+        let actor = request.viewer.principal()?;
+        let id = parse_id(&input.workflow_id, "workflowId")?;
+        Ok(catalog::archive(&request.state, actor, id).await?.into())
+    }
+
+    /// Brings an archived workflow back (EDITOR). CONFLICT when it is not
+    /// archived.
+    async fn unarchive_workflow(
+        &self,
+        ctx: &Context<'_>,
+        input: WorkflowInput,
+    ) -> async_graphql::Result<Workflow> {
+        let request = RequestContext::of(ctx);
+        let actor = request.viewer.principal()?;
+        let id = parse_id(&input.workflow_id, "workflowId")?;
+        Ok(catalog::unarchive(&request.state, actor, id).await?.into())
+    }
+
+    /// Copies a workflow's active definition, description, tags and limit
+    /// into a new workflow (EDITOR).
+    async fn duplicate_workflow(
+        &self,
+        ctx: &Context<'_>,
+        input: DuplicateWorkflowInput,
+    ) -> async_graphql::Result<Workflow> {
+        let request = RequestContext::of(ctx);
+        let actor = request.viewer.principal()?;
+        let id = parse_id(&input.workflow_id, "workflowId")?;
+        let name = input
+            .name
+            .as_deref()
+            .map(|name| WorkflowName::parse(name, "name"))
+            .transpose()?;
+        Ok(catalog::duplicate(&request.state, actor, id, name)
+            .await?
+            .into())
+    }
+}
