@@ -3,13 +3,15 @@
 //! Thin: parse input, call `versions` or `catalog`, convert.
 
 use async_graphql::connection::{Connection, Edge};
-use async_graphql::{Context, Enum, ID, InputObject, Object};
+use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::catalog::{self, Tags, WorkflowFilter, WorkflowOrder as Order};
-use super::schema::{Workflow, WorkflowDefinitionInput, WorkflowVersion};
+use super::schema::{StepKind, Workflow, WorkflowDefinitionInput, WorkflowVersion};
 use super::service::{MemberWorkflow, WorkflowName};
 use super::versions;
+use super::{definition, step_configs};
 use crate::graphql::context::{RequestContext, parse_id};
 use crate::orgs::policy::{self, Action};
 use crate::pagination::{decode_after, encode_cursor, page_size};
@@ -121,11 +123,73 @@ pub struct DuplicateWorkflowInput {
     pub name: Option<String>,
 }
 
+/// What a step kind does and the JSON Schema its `config` must match.
+#[derive(SimpleObject)]
+pub struct StepKindInfo {
+    kind: StepKind,
+    description: String,
+    /// A JSON Schema (2020-12) of the config, derived from the type the
+    /// server parses it into.
+    config_schema: Json<Value>,
+}
+
+/// One problem with a definition.
+#[derive(SimpleObject)]
+pub struct DefinitionProblem {
+    /// A path into the input, e.g. `definition.steps[2].config.ms`.
+    field: String,
+    message: String,
+}
+
+/// The outcome of checking a definition.
+#[derive(SimpleObject)]
+pub struct DefinitionValidation {
+    valid: bool,
+    /// Every problem found, in input order; empty when valid.
+    problems: Vec<DefinitionProblem>,
+}
+
 #[derive(Default)]
 pub struct CatalogQuery;
 
 #[Object]
 impl CatalogQuery {
+    /// Every step kind, with a description and its config's JSON Schema,
+    /// for editors that build forms.
+    async fn step_kinds(&self) -> Vec<StepKindInfo> {
+        definition::StepKind::ALL
+            .into_iter()
+            .map(|kind| StepKindInfo {
+                kind: kind.into(),
+                description: step_configs::description(kind).to_owned(),
+                config_schema: Json(step_configs::config_schema(kind).clone()),
+            })
+            .collect()
+    }
+
+    /// Checks a definition without saving it and answers every problem
+    /// found, for editors that validate as you type. Needs a signed-in
+    /// user or an API key.
+    async fn validate_workflow_definition(
+        &self,
+        ctx: &Context<'_>,
+        definition: WorkflowDefinitionInput,
+    ) -> async_graphql::Result<DefinitionValidation> {
+        RequestContext::of(ctx).viewer.principal()?;
+        let problems: Vec<DefinitionProblem> = definition
+            .problems("definition")
+            .into_iter()
+            .map(|problem| DefinitionProblem {
+                field: problem.field,
+                message: problem.message,
+            })
+            .collect();
+        Ok(DefinitionValidation {
+            valid: problems.is_empty(),
+            problems,
+        })
+    }
+
     /// A version of a workflow the viewer may read; NOT_FOUND otherwise.
     async fn workflow_version(
         &self,

@@ -9,11 +9,14 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::step_configs::{
+    ConditionConfig, DelayConfig, FailConfig, HttpStepConfig, TransformConfig, typed,
+};
 use super::template;
 use crate::error::{AppError, AppResult};
 
 /// Most steps a definition may hold.
-pub const MAX_STEPS: usize = 100;
+pub const MAX_STEPS: usize = 200;
 /// Longest DELAY, in milliseconds (one day).
 pub const MAX_DELAY_MS: u64 = 24 * 60 * 60 * 1000;
 
@@ -34,17 +37,17 @@ pub enum StepKind {
 }
 
 impl StepKind {
-    fn config_keys(self) -> &'static [&'static str] {
-        match self {
-            Self::Transform => &["output"],
-            Self::Delay => &["ms"],
-            Self::Fail => &["message"],
-            Self::Condition => &["if"],
-            Self::Http => &["method", "url", "headers", "body"],
-        }
-    }
+    /// Every kind, in the order `stepKinds` lists them.
+    pub const ALL: [Self; 5] = [
+        Self::Transform,
+        Self::Delay,
+        Self::Fail,
+        Self::Condition,
+        Self::Http,
+    ];
 
-    fn name(self) -> &'static str {
+    /// The kind's name, as stored and in the GraphQL enum.
+    pub fn name(self) -> &'static str {
         match self {
             Self::Transform => "TRANSFORM",
             Self::Delay => "DELAY",
@@ -74,13 +77,10 @@ pub enum StepConfig {
     Http(HttpConfig),
 }
 
-/// Methods an HTTP step may use.
-pub const HTTP_METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
-
 /// An HTTP step's request.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HttpConfig {
-    /// One of [`HTTP_METHODS`].
+    /// GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS.
     pub method: String,
     pub url: String,
     /// Header names (as given) and values.
@@ -90,63 +90,30 @@ pub struct HttpConfig {
 }
 
 impl HttpConfig {
-    fn parse(map: &Map<String, Value>, field: &str) -> AppResult<Self> {
+    fn parse(config: HttpStepConfig, field: &str) -> AppResult<Self> {
         let bad =
             |key: &str, message: String| AppError::bad_input(format!("{field}.{key}"), message);
-        let method = match map.get("method") {
-            None => "GET".to_owned(),
-            Some(Value::String(method))
-                if HTTP_METHODS.contains(&method.to_uppercase().as_str()) =>
-            {
-                method.to_uppercase()
-            }
-            Some(_) => {
-                return Err(bad(
-                    "method",
-                    format!("`method` is one of {}", HTTP_METHODS.join(", ")),
-                ));
-            }
-        };
-        let url = match map.get("url") {
-            Some(Value::String(url)) => url.clone(),
-            Some(_) => return Err(bad("url", "`url` must be a string".into())),
-            None => return Err(bad("url", "an HTTP step needs `url`".into())),
-        };
+        let url = config.url;
         template::check(&url).map_err(|e| bad("url", e))?;
         if !template::has_template(&url) {
             parse_http_url(&url).map_err(|e| bad("url", e))?;
         }
-        let headers = match map.get("headers") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Object(headers)) => {
-                let mut parsed = Vec::with_capacity(headers.len());
-                for (name, value) in headers {
-                    let at = format!("headers.{name}");
-                    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                        return Err(bad(&at, format!("`{name}` is not a valid header name")));
-                    }
-                    let Value::String(value) = value else {
-                        return Err(bad(&at, "header values must be strings".into()));
-                    };
-                    template::check(value).map_err(|e| bad(&at, e))?;
-                    parsed.push((name.clone(), value.clone()));
-                }
-                parsed
+        let mut headers = Vec::new();
+        for (name, value) in config.headers.unwrap_or_default() {
+            let at = format!("headers.{name}");
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(bad(&at, format!("`{name}` is not a valid header name")));
             }
-            Some(_) => {
-                return Err(bad(
-                    "headers",
-                    "`headers` must be an object of names to strings".into(),
-                ));
-            }
-        };
-        let body = map.get("body").filter(|body| !body.is_null()).cloned();
+            template::check(&value).map_err(|e| bad(&at, e))?;
+            headers.push((name, value));
+        }
+        let body = config.body.filter(|body| !body.is_null());
         if let Some(body) = &body {
             template::check_value(body, &format!("{field}.body"))
                 .map_err(|(path, message)| AppError::bad_input(path, message))?;
         }
         Ok(Self {
-            method,
+            method: config.method.as_str().to_owned(),
             url,
             headers,
             body,
@@ -241,76 +208,43 @@ fn render_text(source: &str, context: &Value) -> Result<String, String> {
 impl StepConfig {
     /// Parses and checks `config` for `kind`; `field` is the config's path.
     pub fn parse(kind: StepKind, config: &Value, field: &str) -> AppResult<Self> {
-        let Value::Object(map) = config else {
-            return Err(AppError::bad_input(field, "config must be a JSON object"));
-        };
-        if let Some(unknown) = map
-            .keys()
-            .find(|key| !kind.config_keys().contains(&key.as_str()))
-        {
-            return Err(AppError::bad_input(
-                format!("{field}.{unknown}"),
-                format!(
-                    "unknown config key `{unknown}` for a {} step (allowed: {})",
-                    kind.name(),
-                    kind.config_keys().join(", ")
-                ),
-            ));
-        }
-        let required = |key: &str| -> AppResult<&Value> {
-            map.get(key).ok_or_else(|| {
-                AppError::bad_input(
-                    format!("{field}.{key}"),
-                    format!("a {} step needs `{key}`", kind.name()),
-                )
-            })
-        };
         match kind {
             StepKind::Transform => {
-                let output = required("output")?;
-                template::check_value(output, &format!("{field}.output"))
+                let config: TransformConfig = typed(kind, config, field)?;
+                template::check_value(&config.output, &format!("{field}.output"))
                     .map_err(|(path, message)| AppError::bad_input(path, message))?;
                 Ok(Self::Transform {
-                    output: output.clone(),
+                    output: config.output,
                 })
             }
             StepKind::Delay => {
-                let ms = required("ms")?
-                    .as_u64()
-                    .filter(|ms| *ms <= MAX_DELAY_MS)
-                    .ok_or_else(|| {
-                        AppError::bad_input(
-                            format!("{field}.ms"),
-                            format!("`ms` must be a whole number from 0 to {MAX_DELAY_MS}"),
-                        )
-                    })?;
-                Ok(Self::Delay { ms })
+                let config: DelayConfig = typed(kind, config, field)?;
+                if config.ms > MAX_DELAY_MS {
+                    return Err(AppError::bad_input(
+                        format!("{field}.ms"),
+                        format!("`ms` must be a whole number from 0 to {MAX_DELAY_MS}"),
+                    ));
+                }
+                Ok(Self::Delay { ms: config.ms })
             }
             StepKind::Condition => {
-                let expression = required("if")?.as_str().ok_or_else(|| {
-                    AppError::bad_input(
-                        format!("{field}.if"),
-                        "`if` must be an expression in a string",
-                    )
-                })?;
-                template::check_expression(expression)
+                let config: ConditionConfig = typed(kind, config, field)?;
+                template::check_expression(&config.condition)
                     .map_err(|e| AppError::bad_input(format!("{field}.if"), e))?;
                 Ok(Self::Condition {
-                    expression: expression.to_owned(),
+                    expression: config.condition,
                     result: None,
                 })
             }
             StepKind::Fail => {
-                let message = required("message")?.as_str().ok_or_else(|| {
-                    AppError::bad_input(format!("{field}.message"), "`message` must be a string")
-                })?;
-                template::check(message)
+                let config: FailConfig = typed(kind, config, field)?;
+                template::check(&config.message)
                     .map_err(|e| AppError::bad_input(format!("{field}.message"), e))?;
                 Ok(Self::Fail {
-                    message: message.to_owned(),
+                    message: config.message,
                 })
             }
-            StepKind::Http => HttpConfig::parse(map, field).map(Self::Http),
+            StepKind::Http => HttpConfig::parse(typed(kind, config, field)?, field).map(Self::Http),
         }
     }
 
@@ -470,89 +404,154 @@ pub fn is_valid_step_id(id: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
+/// One thing wrong with a definition: where, and what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// A path into the input, e.g. `definition.steps[2].config.ms`.
+    pub field: String,
+    pub message: String,
+}
+
+impl Problem {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    fn from_error(error: AppError, field: &str) -> Self {
+        match error {
+            AppError::BadUserInput { field, message } => Self { field, message },
+            other => Self::new(field, format!("{other:?}")),
+        }
+    }
+}
+
+impl From<Problem> for AppError {
+    fn from(problem: Problem) -> Self {
+        AppError::bad_input(problem.field, problem.message)
+    }
+}
+
 impl WorkflowDefinition {
-    /// Validates steps given by a client. `field` is the definition's path
-    /// in the input (`definition`).
+    /// Validates steps given by a client; the first problem is
+    /// BAD_USER_INPUT. `field` is the definition's path in the input
+    /// (`definition`).
     pub fn parse(
         steps: Vec<StepDefinition>,
         timeout_ms: Option<u64>,
         field: &str,
     ) -> AppResult<Self> {
+        Self::validate(steps, timeout_ms, field).map_err(|problems| {
+            problems
+                .into_iter()
+                .next()
+                .map(AppError::from)
+                .unwrap_or_else(|| AppError::bad_input(field, "the definition is not valid"))
+        })
+    }
+
+    /// Validates steps given by a client, finding every problem: each
+    /// step's id, config, retry policy and timeout, each `needs` entry,
+    /// and, once every step and need is sound, cycles.
+    pub fn validate(
+        steps: Vec<StepDefinition>,
+        timeout_ms: Option<u64>,
+        field: &str,
+    ) -> Result<Self, Vec<Problem>> {
+        let mut problems = Vec::new();
         if let Some(ms) = timeout_ms
             && !(1..=MAX_EXECUTION_TIMEOUT_MS).contains(&ms)
         {
-            return Err(AppError::bad_input(
+            problems.push(Problem::new(
                 format!("{field}.timeoutMs"),
                 format!("timeoutMs is from 1 to {MAX_EXECUTION_TIMEOUT_MS}"),
             ));
         }
         if steps.is_empty() {
-            return Err(AppError::bad_input(
+            problems.push(Problem::new(
                 format!("{field}.steps"),
                 "a workflow needs at least one step",
             ));
+            return Err(problems);
         }
         if steps.len() > MAX_STEPS {
-            return Err(AppError::bad_input(
+            // Checking every step of a huge definition is work nobody asked for.
+            problems.push(Problem::new(
                 format!("{field}.steps"),
                 format!("a workflow may have at most {MAX_STEPS} steps"),
             ));
+            return Err(problems);
         }
         let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut ids_sound = true;
         for (i, step) in steps.iter().enumerate() {
             let at = format!("{field}.steps[{i}]");
             if !is_valid_step_id(&step.id) {
-                return Err(AppError::bad_input(
+                ids_sound = false;
+                problems.push(Problem::new(
                     format!("{at}.id"),
                     "step ids start with a lower-case letter, then up to 63 lower-case letters, digits or underscores",
                 ));
-            }
-            if index.insert(step.id.as_str(), i).is_some() {
-                return Err(AppError::bad_input(
+            } else if index.insert(step.id.as_str(), i).is_some() {
+                ids_sound = false;
+                problems.push(Problem::new(
                     format!("{at}.id"),
                     format!("step id `{}` is used twice", step.id),
                 ));
             }
-            StepConfig::parse(step.kind, &step.config, &format!("{at}.config"))?;
-            if let Some(policy) = &step.retry {
-                policy.validate(&format!("{at}.retry"))?;
+            let config_at = format!("{at}.config");
+            if let Err(error) = StepConfig::parse(step.kind, &step.config, &config_at) {
+                problems.push(Problem::from_error(error, &config_at));
+            }
+            if let Some(policy) = &step.retry
+                && let Err(error) = policy.validate(&format!("{at}.retry"))
+            {
+                problems.push(Problem::from_error(error, &at));
             }
             if let Some(ms) = step.timeout_ms
                 && !(1..=MAX_STEP_TIMEOUT_MS).contains(&ms)
             {
-                return Err(AppError::bad_input(
+                problems.push(Problem::new(
                     format!("{at}.timeoutMs"),
                     format!("timeoutMs is from 1 to {MAX_STEP_TIMEOUT_MS}"),
                 ));
             }
         }
+        let mut needs_sound = ids_sound;
         for (i, step) in steps.iter().enumerate() {
             let mut seen = HashSet::new();
             for (j, need) in step.needs.iter().enumerate() {
                 let at = format!("{field}.steps[{i}].needs[{j}]");
-                if need == &step.id {
-                    return Err(AppError::bad_input(
-                        at,
-                        format!("step `{}` cannot need itself", step.id),
-                    ));
-                }
-                if !index.contains_key(need.as_str()) {
-                    return Err(AppError::bad_input(at, format!("unknown step `{need}`")));
-                }
-                if !seen.insert(need) {
-                    return Err(AppError::bad_input(at, format!("`{need}` is listed twice")));
+                let problem = if need == &step.id {
+                    Some(format!("step `{}` cannot need itself", step.id))
+                } else if !steps.iter().any(|other| &other.id == need) {
+                    Some(format!("unknown step `{need}`"))
+                } else if !seen.insert(need) {
+                    Some(format!("`{need}` is listed twice"))
+                } else {
+                    None
+                };
+                if let Some(message) = problem {
+                    needs_sound = false;
+                    problems.push(Problem::new(at, message));
                 }
             }
         }
         let definition = Self { steps, timeout_ms };
-        if let Some(i) = definition.first_step_in_cycle() {
+        if needs_sound && let Some(i) = definition.first_step_in_cycle() {
             let id = &definition.steps[i].id;
-            return Err(AppError::bad_input(
+            problems.push(Problem::new(
                 format!("{field}.steps[{i}].needs"),
                 format!("step `{id}` is part of a dependency cycle"),
             ));
         }
-        Ok(definition)
+        if problems.is_empty() {
+            Ok(definition)
+        } else {
+            Err(problems)
+        }
     }
 
     /// Reads a stored definition (validated when it was stored).
@@ -680,6 +679,39 @@ mod tests {
             field_of(WorkflowDefinition::parse(steps, None, "definition")),
             "definition.steps[0].config.seconds"
         );
+    }
+
+    #[test]
+    fn validation_reports_every_problem_in_input_order() {
+        let steps = vec![
+            step("Bad", StepKind::Delay, &[], json!({ "ms": "soon" })),
+            step("b", StepKind::Fail, &["missing"], json!({})),
+            step("b", StepKind::Transform, &["b"], json!({ "output": 1 })),
+        ];
+        let problems = WorkflowDefinition::validate(steps, Some(0), "definition").unwrap_err();
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "definition.timeoutMs",
+                "definition.steps[0].id",
+                "definition.steps[0].config.ms",
+                "definition.steps[1].config.message",
+                "definition.steps[2].id",
+                "definition.steps[1].needs[0]",
+                "definition.steps[2].needs[0]",
+            ]
+        );
+    }
+
+    #[test]
+    fn more_than_200_steps_is_a_problem() {
+        let steps: Vec<StepDefinition> = (0..=MAX_STEPS)
+            .map(|n| step(&format!("s{n}"), StepKind::Delay, &[], json!({ "ms": 0 })))
+            .collect();
+        let problems = WorkflowDefinition::validate(steps, None, "definition").unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].field, "definition.steps");
     }
 
     #[test]

@@ -9,5 +9,6 @@ pub mod definition;
 pub mod loaders;
 pub mod schema;
 pub mod service;
+pub mod step_configs;
 pub mod template;
 pub mod versions;

@@ -9,7 +9,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::catalog::Tags;
-use super::definition::{self, RetryPolicy, StepDefinition, WorkflowDefinition};
+use super::definition::{self, Problem, RetryPolicy, StepDefinition, WorkflowDefinition};
 use super::service::{self, MemberWorkflow, NewWorkflow, WorkflowChange, WorkflowName};
 use super::versions::{self, MemberVersion};
 use crate::error::AppError;
@@ -140,6 +140,19 @@ pub struct WorkflowDefinitionInput {
 
 impl WorkflowDefinitionInput {
     pub(super) fn parse(self, field: &str) -> Result<WorkflowDefinition, AppError> {
+        let (steps, timeout_ms) = self.into_parts();
+        WorkflowDefinition::parse(steps, timeout_ms, field)
+    }
+
+    /// Every problem with the definition, none when it is valid.
+    pub(super) fn problems(self, field: &str) -> Vec<Problem> {
+        let (steps, timeout_ms) = self.into_parts();
+        WorkflowDefinition::validate(steps, timeout_ms, field)
+            .err()
+            .unwrap_or_default()
+    }
+
+    fn into_parts(self) -> (Vec<StepDefinition>, Option<u64>) {
         let steps = self
             .steps
             .into_iter()
@@ -152,7 +165,7 @@ impl WorkflowDefinitionInput {
                 timeout_ms: step.timeout_ms,
             })
             .collect();
-        WorkflowDefinition::parse(steps, self.timeout_ms, field)
+        (steps, self.timeout_ms)
     }
 }
 

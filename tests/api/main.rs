@@ -36,6 +36,7 @@ mod secrets_at_rest;
 mod sessions;
 mod shutdown;
 mod startup;
+mod step_kinds;
 mod subscriptions;
 mod tenant_isolation;
 mod workflows;

@@ -5,9 +5,10 @@
 //! on organization A's objects: (1) a signed-in user who is OWNER of another
 //! organization B and (2) an ADMIN API key of organization B. They must get
 //! the refusal the table names (NOT_FOUND for A's organization, workflows,
-//! executions, members, invitations and API keys; FORBIDDEN where only a
-//! user may call the field at all), no data, nothing that names A, and no
-//! way in afterwards, and A's owner must then read A exactly as before.
+//! workflow versions, executions, members, invitations and API keys;
+//! FORBIDDEN where only a user may call the field at all), no data, nothing
+//! that names A, and no way in afterwards, and A's owner must then read A
+//! exactly as before.
 //! `executionEvents` is tried over the WebSocket: a `next` carrying
 //! NOT_FOUND, then `complete`. Fields that reach no organization are listed
 //! with a one-line reason; the user-only ones among them are checked to
@@ -134,6 +135,7 @@ const CASES: &[Case] = &[
     scoped(Root::Query, "organization"),
     scoped(Root::Query, "organizationBySlug"),
     scoped(Root::Query, "workflow"),
+    scoped(Root::Query, "workflowVersion"),
     scoped(Root::Query, "execution"),
     // Mutation: accounts, sessions, second factors
     unscoped(
@@ -241,6 +243,11 @@ const CASES: &[Case] = &[
     // Mutation: workflows and executions
     scoped(Root::Mutation, "createWorkflow"),
     scoped(Root::Mutation, "updateWorkflow"),
+    scoped(Root::Mutation, "createWorkflowVersion"),
+    scoped(Root::Mutation, "publishWorkflowVersion"),
+    scoped(Root::Mutation, "archiveWorkflow"),
+    scoped(Root::Mutation, "unarchiveWorkflow"),
+    scoped(Root::Mutation, "duplicateWorkflow"),
     scoped(Root::Mutation, "runWorkflow"),
     scoped(Root::Mutation, "cancelExecution"),
     scoped(Root::Mutation, "retryExecution"),
@@ -294,6 +301,9 @@ const ORGANIZATION: &str = "query($id: ID!) { organization(id: $id) { id name sl
 const BY_SLUG: &str = "query($slug: String!) { organizationBySlug(slug: $slug) { id name slug } }";
 const WORKFLOW: &str = "query($id: ID!) { workflow(id: $id) { id name organization { id } } }";
 const EXECUTION: &str = "query($id: ID!) { execution(id: $id) { id status input } }";
+const WORKFLOW_VERSION: &str = "query($id: ID!) {
+  workflowVersion(id: $id) { id number message definition { steps { id } } workflow { id name } }
+}";
 const REMOVE_MEMBER: &str = "mutation($organizationId: ID!, $userId: ID!) {
   removeMember(input: { organizationId: $organizationId, userId: $userId })
 }";
@@ -320,6 +330,19 @@ const UPDATE_WORKFLOW: &str =
     "mutation($input: UpdateWorkflowInput!) { updateWorkflow(input: $input) { id name revision } }";
 const RUN_WORKFLOW: &str =
     "mutation($input: RunWorkflowInput!) { runWorkflow(input: $input) { id status } }";
+const CREATE_WORKFLOW_VERSION: &str = "mutation($input: CreateWorkflowVersionInput!) {
+  createWorkflowVersion(input: $input) { id number workflow { id name } }
+}";
+const PUBLISH_WORKFLOW_VERSION: &str = "mutation($input: PublishWorkflowVersionInput!) {
+  publishWorkflowVersion(input: $input) { id name activeVersion { number } }
+}";
+const ARCHIVE_WORKFLOW: &str =
+    "mutation($input: WorkflowInput!) { archiveWorkflow(input: $input) { id name archivedAt } }";
+const UNARCHIVE_WORKFLOW: &str =
+    "mutation($input: WorkflowInput!) { unarchiveWorkflow(input: $input) { id name archivedAt } }";
+const DUPLICATE_WORKFLOW: &str = "mutation($input: DuplicateWorkflowInput!) {
+  duplicateWorkflow(input: $input) { id name organization { id name } }
+}";
 const CANCEL_EXECUTION: &str =
     "mutation($input: CancelExecutionInput!) { cancelExecution(input: $input) { id status } }";
 const RETRY_EXECUTION: &str =
@@ -331,7 +354,7 @@ const CHANGE_PASSWORD: &str =
 
 /// Everything of organization A its owner can read, in one request: what
 /// any change by an intruder would show up in.
-const SNAPSHOT: &str = "query($organization: ID!, $slow: ID!, $fast: ID!) {
+const SNAPSHOT: &str = "query($organization: ID!, $slow: ID!, $fast: ID!, $draft: ID!) {
   organization(id: $organization) {
     id name slug
     members(first: 100) { nodes { user { id } role joinedAt } }
@@ -339,9 +362,20 @@ const SNAPSHOT: &str = "query($organization: ID!, $slow: ID!, $fast: ID!) {
     apiKeys(first: 100, includeRevoked: true) { nodes { id name prefix role expiresAt revokedAt } }
     executions(first: 100) { nodes { id status lastEventSeq } }
     auditLog(first: 100) { nodes { id action targetType targetId } }
+    workflows(first: 100) { nodes { id name tags archivedAt revision updatedAt } }
+    archivedWorkflows: workflows(first: 100, filter: { archived: true }) {
+      nodes { id name tags archivedAt revision updatedAt }
+    }
   }
-  slow: workflow(id: $slow) { id name description maxConcurrency revision activeVersion { number } }
-  fast: workflow(id: $fast) { id name description maxConcurrency revision activeVersion { number } }
+  slow: workflow(id: $slow) {
+    id name description maxConcurrency revision tags archivedAt activeVersion { number }
+    versions(first: 100) { nodes { id number message isActive definition { steps { id } } } }
+  }
+  fast: workflow(id: $fast) {
+    id name description maxConcurrency revision tags archivedAt activeVersion { number }
+    versions(first: 100) { nodes { id number message isActive definition { steps { id } } } }
+  }
+  draft: workflowVersion(id: $draft) { id number message isActive createdAt author { id } }
 }";
 
 /// One step that waits a minute: its execution stays RUNNING throughout.
@@ -373,6 +407,10 @@ struct OrganizationA {
     invitation_token: String,
     /// The id of an EDITOR API key.
     api_key: String,
+    /// Version 2 of `fast_workflow`, made and not published.
+    draft_version: String,
+    /// An archived workflow, for `unarchiveWorkflow` to try.
+    archived_workflow: String,
 }
 
 /// Organizations A and B on one server, and B's two intruders.
@@ -422,9 +460,10 @@ impl fmt::Display for Intruder<'_> {
 }
 
 impl World {
-    /// Organization A with two workflows, a running and a finished
-    /// execution, an EDITOR member, a pending invitation and an API key;
-    /// organization B with its owner and an ADMIN key.
+    /// Organization A with two workflows (one with an unpublished second
+    /// version), an archived workflow, a running and a finished execution,
+    /// an EDITOR member, a pending invitation and an API key; organization
+    /// B with its owner and an ADMIN key.
     async fn set_up() -> Self {
         let app = TestApp::spawn().await;
 
@@ -465,6 +504,35 @@ impl World {
             .expect("API key id")
             .to_owned();
 
+        let drafted = app
+            .graphql_as(
+                &owner.access_token,
+                CREATE_WORKFLOW_VERSION,
+                json!({ "input": {
+                    "workflowId": fast_workflow,
+                    "definition": { "steps": fast_steps() },
+                    "message": "Draft",
+                } }),
+            )
+            .await;
+        let draft_version = drafted.data()["createWorkflowVersion"]["id"]
+            .as_str()
+            .expect("version id")
+            .to_owned();
+        let archived_workflow = app.workflow(&owner, &id, fast_steps()).await;
+        let archived = app
+            .graphql_as(
+                &owner.access_token,
+                ARCHIVE_WORKFLOW,
+                json!({ "input": { "workflowId": archived_workflow } }),
+            )
+            .await;
+        assert!(
+            !archived.data()["archiveWorkflow"]["archivedAt"].is_null(),
+            "{}",
+            archived.body
+        );
+
         let owner_b = app.user().await;
         let organization_b = app.organization(&owner_b, "Beta").await;
         let key_b = crate::api_keys::api_key(&app, &owner_b, &organization_b, "ADMIN").await;
@@ -482,6 +550,8 @@ impl World {
                 invitation,
                 invitation_token,
                 api_key,
+                draft_version,
+                archived_workflow,
             },
             owner_b,
             organization_b,
@@ -519,6 +589,10 @@ impl World {
             }
             "execution" => {
                 self.send(intruder, EXECUTION, json!({ "id": a.running_execution }))
+                    .await
+            }
+            "workflowVersion" => {
+                self.send(intruder, WORKFLOW_VERSION, json!({ "id": a.draft_version }))
                     .await
             }
             // Organizations and members
@@ -582,6 +656,39 @@ impl World {
                 let input =
                     json!({ "workflowId": a.slow_workflow, "revision": 1, "name": "Taken over" });
                 self.send(intruder, UPDATE_WORKFLOW, json!({ "input": input }))
+                    .await
+            }
+            "createWorkflowVersion" => {
+                let input = json!({
+                    "workflowId": a.slow_workflow,
+                    "definition": { "steps": fast_steps() },
+                    "message": "Planted",
+                });
+                self.send(intruder, CREATE_WORKFLOW_VERSION, json!({ "input": input }))
+                    .await
+            }
+            "publishWorkflowVersion" => {
+                let input = json!({ "workflowId": a.fast_workflow, "versionId": a.draft_version });
+                self.send(
+                    intruder,
+                    PUBLISH_WORKFLOW_VERSION,
+                    json!({ "input": input }),
+                )
+                .await
+            }
+            "archiveWorkflow" => {
+                let input = json!({ "workflowId": a.fast_workflow });
+                self.send(intruder, ARCHIVE_WORKFLOW, json!({ "input": input }))
+                    .await
+            }
+            "unarchiveWorkflow" => {
+                let input = json!({ "workflowId": a.archived_workflow });
+                self.send(intruder, UNARCHIVE_WORKFLOW, json!({ "input": input }))
+                    .await
+            }
+            "duplicateWorkflow" => {
+                let input = json!({ "workflowId": a.slow_workflow, "name": "Planted" });
+                self.send(intruder, DUPLICATE_WORKFLOW, json!({ "input": input }))
                     .await
             }
             "runWorkflow" => {
@@ -653,7 +760,8 @@ impl World {
     }
 
     /// Organization A as its owner reads it, and how many workflows it has
-    /// in the database (no field lists an organization's workflows).
+    /// in the database (so a workflow planted anywhere shows, listed or
+    /// not).
     async fn snapshot(&self) -> Value {
         let a = &self.a;
         let response = self
@@ -661,7 +769,12 @@ impl World {
             .graphql_as(
                 &a.owner.access_token,
                 SNAPSHOT,
-                json!({ "organization": a.id, "slow": a.slow_workflow, "fast": a.fast_workflow }),
+                json!({
+                    "organization": a.id,
+                    "slow": a.slow_workflow,
+                    "fast": a.fast_workflow,
+                    "draft": a.draft_version,
+                }),
             )
             .await;
         let mut snapshot = response.data().clone();
@@ -843,4 +956,99 @@ async fn another_organizations_api_key_cannot_reach_organization_a() {
     world
         .check_every_root_field(Intruder::Key(&world.key_b), "ADMIN")
         .await;
+}
+
+#[tokio::test]
+async fn a_version_of_organization_a_cannot_be_published_or_run_through_organization_bs_workflow() {
+    let app = TestApp::spawn_with(|settings| settings.workers = 0).await;
+    let owner_a = app.user().await;
+    let organization_a = app.organization(&owner_a, ORGANIZATION_A_NAME).await;
+    let workflow_a = app.workflow(&owner_a, &organization_a, fast_steps()).await;
+    let drafted = app
+        .graphql_as(
+            &owner_a.access_token,
+            CREATE_WORKFLOW_VERSION,
+            json!({ "input": { "workflowId": workflow_a, "definition": { "steps": slow_steps() } } }),
+        )
+        .await;
+    let version_a = drafted.data()["createWorkflowVersion"]["id"]
+        .as_str()
+        .expect("version id")
+        .to_owned();
+
+    let owner_b = app.user().await;
+    let organization_b = app.organization(&owner_b, "Beta").await;
+    let workflow_b = app.workflow(&owner_b, &organization_b, fast_steps()).await;
+    let key_b = crate::api_keys::api_key(&app, &owner_b, &organization_b, "ADMIN").await;
+    let workflow_state = "query($id: ID!) { workflow(id: $id) {
+      activeVersion { number definition { steps { id } } }
+      executions { nodes { id } }
+    } }";
+    let read = |token: &str, id: &str| {
+        let app = &app;
+        let (token, id) = (token.to_owned(), id.to_owned());
+        async move {
+            app.graphql_as(&token, workflow_state, json!({ "id": id }))
+                .await
+                .data()["workflow"]
+                .clone()
+        }
+    };
+    let a_before = read(owner_a.access_token.as_str(), workflow_a.as_str()).await;
+    let b_before = read(owner_b.access_token.as_str(), workflow_b.as_str()).await;
+
+    for (who, token) in [
+        ("B's owner", owner_b.access_token.as_str()),
+        ("B's key", key_b.as_str()),
+    ] {
+        let published = app
+            .graphql_as(
+                token,
+                PUBLISH_WORKFLOW_VERSION,
+                json!({ "input": { "workflowId": workflow_b, "versionId": version_a } }),
+            )
+            .await;
+        assert_eq!(
+            published.error_code(),
+            "NOT_FOUND",
+            "{who}: {}",
+            published.body
+        );
+        assert!(
+            !published.body.to_string().contains(ORGANIZATION_A_NAME),
+            "{who}: {}",
+            published.body
+        );
+        let ran = app
+            .graphql_as(
+                token,
+                RUN_WORKFLOW,
+                json!({ "input": { "workflowId": workflow_b, "versionId": version_a } }),
+            )
+            .await;
+        assert_eq!(ran.error_code(), "NOT_FOUND", "{who}: {}", ran.body);
+        let read_version = app
+            .graphql_as(token, WORKFLOW_VERSION, json!({ "id": version_a }))
+            .await;
+        assert_eq!(
+            read_version.error_code(),
+            "NOT_FOUND",
+            "{who}: {}",
+            read_version.body
+        );
+    }
+
+    assert_eq!(
+        read(owner_a.access_token.as_str(), workflow_a.as_str()).await,
+        a_before
+    );
+    assert_eq!(
+        read(owner_b.access_token.as_str(), workflow_b.as_str()).await,
+        b_before
+    );
+    assert_eq!(b_before["executions"]["nodes"], json!([]));
+    assert_eq!(
+        b_before["activeVersion"]["definition"]["steps"],
+        json!([{ "id": "a" }])
+    );
 }

@@ -52,7 +52,8 @@ const RETRY: &str = "mutation($input: RetryExecutionInput!) {
 const UPDATE_WORKFLOW: &str = "mutation($input: UpdateWorkflowInput!) {
   updateWorkflow(input: $input) { id name revision }
 }";
-const EXECUTIONS: &str = "query($id: ID!) { workflow(id: $id) { executions { edges { node { id } } } } }";
+const EXECUTIONS: &str =
+    "query($id: ID!) { workflow(id: $id) { executions { edges { node { id } } } } }";
 const MUTATION_FIELDS: &str = "{ __schema { mutationType { fields { name } } } }";
 
 /// An app with no workers (executions stay QUEUED) and no reaper.
@@ -213,7 +214,10 @@ async fn a_new_version_is_numbered_after_the_last_and_does_not_change_the_active
     assert_eq!(version["number"], 2);
     assert_eq!(version["message"], "Adds a second step");
     assert_eq!(version["isActive"], false);
-    assert_eq!(version["author"]["id"].as_str(), Some(editor.user_id.as_str()));
+    assert_eq!(
+        version["author"]["id"].as_str(),
+        Some(editor.user_id.as_str())
+    );
     assert_eq!(version["author"]["displayName"], "Test User");
     assert_eq!(
         version["definition"]["steps"],
@@ -237,12 +241,13 @@ async fn a_new_version_is_numbered_after_the_last_and_does_not_change_the_active
 
     let (all, active) = versions(&app, &owner, &workflow).await;
     assert_eq!(active, 1);
-    assert_eq!(
-        numbers_and_flags(&all),
-        [(3, false), (2, false), (1, true)]
-    );
+    assert_eq!(numbers_and_flags(&all), [(3, false), (2, false), (1, true)]);
     let ran = run(&app, &owner.access_token, &workflow, None).await;
-    assert_eq!(step_ids(&ran), ["one"], "a new version does not run until published");
+    assert_eq!(
+        step_ids(&ran),
+        ["one"],
+        "a new version does not run until published"
+    );
 }
 
 #[tokio::test]
@@ -265,7 +270,14 @@ async fn a_versions_author_is_its_maker_and_an_api_keys_version_has_none() {
     );
     assert_eq!(first["message"], Value::Null, "{first}");
 
-    let by_key = create_version(&app, &key, &workflow, steps_named("two", 2), json!("From CI")).await;
+    let by_key = create_version(
+        &app,
+        &key,
+        &workflow,
+        steps_named("two", 2),
+        json!("From CI"),
+    )
+    .await;
     let by_key = &by_key.data()["createWorkflowVersion"];
     assert_eq!(by_key["number"], 2);
     assert_eq!(by_key["author"], Value::Null, "{by_key}");
@@ -283,9 +295,16 @@ async fn a_blank_or_missing_message_is_null_and_a_long_one_is_bad_user_input() {
     let token = owner.access_token.as_str();
 
     let blank = create_version(&app, token, &workflow, steps_named("two", 2), json!("   ")).await;
-    assert_eq!(blank.data()["createWorkflowVersion"]["message"], Value::Null);
-    let missing = create_version(&app, token, &workflow, steps_named("three", 3), Value::Null).await;
-    assert_eq!(missing.data()["createWorkflowVersion"]["message"], Value::Null);
+    assert_eq!(
+        blank.data()["createWorkflowVersion"]["message"],
+        Value::Null
+    );
+    let missing =
+        create_version(&app, token, &workflow, steps_named("three", 3), Value::Null).await;
+    assert_eq!(
+        missing.data()["createWorkflowVersion"]["message"],
+        Value::Null
+    );
 
     let longest = "m".repeat(500);
     let fits = create_version(
@@ -298,7 +317,11 @@ async fn a_blank_or_missing_message_is_null_and_a_long_one_is_bad_user_input() {
     .await;
     let fits = &fits.data()["createWorkflowVersion"];
     assert_eq!(fits["number"], 4);
-    assert_eq!(fits["message"].as_str(), Some(longest.as_str()), "trimmed, then 500 fit");
+    assert_eq!(
+        fits["message"].as_str(),
+        Some(longest.as_str()),
+        "trimmed, then 500 fit"
+    );
 
     let too_long = create_version(
         &app,
@@ -320,7 +343,10 @@ async fn an_invalid_definition_for_a_new_version_is_bad_user_input_pointing_at_t
     let delay = |id: &str, needs: Value| json!({ "id": id, "kind": "DELAY", "needs": needs, "config": { "ms": 1 } });
     let cases = [
         (json!([]), "definition.steps"),
-        (json!([delay("Bad-Id", json!([]))]), "definition.steps[0].id"),
+        (
+            json!([delay("Bad-Id", json!([]))]),
+            "definition.steps[0].id",
+        ),
         (
             json!([delay("a", json!([])), delay("a", json!([]))]),
             "definition.steps[1].id",
@@ -370,7 +396,10 @@ async fn publishing_a_version_makes_it_active_and_new_runs_use_it() {
     let published = publish(&app, &editor.access_token, &workflow, &two).await;
     let published = &published.data()["publishWorkflowVersion"];
     assert_eq!(published["id"].as_str(), Some(workflow.as_str()));
-    assert_eq!(published["activeVersion"]["id"].as_str(), Some(two.as_str()));
+    assert_eq!(
+        published["activeVersion"]["id"].as_str(),
+        Some(two.as_str())
+    );
     assert_eq!(published["activeVersion"]["number"], 2);
     assert_eq!(published["activeVersion"]["isActive"], true);
 
@@ -379,7 +408,10 @@ async fn publishing_a_version_makes_it_active_and_new_runs_use_it() {
     assert_eq!(numbers_and_flags(&all), [(2, true), (1, false)]);
     let read = read_version(&app, &owner.access_token, &two).await;
     assert_eq!(read.data()["workflowVersion"]["isActive"], true);
-    assert_eq!(read.data()["workflowVersion"]["workflow"]["activeVersion"]["number"], 2);
+    assert_eq!(
+        read.data()["workflowVersion"]["workflow"]["activeVersion"]["number"],
+        2
+    );
 
     let ran = run(&app, &editor.access_token, &workflow, None).await;
     assert_eq!(step_ids(&ran), ["two"]);
@@ -395,7 +427,10 @@ async fn publishing_an_older_version_rolls_back_to_it() {
     let three = new_version(&app, &owner, &workflow, steps_named("three", 3)).await;
 
     publish(&app, token, &workflow, &three).await.data();
-    assert_eq!(step_ids(&run(&app, token, &workflow, None).await), ["three"]);
+    assert_eq!(
+        step_ids(&run(&app, token, &workflow, None).await),
+        ["three"]
+    );
 
     let rolled_back = publish(&app, token, &workflow, &one).await;
     assert_eq!(
@@ -421,10 +456,18 @@ async fn running_a_named_version_runs_it_and_leaves_the_active_one_alone() {
     let one = version_id(&app, &owner, &workflow, 1).await;
     let two = new_version(&app, &owner, &workflow, steps_named("two", 2)).await;
     let three = new_version(&app, &owner, &workflow, steps_named("three", 3)).await;
-    publish(&app, &owner.access_token, &workflow, &two).await.data();
+    publish(&app, &owner.access_token, &workflow, &two)
+        .await
+        .data();
 
-    assert_eq!(step_ids(&run(&app, token, &workflow, Some(one.as_str())).await), ["one"]);
-    assert_eq!(step_ids(&run(&app, token, &workflow, Some(two.as_str())).await), ["two"]);
+    assert_eq!(
+        step_ids(&run(&app, token, &workflow, Some(one.as_str())).await),
+        ["one"]
+    );
+    assert_eq!(
+        step_ids(&run(&app, token, &workflow, Some(two.as_str())).await),
+        ["two"]
+    );
     assert_eq!(
         step_ids(&run(&app, token, &workflow, Some(three.as_str())).await),
         ["three"],
@@ -497,7 +540,10 @@ async fn an_execution_keeps_the_version_it_started_with() {
         .await;
     let retried = id_of(&retried.data()["retryExecution"]);
     let retried = app.finished_execution(&owner, &retried).await;
-    assert_eq!(retried["output"], 1, "a retry runs its execution's version: {retried}");
+    assert_eq!(
+        retried["output"], 1,
+        "a retry runs its execution's version: {retried}"
+    );
     assert_eq!(retried["steps"][0]["stepId"], "one");
 
     let latest = app.run(&owner, &workflow, json!({})).await;
@@ -570,7 +616,10 @@ async fn an_earlier_versions_definition_never_changes() {
     assert_eq!(stable(&read_version(&app, token, &one).await), one_before);
     assert_eq!(stable(&read_version(&app, token, &two).await), two_before);
     let (all, _) = versions(&app, &owner, &workflow).await;
-    let listed: Vec<Value> = all.iter().map(|v| v["definition"]["steps"][0]["id"].clone()).collect();
+    let listed: Vec<Value> = all
+        .iter()
+        .map(|v| v["definition"]["steps"][0]["id"].clone())
+        .collect();
     assert_eq!(listed, [json!("three"), json!("two"), json!("one")]);
 }
 
@@ -603,7 +652,8 @@ async fn a_viewer_reads_versions_but_cannot_create_or_publish_them() {
     let two = new_version(&app, &owner, &workflow, steps_named("two", 2)).await;
 
     for token in [viewer.access_token.as_str(), viewer_key.as_str()] {
-        let created = create_version(&app, token, &workflow, steps_named("three", 3), Value::Null).await;
+        let created =
+            create_version(&app, token, &workflow, steps_named("three", 3), Value::Null).await;
         assert_code(&created, "FORBIDDEN");
         let published = publish(&app, token, &workflow, &two).await;
         assert_code(&published, "FORBIDDEN");
@@ -626,16 +676,34 @@ async fn an_outsider_finds_no_workflow_or_version_to_create_publish_or_read() {
     let two = new_version(&app, &owner, &workflow, steps_named("two", 2)).await;
 
     for token in [outsider.access_token.as_str(), outsider_key.as_str()] {
-        let created = create_version(&app, token, &workflow, steps_named("three", 3), json!("Mine")).await;
+        let created = create_version(
+            &app,
+            token,
+            &workflow,
+            steps_named("three", 3),
+            json!("Mine"),
+        )
+        .await;
         assert_code(&created, "NOT_FOUND");
         let published = publish(&app, token, &workflow, &two).await;
         assert_code(&published, "NOT_FOUND");
         let read = read_version(&app, token, &two).await;
         assert_code(&read, "NOT_FOUND");
-        assert_eq!(read.body["data"]["workflowVersion"], Value::Null, "{}", read.body);
+        assert_eq!(
+            read.body["data"]["workflowVersion"],
+            Value::Null,
+            "{}",
+            read.body
+        );
     }
-    let unknown_workflow =
-        create_version(&app, &owner.access_token, &unknown_id(), steps_named("x", 0), Value::Null).await;
+    let unknown_workflow = create_version(
+        &app,
+        &owner.access_token,
+        &unknown_id(),
+        steps_named("x", 0),
+        Value::Null,
+    )
+    .await;
     assert_code(&unknown_workflow, "NOT_FOUND");
 
     let (all, active) = versions(&app, &owner, &workflow).await;
@@ -669,8 +737,14 @@ async fn the_workflow_version_query_reads_a_version_and_its_workflow() {
     assert_eq!(version["createdAt"], created["createdAt"]);
     assert_eq!(version["isActive"], false);
     assert_eq!(version["author"], created["author"]);
-    assert_eq!(version["author"]["id"].as_str(), Some(owner.user_id.as_str()));
-    assert_eq!(version["definition"]["steps"], created["definition"]["steps"]);
+    assert_eq!(
+        version["author"]["id"].as_str(),
+        Some(owner.user_id.as_str())
+    );
+    assert_eq!(
+        version["definition"]["steps"],
+        created["definition"]["steps"]
+    );
     assert_eq!(version["workflow"]["id"].as_str(), Some(workflow.as_str()));
     assert_eq!(version["workflow"]["name"], "Test workflow");
     assert_eq!(version["workflow"]["activeVersion"]["number"], 1);
@@ -726,7 +800,9 @@ async fn versions_are_listed_newest_first_in_pages_that_survive_new_versions() {
 
     let (all, _) = versions(&app, &owner, &workflow).await;
     assert_eq!(
-        all.iter().map(|v| v["number"].as_i64().unwrap()).collect::<Vec<_>>(),
+        all.iter()
+            .map(|v| v["number"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
         [6, 5, 4, 3, 2, 1]
     );
 
