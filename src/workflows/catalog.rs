@@ -219,13 +219,17 @@ pub async fn list(
         );
     }
     for tag in &filter.tags.0 {
-        // Stored as " "-separated words; pad both sides to match whole tags.
-        let padded = Expr::cust_with_exprs(
-            "(' ' || $1 || ' ')",
-            [Expr::col((workflow::Entity, Column::Tags)).into()],
+        // Stored as words joined by single spaces: match a whole word.
+        let escaped = contains_pattern(tag);
+        let escaped = &escaped[1..escaped.len() - 1];
+        let like = |pattern: String| Column::Tags.like(LikeExpr::new(pattern).escape('\\'));
+        query = query.filter(
+            Condition::any()
+                .add(Column::Tags.eq(tag.as_str()))
+                .add(like(format!("{escaped} %")))
+                .add(like(format!("% {escaped}")))
+                .add(like(format!("% {escaped} %"))),
         );
-        query = query
-            .filter(padded.like(LikeExpr::new(contains_pattern(&format!(" {tag} "))).escape('\\')));
     }
     let invalid_cursor = || AppError::bad_input("after", "this cursor is not one this list gave");
     let query = match order {

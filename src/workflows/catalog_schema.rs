@@ -2,13 +2,15 @@
 //! versions, archiving, copying, and an organization's workflow list.
 //! Thin: parse input, call `versions` or `catalog`, convert.
 
+use std::sync::Arc;
+
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject};
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::catalog::{self, Tags, WorkflowFilter, WorkflowOrder as Order};
-use super::schema::{StepKind, Workflow, WorkflowDefinitionInput, WorkflowVersion};
+use super::schema::{Preloaded, StepKind, Workflow, WorkflowDefinitionInput, WorkflowVersion};
 use super::service::{MemberWorkflow, WorkflowName};
 use super::versions;
 use super::{definition, step_configs};
@@ -81,13 +83,15 @@ pub async fn workflows_connection(
         limit,
     )
     .await?;
+    let preloaded = Arc::new(Preloaded::for_page(ctx, &page.items).await?);
     let mut connection = Connection::new(position.is_some(), page.has_next_page);
     connection.edges = page
         .items
         .into_iter()
         .map(|workflow| {
             let cursor = encode_cursor(order.cursor_kind(), order.position_of(&workflow));
-            Edge::new(cursor, Workflow::from(MemberWorkflow { workflow, role }))
+            let found = MemberWorkflow { workflow, role };
+            Edge::new(cursor, Workflow::in_list(found, preloaded.clone()))
         })
         .collect();
     Ok(connection)

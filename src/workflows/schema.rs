@@ -4,7 +4,10 @@
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, ID, InputObject, Json, MaybeUndefined, Object, SimpleObject};
 use chrono::{DateTime, Utc};
-use entity::{workflow, workflow_version};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use entity::{execution, user, workflow, workflow_version};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -207,6 +210,8 @@ pub struct CreateWorkflowInput {
 pub struct Workflow {
     model: workflow::Model,
     viewer_role: entity::role::Role,
+    /// What the list this workflow came in loaded for all its workflows.
+    preloaded: Option<Arc<Preloaded>>,
 }
 
 impl From<MemberWorkflow> for Workflow {
@@ -214,7 +219,90 @@ impl From<MemberWorkflow> for Workflow {
         Self {
             model: found.workflow,
             viewer_role: found.role,
+            preloaded: None,
         }
+    }
+}
+
+impl Workflow {
+    /// A workflow of a list, reading what the list preloaded.
+    pub fn in_list(found: MemberWorkflow, preloaded: Arc<Preloaded>) -> Self {
+        Self {
+            preloaded: Some(preloaded),
+            ..Self::from(found)
+        }
+    }
+}
+
+/// What a page of workflows needs for the fields its query selects,
+/// loaded once for the whole page: one query per kind, whatever the page
+/// size, and independent of when each workflow's fields happen to resolve
+/// (which DataLoader batching depends on).
+#[derive(Default)]
+pub struct Preloaded {
+    /// Creators and active versions' authors.
+    users: Option<HashMap<Uuid, user::Model>>,
+    versions: Option<HashMap<Uuid, workflow_version::Model>>,
+    /// The newest executions of each workflow, up to the limit loaded.
+    recent: Option<(u32, HashMap<Uuid, Vec<execution::Model>>)>,
+}
+
+impl Preloaded {
+    /// Loads what the selection under `edges.node` asks of `workflows`.
+    pub async fn for_page(
+        ctx: &Context<'_>,
+        workflows: &[workflow::Model],
+    ) -> async_graphql::Result<Self> {
+        let db = &RequestContext::of(ctx).state.db;
+        let node = ctx.look_ahead().field("edges").field("node");
+        let active_version = node.field("activeVersion");
+        let mut preloaded = Self::default();
+        if active_version.exists() {
+            let ids: Vec<Uuid> = workflows
+                .iter()
+                .filter_map(|w| w.active_version_id)
+                .collect();
+            preloaded.versions = Some(service::versions_by_id(db, &ids).await?);
+        }
+        let mut user_ids: Vec<Uuid> = Vec::new();
+        if node.field("createdBy").exists() {
+            user_ids.extend(workflows.iter().filter_map(|w| w.created_by));
+        }
+        if active_version.field("author").exists()
+            && let Some(versions) = &preloaded.versions
+        {
+            user_ids.extend(versions.values().filter_map(|v| v.author_id));
+        }
+        if node.field("createdBy").exists() || active_version.field("author").exists() {
+            user_ids.sort_unstable();
+            user_ids.dedup();
+            preloaded.users = Some(crate::orgs::service::users_by_id(db, &user_ids).await?);
+        }
+        let mut limit = if node.field("lastExecution").exists() {
+            1
+        } else {
+            0
+        };
+        for field in node.field("recentExecutions").selection_fields() {
+            let asked = field
+                .arguments()?
+                .into_iter()
+                .find(|(name, _)| name.as_str() == "limit")
+                .and_then(|(_, value)| match value {
+                    async_graphql::Value::Number(n) => n.as_u64(),
+                    _ => None,
+                })
+                .map_or(DEFAULT_RECENT_EXECUTIONS, |n| {
+                    u32::try_from(n).unwrap_or(MAX_RECENT_EXECUTIONS)
+                });
+            limit = limit.max(asked.min(MAX_RECENT_EXECUTIONS));
+        }
+        if limit > 0 {
+            let ids: Vec<Uuid> = workflows.iter().map(|w| w.id).collect();
+            let recent = crate::executions::service::recent_by_workflow(db, &ids, limit).await?;
+            preloaded.recent = Some((limit, recent));
+        }
+        Ok(preloaded)
     }
 }
 
@@ -269,7 +357,7 @@ impl Workflow {
     /// Who created it; null when an API key did, or once their account is
     /// gone.
     async fn created_by(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<UserSummary>> {
-        load_user_summary(ctx, self.model.created_by).await
+        load_user_summary(ctx, self.preloaded.as_deref(), self.model.created_by).await
     }
 
     /// Sorted, lower-case labels to filter lists by.
@@ -313,14 +401,24 @@ impl Workflow {
                 self.model.id
             ))
         })?;
-        let version = RequestContext::of(ctx)
-            .loaders
-            .workflow_versions
-            .load_one(id)
-            .await
-            .map_err(AppError::from)?
-            .ok_or(AppError::NotFound("workflow version"))?;
-        WorkflowVersion::new(version, &self.model, self.viewer_role)
+        let preloaded = self
+            .preloaded
+            .as_ref()
+            .and_then(|p| p.versions.as_ref())
+            .map(|versions| versions.get(&id).cloned());
+        let version = match preloaded {
+            Some(version) => version,
+            None => RequestContext::of(ctx)
+                .loaders
+                .workflow_versions
+                .load_one(id)
+                .await
+                .map_err(AppError::from)?,
+        }
+        .ok_or(AppError::NotFound("workflow version"))?;
+        let mut version = WorkflowVersion::new(version, &self.model, self.viewer_role)?;
+        version.preloaded = self.preloaded.clone();
+        Ok(version)
     }
 
     async fn created_at(&self) -> DateTime<Utc> {
@@ -344,16 +442,26 @@ impl Workflow {
 
 impl Workflow {
     async fn recent(&self, ctx: &Context<'_>, limit: u32) -> async_graphql::Result<Vec<Execution>> {
-        let executions = RequestContext::of(ctx)
-            .loaders
-            .recent_executions
-            .load_one(RecentExecutions {
-                workflow_id: self.model.id,
-                limit,
-            })
-            .await
-            .map_err(AppError::from)?
-            .unwrap_or_default();
+        let preloaded = self
+            .preloaded
+            .as_ref()
+            .and_then(|p| p.recent.as_ref())
+            .filter(|(loaded, _)| *loaded >= limit)
+            .map(|(_, recent)| recent.get(&self.model.id).cloned().unwrap_or_default());
+        let mut executions = match preloaded {
+            Some(executions) => executions,
+            None => RequestContext::of(ctx)
+                .loaders
+                .recent_executions
+                .load_one(RecentExecutions {
+                    workflow_id: self.model.id,
+                    limit,
+                })
+                .await
+                .map_err(AppError::from)?
+                .unwrap_or_default(),
+        };
+        executions.truncate(limit as usize);
         executions
             .into_iter()
             .map(|execution| {
@@ -370,6 +478,7 @@ pub struct WorkflowVersion {
     definition: WorkflowDefinition,
     workflow: workflow::Model,
     viewer_role: entity::role::Role,
+    preloaded: Option<Arc<Preloaded>>,
 }
 
 impl WorkflowVersion {
@@ -386,6 +495,7 @@ impl WorkflowVersion {
             definition,
             workflow: workflow.clone(),
             viewer_role: role,
+            preloaded: None,
         })
     }
 }
@@ -416,7 +526,7 @@ impl WorkflowVersion {
 
     /// Who made it; null when an API key did, or once their account is gone.
     async fn author(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<UserSummary>> {
-        load_user_summary(ctx, self.model.author_id).await
+        load_user_summary(ctx, self.preloaded.as_deref(), self.model.author_id).await
     }
 
     /// Whether new executions run this version.
@@ -428,6 +538,7 @@ impl WorkflowVersion {
         Workflow {
             model: self.workflow.clone(),
             viewer_role: self.viewer_role,
+            preloaded: None,
         }
     }
 
@@ -455,14 +566,19 @@ impl WorkflowVersion {
     }
 }
 
-/// The person behind `user_id`, through the request's user loader.
+/// The person behind `user_id`: from what a list preloaded, or through
+/// the request's user loader.
 async fn load_user_summary(
     ctx: &Context<'_>,
+    preloaded: Option<&Preloaded>,
     user_id: Option<Uuid>,
 ) -> async_graphql::Result<Option<UserSummary>> {
     let Some(id) = user_id else {
         return Ok(None);
     };
+    if let Some(users) = preloaded.and_then(|p| p.users.as_ref()) {
+        return Ok(users.get(&id).cloned().map(UserSummary::from));
+    }
     let user = RequestContext::of(ctx)
         .loaders
         .users
@@ -475,6 +591,8 @@ async fn load_user_summary(
 const VERSION_CURSOR: &str = "version";
 /// Most executions `recentExecutions` returns.
 const MAX_RECENT_EXECUTIONS: u32 = 20;
+/// What `recentExecutions` returns when `limit` is left out.
+const DEFAULT_RECENT_EXECUTIONS: u32 = 5;
 
 /// `workflow.versions`: VIEWER and up, newest first.
 async fn versions_connection(

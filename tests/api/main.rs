@@ -39,4 +39,6 @@ mod startup;
 mod step_kinds;
 mod subscriptions;
 mod tenant_isolation;
+mod workflow_lists;
+mod workflow_versions;
 mod workflows;

@@ -137,6 +137,16 @@ const CASES: &[Case] = &[
     scoped(Root::Query, "workflow"),
     scoped(Root::Query, "workflowVersion"),
     scoped(Root::Query, "execution"),
+    unscoped(
+        Root::Query,
+        "stepKinds",
+        "describes the step kinds the server knows; the same for everyone",
+    ),
+    unscoped(
+        Root::Query,
+        "validateWorkflowDefinition",
+        "checks a definition given in the request; reads and saves nothing",
+    ),
     // Mutation: accounts, sessions, second factors
     unscoped(
         Root::Mutation,
