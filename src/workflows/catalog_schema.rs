@@ -228,7 +228,7 @@ impl CatalogMutation {
         let created =
             versions::create_version(&request.state, actor, workflow_id, definition, message)
                 .await?;
-        Ok(WorkflowVersion::try_from(created)?)
+        WorkflowVersion::try_from(created)
     }
 
     /// Makes a version the one new executions run (EDITOR); publishing an

@@ -501,7 +501,7 @@ async fn archived_workflows_are_left_out_of_lists_unless_asked_for() {
         json!({ "filter": { "archived": true } }),
     )
     .await;
-    assert_eq!(ids(&only_archived), [archived.clone()]);
+    assert_eq!(ids(&only_archived), std::slice::from_ref(&archived));
     assert!(!nodes(&only_archived)[0]["archivedAt"].is_null());
     let archived_reports = list(
         &app,
@@ -510,7 +510,7 @@ async fn archived_workflows_are_left_out_of_lists_unless_asked_for() {
         json!({ "filter": { "archived": true, "search": "report" } }),
     )
     .await;
-    assert_eq!(ids(&archived_reports), [archived.clone()]);
+    assert_eq!(ids(&archived_reports), std::slice::from_ref(&archived));
     let reports = list(
         &app,
         &owner,
@@ -518,7 +518,7 @@ async fn archived_workflows_are_left_out_of_lists_unless_asked_for() {
         json!({ "filter": { "search": "report" } }),
     )
     .await;
-    assert_eq!(ids(&reports), [kept.clone()]);
+    assert_eq!(ids(&reports), std::slice::from_ref(&kept));
 
     unarchive(&app, token, &archived).await.data();
     let listed = list(&app, &owner, &organization, json!({})).await;
@@ -1052,7 +1052,7 @@ async fn a_viewer_lists_workflows_and_an_outsider_finds_nothing() {
     let workflow = named(&app, &owner, &organization, "Visible").await;
 
     let listed = list(&app, &viewer, &organization, json!({})).await;
-    assert_eq!(ids(&listed), [workflow.clone()]);
+    assert_eq!(ids(&listed), std::slice::from_ref(&workflow));
     let by_key = list_response(&app, &viewer_key, &organization, json!({})).await;
     assert_eq!(ids(&by_key.data()["organization"]["workflows"]), [workflow]);
 
