@@ -244,7 +244,7 @@ impl Revocations {
 
     /// Ends the watched memberships (of one organization, or all) that are
     /// gone or now hold a lower role than they were granted with.
-    pub async fn recheck_memberships(
+    async fn recheck_memberships(
         &self,
         db: &DatabaseConnection,
         organization_id: Option<Uuid>,

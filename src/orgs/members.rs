@@ -223,17 +223,11 @@ pub async fn transfer_ownership(
     as_member(organization, Role::Admin)
 }
 
-/// Tells every instance (this one first) that memberships of the
-/// organization changed, so that subscriptions of members who lost access
-/// end at once.
+/// Tells every instance (this one included, through its own control
+/// subscription) that memberships of the organization changed, so that
+/// subscriptions of members who lost access end at once. Without a bus
+/// message, the periodic re-check ends them within seconds.
 pub(super) async fn announce_changed(state: &AppState, organization_id: Uuid) {
-    if let Err(err) = state
-        .revocations
-        .recheck_memberships(&state.db, Some(organization_id))
-        .await
-    {
-        tracing::warn!(error = %err, "ending subscriptions after a membership change failed");
-    }
     state
         .bus
         .publish(

@@ -14,7 +14,8 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::service::{MemberWorkflow, WorkflowName, find_for_member};
+use super::definition::WorkflowDefinition;
+use super::service::{MemberWorkflow, NewWorkflow, WorkflowName, find_for_member, insert_workflow};
 use super::versions;
 use crate::app::AppState;
 use crate::db::{begin_write, locked};
@@ -64,6 +65,11 @@ impl Tags {
     /// The tags of a stored value, sorted.
     pub fn from_stored(stored: &str) -> Vec<String> {
         stored.split_whitespace().map(str::to_owned).collect()
+    }
+
+    /// The tags of a stored value (valid when stored).
+    pub fn from_stored_value(stored: &str) -> Self {
+        Self(stored.split_whitespace().map(str::to_owned).collect())
     }
 }
 
@@ -181,17 +187,15 @@ impl FromStr for ListPosition {
     }
 }
 
-/// `pattern` with LIKE's wildcards escaped, inside `%…%`.
-fn contains_pattern(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len() + 2);
-    escaped.push('%');
+/// `text` with LIKE's wildcards escaped (by `\\`), to match literally.
+fn escape_like(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
     for c in text.chars() {
         if matches!(c, '%' | '_' | '\\') {
             escaped.push('\\');
         }
         escaped.push(c);
     }
-    escaped.push('%');
     escaped
 }
 
@@ -215,13 +219,13 @@ pub async fn list(
     if let Some(search) = &filter.search {
         let lower_name = Func::lower(Expr::col((workflow::Entity, Column::Name)));
         query = query.filter(
-            Expr::expr(lower_name).like(LikeExpr::new(contains_pattern(search)).escape('\\')),
+            Expr::expr(lower_name)
+                .like(LikeExpr::new(format!("%{}%", escape_like(search))).escape('\\')),
         );
     }
     for tag in &filter.tags.0 {
         // Stored as words joined by single spaces: match a whole word.
-        let escaped = contains_pattern(tag);
-        let escaped = &escaped[1..escaped.len() - 1];
+        let escaped = escape_like(tag);
         let like = |pattern: String| Column::Tags.like(LikeExpr::new(pattern).escape('\\'));
         query = query.filter(
             Condition::any()
@@ -356,47 +360,18 @@ pub async fn duplicate(
         ))
     })?;
     let version = versions::version_of(&state.db, workflow_id, active_version_id).await?;
-    let definition = super::definition::WorkflowDefinition::from_stored(&version.definition)
-        .map_err(AppError::Internal)?;
-    let name = match name {
-        Some(name) => name,
-        None => WorkflowName::copy_of(&source.name),
+    let definition =
+        WorkflowDefinition::from_stored(&version.definition).map_err(AppError::Internal)?;
+    let new = NewWorkflow {
+        organization_id: source.organization_id,
+        name: name.unwrap_or_else(|| WorkflowName::copy_of(&source.name)),
+        description: source.description,
+        definition,
+        max_concurrency: source.max_concurrency,
+        tags: Tags::from_stored_value(&source.tags),
     };
-    let now = state.clock.now();
-    let txn = begin_write(&state.db).await?;
-    let workflow = workflow::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        organization_id: Set(source.organization_id),
-        name: Set(name.into_inner()),
-        description: Set(source.description.clone()),
-        active_version_id: Set(None),
-        created_by: Set(actor.user_id()),
-        created_at: Set(now),
-        updated_at: Set(now),
-        max_concurrency: Set(source.max_concurrency),
-        revision: Set(1),
-        tags: Set(source.tags.clone()),
-        archived_at: Set(None),
-    }
-    .insert(&txn)
-    .await?;
-    let copy = versions::insert_version(
-        &txn,
-        workflow.id,
-        1,
-        &definition,
-        actor.user_id(),
-        Some(format!(
-            "Copied from version {} of {}",
-            version.number, source.name
-        )),
-        now,
-    )
-    .await?;
-    let mut active = workflow.into_active_model();
-    active.active_version_id = Set(Some(copy.id));
-    let workflow = active.update(&txn).await?;
-    txn.commit().await?;
+    let message = format!("Copied from version {} of {}", version.number, source.name);
+    let workflow = insert_workflow(state, actor, new, Some(message)).await?;
     tracing::info!(workflow_id = %workflow.id, from = %workflow_id, "workflow duplicated");
     Ok(MemberWorkflow {
         workflow,
@@ -428,7 +403,7 @@ mod tests {
 
     #[test]
     fn search_wildcards_are_matched_literally() {
-        assert_eq!(contains_pattern("50%_off"), "%50\\%\\_off%");
+        assert_eq!(escape_like("50%_off"), "50\\%\\_off");
     }
 
     #[test]

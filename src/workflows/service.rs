@@ -130,6 +130,19 @@ pub async fn create_workflow(
         .require_role_in(&state.db, new.organization_id, "organization")
         .await?;
     policy::authorize(role, Action::CreateWorkflow)?;
+    let workflow = insert_workflow(state, author, new, None).await?;
+    tracing::info!(workflow_id = %workflow.id, "workflow created");
+    Ok(MemberWorkflow { workflow, role })
+}
+
+/// Inserts a workflow and its first version, `message` on it, and makes
+/// that version active, in one transaction. The caller authorizes.
+pub(super) async fn insert_workflow(
+    state: &AppState,
+    author: Principal,
+    new: NewWorkflow,
+    message: Option<String>,
+) -> AppResult<workflow::Model> {
     let now = state.clock.now();
     let txn = begin_write(&state.db).await?;
     let workflow = workflow::ActiveModel {
@@ -154,7 +167,7 @@ pub async fn create_workflow(
         1,
         &new.definition,
         author.user_id(),
-        None,
+        message,
         now,
     )
     .await?;
@@ -162,8 +175,7 @@ pub async fn create_workflow(
     active.active_version_id = Set(Some(version.id));
     let workflow = active.update(&txn).await?;
     txn.commit().await?;
-    tracing::info!(workflow_id = %workflow.id, "workflow created");
-    Ok(MemberWorkflow { workflow, role })
+    Ok(workflow)
 }
 
 /// Changes a workflow's settings if `change.revision` is still current

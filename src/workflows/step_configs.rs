@@ -107,24 +107,24 @@ pub struct HttpStepConfig {
 
 /// The JSON Schema of `kind`'s config, derived once.
 pub fn config_schema(kind: StepKind) -> &'static Value {
-    static SCHEMAS: OnceLock<[Value; 5]> = OnceLock::new();
-    let schemas = SCHEMAS.get_or_init(|| {
-        let json = |schema: schemars::Schema| schema.to_value();
-        [
-            json(schema_for!(TransformConfig)),
-            json(schema_for!(DelayConfig)),
-            json(schema_for!(FailConfig)),
-            json(schema_for!(ConditionConfig)),
-            json(schema_for!(HttpStepConfig)),
-        ]
-    });
-    &schemas[match kind {
-        StepKind::Transform => 0,
-        StepKind::Delay => 1,
-        StepKind::Fail => 2,
-        StepKind::Condition => 3,
-        StepKind::Http => 4,
-    }]
+    static SCHEMAS: OnceLock<[Value; StepKind::ALL.len()]> = OnceLock::new();
+    let schemas = SCHEMAS.get_or_init(|| StepKind::ALL.map(derive_schema));
+    let index = StepKind::ALL
+        .iter()
+        .position(|k| *k == kind)
+        .unwrap_or_default();
+    &schemas[index]
+}
+
+fn derive_schema(kind: StepKind) -> Value {
+    match kind {
+        StepKind::Transform => schema_for!(TransformConfig),
+        StepKind::Delay => schema_for!(DelayConfig),
+        StepKind::Fail => schema_for!(FailConfig),
+        StepKind::Condition => schema_for!(ConditionConfig),
+        StepKind::Http => schema_for!(HttpStepConfig),
+    }
+    .to_value()
 }
 
 /// The description of `kind`, from its config type's documentation.
