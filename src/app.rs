@@ -110,7 +110,7 @@ impl AppState {
         })
     }
 
-    /// Runs this instance's workers and reaper, without the HTTP API, until
+    /// Runs this instance's workers, reaper and scheduler, without the HTTP API, until
     /// `shutdown` resolves; then hands running executions back.
     pub async fn run_workers(self, shutdown: impl Future<Output = ()>) {
         let engine = Engine::start(&self).await;

@@ -203,6 +203,35 @@ pub struct Settings {
         global = true
     )]
     pub reaper_interval_ms: u64,
+    /// Whether this process runs the engine's background work: workers,
+    /// the reaper and the scheduler. Off, it only serves the API.
+    #[arg(long, env = "FLOWPILOT_RUN_ENGINE", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub run_engine: bool,
+    /// Milliseconds between the scheduler's passes over due schedules.
+    #[arg(
+        long,
+        env = "FLOWPILOT_SCHEDULER_INTERVAL_MS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub scheduler_interval_ms: u64,
+    /// The API's public address: webhook URLs are `<url>/hooks/<token>`.
+    #[arg(
+        long,
+        env = "FLOWPILOT_PUBLIC_URL",
+        default_value = "http://localhost:8000",
+        global = true
+    )]
+    pub public_url: String,
+    /// Largest webhook request body in bytes (bodies are also capped by
+    /// FLOWPILOT_MAX_BODY_BYTES).
+    #[arg(
+        long,
+        env = "FLOWPILOT_WEBHOOK_MAX_BODY_BYTES",
+        default_value_t = 256 * 1024,
+        global = true
+    )]
+    pub webhook_max_body_bytes: usize,
     /// Milliseconds between re-checks of the executions streamed on this
     /// instance, which refill streams the bus left behind.
     #[arg(
@@ -378,6 +407,11 @@ impl Settings {
         std::time::Duration::from_millis(self.shutdown_grace_ms)
     }
 
+    /// How often the scheduler looks for due schedules.
+    pub fn scheduler_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.scheduler_interval_ms)
+    }
+
     /// How often the reaper looks for expired leases.
     pub fn reaper_interval(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.reaper_interval_ms)
@@ -504,6 +538,14 @@ fn check_settings(settings: &Settings) -> anyhow::Result<()> {
             "FLOWPILOT_STREAM_RECHECK_MS",
             settings.stream_recheck_ms as usize,
         ),
+        (
+            "FLOWPILOT_SCHEDULER_INTERVAL_MS",
+            settings.scheduler_interval_ms as usize,
+        ),
+        (
+            "FLOWPILOT_WEBHOOK_MAX_BODY_BYTES",
+            settings.webhook_max_body_bytes,
+        ),
     ] {
         if value == 0 {
             bail!("{name} must be at least 1");
@@ -514,6 +556,15 @@ fn check_settings(settings: &Settings) -> anyhow::Result<()> {
     }
     tracing_subscriber::EnvFilter::try_new(&settings.log)
         .map_err(|e| anyhow::anyhow!("FLOWPILOT_LOG is not a valid log filter: {e}"))?;
+    let public_url = &settings.public_url;
+    if !((public_url.starts_with("http://") || public_url.starts_with("https://"))
+        && !public_url.ends_with('/')
+        && reqwest::Url::parse(public_url).is_ok())
+    {
+        bail!(
+            "FLOWPILOT_PUBLIC_URL {public_url:?} is not an address like https://api.example.com (no trailing slash)"
+        );
+    }
     for origin in &settings.cors_origins {
         let well_formed = (origin.starts_with("http://") || origin.starts_with("https://"))
             && axum::http::HeaderValue::from_str(origin).is_ok()

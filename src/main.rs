@@ -29,7 +29,7 @@ struct Cli {
 enum Command {
     /// Serve the GraphQL API (the default), with workers.
     Serve,
-    /// Run workers and the reaper only, without the HTTP API.
+    /// Run workers, the reaper and the scheduler only, without the HTTP API.
     Worker,
     /// Manage the database schema.
     Migrate {

@@ -22,6 +22,9 @@ pub struct Model {
     pub error: Option<String>,
     /// MANUAL, SCHEDULE or WEBHOOK.
     pub trigger_kind: String,
+    /// The trigger that started it; null when a person or key did, or once
+    /// the trigger is deleted.
+    pub trigger_id: Option<Uuid>,
     pub idempotency_key: Option<String>,
     /// Number of times a worker has claimed it.
     pub attempt: i32,

@@ -19,6 +19,7 @@ pub mod refresh_token;
 pub mod role;
 pub mod status;
 pub mod step_run;
+pub mod trigger;
 pub mod user;
 pub mod user_session;
 pub mod workflow;

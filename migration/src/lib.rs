@@ -16,6 +16,7 @@ mod m20261124_000009_email_passwords_and_mfa;
 mod m20261124_000010_invitations_and_audit_log;
 mod m20261124_000011_api_keys;
 mod m20261124_000012_workflow_lists;
+mod m20261124_000013_triggers;
 
 /// The ordered list of FlowPilot's migrations.
 pub struct Migrator;
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000010_invitations_and_audit_log::Migration),
             Box::new(m20261124_000011_api_keys::Migration),
             Box::new(m20261124_000012_workflow_lists::Migration),
+            Box::new(m20261124_000013_triggers::Migration),
         ]
     }
 }

@@ -9,6 +9,7 @@ pub mod cancel;
 pub mod http;
 pub mod reaper;
 pub mod runner;
+pub mod scheduler;
 pub mod state;
 pub mod steps;
 pub mod store;

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::cancel::{self, Cancellations};
 use super::reaper::reap;
+use super::scheduler::schedule;
 use super::runner::{ERROR_BACKOFF, RunOutcome, run_execution};
 use super::store::{EngineError, claim_next_execution};
 use crate::app::AppState;
@@ -21,7 +22,7 @@ use crate::events::bus::Subscription;
 /// for workers to hand their executions back.
 const HAND_BACK_TIME: Duration = Duration::from_secs(10);
 
-/// The workers and the reaper of one process.
+/// The workers, the reaper and the scheduler of one process.
 pub struct Engine {
     stop: Arc<watch::Sender<bool>>,
     workers: JoinSet<()>,
@@ -42,9 +43,18 @@ impl Engine {
     /// Starts `settings.workers` workers. Each has a subscription to the
     /// control topic before this returns, so no wake-up published
     /// afterwards is missed.
+    /// Starts nothing when the settings turn the engine off.
     pub async fn start(state: &AppState) -> Self {
         let (stop, stopped) = watch::channel(false);
         let mut workers = JoinSet::new();
+        let engine = |workers| Self {
+            stop: Arc::new(stop),
+            workers,
+            grace: state.config.settings.shutdown_grace(),
+        };
+        if !state.config.settings.run_engine {
+            return engine(workers);
+        }
         let instance = Uuid::now_v7().simple().to_string();
         let cancellations = Cancellations::default();
         if state.config.settings.workers > 0 {
@@ -69,11 +79,8 @@ impl Engine {
         // Every instance reaps, workers or not, so a fleet of API-only
         // instances still recovers executions of a crashed worker process.
         workers.spawn(reap(state.clone(), stopped.clone()));
-        Self {
-            stop: Arc::new(stop),
-            workers,
-            grace: state.config.settings.shutdown_grace(),
-        }
+        workers.spawn(schedule(state.clone(), stopped.clone()));
+        engine(workers)
     }
 
     /// A handle that starts the shutdown without waiting for it, so workers

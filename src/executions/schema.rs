@@ -14,6 +14,7 @@ use super::service::{
     self, ExecutionFilter, ExecutionScope, IdempotencyKey, MemberExecution, Priority, RunRequest,
 };
 use crate::error::AppError;
+use crate::workflows::triggers_schema::{Trigger, TriggerKind};
 use crate::events::log::{EventKind, ExecutionEventRecord, ExecutionSnapshot};
 use crate::graphql::context::{RequestContext, parse_id};
 use crate::pagination::{decode_after, encode_cursor, page_size};
@@ -137,6 +138,8 @@ struct ExecutionDetails {
     priority: i32,
     idempotency_key: Option<String>,
     retry_of_id: Option<uuid::Uuid>,
+    trigger_kind: String,
+    trigger_id: Option<uuid::Uuid>,
 }
 
 impl From<entity::execution::Model> for ExecutionDetails {
@@ -146,6 +149,8 @@ impl From<entity::execution::Model> for ExecutionDetails {
             priority: execution.priority,
             idempotency_key: execution.idempotency_key,
             retry_of_id: execution.retry_of_id,
+            trigger_kind: execution.trigger_kind,
+            trigger_id: execution.trigger_id,
         }
     }
 }
@@ -192,6 +197,28 @@ impl Execution {
             .map_err(AppError::from)?
             .ok_or(AppError::NotFound("workflow"))?;
         Ok(crate::workflows::service::as_member(workflow, self.viewer_role)?.into())
+    }
+
+    /// What started it.
+    async fn trigger_kind(&self, ctx: &Context<'_>) -> async_graphql::Result<TriggerKind> {
+        Ok(TriggerKind::from_stored(&self.details(ctx).await?.trigger_kind))
+    }
+
+    /// The schedule or webhook that started it; null when a person or key
+    /// did, or once the trigger is deleted.
+    async fn trigger(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Trigger>> {
+        let Some(trigger_id) = self.details(ctx).await?.trigger_id else {
+            return Ok(None);
+        };
+        let trigger = RequestContext::of(ctx)
+            .loaders
+            .triggers
+            .load_one(trigger_id)
+            .await
+            .map_err(AppError::from)?;
+        trigger
+            .map(|found| Trigger::seen_as(found, self.viewer_role))
+            .transpose()
     }
 
     async fn status(&self) -> ExecutionStatus {

@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use entity::role::Role;
 use entity::status::{ExecutionStatus, StepStatus};
-use entity::{execution, step_run, workflow, workflow_version};
+use entity::{execution, step_run, trigger, workflow, workflow_version};
 use futures::Stream;
+use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -26,6 +27,7 @@ use crate::orgs::principal::Principal;
 use crate::pagination::{Page, Position};
 use crate::workflows::definition::WorkflowDefinition;
 use crate::workflows::service as workflows;
+use crate::workflows::triggers::TriggerKind;
 use crate::workflows::versions;
 
 /// An execution as one member sees it.
@@ -135,6 +137,7 @@ pub async fn run_workflow(
         idempotency_key: request.idempotency_key,
         created_by: actor.user_id(),
         retry_of_id: None,
+        origin: Origin::Manual,
     };
     let execution = enqueue(state, new).await?;
     Ok(MemberExecution {
@@ -192,6 +195,7 @@ pub async fn retry_execution(
         idempotency_key: None,
         created_by: actor.user_id(),
         retry_of_id: Some(original.execution.id),
+        origin: Origin::Manual,
     };
     let execution = enqueue(state, new).await?;
     Ok(MemberExecution {
@@ -200,33 +204,51 @@ pub async fn retry_execution(
     })
 }
 
-struct NewExecution<'a> {
-    workflow: &'a workflow::Model,
-    version_id: Uuid,
-    input: Value,
-    priority: Priority,
-    idempotency_key: Option<IdempotencyKey>,
-    created_by: Option<Uuid>,
-    retry_of_id: Option<Uuid>,
+/// What started an execution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// `runWorkflow` or `retryExecution`, by a person or a key.
+    Manual,
+    /// A schedule or webhook trigger.
+    Trigger { kind: TriggerKind, id: Uuid },
+}
+
+impl Origin {
+    fn kind(self) -> &'static str {
+        match self {
+            Self::Manual => "MANUAL",
+            Self::Trigger { kind, .. } => kind.as_str(),
+        }
+    }
+
+    fn trigger_id(self) -> Option<Uuid> {
+        match self {
+            Self::Manual => None,
+            Self::Trigger { id, .. } => Some(id),
+        }
+    }
+}
+
+/// An execution to queue.
+pub struct NewExecution<'a> {
+    pub workflow: &'a workflow::Model,
+    pub version_id: Uuid,
+    pub input: Value,
+    pub priority: Priority,
+    pub idempotency_key: Option<IdempotencyKey>,
+    pub created_by: Option<Uuid>,
+    pub retry_of_id: Option<Uuid>,
+    pub origin: Origin,
 }
 
 /// Inserts a QUEUED execution with its PENDING step runs and its first
 /// event in one transaction, then publishes the event and wakes workers.
 /// With an idempotency key, the workflow row is locked first so two
 /// requests with the same key cannot both insert.
-async fn enqueue(state: &AppState, new: NewExecution<'_>) -> AppResult<execution::Model> {
-    let version = workflow_version::Entity::find_by_id(new.version_id)
-        .one(&state.db)
-        .await?
-        .ok_or_else(|| {
-            AppError::Internal(anyhow::anyhow!(
-                "workflow version {} is missing",
-                new.version_id
-            ))
-        })?;
-    let definition =
-        WorkflowDefinition::from_stored(&version.definition).map_err(AppError::Internal)?;
-
+pub(crate) async fn enqueue(
+    state: &AppState,
+    new: NewExecution<'_>,
+) -> AppResult<execution::Model> {
     let now = state.clock.now();
     let txn = begin_write(&state.db).await?;
     if let Some(key) = &new.idempotency_key {
@@ -245,6 +267,37 @@ async fn enqueue(state: &AppState, new: NewExecution<'_>) -> AppResult<execution
             return Ok(earlier);
         }
     }
+    let queued = insert_queued(&txn, new, now).await?;
+    txn.commit().await?;
+    Ok(announce_queued(state, queued).await)
+}
+
+/// An execution inserted by [`insert_queued`] whose transaction has not
+/// been announced yet.
+pub(crate) struct Queued {
+    execution: execution::Model,
+    event: ExecutionEventRecord,
+}
+
+/// Inserts a QUEUED execution, its PENDING step runs and its first event
+/// inside `txn`, and notes the firing on its trigger. The caller commits
+/// and then calls [`announce_queued`].
+pub(crate) async fn insert_queued(
+    txn: &DatabaseTransaction,
+    new: NewExecution<'_>,
+    now: DateTime<Utc>,
+) -> AppResult<Queued> {
+    let version = workflow_version::Entity::find_by_id(new.version_id)
+        .one(txn)
+        .await?
+        .ok_or_else(|| {
+            AppError::Internal(anyhow::anyhow!(
+                "workflow version {} is missing",
+                new.version_id
+            ))
+        })?;
+    let definition =
+        WorkflowDefinition::from_stored(&version.definition).map_err(AppError::Internal)?;
     let execution = execution::ActiveModel {
         id: Set(Uuid::now_v7()),
         organization_id: Set(new.workflow.organization_id),
@@ -255,7 +308,8 @@ async fn enqueue(state: &AppState, new: NewExecution<'_>) -> AppResult<execution
         input: Set(new.input),
         output: Set(None),
         error: Set(None),
-        trigger_kind: Set("MANUAL".to_owned()),
+        trigger_kind: Set(new.origin.kind().to_owned()),
+        trigger_id: Set(new.origin.trigger_id()),
         idempotency_key: Set(new.idempotency_key.map(|key| key.0)),
         attempt: Set(0),
         lease_owner: Set(None),
@@ -273,7 +327,7 @@ async fn enqueue(state: &AppState, new: NewExecution<'_>) -> AppResult<execution
         timeout_ms: Set(definition.timeout_ms.map(|ms| ms as i64)),
         timeout_at: Set(None),
     }
-    .insert(&txn)
+    .insert(txn)
     .await?;
     let steps: Vec<step_run::ActiveModel> = definition
         .steps
@@ -296,16 +350,33 @@ async fn enqueue(state: &AppState, new: NewExecution<'_>) -> AppResult<execution
             updated_at: Set(now),
         })
         .collect();
-    step_run::Entity::insert_many(steps).exec(&txn).await?;
-    let event = log::append(&txn, &execution, EventKind::ExecutionQueued, None, now).await?;
-    txn.commit().await?;
+    step_run::Entity::insert_many(steps).exec(txn).await?;
+    if let Some(trigger_id) = new.origin.trigger_id() {
+        trigger::Entity::update_many()
+            .col_expr(trigger::Column::LastFiredAt, Expr::value(now))
+            .filter(trigger::Column::Id.eq(trigger_id))
+            .exec(txn)
+            .await?;
+    }
+    let event = log::append(txn, &execution, EventKind::ExecutionQueued, None, now).await?;
+    Ok(Queued { execution, event })
+}
+
+/// Publishes a committed execution's first event and wakes workers.
+pub(crate) async fn announce_queued(state: &AppState, queued: Queued) -> execution::Model {
+    let Queued { execution, event } = queued;
     publish_after_commit(state, event).await;
     state
         .bus
         .publish(Topic::Control, BusMessage::WorkerWakeup)
         .await;
-    tracing::info!(execution_id = %execution.id, workflow_id = %new.workflow.id, "execution queued");
-    Ok(execution)
+    tracing::info!(
+        execution_id = %execution.id,
+        workflow_id = %execution.workflow_id,
+        trigger = execution.trigger_kind.as_str(),
+        "execution queued"
+    );
+    execution
 }
 
 /// The execution as a member with `role` sees it, if the role may view it.

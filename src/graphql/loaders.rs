@@ -12,7 +12,9 @@ use crate::executions::loaders::{
     ExecutionLoader, RecentExecutionsLoader, StepRunsByExecutionLoader,
 };
 use crate::orgs::loaders::{ApiKeyLoader, MembershipsByUserLoader, OrganizationLoader, UserLoader};
-use crate::workflows::loaders::{WorkflowLoader, WorkflowVersionLoader};
+use crate::workflows::loaders::{
+    TriggerLoader, TriggersByWorkflowLoader, WorkflowLoader, WorkflowVersionLoader,
+};
 
 /// Why a batch load failed; cloneable, as DataLoader requires.
 #[derive(Clone, Debug)]
@@ -38,6 +40,8 @@ pub struct Loaders {
     pub api_keys: DataLoader<ApiKeyLoader>,
     pub workflows: DataLoader<WorkflowLoader>,
     pub workflow_versions: DataLoader<WorkflowVersionLoader>,
+    pub triggers: DataLoader<TriggerLoader>,
+    pub triggers_by_workflow: DataLoader<TriggersByWorkflowLoader>,
     pub executions: DataLoader<ExecutionLoader>,
     pub step_runs: DataLoader<StepRunsByExecutionLoader>,
     pub recent_executions: DataLoader<RecentExecutionsLoader>,
@@ -54,6 +58,8 @@ impl Loaders {
             api_keys: DataLoader::new(ApiKeyLoader(db()), tokio::spawn),
             workflows: DataLoader::new(WorkflowLoader(db()), tokio::spawn),
             workflow_versions: DataLoader::new(WorkflowVersionLoader(db()), tokio::spawn),
+            triggers: DataLoader::new(TriggerLoader(db()), tokio::spawn),
+            triggers_by_workflow: DataLoader::new(TriggersByWorkflowLoader(db()), tokio::spawn),
             executions: DataLoader::new(ExecutionLoader(db()), tokio::spawn),
             step_runs: DataLoader::new(StepRunsByExecutionLoader(db()), tokio::spawn),
             recent_executions: DataLoader::new(RecentExecutionsLoader(db()), tokio::spawn),

@@ -19,6 +19,7 @@ use crate::orgs::members_schema::MembersMutation;
 use crate::orgs::schema::{OrgMutation, OrgQuery};
 use crate::workflows::catalog_schema::{CatalogMutation, CatalogQuery};
 use crate::workflows::schema::{WorkflowMutation, WorkflowQuery};
+use crate::workflows::triggers_schema::TriggerMutation;
 
 /// Root query: the viewer and what they can reach.
 #[derive(MergedObject, Default)]
@@ -43,6 +44,7 @@ pub struct MutationRoot(
     ApiKeyMutation,
     WorkflowMutation,
     CatalogMutation,
+    TriggerMutation,
     ExecutionMutation,
 );
 

@@ -5,13 +5,14 @@
 mod client;
 mod graphql;
 mod health;
+mod hooks;
 mod ws;
 
 use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
@@ -52,7 +53,8 @@ pub fn router(
                         .get("x-request-id")
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default();
-                    tracing::info_span!("request", request_id = %request_id, method = %request.method(), path = %request.uri().path())
+                    let path = loggable_path(request.uri().path());
+                    tracing::info_span!("request", request_id = %request_id, method = %request.method(), path = %path)
                 })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
@@ -67,6 +69,7 @@ pub fn router(
     Router::new()
         .route("/graphql", get(graphql::graphiql).post(graphql::execute))
         .route("/graphql/ws", get(ws::upgrade))
+        .route("/hooks/{token}", post(hooks::deliver))
         .route("/health", get(health::live))
         .route("/health/db", get(health::database))
         .route("/health/cache", get(health::cache))
@@ -76,6 +79,16 @@ pub fn router(
             schema,
             shutting_down,
         })
+}
+
+/// A request path fit for logs: a webhook's token is a secret, so only
+/// the route is kept.
+fn loggable_path(path: &str) -> &str {
+    if path.starts_with("/hooks/") {
+        "/hooks/{token}"
+    } else {
+        path
+    }
 }
 
 fn cors(origins: &[String]) -> CorsLayer {

@@ -32,10 +32,12 @@ pub enum AuditAction {
     InvitationAccepted,
     ApiKeyCreated,
     ApiKeyRevoked,
+    TriggerCreated,
+    TriggerDeleted,
 }
 
 impl AuditAction {
-    const ALL: [Self; 10] = [
+    const ALL: [Self; 12] = [
         Self::OrganizationUpdated,
         Self::MemberRoleChanged,
         Self::MemberRemoved,
@@ -46,6 +48,8 @@ impl AuditAction {
         Self::InvitationAccepted,
         Self::ApiKeyCreated,
         Self::ApiKeyRevoked,
+        Self::TriggerCreated,
+        Self::TriggerDeleted,
     ];
 
     /// The stored name, e.g. `member.role_changed`.
@@ -61,6 +65,8 @@ impl AuditAction {
             Self::InvitationAccepted => "invitation.accepted",
             Self::ApiKeyCreated => "api_key.created",
             Self::ApiKeyRevoked => "api_key.revoked",
+            Self::TriggerCreated => "trigger.created",
+            Self::TriggerDeleted => "trigger.deleted",
         }
     }
 }
@@ -90,6 +96,7 @@ pub enum Target {
     Member(Uuid),
     Invitation(Uuid),
     ApiKey(Uuid),
+    Trigger(Uuid),
 }
 
 impl Target {
@@ -99,6 +106,7 @@ impl Target {
             Self::Member(id) => ("member", id),
             Self::Invitation(id) => ("invitation", id),
             Self::ApiKey(id) => ("api_key", id),
+            Self::Trigger(id) => ("trigger", id),
         }
     }
 }

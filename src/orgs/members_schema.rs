@@ -97,6 +97,8 @@ pub enum AuditEvent {
     InvitationAccepted,
     ApiKeyCreated,
     ApiKeyRevoked,
+    TriggerCreated,
+    TriggerDeleted,
 }
 
 impl From<AuditAction> for AuditEvent {
@@ -112,6 +114,8 @@ impl From<AuditAction> for AuditEvent {
             AuditAction::InvitationAccepted => Self::InvitationAccepted,
             AuditAction::ApiKeyCreated => Self::ApiKeyCreated,
             AuditAction::ApiKeyRevoked => Self::ApiKeyRevoked,
+            AuditAction::TriggerCreated => Self::TriggerCreated,
+            AuditAction::TriggerDeleted => Self::TriggerDeleted,
         }
     }
 }

@@ -28,6 +28,9 @@ pub enum Action {
     RunWorkflow,
     /// Cancel an execution.
     CancelExecution,
+    /// Create, switch on and off, and delete a workflow's schedules and
+    /// webhooks.
+    ManageTriggers,
     /// Read executions, their steps and events.
     ViewExecution,
     /// List the organization's members.
@@ -50,13 +53,14 @@ pub enum Action {
 
 impl Action {
     /// Every action, for tests that must cover each one.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::ViewOrganization,
         Self::ViewWorkflow,
         Self::CreateWorkflow,
         Self::UpdateWorkflow,
         Self::RunWorkflow,
         Self::CancelExecution,
+        Self::ManageTriggers,
         Self::ViewExecution,
         Self::ViewMembers,
         Self::UpdateOrganization,
@@ -79,7 +83,8 @@ pub const fn minimum_role(action: Action) -> Role {
         Action::CreateWorkflow
         | Action::UpdateWorkflow
         | Action::RunWorkflow
-        | Action::CancelExecution => Role::Editor,
+        | Action::CancelExecution
+        | Action::ManageTriggers => Role::Editor,
         Action::UpdateOrganization
         | Action::ManageMembers
         | Action::ManageInvitations

@@ -1,7 +1,8 @@
 //! Workflows: definitions (the DAG model and its validation), immutable
 //! versions, the catalog an organization lists (tags, archiving, copies),
-//! and the templates steps use. `service`, `versions` and `catalog` hold the
-//! rules and the database work; `schema` and `catalog_schema` expose them.
+//! the triggers that start workflows (schedules and webhooks), and the
+//! templates steps use. `service`, `versions`, `catalog` and `triggers` hold
+//! the rules and the database work; the `*schema` modules expose them.
 
 pub mod catalog;
 pub mod catalog_schema;
@@ -11,4 +12,6 @@ pub mod schema;
 pub mod service;
 pub mod step_configs;
 pub mod template;
+pub mod triggers;
+pub mod triggers_schema;
 pub mod versions;

@@ -7,13 +7,14 @@ use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use entity::{execution, user, workflow, workflow_version};
+use entity::{execution, trigger, user, workflow, workflow_version};
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::catalog::Tags;
 use super::definition::{self, Problem, RetryPolicy, StepDefinition, WorkflowDefinition};
 use super::service::{self, MemberWorkflow, NewWorkflow, WorkflowChange, WorkflowName};
+use super::triggers_schema::Trigger;
 use super::versions::{self, MemberVersion};
 use crate::error::AppError;
 use crate::executions::loaders::RecentExecutions;
@@ -245,6 +246,8 @@ pub struct Preloaded {
     versions: Option<HashMap<Uuid, workflow_version::Model>>,
     /// The newest executions of each workflow, up to the limit loaded.
     recent: Option<(u32, HashMap<Uuid, Vec<execution::Model>>)>,
+    /// Each workflow's triggers.
+    triggers: Option<HashMap<Uuid, Vec<trigger::Model>>>,
 }
 
 impl Preloaded {
@@ -297,8 +300,11 @@ impl Preloaded {
                 });
             limit = limit.max(asked.min(MAX_RECENT_EXECUTIONS));
         }
+        let ids: Vec<Uuid> = workflows.iter().map(|w| w.id).collect();
+        if node.field("triggers").exists() {
+            preloaded.triggers = Some(super::triggers::by_workflow(db, &ids).await?);
+        }
         if limit > 0 {
-            let ids: Vec<Uuid> = workflows.iter().map(|w| w.id).collect();
             let recent = crate::executions::service::recent_by_workflow(db, &ids, limit).await?;
             preloaded.recent = Some((limit, recent));
         }
@@ -352,6 +358,29 @@ impl Workflow {
         #[graphql(desc = "The `endCursor` of the page before.")] after: Option<String>,
     ) -> async_graphql::Result<Connection<String, WorkflowVersion>> {
         versions_connection(ctx, &self.model, self.viewer_role, first, after).await
+    }
+
+    /// Its schedules and webhooks, oldest first (at most 20).
+    async fn triggers(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Trigger>> {
+        let preloaded = self
+            .preloaded
+            .as_ref()
+            .and_then(|p| p.triggers.as_ref())
+            .map(|triggers| triggers.get(&self.model.id).cloned().unwrap_or_default());
+        let triggers = match preloaded {
+            Some(triggers) => triggers,
+            None => RequestContext::of(ctx)
+                .loaders
+                .triggers_by_workflow
+                .load_one(self.model.id)
+                .await
+                .map_err(AppError::from)?
+                .unwrap_or_default(),
+        };
+        triggers
+            .into_iter()
+            .map(|found| Trigger::seen_as(found, self.viewer_role))
+            .collect()
     }
 
     /// Who created it; null when an API key did, or once their account is
