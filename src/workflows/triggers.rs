@@ -610,6 +610,12 @@ mod tests {
     }
 
     #[test]
+    fn a_pattern_that_never_matches_has_no_next_run() {
+        let never = schedule("0 0 30 2 *", "UTC");
+        assert_eq!(never.next_after(utc(2026, 1, 1, 0, 0)), None);
+    }
+
+    #[test]
     fn a_malformed_pattern_or_unknown_zone_is_refused() {
         assert!(Schedule::parse("61 * * * *", "UTC", "cron", "timeZone").is_err());
         assert!(Schedule::parse("0 0 * * *", "Mars/Olympus", "cron", "timeZone").is_err());
