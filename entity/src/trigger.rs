@@ -20,8 +20,8 @@ pub struct Model {
     pub time_zone: Option<String>,
     /// SCHEDULE: the input of the executions it starts.
     pub input: Option<Json>,
-    /// SCHEDULE: when it is next due; the scheduler claims a firing by
-    /// moving it forward.
+    /// SCHEDULE: when it is next due (null while disabled); the scheduler
+    /// claims a firing by moving it forward.
     pub next_run_at: Option<DateTimeUtc>,
     /// WEBHOOK: the token's first characters, to tell hooks apart.
     pub token_prefix: Option<String>,

@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use super::cancel::{self, Cancellations};
 use super::reaper::reap;
-use super::scheduler::schedule;
 use super::runner::{ERROR_BACKOFF, RunOutcome, run_execution};
+use super::scheduler::schedule;
 use super::store::{EngineError, claim_next_execution};
 use crate::app::AppState;
 use crate::events::Topic;

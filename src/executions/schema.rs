@@ -14,11 +14,11 @@ use super::service::{
     self, ExecutionFilter, ExecutionScope, IdempotencyKey, MemberExecution, Priority, RunRequest,
 };
 use crate::error::AppError;
-use crate::workflows::triggers_schema::{Trigger, TriggerKind};
 use crate::events::log::{EventKind, ExecutionEventRecord, ExecutionSnapshot};
 use crate::graphql::context::{RequestContext, parse_id};
 use crate::pagination::{decode_after, encode_cursor, page_size};
 use crate::workflows::schema::Workflow;
+use crate::workflows::triggers_schema::{Trigger, TriggerKind};
 
 /// Where an execution is in its life.
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,7 +201,9 @@ impl Execution {
 
     /// What started it.
     async fn trigger_kind(&self, ctx: &Context<'_>) -> async_graphql::Result<TriggerKind> {
-        Ok(TriggerKind::from_stored(&self.details(ctx).await?.trigger_kind))
+        Ok(TriggerKind::from_stored(
+            &self.details(ctx).await?.trigger_kind,
+        ))
     }
 
     /// The schedule or webhook that started it; null when a person or key

@@ -255,8 +255,15 @@ pub(crate) async fn enqueue(
         locked(workflow::Entity::find_by_id(new.workflow.id), &txn)
             .one(&txn)
             .await?;
+        // Keys are scoped to their source: manual runs of the workflow, or
+        // one trigger's deliveries.
+        let source = match new.origin.trigger_id() {
+            Some(trigger_id) => execution::Column::TriggerId.eq(trigger_id),
+            None => execution::Column::TriggerId.is_null(),
+        };
         let earlier = execution::Entity::find()
             .filter(execution::Column::WorkflowId.eq(new.workflow.id))
+            .filter(source)
             .filter(execution::Column::IdempotencyKey.eq(key.0.as_str()))
             .filter(execution::Column::QueuedAt.gt(now - IDEMPOTENCY_WINDOW))
             .order_by_desc(execution::Column::QueuedAt)

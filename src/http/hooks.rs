@@ -1,14 +1,15 @@
 //! Webhook deliveries: `POST /hooks/{token}`. The JSON body becomes the
 //! input of a new execution of the webhook's workflow, answered 202 with its
-//! id. An unknown token and a disabled webhook both answer 404, so a token
-//! cannot be probed. An `Idempotency-Key` header makes a sender's retries
-//! return the first delivery's execution.
+//! id and status. An unknown token and a disabled webhook both answer 404.
+//! An `Idempotency-Key` header makes a sender's retries return the first
+//! delivery's execution.
 
 use axum::Json;
 use axum::body::{Body, to_bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use http_body_util::LengthLimitError;
 use serde_json::{Value, json};
 
 use super::HttpState;
@@ -34,8 +35,12 @@ pub async fn deliver(
     if declared.is_some_and(|length| length > limit) {
         return too_large(limit);
     }
-    let Ok(bytes) = to_bytes(body, limit).await else {
-        return too_large(limit);
+    let bytes = match to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(err) if exceeds_limit(&err) => return too_large(limit),
+        Err(_) => {
+            return failure(AppError::bad_input("body", "the body could not be read"));
+        }
     };
     let input: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
         json!({})
@@ -61,11 +66,23 @@ pub async fn deliver(
     match triggers::fire_webhook(&state.app, &token, input, idempotency_key).await {
         Ok(execution) => (
             StatusCode::ACCEPTED,
-            Json(json!({ "executionId": execution.id, "status": "QUEUED" })),
+            Json(json!({ "executionId": execution.id, "status": execution.status })),
         )
             .into_response(),
         Err(err) => failure(err),
     }
+}
+
+/// Whether reading a body failed because it was longer than allowed.
+fn exceeds_limit(err: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(err) = cause {
+        if err.is::<LengthLimitError>() {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 fn too_large(limit: usize) -> Response {

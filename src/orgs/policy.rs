@@ -203,6 +203,7 @@ mod tests {
             (Action::UpdateWorkflow, Role::Editor),
             (Action::RunWorkflow, Role::Editor),
             (Action::CancelExecution, Role::Editor),
+            (Action::ManageTriggers, Role::Editor),
             (Action::ViewMembers, Role::Viewer),
             (Action::UpdateOrganization, Role::Admin),
             (Action::ManageMembers, Role::Admin),

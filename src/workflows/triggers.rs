@@ -187,16 +187,17 @@ pub async fn create_schedule(
     new: NewSchedule,
 ) -> AppResult<MemberTrigger> {
     let now = state.clock.now();
-    let next_run_at = new.schedule.next_after(now).ok_or_else(|| {
-        AppError::bad_input("cron", "the pattern never matches a future time")
-    })?;
+    let next_run_at = new
+        .schedule
+        .next_after(now)
+        .ok_or_else(|| AppError::bad_input("cron", "the pattern never matches a future time"))?;
     let model = trigger::ActiveModel {
         kind: Set(TriggerKind::Schedule.as_str().to_owned()),
         enabled: Set(new.enabled),
         cron: Set(Some(new.schedule.pattern.clone())),
         time_zone: Set(Some(new.schedule.zone.name().to_owned())),
         input: Set(Some(new.input)),
-        next_run_at: Set(Some(next_run_at)),
+        next_run_at: Set(Some(next_run_at).filter(|_| new.enabled)),
         token_prefix: Set(None),
         token_hash: Set(None),
         ..Default::default()
@@ -309,9 +310,11 @@ pub async fn set_enabled(
             role,
         });
     }
+    // A schedule switched off has no next run; switched on, its next run is
+    // the next match from now.
     let next_run_at = match TriggerKind::from_stored(&found.kind)? {
         TriggerKind::Schedule if enabled => Schedule::of(&found)?.next_after(now),
-        _ => found.next_run_at,
+        _ => None,
     };
     let mut change: trigger::ActiveModel = found.into();
     change.enabled = Set(enabled);
@@ -342,7 +345,10 @@ pub async fn delete(
         .await?;
     policy::authorize(role, Action::ManageTriggers)?;
     execution::Entity::update_many()
-        .col_expr(execution::Column::TriggerId, Expr::value(Option::<Uuid>::None))
+        .col_expr(
+            execution::Column::TriggerId,
+            Expr::value(Option::<Uuid>::None),
+        )
         .filter(execution::Column::TriggerId.eq(found.id))
         .exec(&txn)
         .await?;
@@ -484,7 +490,16 @@ async fn fire_schedule(
     };
     // The next time after now, not after `due_at`: runs missed while no
     // instance was up collapse into this one.
-    let next_run_at = Schedule::of(&found)?.next_after(now);
+    let schedule = match Schedule::of(&found) {
+        Ok(schedule) => Some(schedule),
+        // Parked (no next run) rather than retried on every pass, where it
+        // would hold a place in every batch of due schedules.
+        Err(err) => {
+            tracing::error!(trigger_id = %found.id, error = ?err, "a schedule cannot be read; it will not fire");
+            None
+        }
+    };
+    let next_run_at = schedule.as_ref().and_then(|s| s.next_after(now));
     let txn = begin_write(&state.db).await?;
     let claimed = trigger::Entity::update_many()
         .col_expr(trigger::Column::NextRunAt, Expr::value(next_run_at))
@@ -495,7 +510,8 @@ async fn fire_schedule(
         .await?
         .rows_affected
         == 1;
-    if !claimed {
+    if !claimed || schedule.is_none() {
+        txn.commit().await?;
         return Ok(false);
     }
     let workflow = workflow::Entity::find_by_id(found.workflow_id)

@@ -96,7 +96,7 @@ impl Trigger {
             cron: found.cron.clone()?,
             time_zone: found.time_zone.clone()?,
             input: Json(found.input.clone().unwrap_or_else(|| serde_json::json!({}))),
-            next_run_at: found.next_run_at.filter(|_| found.enabled),
+            next_run_at: found.next_run_at,
         })
     }
 

@@ -39,6 +39,7 @@ mod startup;
 mod step_kinds;
 mod subscriptions;
 mod tenant_isolation;
+mod triggers;
 mod workflow_lists;
 mod workflow_versions;
 mod workflows;

@@ -26,6 +26,9 @@ const RUN_WORKFLOW: &str =
 const CANCEL_EXECUTION: &str =
     "mutation($input: CancelExecutionInput!) { cancelExecution(input: $input) { id status } }";
 const EXECUTION: &str = "query($id: ID!) { execution(id: $id) { id status } }";
+const CREATE_SCHEDULE_TRIGGER: &str = "mutation($input: CreateScheduleTriggerInput!) {
+  createScheduleTrigger(input: $input) { id kind }
+}";
 const DELETE_ORGANIZATION: &str = "mutation($input: DeleteOrganizationInput!) { deleteOrganization(input: $input) { organizationId cancelledExecutions } }";
 
 /// A workflow that stays busy for a minute, so its executions can be
@@ -91,6 +94,12 @@ impl Case {
             Action::CancelExecution => (
                 CANCEL_EXECUTION,
                 json!({ "input": { "executionId": queued_execution(app, owner, org).await } }),
+            ),
+            Action::ManageTriggers => (
+                CREATE_SCHEDULE_TRIGGER,
+                json!({ "input": {
+                    "workflowId": slow_workflow(app, owner, org).await, "cron": "0 0 * * *"
+                } }),
             ),
             Action::ViewExecution => (
                 EXECUTION,

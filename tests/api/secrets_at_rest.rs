@@ -1,15 +1,21 @@
 //! Secrets at rest: after every flow that hands a client a secret (a
-//! password, tokens, links, a TOTP secret, backup codes, an API key), no value in any
-//! table of the database contains one of them in plain text. The database
-//! is read generically, table by table, so a new table cannot slip past.
+//! password, tokens, links, a TOTP secret, backup codes, an API key, a
+//! webhook URL), no value in any table of the database contains one of them
+//! in plain text. The database is read generically, table by table, so a
+//! new table cannot slip past.
 
 use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Statement};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use totp_rs::Secret;
 
 use crate::invitations::INVITE;
 use crate::mfa::{challenge, complete, enable_mfa, next_step_code, signed_in};
 use crate::support::{PASSWORD, Session, TestApp, link_token, unique_email};
+
+const CREATE_WEBHOOK_TRIGGER: &str = "mutation($input: CreateWebhookTriggerInput!) {
+  createWebhookTrigger(input: $input) { trigger { id } url path }
+}";
 
 /// The tokens of the `count` links to `path` mailed to `email`.
 async fn mailed_tokens(app: &TestApp, email: &str, path: &str, count: usize) -> Vec<String> {
@@ -127,7 +133,52 @@ async fn no_secret_a_client_was_given_is_stored_in_plain_text() {
         .mailed_token(&invited, "/accept-invitation", "fpi_", 1)
         .await;
 
-    let mut secrets = vec![PASSWORD.to_owned(), challenge_token, api_key, invitation];
+    // A webhook, delivered to once, so its token has also passed through a
+    // request path.
+    let steps = json!([{ "id": "a", "kind": "TRANSFORM", "config": { "output": "{{ input }}" } }]);
+    let workflow = app.workflow(&registered, &organization, steps).await;
+    let hooked = app
+        .graphql_as(
+            &registered.access_token,
+            CREATE_WEBHOOK_TRIGGER,
+            json!({ "input": { "workflowId": workflow } }),
+        )
+        .await;
+    let path = hooked.data()["createWebhookTrigger"]["path"]
+        .as_str()
+        .expect("the webhook's path")
+        .to_owned();
+    let webhook_token = path
+        .strip_prefix("/hooks/")
+        .unwrap_or_else(|| panic!("not a webhook path: {path}"))
+        .to_owned();
+    let token_body = webhook_token
+        .strip_prefix("fph_")
+        .unwrap_or_else(|| panic!("a webhook token starts with fph_: {webhook_token}"))
+        .to_owned();
+    let delivered = app
+        .http()
+        .post(app.url(&path))
+        .json(&json!({ "n": 1 }))
+        .send()
+        .await
+        .expect("POST the webhook");
+    assert_eq!(delivered.status(), reqwest::StatusCode::ACCEPTED);
+    let delivered: serde_json::Value = delivered.json().await.expect("a JSON answer");
+    let execution = delivered["executionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no executionId: {delivered}"));
+    let finished = app.finished_execution(&registered, execution).await;
+    assert_eq!(finished["status"], "SUCCEEDED", "{finished}");
+
+    let mut secrets = vec![
+        PASSWORD.to_owned(),
+        challenge_token,
+        api_key,
+        invitation,
+        webhook_token.clone(),
+        token_body,
+    ];
     for session in [&registered, &logged_in, &refreshed, &second_factor] {
         secrets.push(session.access_token.clone());
         secrets.push(session.refresh_token.clone());
@@ -161,6 +212,13 @@ async fn no_secret_a_client_was_given_is_stored_in_plain_text() {
             .iter()
             .any(|cell| cell.table == "api_keys" && cell.column == "key_hash"),
         "the dump reads the API keys' hashes"
+    );
+    let webhook_hash = hex(&Sha256::digest(webhook_token.as_bytes()));
+    assert!(
+        cells.iter().any(|cell| cell.table == "triggers"
+            && cell.column == "token_hash"
+            && cell.text == webhook_hash),
+        "the webhook's token is stored as its SHA-256, hex ({webhook_hash})"
     );
     for secret in &secrets {
         let secret = secret.to_lowercase();

@@ -5,10 +5,10 @@
 //! on organization A's objects: (1) a signed-in user who is OWNER of another
 //! organization B and (2) an ADMIN API key of organization B. They must get
 //! the refusal the table names (NOT_FOUND for A's organization, workflows,
-//! workflow versions, executions, members, invitations and API keys;
-//! FORBIDDEN where only a user may call the field at all), no data, nothing
-//! that names A, and no way in afterwards, and A's owner must then read A
-//! exactly as before.
+//! workflow versions, triggers, executions, members, invitations and API
+//! keys; FORBIDDEN where only a user may call the field at all), no data,
+//! nothing that names A, and no way in afterwards, and A's owner must then
+//! read A exactly as before.
 //! `executionEvents` is tried over the WebSocket: a `next` carrying
 //! NOT_FOUND, then `complete`. Fields that reach no organization are listed
 //! with a one-line reason; the user-only ones among them are checked to
@@ -18,7 +18,7 @@
 use std::fmt;
 
 use entity::role::Role;
-use entity::workflow;
+use entity::{trigger, workflow};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
 
@@ -261,6 +261,11 @@ const CASES: &[Case] = &[
     scoped(Root::Mutation, "runWorkflow"),
     scoped(Root::Mutation, "cancelExecution"),
     scoped(Root::Mutation, "retryExecution"),
+    // Mutation: triggers
+    scoped(Root::Mutation, "createScheduleTrigger"),
+    scoped(Root::Mutation, "createWebhookTrigger"),
+    scoped(Root::Mutation, "setTriggerEnabled"),
+    scoped(Root::Mutation, "deleteTrigger"),
     // Subscription
     scoped(Root::Subscription, "executionEvents"),
 ];
@@ -357,6 +362,18 @@ const CANCEL_EXECUTION: &str =
     "mutation($input: CancelExecutionInput!) { cancelExecution(input: $input) { id status } }";
 const RETRY_EXECUTION: &str =
     "mutation($input: RetryExecutionInput!) { retryExecution(input: $input) { id status } }";
+const CREATE_SCHEDULE_TRIGGER: &str = "mutation($input: CreateScheduleTriggerInput!) {
+  createScheduleTrigger(input: $input) { id kind enabled workflow { id name } }
+}";
+const CREATE_WEBHOOK_TRIGGER: &str = "mutation($input: CreateWebhookTriggerInput!) {
+  createWebhookTrigger(input: $input) { trigger { id kind workflow { id name } } url path }
+}";
+const SET_TRIGGER_ENABLED: &str = "mutation($input: SetTriggerEnabledInput!) {
+  setTriggerEnabled(input: $input) { id enabled schedule { nextRunAt } workflow { id name } }
+}";
+const DELETE_TRIGGER: &str = "mutation($input: DeleteTriggerInput!) {
+  deleteTrigger(input: $input) { triggerId workflow { id name } }
+}";
 const CREATE_ORGANIZATION: &str =
     "mutation($input: CreateOrganizationInput!) { createOrganization(input: $input) { id } }";
 const CHANGE_PASSWORD: &str =
@@ -370,7 +387,7 @@ const SNAPSHOT: &str = "query($organization: ID!, $slow: ID!, $fast: ID!, $draft
     members(first: 100) { nodes { user { id } role joinedAt } }
     invitations(first: 100) { nodes { id email role expiresAt revokedAt } }
     apiKeys(first: 100, includeRevoked: true) { nodes { id name prefix role expiresAt revokedAt } }
-    executions(first: 100) { nodes { id status lastEventSeq } }
+    executions(first: 100) { nodes { id status lastEventSeq triggerKind trigger { id } } }
     auditLog(first: 100) { nodes { id action targetType targetId } }
     workflows(first: 100) { nodes { id name tags archivedAt revision updatedAt } }
     archivedWorkflows: workflows(first: 100, filter: { archived: true }) {
@@ -380,10 +397,18 @@ const SNAPSHOT: &str = "query($organization: ID!, $slow: ID!, $fast: ID!, $draft
   slow: workflow(id: $slow) {
     id name description maxConcurrency revision tags archivedAt activeVersion { number }
     versions(first: 100) { nodes { id number message isActive definition { steps { id } } } }
+    triggers {
+      id kind enabled lastFiredAt createdAt
+      schedule { cron timeZone input nextRunAt } webhook { tokenPrefix }
+    }
   }
   fast: workflow(id: $fast) {
     id name description maxConcurrency revision tags archivedAt activeVersion { number }
     versions(first: 100) { nodes { id number message isActive definition { steps { id } } } }
+    triggers {
+      id kind enabled lastFiredAt createdAt
+      schedule { cron timeZone input nextRunAt } webhook { tokenPrefix }
+    }
   }
   draft: workflowVersion(id: $draft) { id number message isActive createdAt author { id } }
 }";
@@ -421,6 +446,11 @@ struct OrganizationA {
     draft_version: String,
     /// An archived workflow, for `unarchiveWorkflow` to try.
     archived_workflow: String,
+    /// A schedule of `slow_workflow`, made disabled so that it never fires
+    /// while the test runs, for `setTriggerEnabled` to try to switch on.
+    schedule_trigger: String,
+    /// An enabled webhook of `fast_workflow`, for `deleteTrigger` to try.
+    webhook_trigger: String,
 }
 
 /// Organizations A and B on one server, and B's two intruders.
@@ -471,9 +501,9 @@ impl fmt::Display for Intruder<'_> {
 
 impl World {
     /// Organization A with two workflows (one with an unpublished second
-    /// version), an archived workflow, a running and a finished execution,
-    /// an EDITOR member, a pending invitation and an API key; organization
-    /// B with its owner and an ADMIN key.
+    /// version, each with a trigger), an archived workflow, a running and a
+    /// finished execution, an EDITOR member, a pending invitation and an
+    /// API key; organization B with its owner and an ADMIN key.
     async fn set_up() -> Self {
         let app = TestApp::spawn().await;
 
@@ -543,6 +573,31 @@ impl World {
             archived.body
         );
 
+        let scheduled = app
+            .graphql_as(
+                &owner.access_token,
+                CREATE_SCHEDULE_TRIGGER,
+                json!({ "input": {
+                    "workflowId": slow_workflow, "cron": "0 0 * * *", "enabled": false
+                } }),
+            )
+            .await;
+        let schedule_trigger = scheduled.data()["createScheduleTrigger"]["id"]
+            .as_str()
+            .expect("trigger id")
+            .to_owned();
+        let hooked = app
+            .graphql_as(
+                &owner.access_token,
+                CREATE_WEBHOOK_TRIGGER,
+                json!({ "input": { "workflowId": fast_workflow } }),
+            )
+            .await;
+        let webhook_trigger = hooked.data()["createWebhookTrigger"]["trigger"]["id"]
+            .as_str()
+            .expect("trigger id")
+            .to_owned();
+
         let owner_b = app.user().await;
         let organization_b = app.organization(&owner_b, "Beta").await;
         let key_b = crate::api_keys::api_key(&app, &owner_b, &organization_b, "ADMIN").await;
@@ -562,6 +617,8 @@ impl World {
                 api_key,
                 draft_version,
                 archived_workflow,
+                schedule_trigger,
+                webhook_trigger,
             },
             owner_b,
             organization_b,
@@ -716,6 +773,31 @@ impl World {
                 self.send(intruder, RETRY_EXECUTION, json!({ "input": input }))
                     .await
             }
+            // Triggers
+            "createScheduleTrigger" => {
+                let input = json!({
+                    "workflowId": a.slow_workflow,
+                    "cron": "*/5 * * * *",
+                    "input": { "planted": true },
+                });
+                self.send(intruder, CREATE_SCHEDULE_TRIGGER, json!({ "input": input }))
+                    .await
+            }
+            "createWebhookTrigger" => {
+                let input = json!({ "workflowId": a.fast_workflow });
+                self.send(intruder, CREATE_WEBHOOK_TRIGGER, json!({ "input": input }))
+                    .await
+            }
+            "setTriggerEnabled" => {
+                let input = json!({ "triggerId": a.schedule_trigger, "enabled": true });
+                self.send(intruder, SET_TRIGGER_ENABLED, json!({ "input": input }))
+                    .await
+            }
+            "deleteTrigger" => {
+                let input = json!({ "triggerId": a.webhook_trigger });
+                self.send(intruder, DELETE_TRIGGER, json!({ "input": input }))
+                    .await
+            }
             // Subscription
             "executionEvents" => self.subscribe_to_running_execution(intruder).await,
             other => panic!(
@@ -769,9 +851,9 @@ impl World {
         message["payload"].clone()
     }
 
-    /// Organization A as its owner reads it, and how many workflows it has
-    /// in the database (so a workflow planted anywhere shows, listed or
-    /// not).
+    /// Organization A as its owner reads it, and how many workflows and
+    /// triggers it has in the database (so a workflow or trigger planted
+    /// anywhere shows, listed or not).
     async fn snapshot(&self) -> Value {
         let a = &self.a;
         let response = self
@@ -795,7 +877,33 @@ impl World {
             .await
             .expect("count the workflows");
         snapshot["workflowsInDatabase"] = json!(workflows);
+        let triggers = trigger::Entity::find()
+            .filter(trigger::Column::OrganizationId.eq(organization))
+            .count(&self.app.state.db)
+            .await
+            .expect("count the triggers");
+        snapshot["triggersInDatabase"] = json!(triggers);
         snapshot
+    }
+
+    /// `snapshot` shows A's two triggers as made: the disabled schedule on
+    /// the slow workflow and the enabled webhook on the fast one.
+    #[track_caller]
+    fn assert_triggers_as_made(&self, snapshot: &Value) {
+        let ids_and_flags = |workflow: &str| -> Vec<Value> {
+            snapshot[workflow]["triggers"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{workflow} has no triggers: {snapshot}"))
+                .iter()
+                .map(|t| json!({ "id": t["id"], "kind": t["kind"], "enabled": t["enabled"] }))
+                .collect()
+        };
+        let schedule =
+            json!({ "id": self.a.schedule_trigger, "kind": "SCHEDULE", "enabled": false });
+        let webhook = json!({ "id": self.a.webhook_trigger, "kind": "WEBHOOK", "enabled": true });
+        assert_eq!(ids_and_flags("slow"), [schedule], "{snapshot}");
+        assert_eq!(ids_and_flags("fast"), [webhook], "{snapshot}");
+        assert_eq!(snapshot["triggersInDatabase"], 2, "{snapshot}");
     }
 
     /// The intruder works in its own organization with `role`: its
@@ -828,6 +936,7 @@ impl World {
     async fn check_every_root_field(&self, intruder: Intruder<'_>, role_in_b: &str) {
         self.assert_at_home(intruder, role_in_b).await;
         let before = self.snapshot().await;
+        self.assert_triggers_as_made(&before);
         let mut tried = Vec::new();
         for (root, field) in root_fields(&self.app).await {
             let case = case_for(root, &field)

@@ -2,7 +2,8 @@
 //! archiving and unarchiving, duplication, `organization.workflows` with
 //! its filters (search, tags, archived) and orders in keyset pages,
 //! `createdBy`, `lastExecution` and `recentExecutions`, and a dashboard
-//! query whose SQL statement count does not grow with the page.
+//! query (with each workflow's triggers) whose SQL statement count does not
+//! grow with the page.
 
 use chrono::{DateTime, Duration, Utc};
 use entity::role::Role;
@@ -50,10 +51,18 @@ const EXECUTION_SUMMARY_DEFAULT: &str = "query($id: ID!) { workflow(id: $id) {
   lastExecution { id }
   recentExecutions { id }
 } }";
-/// The dashboard's query, as the spec gives it.
+/// The dashboard's query, as the spec gives it: creators, active versions,
+/// triggers and the last 5 executions.
 const DASHBOARD: &str = "query($id: ID!, $first: Int!) { organization(id: $id) { workflows(first: $first) { edges { node {
   id name tags createdBy { id displayName } activeVersion { number author { id } }
+  triggers { id kind enabled schedule { cron timeZone nextRunAt } webhook { tokenPrefix } lastFiredAt }
   lastExecution { id status } recentExecutions(limit: 5) { id status } } } } } }";
+const CREATE_SCHEDULE_TRIGGER: &str = "mutation($input: CreateScheduleTriggerInput!) {
+  createScheduleTrigger(input: $input) { id kind }
+}";
+const CREATE_WEBHOOK_TRIGGER: &str = "mutation($input: CreateWebhookTriggerInput!) {
+  createWebhookTrigger(input: $input) { trigger { id kind } path }
+}";
 
 /// Every order `organization.workflows` knows.
 const ORDERS: [&str; 4] = [
@@ -65,14 +74,11 @@ const ORDERS: [&str; 4] = [
 
 // Helpers
 
-/// An app with no workers (executions stay QUEUED) and no reaper, so the
-/// database is touched only by the requests.
+/// An app that runs no engine: no workers (executions stay QUEUED), no
+/// reaper and no scheduler (schedules never fire), so the database is
+/// touched only by the requests.
 async fn quiet_app() -> TestApp {
-    TestApp::spawn_with(|settings| {
-        settings.workers = 0;
-        settings.reaper_interval_ms = 3_600_000;
-    })
-    .await
+    TestApp::spawn_with(|settings| settings.run_engine = false).await
 }
 
 fn one_step() -> Value {
@@ -1196,28 +1202,139 @@ async fn last_execution_and_recent_executions_are_the_workflows_newest_runs() {
 
 // The dashboard
 
+/// A workflow made for the dashboard.
+struct DashboardWorkflow {
+    id: String,
+    /// Its executions, oldest first.
+    runs: Vec<String>,
+    /// Its triggers, oldest first.
+    triggers: Vec<MadeTrigger>,
+}
+
+/// A trigger as it was made.
+struct MadeTrigger {
+    id: String,
+    /// A webhook's token's first 10 characters; None for a schedule.
+    token_prefix: Option<String>,
+}
+
+/// A schedule at 03:00 UTC every day on `workflow`; answers its id.
+async fn nightly_schedule(app: &TestApp, token: &str, workflow: &str) -> String {
+    let response = app
+        .graphql_as(
+            token,
+            CREATE_SCHEDULE_TRIGGER,
+            json!({ "input": { "workflowId": workflow, "cron": "0 3 * * *" } }),
+        )
+        .await;
+    let created = &response.data()["createScheduleTrigger"];
+    assert_eq!(created["kind"], "SCHEDULE", "{created}");
+    id_of(created)
+}
+
+/// A webhook on `workflow`; answers its id and its token's first 10
+/// characters.
+async fn webhook(app: &TestApp, token: &str, workflow: &str) -> (String, String) {
+    let response = app
+        .graphql_as(
+            token,
+            CREATE_WEBHOOK_TRIGGER,
+            json!({ "input": { "workflowId": workflow } }),
+        )
+        .await;
+    let created = &response.data()["createWebhookTrigger"];
+    assert_eq!(created["trigger"]["kind"], "WEBHOOK", "{created}");
+    let path = created["path"].as_str().expect("path");
+    let secret = path
+        .strip_prefix("/hooks/")
+        .unwrap_or_else(|| panic!("not a webhook path: {path}"));
+    assert!(secret.starts_with("fph_"), "{path}");
+    (
+        id_of(&created["trigger"]),
+        secret.chars().take(10).collect(),
+    )
+}
+
+/// `node`'s triggers are `made`, oldest first, as the dashboard selects
+/// them: enabled, never fired, a schedule's next run at 03:00 UTC after
+/// `began` (before it was made) and at most a day after `now` (after), a
+/// webhook's token prefix.
+#[track_caller]
+fn assert_dashboard_triggers(
+    node: &Value,
+    made: &[MadeTrigger],
+    began: DateTime<Utc>,
+    now: DateTime<Utc>,
+) {
+    let listed = node["triggers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no triggers: {node}"));
+    let listed_ids: Vec<String> = listed.iter().map(id_of).collect();
+    let made_ids: Vec<String> = made.iter().map(|t| t.id.clone()).collect();
+    assert_eq!(listed_ids, made_ids, "{node}");
+    for (trigger, expected) in listed.iter().zip(made) {
+        assert_eq!(trigger["enabled"], true, "{node}");
+        assert_eq!(trigger["lastFiredAt"], Value::Null, "{node}");
+        match &expected.token_prefix {
+            None => {
+                assert_eq!(trigger["kind"], "SCHEDULE", "{node}");
+                assert_eq!(trigger["webhook"], Value::Null, "{node}");
+                assert_eq!(trigger["schedule"]["cron"], "0 3 * * *", "{node}");
+                assert_eq!(trigger["schedule"]["timeZone"], "UTC", "{node}");
+                let next = time(&trigger["schedule"]["nextRunAt"]);
+                assert_eq!(next.format("%H:%M:%S").to_string(), "03:00:00", "{node}");
+                assert!(
+                    next > began && next <= now + Duration::days(1),
+                    "next run {next} for a schedule made between {began} and {now}: {node}"
+                );
+            }
+            Some(prefix) => {
+                assert_eq!(trigger["kind"], "WEBHOOK", "{node}");
+                assert_eq!(trigger["schedule"], Value::Null, "{node}");
+                assert_eq!(
+                    trigger["webhook"],
+                    json!({ "tokenPrefix": prefix }),
+                    "{node}"
+                );
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_dashboard_query_costs_the_same_statements_for_10_or_100_workflows() {
     let app = quiet_app().await;
+    let began = app.clock.now();
     let (owner, organization) = owner_and_organization(&app).await;
     let token = owner.access_token.as_str();
-    // Each workflow's runs, oldest first.
-    let mut runs: Vec<(String, Vec<String>)> = Vec::new();
+    let mut made: Vec<DashboardWorkflow> = Vec::new();
     let mut counts = Vec::new();
     for (total, first) in [(10, 10), (100, 100)] {
-        while runs.len() < total {
-            let workflow = named(
-                &app,
-                &owner,
-                &organization,
-                &format!("dashboard {}", runs.len()),
-            )
-            .await;
-            let mut started = Vec::new();
+        while made.len() < total {
+            let index = made.len();
+            let workflow = named(&app, &owner, &organization, &format!("dashboard {index}")).await;
+            let mut runs = Vec::new();
             for n in 0..6 {
-                started.push(app.run(&owner, &workflow, json!({ "n": n })).await);
+                runs.push(app.run(&owner, &workflow, json!({ "n": n })).await);
             }
-            runs.push((workflow, started));
+            // A schedule on each workflow, and a webhook too on every
+            // other one.
+            let mut triggers = vec![MadeTrigger {
+                id: nightly_schedule(&app, token, &workflow).await,
+                token_prefix: None,
+            }];
+            if index % 2 == 1 {
+                let (id, prefix) = webhook(&app, token, &workflow).await;
+                triggers.push(MadeTrigger {
+                    id,
+                    token_prefix: Some(prefix),
+                });
+            }
+            made.push(DashboardWorkflow {
+                id: workflow,
+                runs,
+                triggers,
+            });
         }
         let variables = json!({ "id": organization, "first": first });
         // Once unmeasured: whatever a request writes at most once a minute
@@ -1229,19 +1346,20 @@ async fn the_dashboard_query_costs_the_same_statements_for_10_or_100_workflows()
         let response = app.graphql_as(token, DASHBOARD, variables).await;
         counts.push(app.state.sql_statements.get() - before);
 
+        let now = app.clock.now();
         let listed = nodes(&response.data()["organization"]["workflows"]);
         assert_eq!(listed.len(), first, "a full page");
         let mut seen: Vec<String> = listed.iter().map(id_of).collect();
         seen.sort();
-        let mut expected: Vec<String> = runs.iter().map(|(id, _)| id.clone()).collect();
+        let mut expected: Vec<String> = made.iter().map(|w| w.id.clone()).collect();
         expected.sort();
         assert_eq!(seen, expected);
         for node in &listed {
-            let (_, started) = runs
+            let workflow = made
                 .iter()
-                .find(|(id, _)| *id == id_of(node))
+                .find(|w| w.id == id_of(node))
                 .expect("a workflow made here");
-            let newest_five: Vec<String> = started.iter().rev().take(5).cloned().collect();
+            let newest_five: Vec<String> = workflow.runs.iter().rev().take(5).cloned().collect();
             assert_eq!(
                 execution_ids(&node["recentExecutions"]),
                 newest_five,
@@ -1271,6 +1389,7 @@ async fn the_dashboard_query_costs_the_same_statements_for_10_or_100_workflows()
                 node["activeVersion"]["author"]["id"].as_str(),
                 Some(owner.user_id.as_str())
             );
+            assert_dashboard_triggers(node, &workflow.triggers, began, now);
         }
     }
     assert_eq!(
