@@ -117,6 +117,13 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// Signals waiting to be received; never more than the topic's
+    /// capacity (1,024): past it the oldest are dropped and the next receive
+    /// says `Lagged`.
+    pub fn queued(&self) -> usize {
+        self.receiver.len()
+    }
+
     /// The next signal; `None` once the bus is gone.
     pub async fn recv(&mut self) -> Option<BusSignal> {
         match self.receiver.recv().await {
@@ -207,6 +214,34 @@ mod tests {
             bus.publish(Topic::Control, BusMessage::WorkerWakeup).await;
         }
         assert!(matches!(slow.recv().await, Some(BusSignal::Lagged)));
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_stops_reading_holds_a_bounded_queue_and_then_catches_up() {
+        let bus = EventBus::local();
+        let topic = Topic::Organization(Uuid::now_v7());
+        let mut stalled = bus.subscribe(topic).await;
+        for n in 0..(3 * TOPIC_CAPACITY) {
+            let message = BusMessage::CancelRequested {
+                execution_id: Uuid::from_u128(n as u128),
+            };
+            bus.publish(topic, message).await;
+            assert!(stalled.queued() <= TOPIC_CAPACITY, "queue grew past its bound");
+        }
+        assert_eq!(stalled.queued(), TOPIC_CAPACITY);
+        assert!(matches!(stalled.recv().await, Some(BusSignal::Lagged)));
+        // What is left is the newest messages, in order.
+        let mut next = 2 * TOPIC_CAPACITY;
+        while stalled.queued() > 0 {
+            match stalled.recv().await {
+                Some(BusSignal::Message(BusMessage::CancelRequested { execution_id })) => {
+                    assert_eq!(execution_id, Uuid::from_u128(next as u128));
+                    next += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(next, 3 * TOPIC_CAPACITY);
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@
 
 pub mod bus;
 pub mod log;
+pub mod organization_stream;
 pub mod recheck;
 pub mod redis_bus;
 pub mod replay;

@@ -3,7 +3,9 @@
 //! database; `input`, `steps` and `workflow` go through DataLoaders.
 
 use async_graphql::connection::{Connection, Edge};
-use async_graphql::{Context, Enum, ID, InputObject, Json, Object, Subscription};
+use async_graphql::{
+    Context, Enum, ID, InputObject, Json, Object, SimpleObject, Subscription, Union,
+};
 use chrono::{DateTime, Utc};
 use entity::role::Role;
 use entity::status;
@@ -15,6 +17,7 @@ use super::service::{
 };
 use crate::error::AppError;
 use crate::events::log::{EventKind, ExecutionEventRecord, ExecutionSnapshot};
+use crate::events::organization_stream::{ResyncReason, StreamFilter, StreamItem};
 use crate::graphql::context::{RequestContext, parse_id};
 use crate::pagination::{decode_after, encode_cursor, page_size};
 use crate::workflows::schema::Workflow;
@@ -101,6 +104,26 @@ pub enum ExecutionEventKind {
     StepFailed,
     StepSkipped,
     StepCancelled,
+}
+
+impl From<ExecutionEventKind> for EventKind {
+    fn from(kind: ExecutionEventKind) -> Self {
+        match kind {
+            ExecutionEventKind::ExecutionQueued => Self::ExecutionQueued,
+            ExecutionEventKind::ExecutionStarted => Self::ExecutionStarted,
+            ExecutionEventKind::ExecutionRequeued => Self::ExecutionRequeued,
+            ExecutionEventKind::ExecutionSucceeded => Self::ExecutionSucceeded,
+            ExecutionEventKind::ExecutionFailed => Self::ExecutionFailed,
+            ExecutionEventKind::ExecutionCancelled => Self::ExecutionCancelled,
+            ExecutionEventKind::ExecutionTimedOut => Self::ExecutionTimedOut,
+            ExecutionEventKind::StepStarted => Self::StepStarted,
+            ExecutionEventKind::StepRetrying => Self::StepRetrying,
+            ExecutionEventKind::StepSucceeded => Self::StepSucceeded,
+            ExecutionEventKind::StepFailed => Self::StepFailed,
+            ExecutionEventKind::StepSkipped => Self::StepSkipped,
+            ExecutionEventKind::StepCancelled => Self::StepCancelled,
+        }
+    }
 }
 
 impl From<EventKind> for ExecutionEventKind {
@@ -671,8 +694,159 @@ impl ExecutionMutation {
 #[derive(Default)]
 pub struct ExecutionSubscription;
 
+/// Why an organization stream asks the client to refetch.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamResyncReason {
+    /// This subscriber fell behind and events were dropped.
+    Lagged,
+    /// The server's connection to the event bus was re-established; events
+    /// published meanwhile may be lost.
+    Reconnected,
+}
+
+impl From<ResyncReason> for StreamResyncReason {
+    fn from(reason: ResyncReason) -> Self {
+        match reason {
+            ResyncReason::Lagged => Self::Lagged,
+            ResyncReason::Reconnected => Self::Reconnected,
+        }
+    }
+}
+
+/// Events may have been missed: refetch what you show, then go on reading
+/// the stream.
+#[derive(SimpleObject)]
+pub struct StreamResync {
+    reason: StreamResyncReason,
+    occurred_at: DateTime<Utc>,
+}
+
+/// An item of an organization's execution stream.
+#[derive(Union)]
+pub enum OrganizationStreamEvent {
+    ExecutionEvent(ExecutionEvent),
+    StreamResync(StreamResync),
+}
+
+/// Which events an organization stream carries; a list left empty admits
+/// everything.
+#[derive(InputObject, Default)]
+pub struct OrganizationStreamFilter {
+    #[graphql(default)]
+    pub workflow_ids: Vec<ID>,
+    /// The execution's status after the event.
+    #[graphql(default)]
+    pub statuses: Vec<ExecutionStatus>,
+    #[graphql(default)]
+    pub kinds: Vec<ExecutionEventKind>,
+}
+
+impl OrganizationStreamFilter {
+    fn parse(self) -> async_graphql::Result<StreamFilter> {
+        Ok(StreamFilter {
+            workflow_ids: self
+                .workflow_ids
+                .iter()
+                .enumerate()
+                .map(|(n, id)| parse_id(id, &format!("filter.workflowIds[{n}]")))
+                .collect::<Result<_, _>>()?,
+            statuses: self.statuses.into_iter().map(Into::into).collect(),
+            kinds: self.kinds.into_iter().map(Into::into).collect(),
+        })
+    }
+}
+
+/// Longest `throttleMs`.
+const MAX_THROTTLE_MS: i32 = 60_000;
+
 #[Subscription]
 impl ExecutionSubscription {
+    /// Every execution event of an organization from now on, as `filter`
+    /// admits them (VIEWER and up). Per execution, events arrive in order
+    /// without duplicates; when the server cannot vouch for continuity it
+    /// sends a `StreamResync` rather than drop events silently. With
+    /// `throttleMs`, events are coalesced per execution: at most one per
+    /// execution every `throttleMs`, the latest.
+    async fn organization_execution_events(
+        &self,
+        ctx: &Context<'_>,
+        organization_id: ID,
+        filter: Option<OrganizationStreamFilter>,
+        #[graphql(desc = "Coalescing interval, 1 to 60000 ms; none when left out.")]
+        throttle_ms: Option<i32>,
+    ) -> async_graphql::Result<
+        impl Stream<Item = async_graphql::Result<OrganizationStreamEvent>> + use<>,
+    > {
+        let request = RequestContext::of(ctx);
+        let actor = request.viewer.principal()?;
+        let organization_id = parse_id(&organization_id, "organizationId")?;
+        let filter = filter.unwrap_or_default().parse()?;
+        let throttle = throttle_ms
+            .map(|ms| {
+                u64::try_from(ms)
+                    .ok()
+                    .filter(|ms| (1..=MAX_THROTTLE_MS as u64).contains(ms))
+                    .map(std::time::Duration::from_millis)
+                    .ok_or_else(|| {
+                        AppError::bad_input(
+                            "throttleMs",
+                            format!("throttleMs is from 1 to {MAX_THROTTLE_MS}"),
+                        )
+                    })
+            })
+            .transpose()?;
+        let (role, items) = service::organization_stream(
+            &request.state,
+            actor,
+            organization_id,
+            filter,
+            throttle,
+        )
+        .await?;
+        Ok(items.map(move |item| match item {
+            Ok(StreamItem::Event(record)) => {
+                Ok(OrganizationStreamEvent::ExecutionEvent(ExecutionEvent {
+                    record,
+                    viewer_role: role,
+                }))
+            }
+            Ok(StreamItem::Resync {
+                reason,
+                occurred_at,
+            }) => Ok(OrganizationStreamEvent::StreamResync(StreamResync {
+                reason: reason.into(),
+                occurred_at,
+            })),
+            Err(err) => Err(err.into()),
+        }))
+    }
+
+    /// The execution now, then again after each change, until it finishes.
+    /// Status, error, timestamps and the final output come with each change
+    /// at no database cost; other fields are read on demand.
+    async fn execution_updated(
+        &self,
+        ctx: &Context<'_>,
+        execution_id: ID,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Execution>> + use<>> {
+        let request = RequestContext::of(ctx);
+        let actor = request.viewer.principal()?;
+        let id = parse_id(&execution_id, "executionId")?;
+        let found = service::find_for_member(&request.state.db, actor, id).await?;
+        let viewer_role = found.role;
+        let after = found.execution.last_event_seq;
+        let changes = service::event_stream(&request.state, actor, &found, after)?;
+        let now = futures::stream::once(std::future::ready(Ok(Execution::from(found))));
+        Ok(now.chain(changes.map(move |event| match event {
+            Ok(record) => Ok(Execution {
+                snapshot: record.execution,
+                details: None,
+                viewer_role,
+            }),
+            Err(err) => Err(err.into()),
+        })))
+    }
+
     /// Every event of an execution after `afterSeq`, replayed then live, in
     /// order, with no gap and no duplicate; completes after the terminal event.
     async fn execution_events(

@@ -21,6 +21,7 @@ use crate::engine::store::{self as engine_store, CancelOutcome, publish_after_co
 use crate::error::{AppError, AppResult};
 use crate::events::log::{self, EventKind, ExecutionEventRecord};
 use crate::events::revocations::{MembershipGrant, until_membership_ends};
+use crate::events::organization_stream::{self, StreamFilter, StreamItem};
 use crate::events::{BusMessage, Topic, replay};
 use crate::orgs::policy::{self, Action};
 use crate::orgs::principal::Principal;
@@ -442,6 +443,33 @@ pub fn event_stream(
         after_seq,
     );
     Ok(until_membership_ends(events, membership))
+}
+
+/// The dashboard stream of an organization's execution events (VIEWER and
+/// up; NOT_FOUND for outsiders), ending with FORBIDDEN when the member's
+/// access ends. Answers the member's role with the stream.
+pub async fn organization_stream(
+    state: &AppState,
+    principal: Principal,
+    organization_id: Uuid,
+    filter: StreamFilter,
+    throttle: Option<std::time::Duration>,
+) -> AppResult<(Role, impl Stream<Item = AppResult<StreamItem>> + use<>)> {
+    let role = principal
+        .role_in(&state.db, organization_id)
+        .await?
+        .ok_or(AppError::NotFound("organization"))?;
+    policy::authorize(role, Action::ViewExecution)?;
+    let membership = principal.user_id().map(|user_id| {
+        state.revocations.watch_membership(MembershipGrant {
+            organization_id,
+            user_id,
+            role,
+        })
+    });
+    let events =
+        organization_stream::organization_events(state.clone(), organization_id, filter, throttle);
+    Ok((role, until_membership_ends(events, membership)))
 }
 
 /// Which executions a list holds.

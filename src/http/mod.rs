@@ -6,6 +6,7 @@ mod client;
 mod graphql;
 mod health;
 mod hooks;
+mod sse;
 mod ws;
 
 use std::time::Duration;
@@ -69,6 +70,7 @@ pub fn router(
     Router::new()
         .route("/graphql", get(graphql::graphiql).post(graphql::execute))
         .route("/graphql/ws", get(ws::upgrade))
+        .route("/graphql/stream", post(sse::stream))
         .route("/hooks/{token}", post(hooks::deliver))
         .route("/health", get(health::live))
         .route("/health/db", get(health::database))

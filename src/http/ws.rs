@@ -1,6 +1,8 @@
 //! `/graphql/ws`: GraphQL subscriptions over the graphql-transport-ws
-//! protocol, served by our own thin layer around `Schema::execute_stream`
-//! so that every close code is the protocol's:
+//! protocol, and the legacy subscriptions-transport-ws protocol (subprotocol
+//! `graphql-ws`) for older Apollo clients, served by our own thin layer
+//! around `Schema::execute_stream` so that every close code is the
+//! protocol's:
 //!
 //! | situation | close code |
 //! |---|---|
@@ -10,8 +12,13 @@
 //! | credentials in `connection_init` refused, or the session or API key ended later | 4403 |
 //! | `subscribe` with an id already in use | 4409 |
 //! | a message that is not JSON or not of the protocol | 4400 |
-//! | the graphql-transport-ws subprotocol not offered | 4406 |
+//! | neither subprotocol offered | 4406 |
 //!
+//! The legacy protocol names its messages differently (`start`, `stop`,
+//! `connection_terminate` from the client; `data`, `error`, `complete`,
+//! `connection_error` and `ka` keep-alives from the server) and has no
+//! ping; its connections follow the same authorization and lifetime rules
+//! and close with the same codes.
 //! The access token (or an API key) travels in the `connection_init`
 //! payload as `{"authorization": "Bearer …"}`; without one the connection is anonymous
 //! and subscriptions that need a user answer UNAUTHENTICATED.
@@ -38,8 +45,12 @@ use crate::auth::service::DeviceInfo;
 use crate::events::revocations::CredentialWatch;
 use crate::graphql::context::{RequestContext, Viewer};
 
-/// The subprotocol this endpoint speaks.
+/// The subprotocol this endpoint prefers.
 pub const PROTOCOL: &str = "graphql-transport-ws";
+/// The legacy subscriptions-transport-ws subprotocol.
+pub const LEGACY_PROTOCOL: &str = "graphql-ws";
+/// How often a legacy connection is sent a keep-alive.
+const LEGACY_KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Socket buffers sized for small JSON messages: thousands of idle
 /// dashboards should not cost a 128 KiB read buffer each.
 const READ_BUFFER_BYTES: usize = 4 * 1024;
@@ -57,13 +68,101 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> axum::response::Response {
     let ws = ws
-        .protocols([PROTOCOL])
+        .protocols([PROTOCOL, LEGACY_PROTOCOL])
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_message_size(MAX_MESSAGE_BYTES);
-    let speaks_protocol = ws.selected_protocol().is_some();
+    let protocol = ws
+        .selected_protocol()
+        .and_then(|p| p.to_str().ok())
+        .and_then(Protocol::named);
     let device = device_info(peer, &headers, &state.app.config.settings.trusted_proxies);
-    ws.on_upgrade(move |socket| Connection::new(state, device).run(socket, speaks_protocol))
+    ws.on_upgrade(move |socket| match protocol {
+        Some(protocol) => Connection::new(state, device, protocol).run(socket),
+        None => refuse(socket),
+    })
+}
+
+/// Which protocol a connection speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    /// graphql-transport-ws.
+    Transport,
+    /// subscriptions-transport-ws, named `graphql-ws`.
+    Legacy,
+}
+
+impl Protocol {
+    fn named(name: &str) -> Option<Self> {
+        match name {
+            PROTOCOL => Some(Self::Transport),
+            LEGACY_PROTOCOL => Some(Self::Legacy),
+            _ => None,
+        }
+    }
+
+    /// A client message, read in this protocol's names.
+    fn parse(self, text: &str) -> Result<ClientMessage, serde_json::Error> {
+        match self {
+            Self::Transport => serde_json::from_str(text),
+            Self::Legacy => Ok(match serde_json::from_str::<LegacyClientMessage>(text)? {
+                LegacyClientMessage::ConnectionInit { payload } => {
+                    ClientMessage::ConnectionInit { payload }
+                }
+                LegacyClientMessage::Start { id, payload } => {
+                    ClientMessage::Subscribe { id, payload }
+                }
+                LegacyClientMessage::Stop { id } => ClientMessage::Complete { id },
+                LegacyClientMessage::ConnectionTerminate => ClientMessage::Terminate,
+            }),
+        }
+    }
+
+    /// The name of a server message in this protocol.
+    fn name(self, message: ServerMessage) -> &'static str {
+        match (self, message) {
+            (Self::Transport, ServerMessage::Next) => "next",
+            (Self::Legacy, ServerMessage::Next) => "data",
+            (_, ServerMessage::Error) => "error",
+            (_, ServerMessage::Complete) => "complete",
+        }
+    }
+}
+
+/// Server messages whose names differ between the protocols.
+#[derive(Clone, Copy)]
+enum ServerMessage {
+    Next,
+    Error,
+    Complete,
+}
+
+/// Messages a legacy client sends.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum LegacyClientMessage {
+    ConnectionInit {
+        #[serde(default)]
+        payload: Option<Value>,
+    },
+    Start {
+        id: String,
+        payload: SubscribePayload,
+    },
+    Stop {
+        id: String,
+    },
+    ConnectionTerminate,
+}
+
+/// Closes a socket that offered neither subprotocol.
+async fn refuse(mut socket: WebSocket) {
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: 4406,
+            reason: Utf8Bytes::from_static("Subprotocol not acceptable"),
+        })))
+        .await;
 }
 
 /// Messages a client sends.
@@ -91,6 +190,9 @@ enum ClientMessage {
     Complete {
         id: String,
     },
+    /// The legacy protocol's `connection_terminate`.
+    #[serde(skip)]
+    Terminate,
 }
 
 #[derive(Deserialize)]
@@ -120,6 +222,7 @@ enum Next {
 struct Connection {
     state: HttpState,
     device: DeviceInfo,
+    protocol: Protocol,
     init_received: bool,
     /// Set once `connection_ack` has been sent.
     viewer: Option<Viewer>,
@@ -129,10 +232,11 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(state: HttpState, device: DeviceInfo) -> Self {
+    fn new(state: HttpState, device: DeviceInfo, protocol: Protocol) -> Self {
         Self {
             state,
             device,
+            protocol,
             init_received: false,
             viewer: None,
             operations: HashMap::new(),
@@ -140,7 +244,7 @@ impl Connection {
         }
     }
 
-    async fn run(mut self, socket: WebSocket, speaks_protocol: bool) {
+    async fn run(mut self, socket: WebSocket) {
         let (mut sink, mut stream) = socket.split();
         let (outbox, mut outgoing) = mpsc::channel::<Message>(OUTBOX_CAPACITY);
         let writer = tokio::spawn(async move {
@@ -160,9 +264,9 @@ impl Connection {
         // Set once the connection is signed in: the end of its session or
         // API key closes it.
         let mut session: Option<CredentialWatch> = None;
-        let close = if !speaks_protocol {
-            Some((4406, "Subprotocol not acceptable".to_owned()))
-        } else {
+        let mut keep_alive = tokio::time::interval(LEGACY_KEEP_ALIVE);
+        let legacy = self.protocol == Protocol::Legacy;
+        let close = {
             loop {
                 if session.is_none()
                     && let Some(credential) = self.viewer.as_ref().and_then(Viewer::credential_id)
@@ -176,12 +280,15 @@ impl Connection {
                     () = &mut init_deadline, if !self.init_received => {
                         break Some((4408, "Connection initialisation timeout".to_owned()));
                     }
-                                        Some(done) = finished.recv() => {
+                    _ = keep_alive.tick(), if legacy && self.viewer.is_some() => {
+                        send(&outbox, json!({ "type": "ka" })).await;
+                    }
+                    Some(done) = finished.recv() => {
                         if self.operations.get(&done.id).is_some_and(|(g, _)| *g == done.generation) {
                             self.operations.remove(&done.id);
                             let message = match done.errors {
-                                Some(errors) => json!({ "type": "error", "id": done.id, "payload": errors }),
-                                None => json!({ "type": "complete", "id": done.id }),
+                                Some(errors) => json!({ "type": self.protocol.name(ServerMessage::Error), "id": done.id, "payload": errors }),
+                                None => json!({ "type": self.protocol.name(ServerMessage::Complete), "id": done.id }),
                             };
                             send(&outbox, message).await;
                         }
@@ -222,7 +329,7 @@ impl Connection {
         outbox: &mpsc::Sender<Message>,
         finished: &mpsc::UnboundedSender<Finished>,
     ) -> Next {
-        let message = match serde_json::from_str::<ClientMessage>(text) {
+        let message = match self.protocol.parse(text) {
             Ok(message) => message,
             Err(err) => return Next::Close(4400, format!("Invalid message received: {err}")),
         };
@@ -236,7 +343,13 @@ impl Connection {
                 let viewer =
                     Viewer::from_authorization(&self.state.app, authorization.as_deref()).await;
                 match viewer {
-                    Viewer::Rejected(_) => return Next::Close(4403, "Forbidden".to_owned()),
+                    Viewer::Rejected(_) => {
+                        if self.protocol == Protocol::Legacy {
+                            let refused = json!({ "type": "connection_error", "payload": { "message": "Forbidden" } });
+                            send(outbox, refused).await;
+                        }
+                        return Next::Close(4403, "Forbidden".to_owned());
+                    }
                     // Not the client's fault: say so instead of blaming its token.
                     Viewer::Unavailable => return Next::Close(1011, "Internal error".to_owned()),
                     Viewer::Anonymous | Viewer::User(_) | Viewer::ApiKey(_) => {}
@@ -274,6 +387,7 @@ impl Connection {
                 }
                 Next::Continue
             }
+            ClientMessage::Terminate => Next::Close(1000, "Normal closure".to_owned()),
         }
     }
 
@@ -298,6 +412,7 @@ impl Connection {
             RequestContext::new(self.state.app.clone(), viewer, self.device.clone());
         let schema = self.state.schema.clone();
         let generation = self.generation;
+        let next = self.protocol.name(ServerMessage::Next);
         tokio::spawn(async move {
             let mut responses = schema.execute_stream(request.data(context));
             let mut first = true;
@@ -317,7 +432,7 @@ impl Connection {
                 first = false;
                 send(
                     &outbox,
-                    json!({ "type": "next", "id": id, "payload": response }),
+                    json!({ "type": next, "id": id, "payload": response }),
                 )
                 .await;
             }

@@ -176,14 +176,14 @@ async fn a_wake_up_from_one_instance_starts_work_on_another_before_its_poll() {
 
 /// A Redis server of this test's own, so it can be cut off and restarted
 /// without touching other tests. Stopped when dropped.
-struct PrivateRedis {
+pub(crate) struct PrivateRedis {
     port: u16,
     process: Option<std::process::Child>,
 }
 
 impl PrivateRedis {
     /// Starts `redis-server` on a free port, or `None` when it is not installed.
-    async fn start() -> Option<Self> {
+    pub(crate) async fn start() -> Option<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .ok()?
             .local_addr()
@@ -197,7 +197,7 @@ impl PrivateRedis {
         Some(redis)
     }
 
-    async fn launch(&mut self) -> Option<()> {
+    pub(crate) async fn launch(&mut self) -> Option<()> {
         let process = std::process::Command::new("redis-server")
             .args([
                 "--port",
@@ -229,11 +229,11 @@ impl PrivateRedis {
         None
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut process) = self.process.take() {
             let _ = process.kill();
             let _ = process.wait();
@@ -248,7 +248,7 @@ impl Drop for PrivateRedis {
 }
 
 /// `/health/cache`'s `redis` field, polled until it reads `expected`.
-async fn await_redis_health(app: &TestApp, expected: &str) {
+pub(crate) async fn await_redis_health(app: &TestApp, expected: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         let body: serde_json::Value = app.get("/health/cache").await.json().await.unwrap();

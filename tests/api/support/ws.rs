@@ -57,6 +57,98 @@ impl WsClient {
         Self { socket }
     }
 
+    /// Connects offering `protocols` (comma-separated) and returns the
+    /// subprotocol the server's handshake answer selected, if any.
+    pub async fn connect_offering(app: &TestApp, protocols: &str) -> (Self, Option<String>) {
+        let mut request = format!("ws://{}/graphql/ws", app.address)
+            .into_client_request()
+            .expect("valid URL");
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_str(protocols).expect("header"),
+        );
+        let (socket, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("WebSocket handshake");
+        let selected = response
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        (Self { socket }, selected)
+    }
+
+    /// Connects offering the legacy `graphql-ws` subprotocol
+    /// (subscriptions-transport-ws), asserting the server selected it.
+    pub async fn connect_legacy(app: &TestApp) -> Self {
+        let (client, selected) = Self::connect_offering(app, "graphql-ws").await;
+        assert_eq!(selected.as_deref(), Some("graphql-ws"));
+        client
+    }
+
+    /// Connects with the legacy protocol and completes `connection_init`
+    /// with `token` (if any).
+    pub async fn connect_legacy_as(app: &TestApp, token: Option<&str>) -> Self {
+        let mut client = Self::connect_legacy(app).await;
+        let payload = match token {
+            Some(token) => json!({ "authorization": format!("Bearer {token}") }),
+            None => json!({}),
+        };
+        client
+            .send(json!({ "type": "connection_init", "payload": payload }))
+            .await;
+        let message = client.next_legacy().await;
+        assert_eq!(message["type"], "connection_ack", "{message}");
+        client
+    }
+
+    /// The next JSON message of a legacy connection, skipping `ka`
+    /// keep-alives; fails on a close.
+    pub async fn next_legacy(&mut self) -> Value {
+        loop {
+            let message = self.next_json().await;
+            if message["type"] != "ka" {
+                return message;
+            }
+        }
+    }
+
+    /// Starts `executionEvents` over the legacy protocol.
+    pub async fn start_events(&mut self, id: &str, execution_id: &str, after_seq: i64) {
+        self.send(json!({
+            "type": "start",
+            "id": id,
+            "payload": {
+                "query": EXECUTION_EVENTS,
+                "variables": { "executionId": execution_id, "afterSeq": after_seq }
+            }
+        }))
+        .await;
+    }
+
+    /// Every legacy `data` payload's event of operation `id` until its
+    /// `complete`, skipping other operations' messages and keep-alives.
+    pub async fn legacy_events_until_complete(&mut self, id: &str) -> Vec<Value> {
+        let mut events = Vec::new();
+        loop {
+            let message = self.next_legacy().await;
+            if message["id"] != id {
+                continue;
+            }
+            match message["type"].as_str() {
+                Some("data") => {
+                    assert!(
+                        message["payload"].get("errors").is_none(),
+                        "error in stream: {message}"
+                    );
+                    events.push(message["payload"]["data"]["executionEvents"].clone());
+                }
+                Some("complete") => return events,
+                other => panic!("unexpected {other:?}: {message}"),
+            }
+        }
+    }
+
     /// Connects and completes `connection_init` with `token` (if any).
     pub async fn connect_as(app: &TestApp, token: Option<&str>) -> Self {
         let mut client = Self::connect(app).await;
@@ -184,6 +276,52 @@ impl WsClient {
             if this_seq >= seq {
                 return events;
             }
+        }
+    }
+
+    /// Subscribes to `query` with `variables` as operation `id`.
+    pub async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
+        self.send(json!({
+            "type": "subscribe",
+            "id": id,
+            "payload": { "query": query, "variables": variables }
+        }))
+        .await;
+    }
+
+    /// `data.<field>` of every `next` of operation `id` until its
+    /// `complete`; messages of other operations are skipped, an error fails.
+    pub async fn data_until_complete(&mut self, id: &str, field: &str) -> Vec<Value> {
+        let mut items = Vec::new();
+        loop {
+            let message = self.next_json().await;
+            if message["id"] != id {
+                continue;
+            }
+            match message["type"].as_str() {
+                Some("next") => {
+                    assert!(
+                        message["payload"].get("errors").is_none(),
+                        "error in stream: {message}"
+                    );
+                    items.push(message["payload"]["data"][field].clone());
+                }
+                Some("complete") => return items,
+                other => panic!("unexpected {other:?}: {message}"),
+            }
+        }
+    }
+
+    /// Sends a ping and returns every message that arrived before its pong.
+    pub async fn messages_before_pong(&mut self) -> Vec<Value> {
+        self.send(json!({ "type": "ping" })).await;
+        let mut messages = Vec::new();
+        loop {
+            let message = self.next_json().await;
+            if message["type"] == "pong" {
+                return messages;
+            }
+            messages.push(message);
         }
     }
 

@@ -1,0 +1,265 @@
+//! The dashboard stream: every execution event of one organization, live,
+//! narrowed by a filter.
+//!
+//! Per execution it is ordered and without duplicates: an event at or
+//! below the newest seq already passed on is dropped, and an event beyond
+//! the next one fills the gap from the log first. What it cannot vouch for
+//! it says: when this subscriber fell behind the bus (`Lagged`) or the bus
+//! reconnected (`Reconnected`), events may be missing for executions it
+//! has never heard of, so it sends a resync, and the client refetches what
+//! it shows. Nothing is buffered without limit: the bus's queue per
+//! subscriber is bounded, and lagging past it is a resync.
+//!
+//! With a throttle, events are coalesced per execution: at most one per
+//! execution per interval, the latest (its snapshot is the newest state).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use entity::status::ExecutionStatus;
+use futures::Stream;
+use uuid::Uuid;
+
+use super::bus::{BusMessage, BusSignal, Topic};
+use super::log::{EventKind, ExecutionEventRecord, events_after};
+use crate::app::AppState;
+use crate::error::AppError;
+
+/// Executions whose newest seq a stream remembers; past it, the memory is
+/// dropped (duplicates of older executions could then pass, never gaps).
+const MAX_TRACKED_EXECUTIONS: usize = 10_000;
+
+/// Which events a dashboard wants; an empty list admits everything.
+#[derive(Clone, Debug, Default)]
+pub struct StreamFilter {
+    pub workflow_ids: Vec<Uuid>,
+    /// The execution's status after the event.
+    pub statuses: Vec<ExecutionStatus>,
+    pub kinds: Vec<EventKind>,
+}
+
+impl StreamFilter {
+    fn admits(&self, event: &ExecutionEventRecord) -> bool {
+        let any_or = |empty: bool, found: bool| empty || found;
+        any_or(
+            self.workflow_ids.is_empty(),
+            self.workflow_ids.contains(&event.execution.workflow_id),
+        ) && any_or(
+            self.statuses.is_empty(),
+            self.statuses.contains(&event.execution.status),
+        ) && any_or(self.kinds.is_empty(), self.kinds.contains(&event.kind))
+    }
+}
+
+/// Why continuity was lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResyncReason {
+    /// This subscriber fell behind and events were dropped.
+    Lagged,
+    /// The bus's connection was re-established; events published meanwhile
+    /// may be lost.
+    Reconnected,
+}
+
+/// One item of the stream.
+#[derive(Clone, Debug)]
+pub enum StreamItem {
+    Event(ExecutionEventRecord),
+    /// Refetch what you show: events may have been missed.
+    Resync {
+        reason: ResyncReason,
+        occurred_at: DateTime<Utc>,
+    },
+}
+
+/// The organization's execution events from now on, as `filter` admits
+/// them, coalesced per execution every `throttle` when one is given.
+pub fn organization_events(
+    state: AppState,
+    organization_id: Uuid,
+    filter: StreamFilter,
+    throttle: Option<Duration>,
+) -> impl Stream<Item = Result<StreamItem, AppError>> {
+    async_stream::try_stream! {
+        let mut live = state.bus.subscribe(Topic::Organization(organization_id)).await;
+        let mut order = Continuity::default();
+        let mut pending = Coalesced::default();
+        let mut ticker = tokio::time::interval(throttle.unwrap_or(Duration::from_secs(3600)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                signal = live.recv() => match signal {
+                    None => return,
+                    Some(BusSignal::Message(BusMessage::ExecutionEvent(event))) => {
+                        for event in order.admit(&state, *event).await? {
+                            if !filter.admits(&event) {
+                                continue;
+                            }
+                            if throttle.is_some() {
+                                pending.put(event);
+                            } else {
+                                yield StreamItem::Event(event);
+                            }
+                        }
+                    }
+                    Some(BusSignal::Message(_)) => {}
+                    Some(signal @ (BusSignal::Lagged | BusSignal::Reconnected)) => {
+                        let reason = if matches!(signal, BusSignal::Lagged) {
+                            ResyncReason::Lagged
+                        } else {
+                            ResyncReason::Reconnected
+                        };
+                        // The refetch the client makes now supersedes them.
+                        pending.clear();
+                        order.forget();
+                        tracing::info!(%organization_id, ?reason, "organization stream resynced");
+                        yield StreamItem::Resync { reason, occurred_at: state.clock.now() };
+                    }
+                },
+                _ = ticker.tick(), if !pending.is_empty() => {
+                    for event in pending.drain() {
+                        yield StreamItem::Event(event);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The newest seq passed on per execution.
+#[derive(Default)]
+struct Continuity {
+    newest: HashMap<Uuid, i32>,
+}
+
+impl Continuity {
+    /// What to pass on for `event`, in order: nothing for a duplicate, the
+    /// missing events from the log and then it for a gap.
+    async fn admit(
+        &mut self,
+        state: &AppState,
+        event: ExecutionEventRecord,
+    ) -> Result<Vec<ExecutionEventRecord>, AppError> {
+        let execution_id = event.execution.id;
+        let events = match self.newest.get(&execution_id).copied() {
+            Some(newest) if event.seq <= newest => return Ok(Vec::new()),
+            Some(newest) if event.seq > newest + 1 => {
+                events_after(&state.db, execution_id, newest).await?
+            }
+            _ => vec![event],
+        };
+        let Some(last) = events.last() else {
+            return Ok(events);
+        };
+        // Finished executions are remembered too, so a late redelivery of
+        // their events is still recognised.
+        if self.newest.len() >= MAX_TRACKED_EXECUTIONS {
+            self.newest.clear();
+        }
+        self.newest.insert(execution_id, last.seq);
+        Ok(events)
+    }
+
+    fn forget(&mut self) {
+        self.newest.clear();
+    }
+}
+
+/// The latest admitted event per execution, in the order executions first
+/// appeared since the last flush.
+#[derive(Default)]
+struct Coalesced {
+    order: Vec<Uuid>,
+    latest: HashMap<Uuid, ExecutionEventRecord>,
+}
+
+impl Coalesced {
+    fn put(&mut self, event: ExecutionEventRecord) {
+        let execution_id = event.execution.id;
+        if self.latest.insert(execution_id, event).is_none() {
+            self.order.push(execution_id);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.order.clear();
+        self.latest.clear();
+    }
+
+    fn drain(&mut self) -> Vec<ExecutionEventRecord> {
+        let order = std::mem::take(&mut self.order);
+        order
+            .into_iter()
+            .filter_map(|id| self.latest.remove(&id))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(execution_id: Uuid, seq: i32) -> ExecutionEventRecord {
+        let now = Utc::now();
+        ExecutionEventRecord {
+            seq,
+            kind: EventKind::StepStarted,
+            execution: super::super::log::ExecutionSnapshot {
+                id: execution_id,
+                organization_id: Uuid::now_v7(),
+                workflow_id: Uuid::now_v7(),
+                status: ExecutionStatus::Running,
+                error: None,
+                output: None,
+                queued_at: now,
+                started_at: Some(now),
+                finished_at: None,
+                last_event_seq: seq,
+            },
+            step: None,
+            occurred_at: now,
+        }
+    }
+
+    #[test]
+    fn coalescing_keeps_the_latest_event_per_execution_in_first_seen_order() {
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut pending = Coalesced::default();
+        for (id, seq) in [(a, 2), (b, 2), (a, 3), (a, 4), (b, 3)] {
+            pending.put(event(id, seq));
+        }
+        let flushed: Vec<(Uuid, i32)> = pending
+            .drain()
+            .into_iter()
+            .map(|e| (e.execution.id, e.seq))
+            .collect();
+        assert_eq!(flushed, vec![(a, 4), (b, 3)]);
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn an_empty_filter_admits_everything_and_each_list_narrows() {
+        let e = event(Uuid::now_v7(), 2);
+        assert!(StreamFilter::default().admits(&e));
+        let by_kind = StreamFilter {
+            kinds: vec![EventKind::StepSucceeded],
+            ..StreamFilter::default()
+        };
+        assert!(!by_kind.admits(&e));
+        let by_status = StreamFilter {
+            statuses: vec![ExecutionStatus::Running],
+            ..StreamFilter::default()
+        };
+        assert!(by_status.admits(&e));
+        let by_workflow = StreamFilter {
+            workflow_ids: vec![Uuid::now_v7()],
+            ..StreamFilter::default()
+        };
+        assert!(!by_workflow.admits(&e));
+    }
+}

@@ -1,0 +1,140 @@
+//! `POST /graphql/stream`: GraphQL subscriptions (and queries) over
+//! Server-Sent Events, for networks that block WebSockets. It speaks the
+//! graphql-sse protocol's distinct connections mode: one request per
+//! operation, a JSON body `{query, variables, operationName}`, the bearer
+//! token in `Authorization`; each result is an event `next` whose data is
+//! the JSON result, and `complete` ends the stream.
+//!
+//! A stream lives as long as its credential: when the session ends or the
+//! API key is revoked, it sends a FORBIDDEN result and completes. It also
+//! completes when the server shuts down.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use async_graphql::{Request, Response, ServerError, Variables};
+use axum::Json;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response as HttpResponse};
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::HttpState;
+use super::client::device_info;
+use super::graphql::client_error;
+use crate::graphql::context::{RequestContext, Viewer};
+
+/// An operation, as graphql-sse clients send it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamRequest {
+    query: String,
+    #[serde(default)]
+    operation_name: Option<String>,
+    #[serde(default)]
+    variables: Option<serde_json::Value>,
+}
+
+/// Runs the operation and streams its results as events.
+pub async fn stream(
+    State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Json<StreamRequest>, axum::extract::rejection::JsonRejection>,
+) -> HttpResponse {
+    let Ok(Json(body)) = body else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "BAD_USER_INPUT",
+            "the body is not a GraphQL request",
+        );
+    };
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or_default());
+    let viewer = Viewer::from_authorization(&state.app, authorization).await;
+    match viewer {
+        Viewer::Rejected(message) => {
+            return refuse(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message);
+        }
+        Viewer::Unavailable => {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "INTERNAL",
+                "internal error",
+            );
+        }
+        Viewer::Anonymous | Viewer::User(_) | Viewer::ApiKey(_) => {}
+    }
+    let mut request = Request::new(body.query);
+    if let Some(name) = body.operation_name {
+        request = request.operation_name(name);
+    }
+    if let Some(variables) = body.variables {
+        request = request.variables(Variables::from_json(variables));
+    }
+    let credential = viewer
+        .credential_id()
+        .map(|id| state.app.revocations.watch_credential(id));
+    let device = device_info(peer, &headers, &state.app.config.settings.trusted_proxies);
+    let context = RequestContext::new(state.app.clone(), viewer, device);
+    let results = state.schema.execute_stream(request.data(context)).map(client_error);
+    let mut stopping = state.shutting_down.clone();
+    let events = events(results, credential, async move {
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// `next` per result, then `complete`; a FORBIDDEN result first when the
+/// credential ends, and nothing more once `stop` resolves.
+fn events(
+    results: impl Stream<Item = Response> + Send + 'static,
+    credential: Option<crate::events::revocations::CredentialWatch>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    async_stream::stream! {
+        let mut results = std::pin::pin!(results);
+        let mut credential = credential;
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            let ended = async {
+                match credential.as_mut() {
+                    Some(watch) => watch.ended().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                result = results.next() => match result {
+                    Some(result) => yield Ok(next(&result)),
+                    None => break,
+                },
+                () = ended => {
+                    let mut ended = ServerError::new("your session or API key has ended", None);
+                    ended.extensions.get_or_insert_with(Default::default).set("code", "FORBIDDEN");
+                    yield Ok(next(&Response::from_errors(vec![ended])));
+                    break;
+                }
+                () = &mut stop => break,
+            }
+        }
+        yield Ok(Event::default().event("complete").data(""));
+    }
+}
+
+fn next(result: &Response) -> Event {
+    Event::default()
+        .event("next")
+        .json_data(result)
+        .unwrap_or_else(|_| Event::default().event("next").data("{}"))
+}
+
+fn refuse(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+    let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    (status, Json(body)).into_response()
+}

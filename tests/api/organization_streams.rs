@@ -1,0 +1,884 @@
+//! `organizationExecutionEvents`, the dashboard stream: every execution
+//! event of an organization published from the moment of subscribing (no
+//! replay), per execution in seq order without duplicates, narrowed by a
+//! filter, coalesced per execution with `throttleMs`, and a `StreamResync`
+//! when the server's Redis subscriber connection comes back. VIEWER and up
+//! and the organization's API keys may watch it; it never completes on its
+//! own, and ends with FORBIDDEN when the member's access ends. And
+//! `executionUpdated`: the execution now, then after each change, then
+//! `complete` once it has finished.
+//!
+//! Neither the stream nor graphql-transport-ws acknowledges a
+//! subscription, so a test gives a new one [`SETTLE`] to go live before it
+//! runs anything, and reads (up to [`STREAM_WAIT`]) until it has what it
+//! expects; a ping's pong then shows nothing else was sent.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use entity::role::Role;
+use serde_json::{Value, json};
+
+use crate::api_keys::api_key;
+use crate::scale::{PrivateRedis, await_redis_health};
+use crate::support::ws::WsClient;
+use crate::support::{Session, TestApp, postgres_url, redis_url};
+
+const ORGANIZATION_EVENTS: &str = "subscription(
+  $organizationId: ID!, $filter: OrganizationStreamFilter, $throttleMs: Int
+) {
+  organizationExecutionEvents(organizationId: $organizationId, filter: $filter, throttleMs: $throttleMs) {
+    __typename
+    ... on ExecutionEvent { seq kind executionId executionStatus stepId }
+    ... on StreamResync { reason occurredAt }
+  }
+}";
+const EXECUTION_UPDATED: &str = "subscription($executionId: ID!) {
+  executionUpdated(executionId: $executionId) {
+    id status lastEventSeq output error startedAt finishedAt workflow { id }
+  }
+}";
+const REMOVE_MEMBER: &str = "mutation($organizationId: ID!, $userId: ID!) {
+  removeMember(input: { organizationId: $organizationId, userId: $userId })
+}";
+const CANCEL: &str =
+    "mutation($input: CancelExecutionInput!) { cancelExecution(input: $input) { id status } }";
+
+/// How long a new subscription is given to go live.
+const SETTLE: Duration = Duration::from_millis(300);
+/// How long a test reads a stream for what it expects.
+const STREAM_WAIT: Duration = Duration::from_secs(30);
+
+const TERMINAL_KINDS: [&str; 4] = [
+    "EXECUTION_SUCCEEDED",
+    "EXECUTION_FAILED",
+    "EXECUTION_CANCELLED",
+    "EXECUTION_TIMED_OUT",
+];
+/// The events of a run of [`two_steps`], in order.
+const TWO_STEP_KINDS: [&str; 7] = [
+    "EXECUTION_QUEUED",
+    "EXECUTION_STARTED",
+    "STEP_STARTED",
+    "STEP_SUCCEEDED",
+    "STEP_STARTED",
+    "STEP_SUCCEEDED",
+    "EXECUTION_SUCCEEDED",
+];
+
+/// One TRANSFORM step: a run emits 5 events.
+fn one_step() -> Value {
+    json!([{ "id": "a", "kind": "TRANSFORM", "config": { "output": 1 } }])
+}
+
+/// Two quick TRANSFORM steps, one after the other: a run emits 7 events.
+fn two_steps() -> Value {
+    json!([
+        { "id": "a", "kind": "TRANSFORM", "config": { "output": 1 } },
+        { "id": "b", "kind": "TRANSFORM", "needs": ["a"], "config": { "output": "done" } }
+    ])
+}
+
+/// Three quick TRANSFORM steps, one after the other: a run emits 9 events
+/// within a few milliseconds.
+fn three_steps() -> Value {
+    json!([
+        { "id": "a", "kind": "TRANSFORM", "config": { "output": 1 } },
+        { "id": "b", "kind": "TRANSFORM", "needs": ["a"], "config": { "output": 2 } },
+        { "id": "c", "kind": "TRANSFORM", "needs": ["b"], "config": { "output": 3 } }
+    ])
+}
+
+/// A server with workers, an owner and their organization "Acme".
+async fn acme() -> (TestApp, Session, String) {
+    let app = TestApp::spawn().await;
+    let owner = app.user().await;
+    let organization = app.organization(&owner, "Acme").await;
+    (app, owner, organization)
+}
+
+/// Whether PostgreSQL and Redis are configured (else the test is skipped).
+fn multi_instance_backends() -> bool {
+    let ready = postgres_url().is_some() && redis_url().is_some();
+    if !ready {
+        eprintln!("skipped: needs FLOWPILOT_TEST_DATABASE_URL and FLOWPILOT_TEST_REDIS_URL");
+    }
+    ready
+}
+
+/// The variables of [`ORGANIZATION_EVENTS`]; `Value::Null` leaves an
+/// argument out.
+fn stream_variables(organization: &str, filter: Value, throttle_ms: Value) -> Value {
+    json!({ "organizationId": organization, "filter": filter, "throttleMs": throttle_ms })
+}
+
+/// Subscribes `client` to the stream of `organization` as operation `op`,
+/// then gives the subscription [`SETTLE`] to go live.
+async fn watch(
+    client: &mut WsClient,
+    op: &str,
+    organization: &str,
+    filter: Value,
+    throttle_ms: Value,
+) {
+    client
+        .subscribe(
+            op,
+            ORGANIZATION_EVENTS,
+            stream_variables(organization, filter, throttle_ms),
+        )
+        .await;
+    tokio::time::sleep(SETTLE).await;
+}
+
+/// Stream items received, by operation id.
+type Items = HashMap<String, Vec<Value>>;
+
+/// Reads `next` items of the socket's organization streams until `enough`
+/// holds; anything else (an error, a `complete`) fails the test, and so
+/// does waiting longer than [`STREAM_WAIT`].
+async fn read_until(client: &mut WsClient, mut enough: impl FnMut(&Items) -> bool) -> Items {
+    let mut items = Items::new();
+    let reading = async {
+        while !enough(&items) {
+            let message = client.next_json().await;
+            assert_eq!(message["type"], "next", "the stream stopped: {message}");
+            assert!(
+                message["payload"].get("errors").is_none(),
+                "error in stream: {message}"
+            );
+            let op = message["id"].as_str().expect("operation id").to_owned();
+            items
+                .entry(op)
+                .or_default()
+                .push(message["payload"]["data"]["organizationExecutionEvents"].clone());
+        }
+    };
+    let read = tokio::time::timeout(STREAM_WAIT, reading).await;
+    assert!(
+        read.is_ok(),
+        "not everything expected arrived within {STREAM_WAIT:?}; got {items:?}"
+    );
+    items
+}
+
+/// The items of operation `op`.
+fn items_of<'a>(items: &'a Items, op: &str) -> &'a [Value] {
+    items.get(op).map(Vec::as_slice).unwrap_or_default()
+}
+
+/// Whether `items` hold the terminal event of `execution`.
+fn finished(items: &[Value], execution: &str) -> bool {
+    items.iter().any(|item| {
+        item["executionId"] == execution
+            && TERMINAL_KINDS.contains(&item["kind"].as_str().unwrap_or_default())
+    })
+}
+
+/// The events of `execution` among `items`, in the order received.
+fn of_execution<'a>(items: &'a [Value], execution: &str) -> Vec<&'a Value> {
+    items
+        .iter()
+        .filter(|item| item["executionId"] == execution)
+        .collect()
+}
+
+fn seqs(events: &[&Value]) -> Vec<i64> {
+    events
+        .iter()
+        .map(|event| event["seq"].as_i64().expect("seq"))
+        .collect()
+}
+
+fn kinds<'a>(events: &[&'a Value]) -> Vec<&'a str> {
+    events
+        .iter()
+        .map(|event| event["kind"].as_str().expect("kind"))
+        .collect()
+}
+
+/// Asserts every item is an `ExecutionEvent` (no resync).
+fn assert_only_events(items: &[Value]) {
+    assert!(
+        items
+            .iter()
+            .all(|item| item["__typename"] == "ExecutionEvent"),
+        "{items:?}"
+    );
+}
+
+/// Asserts the socket has sent nothing more: a ping's pong comes next.
+async fn assert_nothing_more(client: &mut WsClient) {
+    assert_eq!(
+        client.messages_before_pong().await,
+        Vec::<Value>::new(),
+        "messages after all that was expected"
+    );
+}
+
+/// The error refusing operation `op`: an `error` message, or a `next`
+/// with errors followed by `complete`.
+async fn refusal(client: &mut WsClient, op: &str) -> Value {
+    let message = client.next_json().await;
+    assert_eq!(message["id"], op, "{message}");
+    match message["type"].as_str() {
+        Some("error") => message["payload"][0].clone(),
+        Some("next") => {
+            let error = message["payload"]["errors"][0].clone();
+            assert!(error.is_object(), "a next without errors: {message}");
+            assert_eq!(
+                client.next_json().await,
+                json!({ "type": "complete", "id": op })
+            );
+            error
+        }
+        _ => panic!("expected the operation to be refused: {message}"),
+    }
+}
+
+/// Asserts that operation `op` ends now: a `next` whose first error's code
+/// is `code`, then `complete`.
+async fn assert_ended_with(client: &mut WsClient, op: &str, code: &str) {
+    let message = client.next_json().await;
+    assert_eq!(
+        (message["type"].as_str(), message["id"].as_str()),
+        (Some("next"), Some(op)),
+        "{message}"
+    );
+    assert_eq!(
+        message["payload"]["errors"][0]["extensions"]["code"], code,
+        "{message}"
+    );
+    assert_eq!(
+        client.next_json().await,
+        json!({ "type": "complete", "id": op })
+    );
+}
+
+/// Polls `/health/cache` until it says Redis is `down` or `reconnecting`.
+async fn await_redis_outage(app: &TestApp) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let body: Value = app.get("/health/cache").await.json().await.unwrap();
+        if body["redis"] == "down" || body["redis"] == "reconnecting" {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/health/cache never noticed Redis was gone: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_organization_stream_delivers_every_event_of_its_executions_in_order_and_nothing_of_another_organization()
+ {
+    let (app, owner, organization) = acme().await;
+    let workflow = app.workflow(&owner, &organization, two_steps()).await;
+    let stranger = app.user().await;
+    let beta = app.organization(&stranger, "Beta").await;
+    let beta_workflow = app.workflow(&stranger, &beta, two_steps()).await;
+    let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
+    watch(&mut client, "org", &organization, Value::Null, Value::Null).await;
+
+    // The other organization's execution runs to its end first: had any of
+    // its events leaked, they would come before Acme's.
+    let elsewhere = app.run(&stranger, &beta_workflow, json!({})).await;
+    app.finished_execution(&stranger, &elsewhere).await;
+    let first = app.run(&owner, &workflow, json!({})).await;
+    let second = app.run(&owner, &workflow, json!({})).await;
+    let items = read_until(&mut client, |items| {
+        let org = items_of(items, "org");
+        finished(org, &first) && finished(org, &second)
+    })
+    .await;
+
+    let org = items_of(&items, "org");
+    assert_only_events(org);
+    for execution in [&first, &second] {
+        let events = of_execution(org, execution);
+        assert_eq!(
+            seqs(&events),
+            (1..=7).collect::<Vec<_>>(),
+            "execution {execution}: {org:?}"
+        );
+        assert_eq!(kinds(&events), TWO_STEP_KINDS);
+        assert_eq!(events[6]["executionStatus"], "SUCCEEDED");
+    }
+    assert!(
+        of_execution(org, &elsewhere).is_empty(),
+        "another organization's events leaked: {org:?}"
+    );
+    assert_eq!(org.len(), 14, "only the events of Acme's two runs: {org:?}");
+    assert_nothing_more(&mut client).await;
+    client.close().await;
+}
+
+#[tokio::test]
+async fn a_workflow_filter_narrows_the_stream_to_that_workflows_executions() {
+    let (app, owner, organization) = acme().await;
+    let wanted = app.workflow(&owner, &organization, two_steps()).await;
+    let other = app.workflow(&owner, &organization, one_step()).await;
+    let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
+    let filter = json!({ "workflowIds": [wanted.as_str()] });
+    watch(&mut client, "wanted", &organization, filter, Value::Null).await;
+
+    // The other workflow's run ends before the wanted one starts.
+    let skipped = app.run(&owner, &other, json!({})).await;
+    app.finished_execution(&owner, &skipped).await;
+    let id = app.run(&owner, &wanted, json!({})).await;
+    let items = read_until(&mut client, |items| {
+        finished(items_of(items, "wanted"), &id)
+    })
+    .await;
+
+    let events = items_of(&items, "wanted");
+    assert_only_events(events);
+    assert!(
+        events.iter().all(|event| event["executionId"] == id.as_str()),
+        "an event of another workflow passed the filter: {events:?}"
+    );
+    assert_eq!(
+        seqs(&of_execution(events, &id)),
+        (1..=7).collect::<Vec<_>>()
+    );
+    assert_nothing_more(&mut client).await;
+}
+
+#[tokio::test]
+async fn kind_and_status_filters_pass_only_the_events_they_name() {
+    let (app, owner, organization) = acme().await;
+    let succeeding = app.workflow(&owner, &organization, two_steps()).await;
+    let failing = app
+        .workflow(
+            &owner,
+            &organization,
+            json!([{ "id": "boom", "kind": "FAIL", "config": { "message": "down" } }]),
+        )
+        .await;
+    let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
+    let by_kind = json!({ "kinds": ["EXECUTION_SUCCEEDED"] });
+    watch(&mut client, "kinds", &organization, by_kind, Value::Null).await;
+    let by_status = json!({ "statuses": ["SUCCEEDED"] });
+    watch(&mut client, "statuses", &organization, by_status, Value::Null).await;
+
+    // A failing run first: none of its events is a success.
+    let failed = app.run(&owner, &failing, json!({})).await;
+    assert_eq!(
+        app.finished_execution(&owner, &failed).await["status"],
+        "FAILED"
+    );
+    let id = app.run(&owner, &succeeding, json!({})).await;
+    let items = read_until(&mut client, |items| {
+        finished(items_of(items, "kinds"), &id) && finished(items_of(items, "statuses"), &id)
+    })
+    .await;
+
+    // Of the succeeding run's 7 events, only the last is a success and
+    // leaves the execution SUCCEEDED (after the others it is RUNNING).
+    let success = json!({
+        "__typename": "ExecutionEvent",
+        "seq": 7,
+        "kind": "EXECUTION_SUCCEEDED",
+        "executionId": id,
+        "executionStatus": "SUCCEEDED",
+        "stepId": null
+    });
+    assert_eq!(
+        items_of(&items, "kinds"),
+        std::slice::from_ref(&success),
+        "kinds: [EXECUTION_SUCCEEDED]"
+    );
+    assert_eq!(
+        items_of(&items, "statuses"),
+        std::slice::from_ref(&success),
+        "statuses: [SUCCEEDED]"
+    );
+    assert_nothing_more(&mut client).await;
+}
+
+#[tokio::test]
+async fn a_throttled_stream_coalesces_an_executions_events_and_ends_with_its_latest() {
+    let (app, owner, organization) = acme().await;
+    let workflow = app.workflow(&owner, &organization, three_steps()).await;
+    let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
+    // The same stream unthrottled, to compare with.
+    client
+        .subscribe(
+            "all",
+            ORGANIZATION_EVENTS,
+            stream_variables(&organization, Value::Null, Value::Null),
+        )
+        .await;
+    watch(
+        &mut client,
+        "throttled",
+        &organization,
+        Value::Null,
+        json!(1000),
+    )
+    .await;
+
+    let id = app.run(&owner, &workflow, json!({})).await;
+    let mut all: Vec<Value> = Vec::new();
+    let mut throttled: Vec<Value> = Vec::new();
+    let mut arrivals: Vec<Instant> = Vec::new();
+    let reading = async {
+        while !(finished(&all, &id) && finished(&throttled, &id)) {
+            let message = client.next_json().await;
+            assert_eq!(message["type"], "next", "the stream stopped: {message}");
+            assert!(
+                message["payload"].get("errors").is_none(),
+                "error in stream: {message}"
+            );
+            let item = message["payload"]["data"]["organizationExecutionEvents"].clone();
+            match message["id"].as_str() {
+                Some("all") => all.push(item),
+                Some("throttled") => {
+                    arrivals.push(Instant::now());
+                    throttled.push(item);
+                }
+                _ => panic!("a message of no operation of ours: {message}"),
+            }
+        }
+    };
+    let read = tokio::time::timeout(STREAM_WAIT, reading).await;
+    assert!(
+        read.is_ok(),
+        "the run did not end on both streams: all {all:?}, throttled {throttled:?}"
+    );
+
+    // Unthrottled: the run's 9 events.
+    assert_eq!(
+        seqs(&of_execution(&all, &id)),
+        (1..=9).collect::<Vec<_>>(),
+        "{all:?}"
+    );
+    // Throttled: fewer, each one of those 9 as it was, in order, the last
+    // the run's end.
+    assert_only_events(&throttled);
+    assert!(
+        throttled.iter().all(|event| event["executionId"] == id.as_str()),
+        "{throttled:?}"
+    );
+    assert!(
+        throttled.len() < 9,
+        "nothing was coalesced: {throttled:?}"
+    );
+    assert!(
+        throttled.iter().all(|event| all.contains(event)),
+        "a coalesced event differs from the event itself: {throttled:?} vs {all:?}"
+    );
+    let received = seqs(&of_execution(&throttled, &id));
+    assert!(
+        received.windows(2).all(|pair| pair[0] < pair[1]),
+        "seqs not strictly increasing: {received:?}"
+    );
+    let last = throttled.last().unwrap();
+    assert_eq!(
+        (last["kind"].as_str(), last["seq"].as_i64()),
+        (Some("EXECUTION_SUCCEEDED"), Some(9)),
+        "{throttled:?}"
+    );
+    assert_eq!(last["executionStatus"], "SUCCEEDED");
+    // At most one per interval: consecutive deliveries are about a second
+    // apart (with room for scheduling jitter).
+    assert!(
+        arrivals
+            .windows(2)
+            .all(|pair| pair[1] - pair[0] >= Duration::from_millis(800)),
+        "throttled events came closer than the interval: {:?}",
+        arrivals
+            .windows(2)
+            .map(|pair| pair[1] - pair[0])
+            .collect::<Vec<_>>()
+    );
+    assert_nothing_more(&mut client).await;
+}
+
+#[tokio::test]
+async fn a_throttle_outside_one_to_sixty_thousand_ms_is_bad_user_input() {
+    let (app, owner, organization) = acme().await;
+    let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
+    for (op, throttle_ms) in [("zero", 0), ("too-long", 60_001), ("negative", -1)] {
+        client
+            .subscribe(
+                op,
+                ORGANIZATION_EVENTS,
+                stream_variables(&organization, Value::Null, json!(throttle_ms)),
+            )
+            .await;
+        let error = refusal(&mut client, op).await;
+        assert_eq!(
+            error["extensions"]["code"], "BAD_USER_INPUT",
+            "throttleMs {throttle_ms}: {error}"
+        );
+        assert_eq!(
+            error["extensions"]["field"], "throttleMs",
+            "throttleMs {throttle_ms}: {error}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_viewer_may_watch_the_stream_an_outsider_gets_not_found_and_an_anonymous_connection_unauthenticated()
+ {
+    let (app, owner, organization) = acme().await;
+    let workflow = app.workflow(&owner, &organization, two_steps()).await;
+    let viewer = app.member(&organization, Role::Viewer).await;
+    let outsider = app.user().await;
+    app.organization(&outsider, "Elsewhere").await;
+
+    let mut outsiders = WsClient::connect_as(&app, Some(&outsider.access_token)).await;
+    outsiders
+        .subscribe(
+            "outsider",
+            ORGANIZATION_EVENTS,
+            stream_variables(&organization, Value::Null, Value::Null),
+        )
+        .await;
+    let error = refusal(&mut outsiders, "outsider").await;
+    assert_eq!(error["extensions"]["code"], "NOT_FOUND", "{error}");
+
+    let mut anonymous = WsClient::connect_as(&app, None).await;
+    anonymous
+        .subscribe(
+            "anonymous",
+            ORGANIZATION_EVENTS,
+            stream_variables(&organization, Value::Null, Value::Null),
+        )
+        .await;
+    let error = refusal(&mut anonymous, "anonymous").await;
+    assert_eq!(error["extensions"]["code"], "UNAUTHENTICATED", "{error}");
+
+    let mut viewers = WsClient::connect_as(&app, Some(&viewer.access_token)).await;
+    watch(&mut viewers, "viewer", &organization, Value::Null, Value::Null).await;
+    let id = app.run(&owner, &workflow, json!({})).await;
+    let items = read_until(&mut viewers, |items| {
+        finished(items_of(items, "viewer"), &id)
+    })
+    .await;
+    let events = of_execution(items_of(&items, "viewer"), &id);
+    assert_eq!(seqs(&events), (1..=7).collect::<Vec<_>>(), "{events:?}");
+    assert_eq!(kinds(&events), TWO_STEP_KINDS);
+}
+
+#[tokio::test]
+async fn an_organizations_viewer_api_key_may_watch_its_stream() {
+    let (app, owner, organization) = acme().await;
+    let workflow = app.workflow(&owner, &organization, two_steps()).await;
+    let key = api_key(&app, &owner, &organization, "VIEWER").await;
+    let mut client = WsClient::connect_as(&app, Some(&key)).await;
+    watch(&mut client, "key", &organization, Value::Null, Value::Null).await;
+
+    let id = app.run(&owner, &workflow, json!({})).await;
+    let items = read_until(&mut client, |items| finished(items_of(items, "key"), &id)).await;
+    let events = items_of(&items, "key");
+    assert_only_events(events);
+    let events = of_execution(events, &id);
+    assert_eq!(seqs(&events), (1..=7).collect::<Vec<_>>(), "{events:?}");
+    assert_eq!(kinds(&events), TWO_STEP_KINDS);
+}
+
+#[tokio::test]
+async fn a_member_removed_from_the_organization_sees_the_stream_end_with_forbidden() {
+    // No workers: a run stays QUEUED after its first event.
+    let app = TestApp::spawn_with(|settings| settings.workers = 0).await;
+    let owner = app.user().await;
+    let organization = app.organization(&owner, "Acme").await;
+    let workflow = app.workflow(&owner, &organization, one_step()).await;
+    let viewer = app.member(&organization, Role::Viewer).await;
+    let mut client = WsClient::connect_as(&app, Some(&viewer.access_token)).await;
+    watch(&mut client, "org", &organization, Value::Null, Value::Null).await;
+
+    // The stream is live: a run's first event reaches it.
+    let id = app.run(&owner, &workflow, json!({})).await;
+    let items = read_until(&mut client, |items| !items_of(items, "org").is_empty()).await;
+    let queued = &items_of(&items, "org")[0];
+    assert_eq!(
+        (queued["executionId"].as_str(), queued["kind"].as_str()),
+        (Some(id.as_str()), Some("EXECUTION_QUEUED")),
+        "{queued}"
+    );
+
+    let removed = app
+        .graphql_as(
+            &owner.access_token,
+            REMOVE_MEMBER,
+            json!({ "organizationId": organization, "userId": viewer.user_id }),
+        )
+        .await;
+    assert_eq!(removed.data()["removeMember"], true);
+    assert_ended_with(&mut client, "org", "FORBIDDEN").await;
+    // The socket stays open; subscribing again finds nothing.
+    assert_nothing_more(&mut client).await;
+    client
+        .subscribe(
+            "again",
+            ORGANIZATION_EVENTS,
+            stream_variables(&organization, Value::Null, Value::Null),
+        )
+        .await;
+    let error = refusal(&mut client, "again").await;
+    assert_eq!(error["extensions"]["code"], "NOT_FOUND", "{error}");
+}
+
+#[tokio::test]
+async fn execution_updated_gives_a_queued_execution_as_it_is_then_after_each_change_until_it_succeeds()
+ {
+    // One worker, held by a one-minute DELAY until that is cancelled: the
+    // execution watched stays QUEUED behind it until then.
+    let app = TestApp::spawn_with(|settings| {
+        settings.workers = 1;
+        settings.park_after_ms = 3_600_000;
+    })
+    .await;
+    let owner = app.user().await;
+    let organization = app.organization(&owner, "Acme").await;
+    let blocking = app
+        .workflow(
+            &owner,
+            &organization,
+            json!([{ "id": "wait", "kind": "DELAY", "config": { "ms": 60000 } }]),
+        )
+        .await;
+    let blocker = app.run(&owner, &blocking, json!({})).await;
+    let mut blocker_events = WsClient::connect_as(&app, Some(&owner.access_token)).await;
+    blocker_events.subscribe_events("blocker", &blocker, 0).await;
+    let started = blocker_events.events_until_seq("blocker", 3).await;
+    assert_eq!(started.last().unwrap()["kind"], "STEP_STARTED");
+
+    let workflow = app
+        .workflow(
+            &owner,
+            &organization,
+            json!([
+                { "id": "pause", "kind": "DELAY", "config": { "ms": 50 } },
+                { "id": "done", "kind": "TRANSFORM", "needs": ["pause"], "config": { "output": "done" } }
+            ]),
+        )
+        .await;
+    let id = app.run(&owner, &workflow, json!({})).await;
+    let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
+    client
+        .subscribe(
+            "updates",
+            EXECUTION_UPDATED,
+            json!({ "executionId": id }),
+        )
+        .await;
+    let message = client.next_json().await;
+    assert_eq!(
+        (message["type"].as_str(), message["id"].as_str()),
+        (Some("next"), Some("updates")),
+        "{message}"
+    );
+    let now = message["payload"]["data"]["executionUpdated"].clone();
+    assert_eq!(
+        now,
+        json!({
+            "id": id, "status": "QUEUED", "lastEventSeq": 1, "output": null, "error": null,
+            "startedAt": null, "finishedAt": null, "workflow": { "id": workflow }
+        }),
+        "{message}"
+    );
+
+    // Freeing the worker lets the execution run.
+    let cancelled = app
+        .graphql_as(
+            &owner.access_token,
+            CANCEL,
+            json!({ "input": { "executionId": blocker } }),
+        )
+        .await;
+    assert_eq!(
+        cancelled.data()["cancelExecution"]["id"].as_str(),
+        Some(blocker.as_str())
+    );
+    let changes = client
+        .data_until_complete("updates", "executionUpdated")
+        .await;
+
+    let updates: Vec<&Value> = std::iter::once(&now).chain(&changes).collect();
+    const PROGRESSION: [&str; 3] = ["QUEUED", "RUNNING", "SUCCEEDED"];
+    let rank = |status: &str| {
+        PROGRESSION
+            .iter()
+            .position(|s| *s == status)
+            .unwrap_or_else(|| panic!("unexpected status {status}"))
+    };
+    let statuses: Vec<&str> = updates
+        .iter()
+        .map(|update| update["status"].as_str().expect("status"))
+        .collect();
+    assert!(
+        statuses.windows(2).all(|pair| rank(pair[0]) <= rank(pair[1])),
+        "statuses out of order: {statuses:?}"
+    );
+    assert!(statuses.contains(&"RUNNING"), "{statuses:?}");
+    let last_seqs: Vec<i64> = updates
+        .iter()
+        .map(|update| update["lastEventSeq"].as_i64().expect("lastEventSeq"))
+        .collect();
+    assert!(
+        last_seqs.windows(2).all(|pair| pair[0] < pair[1]),
+        "lastEventSeq not increasing: {last_seqs:?}"
+    );
+    for update in &updates {
+        assert_eq!(update["id"], id.as_str(), "{update}");
+        assert_eq!(update["workflow"]["id"], workflow.as_str(), "{update}");
+    }
+    for running in updates.iter().filter(|update| update["status"] == "RUNNING") {
+        assert!(running["startedAt"].is_string(), "{running}");
+        assert_eq!(
+            (&running["finishedAt"], &running["output"]),
+            (&Value::Null, &Value::Null),
+            "{running}"
+        );
+    }
+    let last = changes.last().expect("changes after the first state");
+    assert_eq!(last["status"], "SUCCEEDED", "{changes:?}");
+    assert_eq!(last["output"], "done");
+    assert_eq!(last["error"], Value::Null);
+    assert_eq!(last["lastEventSeq"], 7);
+    assert!(last["startedAt"].is_string() && last["finishedAt"].is_string(), "{last}");
+}
+
+#[tokio::test]
+async fn execution_updated_on_a_finished_execution_gives_its_final_state_once_then_completes() {
+    let (app, owner, organization) = acme().await;
+    let workflow = app.workflow(&owner, &organization, one_step()).await;
+    let id = app.run(&owner, &workflow, json!({})).await;
+    let finished = app.finished_execution(&owner, &id).await;
+    assert_eq!(finished["status"], "SUCCEEDED");
+
+    let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
+    client
+        .subscribe(
+            "updates",
+            EXECUTION_UPDATED,
+            json!({ "executionId": id }),
+        )
+        .await;
+    let updates = client
+        .data_until_complete("updates", "executionUpdated")
+        .await;
+    assert_eq!(
+        updates,
+        [json!({
+            "id": id,
+            "status": "SUCCEEDED",
+            "lastEventSeq": finished["lastEventSeq"],
+            "output": 1,
+            "error": null,
+            "startedAt": finished["startedAt"],
+            "finishedAt": finished["finishedAt"],
+            "workflow": { "id": workflow }
+        })]
+    );
+}
+
+#[tokio::test]
+async fn execution_updated_for_an_outsider_is_not_found() {
+    let app = TestApp::spawn_with(|settings| settings.workers = 0).await;
+    let owner = app.user().await;
+    let organization = app.organization(&owner, "Acme").await;
+    let workflow = app.workflow(&owner, &organization, one_step()).await;
+    let id = app.run(&owner, &workflow, json!({})).await;
+    let outsider = app.user().await;
+    app.organization(&outsider, "Elsewhere").await;
+
+    let mut client = WsClient::connect_as(&app, Some(&outsider.access_token)).await;
+    client
+        .subscribe(
+            "updates",
+            EXECUTION_UPDATED,
+            json!({ "executionId": id }),
+        )
+        .await;
+    let error = refusal(&mut client, "updates").await;
+    assert_eq!(error["extensions"]["code"], "NOT_FOUND", "{error}");
+}
+
+#[tokio::test]
+async fn the_stream_says_reconnected_when_redis_comes_back_and_then_streams_on() {
+    if !multi_instance_backends() {
+        return;
+    }
+    let Some(mut redis) = PrivateRedis::start().await else {
+        eprintln!("skipped: needs redis-server");
+        return;
+    };
+    let app = TestApp::spawn_with(|settings| settings.redis_url = Some(redis.url())).await;
+    let owner = app.user().await;
+    let organization = app.organization(&owner, "Acme").await;
+    let workflow = app.workflow(&owner, &organization, two_steps()).await;
+    await_redis_health(&app, "connected").await;
+    let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
+    watch(&mut client, "org", &organization, Value::Null, Value::Null).await;
+
+    // The stream is live before the outage.
+    let before = app.run(&owner, &workflow, json!({})).await;
+    let items = read_until(&mut client, |items| {
+        finished(items_of(items, "org"), &before)
+    })
+    .await;
+    assert_only_events(items_of(&items, "org"));
+
+    redis.stop();
+    await_redis_outage(&app).await;
+    redis
+        .launch()
+        .await
+        .expect("redis restarts on the same port");
+    await_redis_health(&app, "connected").await;
+    let items = read_until(&mut client, |items| !items_of(items, "org").is_empty()).await;
+    let resync = &items_of(&items, "org")[0];
+    assert_eq!(resync["__typename"], "StreamResync", "{resync}");
+    assert_eq!(resync["reason"], "RECONNECTED", "{resync}");
+    assert!(resync["occurredAt"].is_string(), "{resync}");
+
+    // And the stream goes on.
+    let after = app.run(&owner, &workflow, json!({})).await;
+    let items = read_until(&mut client, |items| {
+        finished(items_of(items, "org"), &after)
+    })
+    .await;
+    let events = items_of(&items, "org");
+    assert_only_events(events);
+    assert!(
+        events.iter().all(|event| event["executionId"] == after.as_str()),
+        "{events:?}"
+    );
+    assert_eq!(
+        seqs(&of_execution(events, &after)),
+        (1..=7).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn a_subscriber_on_another_instance_receives_every_event_of_an_execution_in_order() {
+    if !multi_instance_backends() {
+        return;
+    }
+    let a = TestApp::spawn_with(|settings| settings.workers = 1).await;
+    let mut settings = a.settings.clone();
+    settings.workers = 0;
+    let b = TestApp::start(settings).await;
+    let owner = a.user().await;
+    let organization = a.organization(&owner, "Acme").await;
+    let workflow = a.workflow(&owner, &organization, two_steps()).await;
+    let mut on_b = WsClient::connect_as(&b, Some(&owner.access_token)).await;
+    watch(&mut on_b, "b", &organization, Value::Null, Value::Null).await;
+
+    let id = a.run(&owner, &workflow, json!({})).await;
+    let items = read_until(&mut on_b, |items| finished(items_of(items, "b"), &id)).await;
+    let events = items_of(&items, "b");
+    assert_only_events(events);
+    let events = of_execution(events, &id);
+    assert_eq!(seqs(&events), (1..=7).collect::<Vec<_>>(), "{events:?}");
+    assert_eq!(kinds(&events), TWO_STEP_KINDS);
+    assert_eq!(items_of(&items, "b").len(), 7, "{items:?}");
+    assert_nothing_more(&mut on_b).await;
+}
