@@ -3,7 +3,9 @@
 //!
 //! Per execution it is ordered and without duplicates: an event at or
 //! below the newest seq already passed on is dropped, and an event beyond
-//! the next one fills the gap from the log first. What it cannot vouch for
+//! the next one fills the gap from the log first (so does the first event
+//! seen of an execution queued after the stream started, if it is not its
+//! first). What it cannot vouch for
 //! it says: when this subscriber fell behind the bus (`Lagged`) or the bus
 //! reconnected (`Reconnected`), events may be missing for executions it
 //! has never heard of, so it sends a resync, and the client refetches what
@@ -62,8 +64,10 @@ pub enum ResyncReason {
     Reconnected,
 }
 
-/// One item of the stream.
+/// One item of the stream. Resyncs are rare; boxing the common event
+/// would cost an allocation per event for nothing.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum StreamItem {
     Event(ExecutionEventRecord),
     /// Refetch what you show: events may have been missed.
@@ -83,41 +87,43 @@ pub fn organization_events(
 ) -> impl Stream<Item = Result<StreamItem, AppError>> {
     async_stream::try_stream! {
         let mut live = state.bus.subscribe(Topic::Organization(organization_id)).await;
-        let mut order = Continuity::default();
+        let mut order = Continuity::since(state.clock.now());
         let mut pending = Coalesced::default();
         let mut ticker = tokio::time::interval(throttle.unwrap_or(Duration::from_secs(3600)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                signal = live.recv() => match signal {
-                    None => return,
-                    Some(BusSignal::Message(BusMessage::ExecutionEvent(event))) => {
-                        for event in order.admit(&state, *event).await? {
-                            if !filter.admits(&event) {
-                                continue;
-                            }
-                            if throttle.is_some() {
-                                pending.put(event);
-                            } else {
-                                yield StreamItem::Event(event);
-                            }
+            let woke = tokio::select! {
+                signal = live.recv() => Woke::Bus(signal),
+                _ = ticker.tick(), if !pending.is_empty() => Woke::Flush,
+            };
+            match woke {
+                Woke::Bus(None) => return,
+                Woke::Bus(Some(BusSignal::Message(BusMessage::ExecutionEvent(event)))) => {
+                    for event in order.admit(&state, *event).await? {
+                        if !filter.admits(&event) {
+                            continue;
+                        }
+                        if throttle.is_some() {
+                            pending.put(event);
+                        } else {
+                            yield StreamItem::Event(event);
                         }
                     }
-                    Some(BusSignal::Message(_)) => {}
-                    Some(signal @ (BusSignal::Lagged | BusSignal::Reconnected)) => {
-                        let reason = if matches!(signal, BusSignal::Lagged) {
-                            ResyncReason::Lagged
-                        } else {
-                            ResyncReason::Reconnected
-                        };
-                        // The refetch the client makes now supersedes them.
-                        pending.clear();
-                        order.forget();
-                        tracing::info!(%organization_id, ?reason, "organization stream resynced");
-                        yield StreamItem::Resync { reason, occurred_at: state.clock.now() };
-                    }
-                },
-                _ = ticker.tick(), if !pending.is_empty() => {
+                }
+                Woke::Bus(Some(BusSignal::Message(_))) => {}
+                Woke::Bus(Some(signal @ (BusSignal::Lagged | BusSignal::Reconnected))) => {
+                    let reason = if matches!(signal, BusSignal::Lagged) {
+                        ResyncReason::Lagged
+                    } else {
+                        ResyncReason::Reconnected
+                    };
+                    // The refetch the client makes now supersedes them.
+                    pending.clear();
+                    order.forget();
+                    tracing::info!(%organization_id, ?reason, "organization stream resynced");
+                    yield StreamItem::Resync { reason, occurred_at: state.clock.now() };
+                }
+                Woke::Flush => {
                     for event in pending.drain() {
                         yield StreamItem::Event(event);
                     }
@@ -127,13 +133,29 @@ pub fn organization_events(
     }
 }
 
+/// What woke an organization stream.
+enum Woke {
+    Bus(Option<BusSignal>),
+    /// The throttle interval passed with events pending.
+    Flush,
+}
+
 /// The newest seq passed on per execution.
-#[derive(Default)]
 struct Continuity {
     newest: HashMap<Uuid, i32>,
+    /// When the stream started: an execution queued since then is
+    /// streamed from its first event.
+    started_at: DateTime<Utc>,
 }
 
 impl Continuity {
+    fn since(started_at: DateTime<Utc>) -> Self {
+        Self {
+            newest: HashMap::new(),
+            started_at,
+        }
+    }
+
     /// What to pass on for `event`, in order: nothing for a duplicate, the
     /// missing events from the log and then it for a gap.
     async fn admit(
@@ -146,6 +168,11 @@ impl Continuity {
             Some(newest) if event.seq <= newest => return Ok(Vec::new()),
             Some(newest) if event.seq > newest + 1 => {
                 events_after(&state.db, execution_id, newest).await?
+            }
+            // Queued after the stream started, so its earlier events were
+            // lost on the way: they come from the log.
+            None if event.seq > 1 && event.execution.queued_at >= self.started_at => {
+                events_after(&state.db, execution_id, 0).await?
             }
             _ => vec![event],
         };

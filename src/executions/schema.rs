@@ -723,6 +723,7 @@ pub struct StreamResync {
 
 /// An item of an organization's execution stream.
 #[derive(Union)]
+#[allow(clippy::large_enum_variant)]
 pub enum OrganizationStreamEvent {
     ExecutionEvent(ExecutionEvent),
     StreamResync(StreamResync),
@@ -795,14 +796,9 @@ impl ExecutionSubscription {
                     })
             })
             .transpose()?;
-        let (role, items) = service::organization_stream(
-            &request.state,
-            actor,
-            organization_id,
-            filter,
-            throttle,
-        )
-        .await?;
+        let (role, items) =
+            service::organization_stream(&request.state, actor, organization_id, filter, throttle)
+                .await?;
         Ok(items.map(move |item| match item {
             Ok(StreamItem::Event(record)) => {
                 Ok(OrganizationStreamEvent::ExecutionEvent(ExecutionEvent {

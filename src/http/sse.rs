@@ -81,7 +81,10 @@ pub async fn stream(
         .map(|id| state.app.revocations.watch_credential(id));
     let device = device_info(peer, &headers, &state.app.config.settings.trusted_proxies);
     let context = RequestContext::new(state.app.clone(), viewer, device);
-    let results = state.schema.execute_stream(request.data(context)).map(client_error);
+    let results = state
+        .schema
+        .execute_stream(request.data(context))
+        .map(client_error);
     let mut stopping = state.shutting_down.clone();
     let events = events(results, credential, async move {
         let _ = stopping.wait_for(|stopping| *stopping).await;

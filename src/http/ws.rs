@@ -77,9 +77,11 @@ pub async fn upgrade(
         .and_then(|p| p.to_str().ok())
         .and_then(Protocol::named);
     let device = device_info(peer, &headers, &state.app.config.settings.trusted_proxies);
-    ws.on_upgrade(move |socket| match protocol {
-        Some(protocol) => Connection::new(state, device, protocol).run(socket),
-        None => refuse(socket),
+    ws.on_upgrade(move |socket| async move {
+        match protocol {
+            Some(protocol) => Connection::new(state, device, protocol).run(socket).await,
+            None => refuse(socket).await,
+        }
     })
 }
 

@@ -25,6 +25,7 @@ mod lockout;
 mod members;
 mod mfa;
 mod org_deletion;
+mod organization_streams;
 mod orgs;
 mod processes;
 mod rate_limits;

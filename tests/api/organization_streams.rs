@@ -336,7 +336,9 @@ async fn a_workflow_filter_narrows_the_stream_to_that_workflows_executions() {
     let events = items_of(&items, "wanted");
     assert_only_events(events);
     assert!(
-        events.iter().all(|event| event["executionId"] == id.as_str()),
+        events
+            .iter()
+            .all(|event| event["executionId"] == id.as_str()),
         "an event of another workflow passed the filter: {events:?}"
     );
     assert_eq!(
@@ -361,7 +363,14 @@ async fn kind_and_status_filters_pass_only_the_events_they_name() {
     let by_kind = json!({ "kinds": ["EXECUTION_SUCCEEDED"] });
     watch(&mut client, "kinds", &organization, by_kind, Value::Null).await;
     let by_status = json!({ "statuses": ["SUCCEEDED"] });
-    watch(&mut client, "statuses", &organization, by_status, Value::Null).await;
+    watch(
+        &mut client,
+        "statuses",
+        &organization,
+        by_status,
+        Value::Null,
+    )
+    .await;
 
     // A failing run first: none of its events is a success.
     let failed = app.run(&owner, &failing, json!({})).await;
@@ -459,13 +468,12 @@ async fn a_throttled_stream_coalesces_an_executions_events_and_ends_with_its_lat
     // the run's end.
     assert_only_events(&throttled);
     assert!(
-        throttled.iter().all(|event| event["executionId"] == id.as_str()),
+        throttled
+            .iter()
+            .all(|event| event["executionId"] == id.as_str()),
         "{throttled:?}"
     );
-    assert!(
-        throttled.len() < 9,
-        "nothing was coalesced: {throttled:?}"
-    );
+    assert!(throttled.len() < 9, "nothing was coalesced: {throttled:?}");
     assert!(
         throttled.iter().all(|event| all.contains(event)),
         "a coalesced event differs from the event itself: {throttled:?} vs {all:?}"
@@ -553,7 +561,14 @@ async fn a_viewer_may_watch_the_stream_an_outsider_gets_not_found_and_an_anonymo
     assert_eq!(error["extensions"]["code"], "UNAUTHENTICATED", "{error}");
 
     let mut viewers = WsClient::connect_as(&app, Some(&viewer.access_token)).await;
-    watch(&mut viewers, "viewer", &organization, Value::Null, Value::Null).await;
+    watch(
+        &mut viewers,
+        "viewer",
+        &organization,
+        Value::Null,
+        Value::Null,
+    )
+    .await;
     let id = app.run(&owner, &workflow, json!({})).await;
     let items = read_until(&mut viewers, |items| {
         finished(items_of(items, "viewer"), &id)
@@ -645,7 +660,9 @@ async fn execution_updated_gives_a_queued_execution_as_it_is_then_after_each_cha
         .await;
     let blocker = app.run(&owner, &blocking, json!({})).await;
     let mut blocker_events = WsClient::connect_as(&app, Some(&owner.access_token)).await;
-    blocker_events.subscribe_events("blocker", &blocker, 0).await;
+    blocker_events
+        .subscribe_events("blocker", &blocker, 0)
+        .await;
     let started = blocker_events.events_until_seq("blocker", 3).await;
     assert_eq!(started.last().unwrap()["kind"], "STEP_STARTED");
 
@@ -662,11 +679,7 @@ async fn execution_updated_gives_a_queued_execution_as_it_is_then_after_each_cha
     let id = app.run(&owner, &workflow, json!({})).await;
     let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
     client
-        .subscribe(
-            "updates",
-            EXECUTION_UPDATED,
-            json!({ "executionId": id }),
-        )
+        .subscribe("updates", EXECUTION_UPDATED, json!({ "executionId": id }))
         .await;
     let message = client.next_json().await;
     assert_eq!(
@@ -713,7 +726,9 @@ async fn execution_updated_gives_a_queued_execution_as_it_is_then_after_each_cha
         .map(|update| update["status"].as_str().expect("status"))
         .collect();
     assert!(
-        statuses.windows(2).all(|pair| rank(pair[0]) <= rank(pair[1])),
+        statuses
+            .windows(2)
+            .all(|pair| rank(pair[0]) <= rank(pair[1])),
         "statuses out of order: {statuses:?}"
     );
     assert!(statuses.contains(&"RUNNING"), "{statuses:?}");
@@ -729,7 +744,10 @@ async fn execution_updated_gives_a_queued_execution_as_it_is_then_after_each_cha
         assert_eq!(update["id"], id.as_str(), "{update}");
         assert_eq!(update["workflow"]["id"], workflow.as_str(), "{update}");
     }
-    for running in updates.iter().filter(|update| update["status"] == "RUNNING") {
+    for running in updates
+        .iter()
+        .filter(|update| update["status"] == "RUNNING")
+    {
         assert!(running["startedAt"].is_string(), "{running}");
         assert_eq!(
             (&running["finishedAt"], &running["output"]),
@@ -742,7 +760,10 @@ async fn execution_updated_gives_a_queued_execution_as_it_is_then_after_each_cha
     assert_eq!(last["output"], "done");
     assert_eq!(last["error"], Value::Null);
     assert_eq!(last["lastEventSeq"], 7);
-    assert!(last["startedAt"].is_string() && last["finishedAt"].is_string(), "{last}");
+    assert!(
+        last["startedAt"].is_string() && last["finishedAt"].is_string(),
+        "{last}"
+    );
 }
 
 #[tokio::test]
@@ -755,11 +776,7 @@ async fn execution_updated_on_a_finished_execution_gives_its_final_state_once_th
 
     let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
     client
-        .subscribe(
-            "updates",
-            EXECUTION_UPDATED,
-            json!({ "executionId": id }),
-        )
+        .subscribe("updates", EXECUTION_UPDATED, json!({ "executionId": id }))
         .await;
     let updates = client
         .data_until_complete("updates", "executionUpdated")
@@ -791,11 +808,7 @@ async fn execution_updated_for_an_outsider_is_not_found() {
 
     let mut client = WsClient::connect_as(&app, Some(&outsider.access_token)).await;
     client
-        .subscribe(
-            "updates",
-            EXECUTION_UPDATED,
-            json!({ "executionId": id }),
-        )
+        .subscribe("updates", EXECUTION_UPDATED, json!({ "executionId": id }))
         .await;
     let error = refusal(&mut client, "updates").await;
     assert_eq!(error["extensions"]["code"], "NOT_FOUND", "{error}");
@@ -848,7 +861,9 @@ async fn the_stream_says_reconnected_when_redis_comes_back_and_then_streams_on()
     let events = items_of(&items, "org");
     assert_only_events(events);
     assert!(
-        events.iter().all(|event| event["executionId"] == after.as_str()),
+        events
+            .iter()
+            .all(|event| event["executionId"] == after.as_str()),
         "{events:?}"
     );
     assert_eq!(

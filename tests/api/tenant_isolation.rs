@@ -268,6 +268,8 @@ const CASES: &[Case] = &[
     scoped(Root::Mutation, "deleteTrigger"),
     // Subscription
     scoped(Root::Subscription, "executionEvents"),
+    scoped(Root::Subscription, "organizationExecutionEvents"),
+    scoped(Root::Subscription, "executionUpdated"),
 ];
 
 /// The table's entry for `field` of `root`.
@@ -381,6 +383,19 @@ const CHANGE_PASSWORD: &str =
 
 /// Everything of organization A its owner can read, in one request: what
 /// any change by an intruder would show up in.
+const EXECUTION_EVENTS: &str = "subscription($id: ID!) {
+  executionEvents(executionId: $id) { seq kind executionStatus execution { id status } }
+}";
+const ORGANIZATION_EXECUTION_EVENTS: &str = "subscription($organization: ID!) {
+  organizationExecutionEvents(organizationId: $organization) {
+    __typename
+    ... on ExecutionEvent { seq executionId kind }
+    ... on StreamResync { reason }
+  }
+}";
+const EXECUTION_UPDATED: &str = "subscription($id: ID!) {
+  executionUpdated(executionId: $id) { id status lastEventSeq }
+}";
 const SNAPSHOT: &str = "query($organization: ID!, $slow: ID!, $fast: ID!, $draft: ID!) {
   organization(id: $organization) {
     id name slug
@@ -799,7 +814,21 @@ impl World {
                     .await
             }
             // Subscription
-            "executionEvents" => self.subscribe_to_running_execution(intruder).await,
+            "executionEvents" => {
+                let variables = json!({ "id": a.running_execution });
+                self.subscribe_as(intruder, EXECUTION_EVENTS, variables)
+                    .await
+            }
+            "organizationExecutionEvents" => {
+                let variables = json!({ "organization": a.id });
+                self.subscribe_as(intruder, ORGANIZATION_EXECUTION_EVENTS, variables)
+                    .await
+            }
+            "executionUpdated" => {
+                let variables = json!({ "id": a.running_execution });
+                self.subscribe_as(intruder, EXECUTION_UPDATED, variables)
+                    .await
+            }
             other => panic!(
                 "the table says root field {other} reaches organization A, but `attempt` has no arm for it"
             ),
@@ -828,24 +857,22 @@ impl World {
         self.app.graphql_as(key, query, variables).await.body
     }
 
-    /// `executionEvents` of A's running execution over the WebSocket,
-    /// signed in as `intruder`: the operation must answer one `next`, then
-    /// `complete`; answers that `next`'s payload.
-    async fn subscribe_to_running_execution(&self, intruder: Intruder<'_>) -> Value {
+    /// A subscription to something of A over the WebSocket, signed in as
+    /// `intruder`: the operation must answer one `next`, then `complete`;
+    /// answers that `next`'s payload.
+    async fn subscribe_as(&self, intruder: Intruder<'_>, query: &str, variables: Value) -> Value {
         let mut client = WsClient::connect_as(&self.app, Some(intruder.token())).await;
-        client
-            .subscribe_events("intruder", &self.a.running_execution, 0)
-            .await;
+        client.subscribe("intruder", query, variables).await;
         let message = client.next_json().await;
         assert_eq!(
             (message["type"].as_str(), message["id"].as_str()),
             (Some("next"), Some("intruder")),
-            "executionEvents as {intruder}: {message}"
+            "{query} as {intruder}: {message}"
         );
         assert_eq!(
             client.next_json().await,
             json!({ "type": "complete", "id": "intruder" }),
-            "executionEvents as {intruder}: the refused operation completes"
+            "{query} as {intruder}: the refused operation completes"
         );
         client.close().await;
         message["payload"].clone()
