@@ -9,7 +9,9 @@
 //! it says: when this subscriber fell behind the bus (`Lagged`) or the bus
 //! reconnected (`Reconnected`), events may be missing for executions it
 //! has never heard of, so it sends a resync, and the client refetches what
-//! it shows. Nothing is buffered without limit: the bus's queue per
+//! it shows. A publish lost with neither signal (the publisher's queue was
+//! full) shows only when a later event of that execution arrives: unlike
+//! `executionEvents`, this stream has no idle re-check of the log. Nothing is buffered without limit: the bus's queue per
 //! subscriber is bounded, and lagging past it is a resync.
 //!
 //! With a throttle, events are coalesced per execution: at most one per
@@ -28,8 +30,8 @@ use super::log::{EventKind, ExecutionEventRecord, events_after};
 use crate::app::AppState;
 use crate::error::AppError;
 
-/// Executions whose newest seq a stream remembers; past it, the memory is
-/// dropped (duplicates of older executions could then pass, never gaps).
+/// Executions whose newest seq a stream remembers; past it, the memory
+/// starts over (a late redelivery of an older event could then pass).
 const MAX_TRACKED_EXECUTIONS: usize = 10_000;
 
 /// Which events a dashboard wants; an empty list admits everything.
@@ -119,7 +121,7 @@ pub fn organization_events(
                     };
                     // The refetch the client makes now supersedes them.
                     pending.clear();
-                    order.forget();
+                    order.forget(state.clock.now());
                     tracing::info!(%organization_id, ?reason, "organization stream resynced");
                     yield StreamItem::Resync { reason, occurred_at: state.clock.now() };
                 }
@@ -182,15 +184,25 @@ impl Continuity {
         // Finished executions are remembered too, so a late redelivery of
         // their events is still recognised.
         if self.newest.len() >= MAX_TRACKED_EXECUTIONS {
-            self.newest.clear();
+            self.forget(event_time(&events));
         }
         self.newest.insert(execution_id, last.seq);
         Ok(events)
     }
 
-    fn forget(&mut self) {
+    /// Starts over from `now`: executions already under way are taken up
+    /// at their next event, not replayed.
+    fn forget(&mut self, now: DateTime<Utc>) {
         self.newest.clear();
+        self.started_at = now;
     }
+}
+
+/// When the newest of `events` happened.
+fn event_time(events: &[ExecutionEventRecord]) -> DateTime<Utc> {
+    events
+        .last()
+        .map_or_else(Utc::now, |event| event.occurred_at)
 }
 
 /// The latest admitted event per execution, in the order executions first

@@ -260,7 +260,7 @@ pub(crate) async fn enqueue(
         // one trigger's deliveries.
         let source = match new.origin.trigger_id() {
             Some(trigger_id) => execution::Column::TriggerId.eq(trigger_id),
-            None => execution::Column::TriggerId.is_null(),
+            None => execution::Column::TriggerKind.eq(new.origin.kind()),
         };
         let earlier = execution::Entity::find()
             .filter(execution::Column::WorkflowId.eq(new.workflow.id))
@@ -360,11 +360,17 @@ pub(crate) async fn insert_queued(
         .collect();
     step_run::Entity::insert_many(steps).exec(txn).await?;
     if let Some(trigger_id) = new.origin.trigger_id() {
-        trigger::Entity::update_many()
+        // Also orders the firing against a trigger being switched off or
+        // deleted meanwhile: then it starts nothing.
+        let fired = trigger::Entity::update_many()
             .col_expr(trigger::Column::LastFiredAt, Expr::value(now))
             .filter(trigger::Column::Id.eq(trigger_id))
+            .filter(trigger::Column::Enabled.eq(true))
             .exec(txn)
             .await?;
+        if fired.rows_affected == 0 {
+            return Err(AppError::NotFound("trigger"));
+        }
     }
     let event = log::append(txn, &execution, EventKind::ExecutionQueued, None, now).await?;
     Ok(Queued { execution, event })

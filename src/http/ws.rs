@@ -19,6 +19,7 @@
 //! `connection_error` and `ka` keep-alives from the server) and has no
 //! ping; its connections follow the same authorization and lifetime rules
 //! and close with the same codes.
+//!
 //! The access token (or an API key) travels in the `connection_init`
 //! payload as `{"authorization": "Bearer …"}`; without one the connection is anonymous
 //! and subscriptions that need a user answer UNAUTHENTICATED.
@@ -268,45 +269,43 @@ impl Connection {
         let mut session: Option<CredentialWatch> = None;
         let mut keep_alive = tokio::time::interval(LEGACY_KEEP_ALIVE);
         let legacy = self.protocol == Protocol::Legacy;
-        let close = {
-            loop {
-                if session.is_none()
-                    && let Some(credential) = self.viewer.as_ref().and_then(Viewer::credential_id)
-                {
-                    session = Some(self.state.app.revocations.watch_credential(credential));
+        let close = loop {
+            if session.is_none()
+                && let Some(credential) = self.viewer.as_ref().and_then(Viewer::credential_id)
+            {
+                session = Some(self.state.app.revocations.watch_credential(credential));
+            }
+            tokio::select! {
+                () = session_ended(session.as_mut()), if session.is_some() => {
+                    break Some((4403, "Forbidden".to_owned()));
                 }
-                tokio::select! {
-                    () = session_ended(session.as_mut()), if session.is_some() => {
-                        break Some((4403, "Forbidden".to_owned()));
+                () = &mut init_deadline, if !self.init_received => {
+                    break Some((4408, "Connection initialisation timeout".to_owned()));
+                }
+                _ = keep_alive.tick(), if legacy && self.viewer.is_some() => {
+                    send(&outbox, json!({ "type": "ka" })).await;
+                }
+                Some(done) = finished.recv() => {
+                    if self.operations.get(&done.id).is_some_and(|(g, _)| *g == done.generation) {
+                        self.operations.remove(&done.id);
+                        let message = match done.errors {
+                            Some(errors) => json!({ "type": self.protocol.name(ServerMessage::Error), "id": done.id, "payload": errors }),
+                            None => json!({ "type": self.protocol.name(ServerMessage::Complete), "id": done.id }),
+                        };
+                        send(&outbox, message).await;
                     }
-                    () = &mut init_deadline, if !self.init_received => {
-                        break Some((4408, "Connection initialisation timeout".to_owned()));
-                    }
-                    _ = keep_alive.tick(), if legacy && self.viewer.is_some() => {
-                        send(&outbox, json!({ "type": "ka" })).await;
-                    }
-                    Some(done) = finished.recv() => {
-                        if self.operations.get(&done.id).is_some_and(|(g, _)| *g == done.generation) {
-                            self.operations.remove(&done.id);
-                            let message = match done.errors {
-                                Some(errors) => json!({ "type": self.protocol.name(ServerMessage::Error), "id": done.id, "payload": errors }),
-                                None => json!({ "type": self.protocol.name(ServerMessage::Complete), "id": done.id }),
-                            };
-                            send(&outbox, message).await;
+                }
+                _ = stopping.changed() => break Some((1001, "Server shutting down".to_owned())),
+                frame = stream.next() => match frame {
+                    Some(Ok(Message::Text(text))) => {
+                        if let Next::Close(code, reason) = self.handle(text.as_str(), &outbox, &finished_tx).await {
+                            break Some((code, reason));
                         }
                     }
-                    _ = stopping.changed() => break Some((1001, "Server shutting down".to_owned())),
-                    frame = stream.next() => match frame {
-                        Some(Ok(Message::Text(text))) => {
-                            if let Next::Close(code, reason) = self.handle(text.as_str(), &outbox, &finished_tx).await {
-                                break Some((code, reason));
-                            }
-                        }
-                        Some(Ok(Message::Binary(_))) => break Some((4400, "Binary messages are not part of the protocol".to_owned())),
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
-                    },
-                }
+                    Some(Ok(Message::Binary(_))) => break Some((4400, "Binary messages are not part of the protocol".to_owned())),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
+                },
             }
         };
         for (_, (_, handle)) in self.operations.drain() {

@@ -449,7 +449,11 @@ pub async fn fire_webhook(
             id: found.id,
         },
     };
-    enqueue(state, new).await
+    enqueue(state, new).await.map_err(|err| match err {
+        // Switched off or deleted while this delivery was on its way.
+        AppError::NotFound(_) => AppError::NotFound("webhook"),
+        other => other,
+    })
 }
 
 /// One scheduler pass: fires every enabled schedule due by now (up to a
@@ -523,24 +527,47 @@ async fn fire_schedule(
         tracing::info!(trigger_id = %found.id, workflow_id = %workflow.id, "schedule skipped: the workflow is archived");
         return Ok(false);
     }
-    let new = NewExecution {
-        workflow: &workflow,
-        version_id: active_version(&workflow)?,
-        input: found.input.clone().unwrap_or_else(|| json!({})),
-        priority: Priority::Normal,
-        idempotency_key: None,
-        created_by: None,
-        retry_of_id: None,
-        origin: Origin::Trigger {
-            kind: TriggerKind::Schedule,
-            id: found.id,
-        },
+    let queued = match active_version(&workflow) {
+        Ok(version_id) => {
+            let new = NewExecution {
+                workflow: &workflow,
+                version_id,
+                input: found.input.clone().unwrap_or_else(|| json!({})),
+                priority: Priority::Normal,
+                idempotency_key: None,
+                created_by: None,
+                retry_of_id: None,
+                origin: Origin::Trigger {
+                    kind: TriggerKind::Schedule,
+                    id: found.id,
+                },
+            };
+            insert_queued(&txn, new, now).await
+        }
+        Err(err) => Err(err),
     };
-    let queued = insert_queued(&txn, new, now).await?;
-    txn.commit().await?;
-    announce_queued(state, queued).await;
-    tracing::info!(trigger_id = %found.id, %due_at, "schedule fired");
-    Ok(true)
+    match queued {
+        Ok(queued) => {
+            txn.commit().await?;
+            announce_queued(state, queued).await;
+            tracing::info!(trigger_id = %found.id, %due_at, "schedule fired");
+            Ok(true)
+        }
+        // This run is lost, but the schedule moves on rather than being
+        // retried on every pass, where it would hold a place in every batch
+        // of due schedules.
+        Err(err) => {
+            drop(txn);
+            tracing::error!(trigger_id = %found.id, %due_at, error = ?err, "a due schedule could not start its execution; it moves on to its next time");
+            trigger::Entity::update_many()
+                .col_expr(trigger::Column::NextRunAt, Expr::value(next_run_at))
+                .filter(trigger::Column::Id.eq(found.id))
+                .filter(trigger::Column::NextRunAt.eq(due_at))
+                .exec(&state.db)
+                .await?;
+            Ok(false)
+        }
+    }
 }
 
 fn active_version(workflow: &workflow::Model) -> AppResult<Uuid> {
