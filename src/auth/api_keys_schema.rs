@@ -8,9 +8,8 @@ use entity::api_key;
 use uuid::Uuid;
 
 use super::api_keys::{self, KeyName, KeyRole, NewApiKey};
-use crate::error::AppError;
 use crate::graphql::context::{RequestContext, parse_id};
-use crate::orgs::members_schema::UserSummary;
+use crate::orgs::members_schema::{UserSummary, user_summary};
 use crate::orgs::policy::{self, Action};
 use crate::orgs::schema::Role;
 use crate::pagination::{decode_after, encode_cursor, page_size};
@@ -43,16 +42,7 @@ impl ApiKey {
 
     /// Who made it; null once their account is gone.
     async fn created_by(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<UserSummary>> {
-        let Some(id) = self.0.created_by else {
-            return Ok(None);
-        };
-        let user = RequestContext::of(ctx)
-            .loaders
-            .users
-            .load_one(id)
-            .await
-            .map_err(AppError::from)?;
-        Ok(user.map(UserSummary::from))
+        user_summary(ctx, self.0.created_by).await
     }
 
     async fn created_at(&self) -> DateTime<Utc> {

@@ -20,7 +20,7 @@ use crate::events::log::{EventKind, ExecutionEventRecord, ExecutionSnapshot};
 use crate::events::organization_stream::{ResyncReason, StreamFilter, StreamItem};
 use crate::graphql::context::{RequestContext, parse_id};
 use crate::pagination::{decode_after, encode_cursor, page_size};
-use crate::workflows::schema::Workflow;
+use crate::workflows::schema::{Workflow, load_workflow};
 use crate::workflows::triggers_schema::{Trigger, TriggerKind};
 
 /// Where an execution is in its life.
@@ -212,14 +212,7 @@ impl Execution {
     }
 
     async fn workflow(&self, ctx: &Context<'_>) -> async_graphql::Result<Workflow> {
-        let workflow = RequestContext::of(ctx)
-            .loaders
-            .workflows
-            .load_one(self.snapshot.workflow_id)
-            .await
-            .map_err(AppError::from)?
-            .ok_or(AppError::NotFound("workflow"))?;
-        Ok(crate::workflows::service::as_member(workflow, self.viewer_role)?.into())
+        load_workflow(ctx, self.snapshot.workflow_id, self.viewer_role).await
     }
 
     /// What started it.

@@ -112,23 +112,14 @@ pub async fn run_workflow(
 ) -> AppResult<MemberExecution> {
     let found = workflows::find_for_member(&state.db, actor, request.workflow_id).await?;
     policy::authorize(found.role, Action::RunWorkflow)?;
-    if found.workflow.archived_at.is_some() {
-        return Err(AppError::Conflict(
-            "the workflow is archived: unarchive it to run it".to_owned(),
-        ));
-    }
+    workflows::ensure_runnable(&found.workflow)?;
     let version_id = match request.version_id {
         Some(id) => {
             versions::version_of(&state.db, found.workflow.id, id)
                 .await?
                 .id
         }
-        None => found.workflow.active_version_id.ok_or_else(|| {
-            AppError::Internal(anyhow::anyhow!(
-                "workflow {} has no active version",
-                request.workflow_id
-            ))
-        })?,
+        None => workflows::active_version_id(&found.workflow)?,
     };
     let new = NewExecution {
         workflow: &found.workflow,

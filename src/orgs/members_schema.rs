@@ -22,6 +22,24 @@ const MEMBER_CURSOR: &str = "member";
 const INVITATION_CURSOR: &str = "invitation";
 const AUDIT_CURSOR: &str = "audit";
 
+/// The person behind `user_id` through the request's user loader; `None`
+/// for no id, or once their account is gone.
+pub async fn user_summary(
+    ctx: &Context<'_>,
+    user_id: Option<Uuid>,
+) -> async_graphql::Result<Option<UserSummary>> {
+    let Some(id) = user_id else {
+        return Ok(None);
+    };
+    let user = RequestContext::of(ctx)
+        .loaders
+        .users
+        .load_one(id)
+        .await
+        .map_err(AppError::from)?;
+    Ok(user.map(UserSummary::from))
+}
+
 /// What members of an organization see of one another: name and address,
 /// nothing else.
 #[derive(SimpleObject)]
@@ -155,16 +173,7 @@ impl AuditEntry {
     /// The member who acted; null when an API key did, or once their
     /// account is gone.
     async fn actor(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<UserSummary>> {
-        let Some(id) = self.0.actor_user_id else {
-            return Ok(None);
-        };
-        let user = RequestContext::of(ctx)
-            .loaders
-            .users
-            .load_one(id)
-            .await
-            .map_err(AppError::from)?;
-        Ok(user.map(UserSummary::from))
+        user_summary(ctx, self.0.actor_user_id).await
     }
 
     /// `organization`, `member` (by user id), `invitation` or `api_key`.

@@ -15,7 +15,9 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::definition::WorkflowDefinition;
-use super::service::{MemberWorkflow, NewWorkflow, WorkflowName, find_for_member, insert_workflow};
+use super::service::{
+    MemberWorkflow, NewWorkflow, WorkflowName, active_version_id, find_for_member, insert_workflow,
+};
 use super::versions;
 use crate::app::AppState;
 use crate::db::{begin_write, locked};
@@ -354,12 +356,7 @@ pub async fn duplicate(
     let original = find_for_member(&state.db, actor, workflow_id).await?;
     policy::authorize(original.role, Action::CreateWorkflow)?;
     let source = original.workflow;
-    let active_version_id = source.active_version_id.ok_or_else(|| {
-        AppError::Internal(anyhow::anyhow!(
-            "workflow {workflow_id} has no active version"
-        ))
-    })?;
-    let version = versions::version_of(&state.db, workflow_id, active_version_id).await?;
+    let version = versions::version_of(&state.db, workflow_id, active_version_id(&source)?).await?;
     let definition =
         WorkflowDefinition::from_stored(&version.definition).map_err(AppError::Internal)?;
     let new = NewWorkflow {

@@ -21,7 +21,7 @@ use crate::executions::loaders::RecentExecutions;
 use crate::executions::schema::{Execution, ExecutionFilterInput, executions_connection};
 use crate::executions::service::ExecutionScope;
 use crate::graphql::context::{RequestContext, parse_id};
-use crate::orgs::members_schema::UserSummary;
+use crate::orgs::members_schema::{UserSummary, user_summary};
 use crate::orgs::policy::{self, Action};
 use crate::orgs::schema::Organization;
 use crate::pagination::{decode_after, encode_cursor, page_size};
@@ -424,12 +424,7 @@ impl Workflow {
 
     /// The version new executions run.
     async fn active_version(&self, ctx: &Context<'_>) -> async_graphql::Result<WorkflowVersion> {
-        let id = self.model.active_version_id.ok_or_else(|| {
-            AppError::Internal(anyhow::anyhow!(
-                "workflow {} has no active version",
-                self.model.id
-            ))
-        })?;
+        let id = service::active_version_id(&self.model)?;
         let preloaded = self
             .preloaded
             .as_ref()
@@ -595,6 +590,23 @@ impl WorkflowVersion {
     }
 }
 
+/// The workflow `id` through the request's loader, as a member with `role`
+/// sees it.
+pub async fn load_workflow(
+    ctx: &Context<'_>,
+    id: Uuid,
+    role: entity::role::Role,
+) -> async_graphql::Result<Workflow> {
+    let workflow = RequestContext::of(ctx)
+        .loaders
+        .workflows
+        .load_one(id)
+        .await
+        .map_err(AppError::from)?
+        .ok_or(AppError::NotFound("workflow"))?;
+    Ok(service::as_member(workflow, role)?.into())
+}
+
 /// The person behind `user_id`: from what a list preloaded, or through
 /// the request's user loader.
 async fn load_user_summary(
@@ -602,19 +614,12 @@ async fn load_user_summary(
     preloaded: Option<&Preloaded>,
     user_id: Option<Uuid>,
 ) -> async_graphql::Result<Option<UserSummary>> {
-    let Some(id) = user_id else {
-        return Ok(None);
-    };
     if let Some(users) = preloaded.and_then(|p| p.users.as_ref()) {
-        return Ok(users.get(&id).cloned().map(UserSummary::from));
+        return Ok(user_id
+            .and_then(|id| users.get(&id).cloned())
+            .map(UserSummary::from));
     }
-    let user = RequestContext::of(ctx)
-        .loaders
-        .users
-        .load_one(id)
-        .await
-        .map_err(AppError::from)?;
-    Ok(user.map(UserSummary::from))
+    user_summary(ctx, user_id).await
 }
 
 const VERSION_CURSOR: &str = "version";

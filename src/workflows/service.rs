@@ -241,6 +241,27 @@ pub async fn find_for_member(
     Ok(MemberWorkflow { workflow, role })
 }
 
+/// The version new executions of `workflow` run. Every workflow has one
+/// from its creation.
+pub fn active_version_id(workflow: &workflow::Model) -> AppResult<Uuid> {
+    workflow.active_version_id.ok_or_else(|| {
+        AppError::Internal(anyhow::anyhow!(
+            "workflow {} has no active version",
+            workflow.id
+        ))
+    })
+}
+
+/// CONFLICT for an archived workflow, which cannot run.
+pub fn ensure_runnable(workflow: &workflow::Model) -> AppResult<()> {
+    if workflow.archived_at.is_some() {
+        return Err(AppError::Conflict(
+            "the workflow is archived: unarchive it to run it".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
 /// The workflow as a member with `role` sees it, if the role may view it.
 pub fn as_member(workflow: workflow::Model, role: Role) -> AppResult<MemberWorkflow> {
     policy::authorize(role, Action::ViewWorkflow)?;

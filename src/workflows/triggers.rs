@@ -29,6 +29,7 @@ use sea_orm::{
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::service as workflows;
 use crate::app::AppState;
 use crate::auth::tokens::{hash_token, new_opaque_token};
 use crate::db::{begin_write, locked};
@@ -241,7 +242,7 @@ async fn insert(
     actor: Principal,
     workflow_id: Uuid,
     mut model: trigger::ActiveModel,
-    details: Value,
+    mut details: Value,
 ) -> AppResult<MemberTrigger> {
     let now = state.clock.now();
     let txn = begin_write(&state.db).await?;
@@ -269,7 +270,6 @@ async fn insert(
     model.created_by = Set(actor.user_id());
     model.created_at = Set(now);
     let trigger = model.insert(&txn).await?;
-    let mut details = details;
     details["workflowId"] = json!(workflow.id);
     audit::record(
         &txn,
@@ -430,12 +430,8 @@ pub async fn fire_webhook(
         .one(&state.db)
         .await?
         .ok_or(AppError::NotFound("webhook"))?;
-    if workflow.archived_at.is_some() {
-        return Err(AppError::Conflict(
-            "the workflow is archived: unarchive it to run it".to_owned(),
-        ));
-    }
-    let version_id = active_version(&workflow)?;
+    workflows::ensure_runnable(&workflow)?;
+    let version_id = workflows::active_version_id(&workflow)?;
     let new = NewExecution {
         workflow: &workflow,
         version_id,
@@ -527,25 +523,23 @@ async fn fire_schedule(
         tracing::info!(trigger_id = %found.id, workflow_id = %workflow.id, "schedule skipped: the workflow is archived");
         return Ok(false);
     }
-    let queued = match active_version(&workflow) {
-        Ok(version_id) => {
-            let new = NewExecution {
-                workflow: &workflow,
-                version_id,
-                input: found.input.clone().unwrap_or_else(|| json!({})),
-                priority: Priority::Normal,
-                idempotency_key: None,
-                created_by: None,
-                retry_of_id: None,
-                origin: Origin::Trigger {
-                    kind: TriggerKind::Schedule,
-                    id: found.id,
-                },
-            };
-            insert_queued(&txn, new, now).await
-        }
-        Err(err) => Err(err),
-    };
+    let queued = async {
+        let new = NewExecution {
+            workflow: &workflow,
+            version_id: workflows::active_version_id(&workflow)?,
+            input: found.input.clone().unwrap_or_else(|| json!({})),
+            priority: Priority::Normal,
+            idempotency_key: None,
+            created_by: None,
+            retry_of_id: None,
+            origin: Origin::Trigger {
+                kind: TriggerKind::Schedule,
+                id: found.id,
+            },
+        };
+        insert_queued(&txn, new, now).await
+    }
+    .await;
     match queued {
         Ok(queued) => {
             txn.commit().await?;
@@ -568,15 +562,6 @@ async fn fire_schedule(
             Ok(false)
         }
     }
-}
-
-fn active_version(workflow: &workflow::Model) -> AppResult<Uuid> {
-    workflow.active_version_id.ok_or_else(|| {
-        AppError::Internal(anyhow::anyhow!(
-            "workflow {} has no active version",
-            workflow.id
-        ))
-    })
 }
 
 /// The trigger as a member with `role` sees it, if the role may view it.

@@ -7,11 +7,10 @@ use entity::role::Role;
 use entity::trigger;
 use serde_json::Value;
 
-use super::schema::Workflow;
+use super::schema::{Workflow, load_workflow};
 use super::triggers::{self, MemberTrigger, NewSchedule, Schedule};
-use crate::error::AppError;
 use crate::graphql::context::{RequestContext, parse_id};
-use crate::orgs::members_schema::UserSummary;
+use crate::orgs::members_schema::{UserSummary, user_summary};
 
 /// What starts an execution.
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,28 +112,12 @@ impl Trigger {
     }
 
     async fn workflow(&self, ctx: &Context<'_>) -> async_graphql::Result<Workflow> {
-        let workflow = RequestContext::of(ctx)
-            .loaders
-            .workflows
-            .load_one(self.0.trigger.workflow_id)
-            .await
-            .map_err(AppError::from)?
-            .ok_or(AppError::NotFound("workflow"))?;
-        Ok(super::service::as_member(workflow, self.0.role)?.into())
+        load_workflow(ctx, self.0.trigger.workflow_id, self.0.role).await
     }
 
     /// Who made it; null when an API key did, or once their account is gone.
     async fn created_by(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<UserSummary>> {
-        let Some(id) = self.0.trigger.created_by else {
-            return Ok(None);
-        };
-        let user = RequestContext::of(ctx)
-            .loaders
-            .users
-            .load_one(id)
-            .await
-            .map_err(AppError::from)?;
-        Ok(user.map(UserSummary::from))
+        user_summary(ctx, self.0.trigger.created_by).await
     }
 
     async fn created_at(&self) -> DateTime<Utc> {
@@ -274,16 +257,9 @@ impl TriggerMutation {
         let actor = request.viewer.principal()?;
         let trigger_id = parse_id(&input.trigger_id, "triggerId")?;
         let deleted = triggers::delete(&request.state, actor, trigger_id).await?;
-        let workflow = request
-            .loaders
-            .workflows
-            .load_one(deleted.trigger.workflow_id)
-            .await
-            .map_err(AppError::from)?
-            .ok_or(AppError::NotFound("workflow"))?;
         Ok(DeleteTriggerPayload {
             trigger_id: ID(trigger_id.to_string()),
-            workflow: super::service::as_member(workflow, deleted.role)?.into(),
+            workflow: load_workflow(ctx, deleted.trigger.workflow_id, deleted.role).await?,
         })
     }
 }

@@ -5,32 +5,14 @@
 //! server, with the same authorization rules and close codes as
 //! graphql-transport-ws. Every read skips `ka` frames.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
+use crate::subscriptions::{idle_app, seqs};
+use crate::support::TestApp;
 use crate::support::ws::{Frame, WsClient};
-use crate::support::{Session, TestApp};
 
 const CANCEL: &str =
     "mutation($input: CancelExecutionInput!) { cancelExecution(input: $input) { id status } }";
-
-/// A server whose executions stay queued (no workers), with a workflow.
-async fn idle_app() -> (TestApp, Session, String) {
-    let app = TestApp::spawn_with(|settings| settings.workers = 0).await;
-    let owner = app.user().await;
-    let organization = app.organization(&owner, "Acme").await;
-    let workflow = app
-        .workflow(
-            &owner,
-            &organization,
-            json!([{ "id": "a", "kind": "TRANSFORM", "config": { "output": 1 } }]),
-        )
-        .await;
-    (app, owner, workflow)
-}
-
-fn seqs(events: &[Value]) -> Vec<i64> {
-    events.iter().map(|e| e["seq"].as_i64().unwrap()).collect()
-}
 
 /// Asserts the next message (keep-alives aside) is a `data` of operation
 /// `id` carrying the event with `seq`.

@@ -7,7 +7,7 @@ use crate::support::ws::WsClient;
 use crate::support::{Session, TestApp};
 
 /// A server whose executions stay queued (no workers), with a workflow.
-async fn idle_app() -> (TestApp, Session, String) {
+pub(crate) async fn idle_app() -> (TestApp, Session, String) {
     let app = TestApp::spawn_with(|settings| settings.workers = 0).await;
     let owner = app.user().await;
     let organization = app.organization(&owner, "Acme").await;
@@ -21,7 +21,7 @@ async fn idle_app() -> (TestApp, Session, String) {
     (app, owner, workflow)
 }
 
-fn seqs(events: &[Value]) -> Vec<i64> {
+pub(crate) fn seqs(events: &[Value]) -> Vec<i64> {
     events.iter().map(|e| e["seq"].as_i64().unwrap()).collect()
 }
 

@@ -115,38 +115,14 @@ impl WsClient {
 
     /// Starts `executionEvents` over the legacy protocol.
     pub async fn start_events(&mut self, id: &str, execution_id: &str, after_seq: i64) {
-        self.send(json!({
-            "type": "start",
-            "id": id,
-            "payload": {
-                "query": EXECUTION_EVENTS,
-                "variables": { "executionId": execution_id, "afterSeq": after_seq }
-            }
-        }))
-        .await;
+        self.send_events_operation("start", id, execution_id, after_seq)
+            .await;
     }
 
     /// Every legacy `data` payload's event of operation `id` until its
     /// `complete`, skipping other operations' messages and keep-alives.
     pub async fn legacy_events_until_complete(&mut self, id: &str) -> Vec<Value> {
-        let mut events = Vec::new();
-        loop {
-            let message = self.next_legacy().await;
-            if message["id"] != id {
-                continue;
-            }
-            match message["type"].as_str() {
-                Some("data") => {
-                    assert!(
-                        message["payload"].get("errors").is_none(),
-                        "error in stream: {message}"
-                    );
-                    events.push(message["payload"]["data"]["executionEvents"].clone());
-                }
-                Some("complete") => return events,
-                other => panic!("unexpected {other:?}: {message}"),
-            }
-        }
+        self.execution_events_until_complete(id, "data").await
     }
 
     /// Connects and completes `connection_init` with `token` (if any).
@@ -230,8 +206,20 @@ impl WsClient {
 
     /// Subscribes to `executionEvents`.
     pub async fn subscribe_events(&mut self, id: &str, execution_id: &str, after_seq: i64) {
+        self.send_events_operation("subscribe", id, execution_id, after_seq)
+            .await;
+    }
+
+    /// Sends an `executionEvents` operation as a `kind` message.
+    async fn send_events_operation(
+        &mut self,
+        kind: &str,
+        id: &str,
+        execution_id: &str,
+        after_seq: i64,
+    ) {
         self.send(json!({
-            "type": "subscribe",
+            "type": kind,
             "id": id,
             "payload": {
                 "query": EXECUTION_EVENTS,
@@ -243,14 +231,20 @@ impl WsClient {
 
     /// Every `next` payload of operation `id` until its `complete`.
     pub async fn events_until_complete(&mut self, id: &str) -> Vec<Value> {
+        self.execution_events_until_complete(id, "next").await
+    }
+
+    /// The event of every `data_type` message of operation `id` until its
+    /// `complete`; keep-alives and other operations' messages are skipped.
+    async fn execution_events_until_complete(&mut self, id: &str, data_type: &str) -> Vec<Value> {
         let mut events = Vec::new();
         loop {
-            let message = self.next_json().await;
+            let message = self.next_legacy().await;
             if message["id"] != id {
                 continue;
             }
             match message["type"].as_str() {
-                Some("next") => {
+                Some(kind) if kind == data_type => {
                     assert!(
                         message["payload"].get("errors").is_none(),
                         "error in stream: {message}"
