@@ -10,9 +10,12 @@
 //! reconnected (`Reconnected`), events may be missing for executions it
 //! has never heard of, so it sends a resync, and the client refetches what
 //! it shows. A publish lost with neither signal (the publisher's queue was
-//! full) shows only when a later event of that execution arrives: unlike
-//! `executionEvents`, this stream has no idle re-check of the log. Nothing is buffered without limit: the bus's queue per
-//! subscriber is bounded, and lagging past it is a resync.
+//! full, or the worker's instance has no shared bus) is caught by the
+//! instance's idle re-check (see `recheck`), which this stream joins for
+//! every unfinished execution it has passed events of: one that moved on
+//! unheard is filled from the log, so a lost terminal event still arrives.
+//! Nothing is buffered without limit: the bus's queue per subscriber is
+//! bounded, and lagging past it is a resync.
 //!
 //! With a throttle, events are coalesced per execution: at most one per
 //! execution per interval, the latest (its snapshot is the newest state).
@@ -27,6 +30,7 @@ use uuid::Uuid;
 
 use super::bus::{BusMessage, BusSignal, Topic};
 use super::log::{EventKind, ExecutionEventRecord, events_after};
+use super::recheck::{FollowedExecutions, StreamRegistry};
 use crate::app::AppState;
 use crate::error::AppError;
 
@@ -89,30 +93,24 @@ pub fn organization_events(
 ) -> impl Stream<Item = Result<StreamItem, AppError>> {
     async_stream::try_stream! {
         let mut live = state.bus.subscribe(Topic::Organization(organization_id)).await;
-        let mut order = Continuity::since(state.clock.now());
+        let mut order = Continuity::since(state.clock.now(), state.streams.clone());
         let mut pending = Coalesced::default();
         let mut ticker = tokio::time::interval(throttle.unwrap_or(Duration::from_secs(3600)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let woke = tokio::select! {
                 signal = live.recv() => Woke::Bus(signal),
+                (execution_id, seq) = order.followed.next() => Woke::Recheck(execution_id, seq),
                 _ = ticker.tick(), if !pending.is_empty() => Woke::Flush,
             };
-            match woke {
+            let flushing = matches!(woke, Woke::Flush);
+            let events = match woke {
                 Woke::Bus(None) => return,
                 Woke::Bus(Some(BusSignal::Message(BusMessage::ExecutionEvent(event)))) => {
-                    for event in order.admit(&state, *event).await? {
-                        if !filter.admits(&event) {
-                            continue;
-                        }
-                        if throttle.is_some() {
-                            pending.put(event);
-                        } else {
-                            yield StreamItem::Event(event);
-                        }
-                    }
+                    order.admit(&state, *event).await?
                 }
-                Woke::Bus(Some(BusSignal::Message(_))) => {}
+                Woke::Recheck(execution_id, seq) => order.catch_up(&state, execution_id, seq).await?,
+                Woke::Bus(Some(BusSignal::Message(_))) => Vec::new(),
                 Woke::Bus(Some(signal @ (BusSignal::Lagged | BusSignal::Reconnected))) => {
                     let reason = if matches!(signal, BusSignal::Lagged) {
                         ResyncReason::Lagged
@@ -124,11 +122,18 @@ pub fn organization_events(
                     order.forget(state.clock.now());
                     tracing::info!(%organization_id, ?reason, "organization stream resynced");
                     yield StreamItem::Resync { reason, occurred_at: state.clock.now() };
+                    Vec::new()
                 }
-                Woke::Flush => {
-                    for event in pending.drain() {
-                        yield StreamItem::Event(event);
-                    }
+                Woke::Flush => pending.drain(),
+            };
+            for event in events {
+                if !filter.admits(&event) {
+                    continue;
+                }
+                if throttle.is_some() && !flushing {
+                    pending.put(event);
+                } else {
+                    yield StreamItem::Event(event);
                 }
             }
         }
@@ -138,6 +143,8 @@ pub fn organization_events(
 /// What woke an organization stream.
 enum Woke {
     Bus(Option<BusSignal>),
+    /// The idle re-check saw this execution reach this seq.
+    Recheck(Uuid, i32),
     /// The throttle interval passed with events pending.
     Flush,
 }
@@ -148,13 +155,16 @@ struct Continuity {
     /// When the stream started: an execution queued since then is
     /// streamed from its first event.
     started_at: DateTime<Utc>,
+    /// The unfinished executions in `newest`, watched by the idle re-check.
+    followed: FollowedExecutions,
 }
 
 impl Continuity {
-    fn since(started_at: DateTime<Utc>) -> Self {
+    fn since(started_at: DateTime<Utc>, streams: StreamRegistry) -> Self {
         Self {
             newest: HashMap::new(),
             started_at,
+            followed: FollowedExecutions::new(streams),
         }
     }
 
@@ -178,22 +188,52 @@ impl Continuity {
             }
             _ => vec![event],
         };
+        self.passed_on(execution_id, &events);
+        Ok(events)
+    }
+
+    /// The events of `execution_id` up to `seq` not yet passed on, from
+    /// the log: the re-check saw them, the bus did not deliver them.
+    async fn catch_up(
+        &mut self,
+        state: &AppState,
+        execution_id: Uuid,
+        seq: i32,
+    ) -> Result<Vec<ExecutionEventRecord>, AppError> {
+        let Some(newest) = self.newest.get(&execution_id).copied() else {
+            return Ok(Vec::new());
+        };
+        if seq <= newest {
+            return Ok(Vec::new());
+        }
+        let events = events_after(&state.db, execution_id, newest).await?;
+        self.passed_on(execution_id, &events);
+        Ok(events)
+    }
+
+    /// Records `events` of `execution_id` as passed on.
+    fn passed_on(&mut self, execution_id: Uuid, events: &[ExecutionEventRecord]) {
         let Some(last) = events.last() else {
-            return Ok(events);
+            return;
         };
         // Finished executions are remembered too, so a late redelivery of
         // their events is still recognised.
-        if self.newest.len() >= MAX_TRACKED_EXECUTIONS {
-            self.forget(event_time(&events));
+        if self.newest.len() >= MAX_TRACKED_EXECUTIONS && !self.newest.contains_key(&execution_id) {
+            self.forget(event_time(events));
         }
         self.newest.insert(execution_id, last.seq);
-        Ok(events)
+        if last.is_terminal() {
+            self.followed.unfollow(execution_id);
+        } else {
+            self.followed.follow(execution_id, last.seq);
+        }
     }
 
     /// Starts over from `now`: executions already under way are taken up
     /// at their next event, not replayed.
     fn forget(&mut self, now: DateTime<Utc>) {
         self.newest.clear();
+        self.followed.clear();
         self.started_at = now;
     }
 }

@@ -11,8 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use entity::execution;
+use futures::stream::{BoxStream, SelectAll};
+use futures::{StreamExt, stream};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 /// The executions streamed on this instance, each with the newest
@@ -54,6 +56,66 @@ impl Drop for StreamTicket {
     }
 }
 
+/// The executions one stream follows, woken together: the organization
+/// stream follows every unfinished execution it has passed events of.
+pub struct FollowedExecutions {
+    registry: StreamRegistry,
+    /// Dropping an execution's sender ends its watch and its ticket.
+    stops: HashMap<Uuid, oneshot::Sender<()>>,
+    woken: SelectAll<BoxStream<'static, (Uuid, i32)>>,
+}
+
+impl FollowedExecutions {
+    pub fn new(registry: StreamRegistry) -> Self {
+        Self {
+            registry,
+            stops: HashMap::new(),
+            woken: SelectAll::new(),
+        }
+    }
+
+    /// Follows `execution_id`, passed on up to `seen_seq`; following it
+    /// already changes nothing.
+    pub fn follow(&mut self, execution_id: Uuid, seen_seq: i32) {
+        if self.stops.contains_key(&execution_id) {
+            return;
+        }
+        let (stop, stopped) = oneshot::channel();
+        let ticket = self.registry.register(execution_id, seen_seq);
+        let watch = stream::unfold(
+            (ticket, stopped),
+            move |(mut ticket, mut stopped)| async move {
+                tokio::select! {
+                    seq = ticket.newer_seq() => seq.map(|seq| ((execution_id, seq), (ticket, stopped))),
+                    _ = &mut stopped => None,
+                }
+            },
+        );
+        self.stops.insert(execution_id, stop);
+        self.woken.push(watch.boxed());
+    }
+
+    /// Stops following `execution_id` (it finished).
+    pub fn unfollow(&mut self, execution_id: Uuid) {
+        self.stops.remove(&execution_id);
+    }
+
+    /// Stops following everything.
+    pub fn clear(&mut self) {
+        self.stops.clear();
+        self.woken = SelectAll::new();
+    }
+
+    /// The next followed execution the re-check saw move on, with its
+    /// newest seq; pending while nothing is followed.
+    pub async fn next(&mut self) -> (Uuid, i32) {
+        match self.woken.next().await {
+            Some(woken) => woken,
+            None => std::future::pending().await,
+        }
+    }
+}
+
 impl StreamRegistry {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Watched>> {
         self.streams
@@ -70,7 +132,13 @@ impl StreamRegistry {
         });
         watched.streams += 1;
         let mut latest = watched.latest.subscribe();
-        latest.mark_unchanged();
+        // The re-check already saw events this stream has not: wake it at
+        // once rather than at the next event, which may never come.
+        if *latest.borrow() > seen_seq {
+            latest.mark_changed();
+        } else {
+            latest.mark_unchanged();
+        }
         StreamTicket {
             registry: self.clone(),
             execution_id,

@@ -113,19 +113,12 @@ async fn a_cancel_reaches_a_worker_without_a_shared_bus_through_its_heartbeat() 
     let organization = app.organization(&owner, "Acme").await;
     let workflow = app.workflow(&owner, &organization, slow_steps()).await;
     // The worker runs in a second instance whose bus reaches no one.
-    let mut settings = app.settings.clone();
-    settings.redis_url = None;
-    settings.workers = 1;
-    settings.lease_secs = 3;
-    settings.park_after_ms = 3_600_000;
-    let config = flowpilot::config::Config::from_settings(settings).unwrap();
-    let isolated = flowpilot::app::AppState::build(config, flowpilot::clock::Clock::system())
-        .await
-        .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let workers = tokio::spawn(isolated.run_workers(async move {
-        let _ = stopped.await;
-    }));
+    let worker = app
+        .isolated_worker(|settings| {
+            settings.lease_secs = 3;
+            settings.park_after_ms = 3_600_000;
+        })
+        .await;
 
     let id = app.run(&owner, &workflow, json!({})).await;
     let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
@@ -136,8 +129,7 @@ async fn a_cancel_reaches_a_worker_without_a_shared_bus_through_its_heartbeat() 
         .await
         .expect("the heartbeat (every second here) noticed the cancel");
     assert_eq!(rest.last().unwrap()["kind"], "EXECUTION_CANCELLED");
-    let _ = stop.send(());
-    workers.await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]

@@ -897,3 +897,34 @@ async fn a_subscriber_on_another_instance_receives_every_event_of_an_execution_i
     assert_eq!(items_of(&items, "b").len(), 7, "{items:?}");
     assert_nothing_more(&mut on_b).await;
 }
+
+#[tokio::test]
+async fn events_the_bus_never_delivered_reach_the_stream_through_the_recheck_up_to_the_terminal_one()
+ {
+    let app = TestApp::spawn_with(|settings| {
+        settings.workers = 0;
+        settings.stream_recheck_ms = 200;
+    })
+    .await;
+    let owner = app.user().await;
+    let organization = app.organization(&owner, "Acme").await;
+    let workflow = app.workflow(&owner, &organization, two_steps()).await;
+    let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
+    watch(&mut client, "org", &organization, Value::Null, Value::Null).await;
+    let id = app.run(&owner, &workflow, json!({})).await;
+    let queued = read_until(&mut client, |items| !items_of(items, "org").is_empty()).await;
+    assert_eq!(seqs(&of_execution(items_of(&queued, "org"), &id)), [1]);
+
+    // Its worker's events are committed but never published to this server.
+    let worker = app.isolated_worker(|_| {}).await;
+
+    let rest = read_until(&mut client, |items| finished(items_of(items, "org"), &id)).await;
+    let rest = items_of(&rest, "org");
+    assert_only_events(rest);
+    let events = of_execution(rest, &id);
+    assert_eq!(seqs(&events), (2..=7).collect::<Vec<_>>(), "{rest:?}");
+    assert_eq!(kinds(&events), TWO_STEP_KINDS[1..]);
+    assert_nothing_more(&mut client).await;
+    worker.stop().await;
+    client.close().await;
+}

@@ -346,23 +346,11 @@ async fn events_the_bus_never_delivered_reach_the_stream_through_the_recheck() {
     client.subscribe_events("quiet", &id, 0).await;
     assert_eq!(client.events_until_seq("quiet", 1).await.len(), 1);
 
-    // A second instance on the same database whose bus reaches no one: its
-    // worker's events are committed but never published to this server.
-    let mut settings = app.settings.clone();
-    settings.redis_url = None;
-    settings.workers = 1;
-    let config = flowpilot::config::Config::from_settings(settings).unwrap();
-    let isolated = flowpilot::app::AppState::build(config, flowpilot::clock::Clock::system())
-        .await
-        .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let workers = tokio::spawn(isolated.run_workers(async move {
-        let _ = stopped.await;
-    }));
+    // Its worker's events are committed but never published to this server.
+    let worker = app.isolated_worker(|_| {}).await;
 
     let events = client.events_until_complete("quiet").await;
     assert_eq!(seqs(&events), (2..=5).collect::<Vec<_>>());
     assert_eq!(events.last().unwrap()["kind"], "EXECUTION_SUCCEEDED");
-    let _ = stop.send(());
-    workers.await.unwrap();
+    worker.stop().await;
 }

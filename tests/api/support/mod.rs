@@ -497,6 +497,25 @@ impl TestApp {
         response.data()["execution"].clone()
     }
 
+    /// One worker in a second instance over this server's database whose
+    /// bus reaches no one: what it commits is never published to this
+    /// server. `adjust` may change its settings first.
+    pub async fn isolated_worker(&self, adjust: impl FnOnce(&mut Settings)) -> IsolatedWorker {
+        let mut settings = self.settings.clone();
+        settings.redis_url = None;
+        settings.workers = 1;
+        adjust(&mut settings);
+        let config = Config::from_settings(settings).expect("settings");
+        let isolated = AppState::build(config, Clock::system())
+            .await
+            .expect("the isolated instance starts");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(isolated.run_workers(async move {
+            let _ = stopped.await;
+        }));
+        IsolatedWorker { stop, task }
+    }
+
     /// Stops the server gracefully and waits for it to finish.
     pub async fn stop(mut self) {
         if let Some(shutdown) = self.shutdown.take() {
@@ -509,6 +528,20 @@ impl TestApp {
                 .expect("server task did not panic")
                 .expect("server stopped cleanly");
         }
+    }
+}
+
+/// Workers started by [`TestApp::isolated_worker`].
+pub struct IsolatedWorker {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl IsolatedWorker {
+    /// Stops the worker and waits for it.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.expect("the isolated worker did not panic");
     }
 }
 
