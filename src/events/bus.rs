@@ -19,8 +19,9 @@ use uuid::Uuid;
 use super::log::ExecutionEventRecord;
 use super::redis_bus::{RedisBus, RedisBusState};
 
-/// Signals a topic buffers for a slow subscriber before it lags.
-const TOPIC_CAPACITY: usize = 1024;
+/// Signals a topic holds for each subscriber here before the slowest
+/// lags: the queue of a subscriber that stops reading never grows past it.
+pub const SUBSCRIBER_QUEUE: usize = 1024;
 
 /// Where a message is published.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -95,6 +96,15 @@ impl EventBus {
         }
     }
 
+    /// How many signals of `topic` wait here for its slowest subscriber:
+    /// at most [`SUBSCRIBER_QUEUE`].
+    pub fn queued(&self, topic: Topic) -> usize {
+        match self {
+            Self::Local(fanout) => fanout.queued(topic),
+            Self::Redis(bus) => bus.fanout().queued(topic),
+        }
+    }
+
     /// How the bus is doing, for `/health/cache`.
     pub fn health(&self) -> BusHealth {
         match self {
@@ -164,10 +174,15 @@ impl Fanout {
         let mut topics = self.topics();
         let sender = topics
             .entry(topic)
-            .or_insert_with(|| broadcast::channel(TOPIC_CAPACITY).0);
+            .or_insert_with(|| broadcast::channel(SUBSCRIBER_QUEUE).0);
         Subscription {
             receiver: sender.subscribe(),
         }
+    }
+
+    /// How many signals of `topic` its slowest subscriber has not read.
+    pub fn queued(&self, topic: Topic) -> usize {
+        self.topics().get(&topic).map_or(0, broadcast::Sender::len)
     }
 
     /// Whether anyone here listens to `topic`.
@@ -203,7 +218,7 @@ mod tests {
     async fn a_subscriber_that_falls_behind_is_told_it_lagged() {
         let bus = EventBus::local();
         let mut slow = bus.subscribe(Topic::Control).await;
-        for _ in 0..=TOPIC_CAPACITY {
+        for _ in 0..=SUBSCRIBER_QUEUE {
             bus.publish(Topic::Control, BusMessage::WorkerWakeup).await;
         }
         assert!(matches!(slow.recv().await, Some(BusSignal::Lagged)));
@@ -215,16 +230,17 @@ mod tests {
         let bus = EventBus::local();
         let topic = Topic::Organization(Uuid::now_v7());
         let mut stalled = bus.subscribe(topic).await;
-        let published = 3 * TOPIC_CAPACITY;
+        let published = 3 * SUBSCRIBER_QUEUE;
         for n in 0..published {
             let message = BusMessage::CancelRequested {
                 execution_id: Uuid::from_u128(n as u128),
             };
             bus.publish(topic, message).await;
         }
+        assert_eq!(bus.queued(topic), SUBSCRIBER_QUEUE);
         assert!(matches!(stalled.recv().await, Some(BusSignal::Lagged)));
         // What it still holds is the newest messages, in order, and no more
-        // than the topic's capacity.
+        // than its queue.
         let mut held = Vec::new();
         while let Ok(signal) = stalled.receiver.try_recv() {
             match signal {
@@ -234,7 +250,7 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
         }
-        let newest: Vec<usize> = (published - TOPIC_CAPACITY..published).collect();
+        let newest: Vec<usize> = (published - SUBSCRIBER_QUEUE..published).collect();
         assert_eq!(held, newest);
     }
 

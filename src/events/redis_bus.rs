@@ -125,6 +125,11 @@ impl RedisBus {
         subscription
     }
 
+    /// The local fan-out of what this instance's subscriber receives.
+    pub(super) fn fanout(&self) -> &Fanout {
+        &self.fanout
+    }
+
     /// The subscriber connection's state.
     pub fn state(&self) -> RedisBusState {
         if self.state.load(Ordering::Relaxed) == CONNECTED {

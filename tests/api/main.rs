@@ -37,6 +37,7 @@ mod schema_sdl;
 mod secrets_at_rest;
 mod sessions;
 mod shutdown;
+mod slow_consumers;
 mod sse;
 mod startup;
 mod step_kinds;

@@ -1,0 +1,232 @@
+//! A subscriber that stops reading: its queue on the bus stops growing at
+//! [`SUBSCRIBER_QUEUE`] signals however much is published, and when it
+//! reads again an execution stream catches up exactly from the log while
+//! an organization stream says `StreamResync { reason: LAGGED }` and goes
+//! on.
+//!
+//! The subscriptions run through the schema as the WebSocket and SSE
+//! handlers run them, and "stops reading" is not polling the response
+//! stream: a client that stops reading its socket does the same to the
+//! server once the connection's bounded outbox is full, but how much the
+//! kernel buffers first is not the test's to choose.
+
+use std::time::{Duration, Instant};
+
+use async_graphql::{Request, Response, Variables};
+use flowpilot::auth::service::DeviceInfo;
+use flowpilot::events::bus::{BusMessage, SUBSCRIBER_QUEUE, Topic};
+use flowpilot::events::log::events_after;
+use flowpilot::graphql::AppSchema;
+use flowpilot::graphql::context::{RequestContext, Viewer};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::support::ws::EXECUTION_EVENTS;
+use crate::support::{Session, TestApp};
+
+const ORGANIZATION_EVENTS: &str = "subscription($organizationId: ID!) {
+  organizationExecutionEvents(organizationId: $organizationId) {
+    __typename
+    ... on ExecutionEvent { seq kind executionId }
+    ... on StreamResync { reason }
+  }
+}";
+/// How long a new organization stream is given to go live.
+const SETTLE: Duration = Duration::from_millis(300);
+/// How long a test waits for an item or a queue to fill.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A delay long enough to stop reading in, then a quick step: a run emits
+/// 7 events.
+fn delay_then_transform() -> Value {
+    json!([
+        { "id": "wait", "kind": "DELAY", "config": { "ms": 500 } },
+        { "id": "after", "kind": "TRANSFORM", "needs": ["wait"], "config": { "output": 1 } }
+    ])
+}
+
+/// A subscription of `session` through the schema, as `/graphql/ws` runs it.
+async fn subscribe(
+    app: &TestApp,
+    session: &Session,
+    query: &str,
+    variables: Value,
+) -> BoxStream<'static, Response> {
+    let schema: AppSchema = flowpilot::graphql::build_schema(&app.settings);
+    let authorization = format!("Bearer {}", session.access_token);
+    let viewer = Viewer::from_authorization(&app.state, Some(&authorization)).await;
+    let device = DeviceInfo {
+        ip: None,
+        user_agent: None,
+    };
+    let context = RequestContext::new(app.state.clone(), viewer, device);
+    let request = Request::new(query)
+        .variables(Variables::from_json(variables))
+        .data(context);
+    schema.execute_stream(request).boxed()
+}
+
+/// The next item of `stream`, as JSON data of `field`.
+async fn next_item(stream: &mut BoxStream<'static, Response>, field: &str) -> Option<Value> {
+    let response = tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("an item within the wait")?;
+    assert!(response.errors.is_empty(), "{:?}", response.errors);
+    let data = response.data.into_json().expect("JSON data");
+    Some(data[field].clone())
+}
+
+/// Republishes the newest event of `execution` (another execution of the
+/// organization) `times` times, as a busy organization's traffic.
+async fn flood(app: &TestApp, organization: Uuid, execution: Uuid, times: usize) {
+    let events = events_after(&app.state.db, execution, 0).await.unwrap();
+    let newest = events.last().expect("an event to republish").clone();
+    for _ in 0..times {
+        let message = BusMessage::ExecutionEvent(Box::new(newest.clone()));
+        app.state
+            .bus
+            .publish(Topic::Organization(organization), message)
+            .await;
+    }
+}
+
+/// Waits until the organization's queue here holds exactly the cap, and
+/// asserts it never held more on the way.
+async fn assert_queue_capped(app: &TestApp, organization: Uuid) {
+    let topic = Topic::Organization(organization);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let queued = app.state.bus.queued(topic);
+        assert!(
+            queued <= SUBSCRIBER_QUEUE,
+            "{queued} signals queued for one subscriber"
+        );
+        if queued == SUBSCRIBER_QUEUE {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the queue never filled: {queued} signals"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An owner's organization with one finished run, whose events are
+/// republished as traffic, and a workflow that waits half a second.
+async fn busy_organization(app: &TestApp) -> (Session, Uuid, Uuid, String) {
+    let owner = app.user().await;
+    let organization = app.organization(&owner, "Acme").await;
+    let workflow = app
+        .workflow(&owner, &organization, delay_then_transform())
+        .await;
+    let traffic = app.run(&owner, &workflow, json!({})).await;
+    app.finished_execution(&owner, &traffic).await;
+    (
+        owner,
+        organization.parse().unwrap(),
+        traffic.parse().unwrap(),
+        workflow,
+    )
+}
+
+#[tokio::test]
+async fn an_execution_stream_that_stops_reading_is_capped_then_catches_up_exactly_from_the_log() {
+    let app = TestApp::spawn().await;
+    let (owner, organization, traffic, workflow) = busy_organization(&app).await;
+    let id = app.run(&owner, &workflow, json!({})).await;
+    let mut stream = subscribe(
+        &app,
+        &owner,
+        EXECUTION_EVENTS,
+        json!({ "executionId": id, "afterSeq": 0 }),
+    )
+    .await;
+    let first = next_item(&mut stream, "executionEvents").await.unwrap();
+    assert_eq!(first["seq"], 1);
+
+    // The subscriber stops reading while the run finishes and three queues'
+    // worth of traffic follows: its own events are pushed out of the queue.
+    app.finished_execution(&owner, &id).await;
+    flood(&app, organization, traffic, 3 * SUBSCRIBER_QUEUE).await;
+    assert_queue_capped(&app, organization).await;
+
+    let mut seqs = Vec::new();
+    while let Some(event) = next_item(&mut stream, "executionEvents").await {
+        assert_eq!(event["executionId"], id.as_str(), "{event}");
+        seqs.push(event["seq"].as_i64().unwrap());
+    }
+    assert_eq!(seqs, (2..=7).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn an_organization_stream_that_stops_reading_is_capped_then_resynced_and_goes_on() {
+    let app = TestApp::spawn().await;
+    let (owner, organization, traffic, workflow) = busy_organization(&app).await;
+    let mut stream = subscribe(
+        &app,
+        &owner,
+        ORGANIZATION_EVENTS,
+        json!({ "organizationId": organization }),
+    )
+    .await;
+    // The stream goes live on its first poll; the run starts meanwhile.
+    let (first, before) = tokio::join!(
+        next_item(&mut stream, "organizationExecutionEvents"),
+        async {
+            tokio::time::sleep(SETTLE).await;
+            app.run(&owner, &workflow, json!({})).await
+        }
+    );
+    let first = first.unwrap();
+    assert_eq!(first["executionId"], before.as_str(), "{first}");
+    assert_eq!(first["seq"], 1);
+
+    app.finished_execution(&owner, &before).await;
+    flood(&app, organization, traffic, 3 * SUBSCRIBER_QUEUE).await;
+    assert_queue_capped(&app, organization).await;
+
+    let resync = next_item(&mut stream, "organizationExecutionEvents")
+        .await
+        .unwrap();
+    assert_eq!(
+        resync,
+        json!({ "__typename": "StreamResync", "reason": "LAGGED" })
+    );
+    // It reads on through what is still queued until nothing is: the
+    // traffic's one event, over and over, is passed on once at most.
+    let topic = Topic::Organization(organization);
+    let mut traffic_events = 0;
+    loop {
+        let item = tokio::time::timeout(
+            Duration::from_millis(200),
+            next_item(&mut stream, "organizationExecutionEvents"),
+        )
+        .await;
+        match item {
+            Ok(item) => {
+                let item = item.unwrap();
+                assert_eq!(item["__typename"], "ExecutionEvent", "{item}");
+                assert_eq!(item["executionId"], traffic.to_string(), "{item}");
+                traffic_events += 1;
+            }
+            Err(_) if app.state.bus.queued(topic) == 0 => break,
+            Err(_) => {}
+        }
+    }
+    assert!(traffic_events <= 1, "{traffic_events} copies of one event");
+
+    // Caught up, the stream goes on: a new run arrives whole.
+    let after = app.run(&owner, &workflow, json!({})).await;
+    let mut seqs = Vec::new();
+    while seqs.last() != Some(&7) {
+        let item = next_item(&mut stream, "organizationExecutionEvents")
+            .await
+            .unwrap();
+        assert_eq!(item["executionId"], after.as_str(), "{item}");
+        seqs.push(item["seq"].as_i64().unwrap());
+    }
+    assert_eq!(seqs, (1..=7).collect::<Vec<_>>());
+}
