@@ -19,6 +19,10 @@ pub enum AppError {
     /// Signed in, but not allowed to do this (the role, or the kind of
     /// credential, does not allow it).
     Forbidden(&'static str),
+    /// A subscription's access changed while it ran (the member was removed
+    /// or their role lowered): subscribe again. FORBIDDEN, with
+    /// `extensions.reason` `ACCESS_CHANGED`; a WebSocket closes with 4403.
+    AccessChanged,
     /// The object does not exist or the viewer may not know it exists.
     NotFound(&'static str),
     /// Input that can't be accepted; `field` is its path in the input.
@@ -44,7 +48,7 @@ impl AppError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Unauthenticated(_) => "UNAUTHENTICATED",
-            Self::Forbidden(_) => "FORBIDDEN",
+            Self::Forbidden(_) | Self::AccessChanged => "FORBIDDEN",
             Self::NotFound(_) => "NOT_FOUND",
             Self::BadUserInput { .. } => "BAD_USER_INPUT",
             Self::Conflict(_) => "CONFLICT",
@@ -58,6 +62,9 @@ impl AppError {
         match self {
             Self::Unauthenticated(message) => (*message).to_owned(),
             Self::Forbidden(message) => (*message).to_owned(),
+            Self::AccessChanged => {
+                "your access to this organization changed; subscribe again".to_owned()
+            }
             Self::NotFound(what) => format!("{what} not found"),
             Self::BadUserInput { message, .. } => message.clone(),
             Self::Conflict(message) => message.clone(),
@@ -104,9 +111,15 @@ impl From<AppError> for async_graphql::Error {
             if let AppError::RateLimited { retry_after_secs } = &err {
                 ext.set("retryAfter", *retry_after_secs);
             }
+            if let AppError::AccessChanged = &err {
+                ext.set("reason", ACCESS_CHANGED);
+            }
         })
     }
 }
+
+/// `extensions.reason` of a subscription ended by an access change.
+pub const ACCESS_CHANGED: &str = "ACCESS_CHANGED";
 
 /// Shorthand for service results.
 pub type AppResult<T> = Result<T, AppError>;

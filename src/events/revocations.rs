@@ -7,7 +7,9 @@
 //! - a connection watches its credential (a session or an API key): when it
 //!   is revoked, expires or disappears, the connection closes;
 //! - a subscription of a member watches their membership: when it is
-//!   removed or its role lowered, the subscription ends with FORBIDDEN.
+//!   removed or its role lowered, the subscription ends with
+//!   [`AppError::AccessChanged`] (FORBIDDEN), on which a WebSocket closes
+//!   with 4403.
 //!
 //! Changes reach every instance on the control topic. As a fallback for a
 //! lost message, each instance re-checks everything it watches every few
@@ -277,8 +279,8 @@ impl Revocations {
     }
 }
 
-/// `stream` until `watch` sees the membership end, then one FORBIDDEN
-/// error and the end. A stream that ends by itself ends as it would.
+/// `stream` until `watch` sees the membership end, then one
+/// [`AppError::AccessChanged`] and the end. A stream that ends by itself ends as it would.
 pub fn until_membership_ends<T: Send + 'static>(
     stream: impl Stream<Item = AppResult<T>> + Send + 'static,
     watch: Option<MembershipWatch>,
@@ -292,12 +294,7 @@ pub fn until_membership_ends<T: Send + 'static>(
         let (mut stream, mut watch) = state?;
         tokio::select! {
             biased;
-            () = watch.ended() => Some((
-                Err(AppError::Forbidden(
-                    "your access to this organization changed; subscribe again",
-                )),
-                None,
-            )),
+            () = watch.ended() => Some((Err(AppError::AccessChanged), None)),
             item = stream.next() => item.map(|item| (item, Some((stream, watch)))),
         }
     })
@@ -352,7 +349,7 @@ mod tests {
         let item = tokio::time::timeout(Duration::from_secs(1), stream.next())
             .await
             .expect("the stream answered");
-        assert!(matches!(item, Some(Err(AppError::Forbidden(_)))));
+        assert!(matches!(item, Some(Err(AppError::AccessChanged))));
         assert!(stream.next().await.is_none());
     }
 

@@ -411,8 +411,9 @@ pub async fn find_for_member(
 
 /// The execution's events after `after_seq`: replayed from the log, then
 /// live until the terminal event (see [`replay::execution_events`]). A
-/// member's stream ends with FORBIDDEN as soon as they are removed or their
-/// role is lowered; a key's ends with its connection when it is revoked.
+/// member's stream ends with [`AppError::AccessChanged`] as soon as they
+/// are removed or their role is lowered; a key's ends with its connection
+/// when it is revoked.
 pub fn event_stream(
     state: &AppState,
     principal: Principal,
@@ -443,8 +444,9 @@ pub fn event_stream(
 }
 
 /// The dashboard stream of an organization's execution events (VIEWER and
-/// up; NOT_FOUND for outsiders), ending with FORBIDDEN when the member's
-/// access ends. Answers the member's role with the stream.
+/// up; NOT_FOUND for outsiders), ending with [`AppError::AccessChanged`]
+/// when the member's access ends. Answers the member's role with the
+/// stream.
 pub async fn organization_stream(
     state: &AppState,
     principal: Principal,

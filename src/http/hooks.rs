@@ -105,7 +105,7 @@ fn failure(err: AppError) -> Response {
         AppError::Conflict(_) => StatusCode::CONFLICT,
         AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         AppError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-        AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+        AppError::Forbidden(_) | AppError::AccessChanged => StatusCode::FORBIDDEN,
         AppError::Internal(cause) => {
             tracing::error!(error = ?cause, "a webhook delivery failed");
             StatusCode::INTERNAL_SERVER_ERROR

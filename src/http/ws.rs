@@ -10,6 +10,7 @@
 //! | a second `connection_init` | 4429 |
 //! | `subscribe` before `connection_ack` | 4401 |
 //! | credentials in `connection_init` refused, or the session or API key ended later | 4403 |
+//! | a subscription's member was removed or their role lowered | 4403 |
 //! | `subscribe` with an id already in use | 4409 |
 //! | a message that is not JSON or not of the protocol | 4400 |
 //! | neither subprotocol offered | 4406 |
@@ -23,6 +24,11 @@
 //! The access token (or an API key) travels in the `connection_init`
 //! payload as `{"authorization": "Bearer …"}`; without one the connection is anonymous
 //! and subscriptions that need a user answer UNAUTHENTICATED.
+//!
+//! When an access change ends one of its subscriptions, the whole socket
+//! closes with 4403, as for a revoked credential: the client reconnects,
+//! and each subscription it makes again is authorized afresh, at the
+//! member's current role (or refused with NOT_FOUND once they are out).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -43,6 +49,7 @@ use super::HttpState;
 use super::client::device_info;
 use super::graphql::client_error;
 use crate::auth::service::DeviceInfo;
+use crate::error::ACCESS_CHANGED;
 use crate::events::revocations::CredentialWatch;
 use crate::graphql::context::{RequestContext, Viewer};
 
@@ -212,8 +219,17 @@ struct SubscribePayload {
 struct Finished {
     id: String,
     generation: u64,
-    /// The errors of an operation that failed before executing.
-    errors: Option<Value>,
+    end: End,
+}
+
+/// How an operation ended.
+enum End {
+    /// It completed.
+    Completed,
+    /// It failed before executing, with these errors.
+    Refused(Value),
+    /// Its member's access changed: the socket closes with 4403.
+    AccessChanged,
 }
 
 /// What the read loop does after a message.
@@ -288,9 +304,10 @@ impl Connection {
                 Some(done) = finished.recv() => {
                     if self.operations.get(&done.id).is_some_and(|(g, _)| *g == done.generation) {
                         self.operations.remove(&done.id);
-                        let message = match done.errors {
-                            Some(errors) => json!({ "type": self.protocol.name(ServerMessage::Error), "id": done.id, "payload": errors }),
-                            None => json!({ "type": self.protocol.name(ServerMessage::Complete), "id": done.id }),
+                        let message = match done.end {
+                            End::Refused(errors) => json!({ "type": self.protocol.name(ServerMessage::Error), "id": done.id, "payload": errors }),
+                            End::Completed => json!({ "type": self.protocol.name(ServerMessage::Complete), "id": done.id }),
+                            End::AccessChanged => break Some((4403, "Forbidden".to_owned())),
                         };
                         send(&outbox, message).await;
                     }
@@ -426,7 +443,15 @@ impl Connection {
                     let _ = finished.send(Finished {
                         id,
                         generation,
-                        errors: Some(json!(response.errors)),
+                        end: End::Refused(json!(response.errors)),
+                    });
+                    return;
+                }
+                if ends_on_access_change(&response) {
+                    let _ = finished.send(Finished {
+                        id,
+                        generation,
+                        end: End::AccessChanged,
                     });
                     return;
                 }
@@ -440,7 +465,7 @@ impl Connection {
             let _ = finished.send(Finished {
                 id,
                 generation,
-                errors: None,
+                end: End::Completed,
             });
         })
         .abort_handle()
@@ -453,6 +478,18 @@ fn is_request_error(response: &Response) -> bool {
     !response.errors.is_empty()
         && response.data == async_graphql::Value::Null
         && response.errors.iter().all(|e| e.path.is_empty())
+}
+
+/// Whether `response` ends its subscription because the member's access
+/// changed.
+fn ends_on_access_change(response: &Response) -> bool {
+    response.errors.iter().any(|error| {
+        error
+            .extensions
+            .as_ref()
+            .and_then(|extensions| extensions.get("reason"))
+            .is_some_and(|reason| *reason == async_graphql::Value::from(ACCESS_CHANGED))
+    })
 }
 
 /// `payload.authorization` (any case), as sent in `connection_init`.

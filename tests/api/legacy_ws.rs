@@ -5,8 +5,10 @@
 //! server, with the same authorization rules and close codes as
 //! graphql-transport-ws. Every read skips `ka` frames.
 
+use entity::role::Role;
 use serde_json::json;
 
+use crate::members::REMOVE_MEMBER;
 use crate::subscriptions::{idle_app, seqs};
 use crate::support::TestApp;
 use crate::support::ws::{Frame, WsClient};
@@ -317,6 +319,35 @@ async fn logging_out_closes_the_sessions_open_legacy_socket_with_4403() {
         .graphql_as(&owner.access_token, "mutation { logout }", json!({}))
         .await;
     assert_eq!(response.data()["logout"], true);
+    client.expect_close(4403).await;
+}
+
+#[tokio::test]
+async fn removing_a_member_closes_their_open_legacy_socket_with_4403() {
+    let app = TestApp::spawn_with(|settings| settings.workers = 0).await;
+    let owner = app.user().await;
+    let organization = app.organization(&owner, "Acme").await;
+    let workflow = app
+        .workflow(
+            &owner,
+            &organization,
+            json!([{ "id": "a", "kind": "TRANSFORM", "config": { "output": 1 } }]),
+        )
+        .await;
+    let viewer = app.member(&organization, Role::Viewer).await;
+    let id = app.run(&owner, &workflow, json!({})).await;
+    let mut client = WsClient::connect_legacy_as(&app, Some(&viewer.access_token)).await;
+    client.start_events("open", &id, 0).await;
+    assert_data_with_seq(&mut client, "open", 1).await;
+
+    let response = app
+        .graphql_as(
+            &owner.access_token,
+            REMOVE_MEMBER,
+            json!({ "organizationId": organization, "userId": viewer.user_id }),
+        )
+        .await;
+    assert_eq!(response.data()["removeMember"], true);
     client.expect_close(4403).await;
 }
 

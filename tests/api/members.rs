@@ -34,7 +34,7 @@ pub(crate) const UPDATE_MEMBER_ROLE: &str =
     user { id } role
   }
 }";
-const REMOVE_MEMBER: &str = "mutation($organizationId: ID!, $userId: ID!) {
+pub const REMOVE_MEMBER: &str = "mutation($organizationId: ID!, $userId: ID!) {
   removeMember(input: { organizationId: $organizationId, userId: $userId })
 }";
 pub(crate) const LEAVE_ORGANIZATION: &str = "mutation($organizationId: ID!) {

@@ -3,14 +3,17 @@
 //! event `next` whose data is the JSON result, `complete` (with empty
 //! data) ends the stream and the response. Refused credentials answer 401
 //! and a body that is not a GraphQL request 400, as JSON; a stream whose
-//! session ends gets a FORBIDDEN result, then `complete`.
+//! session ends, or whose member is removed, gets a FORBIDDEN result, then
+//! `complete`.
 
 use std::time::Duration;
 
+use entity::role::Role;
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::{Value, json};
 
+use crate::members::REMOVE_MEMBER;
 use crate::support::ws::{EXECUTION_EVENTS, WAIT};
 use crate::support::{GqlResponse, Session, TestApp};
 
@@ -344,6 +347,40 @@ async fn logging_out_while_an_organization_stream_is_open_ends_it_with_forbidden
     };
     assert_eq!(
         ended["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{ended}"
+    );
+    stream.expect_complete_and_end().await;
+}
+
+#[tokio::test]
+async fn removing_a_member_ends_their_stream_with_forbidden_access_changed_then_complete() {
+    let (app, owner, organization, workflow) = idle_app().await;
+    let viewer = app.member(&organization, Role::Viewer).await;
+    let execution = app.run(&owner, &workflow, json!({})).await;
+    let mut stream = open_stream(
+        &app,
+        &viewer.access_token,
+        EXECUTION_EVENTS,
+        json!({ "executionId": execution, "afterSeq": 0 }),
+    )
+    .await;
+    let queued = stream.next_result().await;
+    assert_eq!(queued["data"]["executionEvents"]["seq"], 1, "{queued}");
+
+    let removed = app
+        .graphql_as(
+            &owner.access_token,
+            REMOVE_MEMBER,
+            json!({ "organizationId": organization, "userId": viewer.user_id }),
+        )
+        .await;
+    assert_eq!(removed.data()["removeMember"], true);
+
+    let ended = stream.next_result().await;
+    let extensions = &ended["errors"][0]["extensions"];
+    assert_eq!(
+        (extensions["code"].as_str(), extensions["reason"].as_str()),
+        (Some("FORBIDDEN"), Some("ACCESS_CHANGED")),
         "{ended}"
     );
     stream.expect_complete_and_end().await;

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 
 use crate::invitations::INVITE;
 use crate::members::{
-    LEAVE_ORGANIZATION, TRANSFER_OWNERSHIP, UPDATE_MEMBER_ROLE, UPDATE_ORGANIZATION,
+    LEAVE_ORGANIZATION, REMOVE_MEMBER, TRANSFER_OWNERSHIP, UPDATE_MEMBER_ROLE, UPDATE_ORGANIZATION,
 };
 use crate::support::ws::WsClient;
 use crate::support::{PASSWORD, Session, TestApp, unique_email};
@@ -320,9 +320,6 @@ const WORKFLOW: &str = "query($id: ID!) { workflow(id: $id) { id name organizati
 const EXECUTION: &str = "query($id: ID!) { execution(id: $id) { id status input } }";
 const WORKFLOW_VERSION: &str = "query($id: ID!) {
   workflowVersion(id: $id) { id number message definition { steps { id } } workflow { id name } }
-}";
-const REMOVE_MEMBER: &str = "mutation($organizationId: ID!, $userId: ID!) {
-  removeMember(input: { organizationId: $organizationId, userId: $userId })
 }";
 const ACCEPT_INVITATION: &str = "mutation($token: String!) {
   acceptInvitation(input: { token: $token }) { id name viewerRole }
