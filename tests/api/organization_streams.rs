@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use entity::role::Role;
+use sea_orm::EntityTrait;
 use serde_json::{Value, json};
 
 use crate::api_keys::api_key;
@@ -906,4 +907,179 @@ async fn events_the_bus_never_delivered_reach_the_stream_through_the_recheck_up_
     assert_nothing_more(&mut client).await;
     worker.stop().await;
     client.close().await;
+}
+
+#[tokio::test]
+async fn redis_killed_and_restarted_while_executions_run_leaves_every_subscriber_gap_free_and_resyncs_the_dashboard()
+ {
+    let Some(mut redis) = PrivateRedis::start().await else {
+        eprintln!("skipped: needs redis-server");
+        return;
+    };
+    let app = TestApp::spawn_with(|settings| {
+        settings.redis_url = Some(redis.url());
+        settings.workers = 4;
+    })
+    .await;
+    let owner = app.user().await;
+    let organization = app.organization(&owner, "Acme").await;
+    // Eight short DELAYs in a row: a run emits 19 events over more than
+    // a second and a half.
+    let steps: Vec<Value> = (0..8)
+        .map(|n| {
+            let needs: Vec<String> = (n > 0).then(|| format!("s{}", n - 1)).into_iter().collect();
+            json!({ "id": format!("s{n}"), "kind": "DELAY", "needs": needs, "config": { "ms": 200 } })
+        })
+        .collect();
+    let workflow = app.workflow(&owner, &organization, json!(steps)).await;
+    await_redis_health(&app, "connected").await;
+    let mut dashboard = WsClient::connect_as(&app, Some(&owner.access_token)).await;
+    watch(
+        &mut dashboard,
+        "org",
+        &organization,
+        Value::Null,
+        Value::Null,
+    )
+    .await;
+
+    let mut subscribers = Vec::new();
+    for _ in 0..4 {
+        let id = app.run(&owner, &workflow, json!({})).await;
+        let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
+        client.subscribe_events("events", &id, 0).await;
+        subscribers.push((id, client));
+    }
+    // Every execution is under way when Redis goes, and goes on emitting
+    // events while it is gone.
+    let mut seen = Vec::new();
+    for (_, client) in &mut subscribers {
+        seen.push(client.events_until_seq("events", 3).await);
+    }
+    redis.stop();
+    await_redis_outage(&app).await;
+    let ids: Vec<&str> = subscribers.iter().map(|(id, _)| id.as_str()).collect();
+    let at_outage = last_event_seqs(&app, &ids).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Events were committed while nothing could publish them.
+    let progressed = last_event_seqs(&app, &ids).await;
+    assert!(
+        progressed
+            .iter()
+            .zip(&at_outage)
+            .all(|(now, then)| now > then),
+        "not every execution moved on during the outage: {at_outage:?} then {progressed:?}"
+    );
+    redis
+        .launch()
+        .await
+        .expect("redis restarts on the same port");
+
+    for ((id, client), before) in subscribers.iter_mut().zip(seen) {
+        let after = client.events_until_complete("events").await;
+        let all: Vec<i64> = before
+            .iter()
+            .chain(&after)
+            .map(|event| event["seq"].as_i64().expect("seq"))
+            .collect();
+        assert_eq!(all, (1..=19).collect::<Vec<_>>(), "execution {id}");
+        assert_eq!(after.last().unwrap()["kind"], "EXECUTION_SUCCEEDED");
+    }
+    let items = read_until(&mut dashboard, |items| {
+        items_of(items, "org")
+            .iter()
+            .any(|item| item["__typename"] == "StreamResync")
+    })
+    .await;
+    let resync = items_of(&items, "org")
+        .iter()
+        .find(|item| item["__typename"] == "StreamResync")
+        .unwrap();
+    assert_eq!(resync["reason"], "RECONNECTED", "{resync}");
+}
+
+/// The `last_event_seq` of each execution, read from the database.
+async fn last_event_seqs(app: &TestApp, ids: &[&str]) -> Vec<i32> {
+    let mut seqs = Vec::new();
+    for id in ids {
+        let row = entity::execution::Entity::find_by_id(id.parse::<uuid::Uuid>().expect("id"))
+            .one(&app.state.db)
+            .await
+            .expect("read")
+            .expect("the execution");
+        seqs.push(row.last_event_seq);
+    }
+    seqs
+}
+
+/// A command's answer from `redis`.
+async fn redis_query<T: redis::FromRedisValue>(redis: &PrivateRedis, command: &redis::Cmd) -> T {
+    let client = redis::Client::open(redis.url()).expect("redis url");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
+    command.query_async(&mut connection).await.expect("answer")
+}
+
+/// How many connections subscribe to `channel`.
+async fn subscribers_of(redis: &PrivateRedis, channel: &str) -> i64 {
+    let mut command = redis::cmd("PUBSUB");
+    command.arg("NUMSUB").arg(channel);
+    let (_, count): (String, i64) = redis_query(redis, &command).await;
+    count
+}
+
+/// How many connections to `redis` are in subscriber mode.
+async fn subscriber_connections(redis: &PrivateRedis) -> usize {
+    let mut command = redis::cmd("CLIENT");
+    command.arg("LIST").arg("TYPE").arg("pubsub");
+    let list: String = redis_query(redis, &command).await;
+    list.lines().filter(|line| !line.trim().is_empty()).count()
+}
+
+#[tokio::test]
+async fn an_instance_keeps_one_subscriber_connection_and_an_organizations_channel_only_while_it_has_a_watcher()
+ {
+    let Some(redis) = PrivateRedis::start().await else {
+        eprintln!("skipped: needs redis-server");
+        return;
+    };
+    let app = TestApp::spawn_with(|settings| settings.redis_url = Some(redis.url())).await;
+    let owner = app.user().await;
+    let acme = app.organization(&owner, "Acme").await;
+    let beta = app.organization(&owner, "Beta").await;
+    let workflow = app.workflow(&owner, &acme, one_step()).await;
+    let prefix = &app.settings.redis_prefix;
+    let (acme_channel, beta_channel) =
+        (format!("{prefix}org:{acme}"), format!("{prefix}org:{beta}"));
+    await_redis_health(&app, "connected").await;
+    assert_eq!(subscribers_of(&redis, &acme_channel).await, 0);
+
+    // Three dashboards on two organizations: two channels, one connection.
+    let mut dashboards = Vec::new();
+    for organization in [&acme, &acme, &beta] {
+        let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
+        watch(&mut client, "org", organization, Value::Null, Value::Null).await;
+        dashboards.push(client);
+    }
+    assert_eq!(subscribers_of(&redis, &acme_channel).await, 1);
+    assert_eq!(subscribers_of(&redis, &beta_channel).await, 1);
+    assert_eq!(subscriber_connections(&redis).await, 1);
+
+    // Acme's dashboards close; the instance leaves Acme's channel at its
+    // next message there, and stays on Beta's.
+    let beta_dashboard = dashboards.pop().unwrap();
+    for client in dashboards {
+        client.close().await;
+    }
+    let deadline = Instant::now() + STREAM_WAIT;
+    while subscribers_of(&redis, &acme_channel).await > 0 {
+        assert!(Instant::now() < deadline, "Acme's channel was never left");
+        app.run(&owner, &workflow, json!({})).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(subscribers_of(&redis, &beta_channel).await, 1);
+    assert_eq!(subscriber_connections(&redis).await, 1);
+    beta_dashboard.close().await;
 }
