@@ -1083,3 +1083,32 @@ async fn an_instance_keeps_one_subscriber_connection_and_an_organizations_channe
     assert_eq!(subscriber_connections(&redis).await, 1);
     beta_dashboard.close().await;
 }
+
+#[tokio::test]
+async fn events_the_bus_delivers_twice_or_out_of_order_reach_the_dashboard_once_and_in_order() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.workers = 0;
+        settings.stream_recheck_ms = 3_600_000;
+    })
+    .await;
+    let owner = app.user().await;
+    let organization = app.organization(&owner, "Acme").await;
+    let workflow = app.workflow(&owner, &organization, one_step()).await;
+    let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
+    watch(&mut client, "org", &organization, Value::Null, Value::Null).await;
+    let id = app.run(&owner, &workflow, json!({})).await;
+    let queued = read_until(&mut client, |items| !items_of(items, "org").is_empty()).await;
+    assert_eq!(seqs(&of_execution(items_of(&queued, "org"), &id)), [1]);
+    // The run happens where this server's bus cannot hear it; then its
+    // events arrive duplicated and out of order.
+    let worker = app.isolated_worker(|_| {}).await;
+    app.await_finished(&id).await;
+    worker.stop().await;
+    app.republish(&id, &[2, 2, 4, 3, 5]).await;
+
+    let rest = read_until(&mut client, |items| finished(items_of(items, "org"), &id)).await;
+    let rest = items_of(&rest, "org");
+    assert_only_events(rest);
+    assert_eq!(seqs(&of_execution(rest, &id)), [2, 3, 4, 5]);
+    assert_nothing_more(&mut client).await;
+}

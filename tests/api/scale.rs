@@ -294,23 +294,7 @@ async fn events_published_while_redis_is_down_reach_subscribers_after_it_returns
     // Redis goes away; the execution finishes meanwhile, its last events
     // published into the void.
     redis.stop();
-    let execution_id: Uuid = id.parse().unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let row = execution::Entity::find_by_id(execution_id)
-            .one(&app.state.db)
-            .await
-            .unwrap()
-            .unwrap();
-        if row.status == ExecutionStatus::Succeeded {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the execution did not finish without Redis"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.await_finished(&id).await;
 
     // When Redis is back, the subscriber is told to refill from the log.
     redis

@@ -354,3 +354,34 @@ async fn events_the_bus_never_delivered_reach_the_stream_through_the_recheck() {
     assert_eq!(events.last().unwrap()["kind"], "EXECUTION_SUCCEEDED");
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn events_the_bus_delivers_twice_or_out_of_order_reach_the_subscriber_once_and_in_order() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.workers = 0;
+        settings.stream_recheck_ms = 3_600_000;
+    })
+    .await;
+    let owner = app.user().await;
+    let organization = app.organization(&owner, "Acme").await;
+    let workflow = app
+        .workflow(
+            &owner,
+            &organization,
+            json!([{ "id": "a", "kind": "TRANSFORM", "config": { "output": 1 } }]),
+        )
+        .await;
+    let id = app.run(&owner, &workflow, json!({})).await;
+    let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
+    client.subscribe_events("mixed", &id, 0).await;
+    assert_eq!(client.events_until_seq("mixed", 1).await.len(), 1);
+    // The run happens where this server's bus cannot hear it; then its
+    // events arrive duplicated and out of order.
+    let worker = app.isolated_worker(|_| {}).await;
+    app.await_finished(&id).await;
+    worker.stop().await;
+    app.republish(&id, &[2, 2, 4, 3, 5]).await;
+
+    let events = client.events_until_complete("mixed").await;
+    assert_eq!(seqs(&events), [2, 3, 4, 5]);
+}

@@ -15,7 +15,7 @@ use flowpilot::clock::Clock;
 use flowpilot::config::{Config, Settings};
 use flowpilot::mail::Mail;
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, EntityTrait, Statement};
 use serde_json::{Value, json};
 use tokio::sync::{OnceCell, oneshot};
 use tokio::task::JoinHandle;
@@ -514,6 +514,46 @@ impl TestApp {
             let _ = stopped.await;
         }));
         IsolatedWorker { stop, task }
+    }
+
+    /// Publishes the logged events of `execution_id` with these `seqs`, in
+    /// this order, on this server's bus, as a bus that reorders and
+    /// redelivers would.
+    pub async fn republish(&self, execution_id: &str, seqs: &[i32]) {
+        let id = execution_id.parse().expect("execution id");
+        let events = flowpilot::events::log::events_after(&self.state.db, id, 0)
+            .await
+            .expect("the event log");
+        for seq in seqs {
+            let event = events
+                .iter()
+                .find(|event| event.seq == *seq)
+                .unwrap_or_else(|| panic!("no event {seq} of {execution_id}"));
+            let topic = flowpilot::events::Topic::Organization(event.execution.organization_id);
+            let message = flowpilot::events::BusMessage::ExecutionEvent(Box::new(event.clone()));
+            self.state.bus.publish(topic, message).await;
+        }
+    }
+
+    /// Waits until the execution has finished, reading the database.
+    pub async fn await_finished(&self, execution_id: &str) {
+        let id: uuid::Uuid = execution_id.parse().expect("execution id");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let row = entity::execution::Entity::find_by_id(id)
+                .one(&self.state.db)
+                .await
+                .expect("read")
+                .expect("the execution");
+            if row.status.is_terminal() {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "execution {execution_id} did not finish"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Stops the server gracefully and waits for it to finish.
