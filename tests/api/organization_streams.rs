@@ -37,7 +37,7 @@ const ORGANIZATION_EVENTS: &str = "subscription(
 }";
 const EXECUTION_UPDATED: &str = "subscription($executionId: ID!) {
   executionUpdated(executionId: $executionId) {
-    id status lastEventSeq output error startedAt finishedAt workflow { id }
+    id status lastEventSeq output error startedAt finishedAt
   }
 }";
 const CANCEL: &str =
@@ -1111,4 +1111,118 @@ async fn events_the_bus_delivers_twice_or_out_of_order_reach_the_dashboard_once_
     assert_only_events(rest);
     assert_eq!(seqs(&of_execution(rest, &id)), [2, 3, 4, 5]);
     assert_nothing_more(&mut client).await;
+}
+
+/// `executionUpdated` asking only for what each change carries.
+const EXECUTION_UPDATED_SNAPSHOT: &str = "subscription($executionId: ID!) {
+  executionUpdated(executionId: $executionId) {
+    id status lastEventSeq output error queuedAt startedAt finishedAt
+  }
+}";
+
+/// Reads `next` items of operation `op` until its `complete`.
+async fn until_complete(client: &mut WsClient, op: &str, field: &str) -> Vec<Value> {
+    let mut items = Vec::new();
+    loop {
+        let message = client.next_json().await;
+        assert_eq!(message["id"], op, "{message}");
+        match message["type"].as_str() {
+            Some("next") => {
+                assert!(message["payload"].get("errors").is_none(), "{message}");
+                items.push(message["payload"]["data"][field].clone());
+            }
+            Some("complete") => return items,
+            _ => panic!("unexpected {message}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn live_changes_reach_many_subscribers_without_a_database_read() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.run_engine = false;
+        settings.stream_recheck_ms = 3_600_000;
+    })
+    .await;
+    let owner = app.user().await;
+    let organization = app.organization(&owner, "Acme").await;
+    let workflow = app.workflow(&owner, &organization, two_steps()).await;
+    let id = app.run(&owner, &workflow, json!({})).await;
+
+    // Ten state views, ten event views and a dashboard, all live.
+    let mut states = Vec::new();
+    let mut events = Vec::new();
+    for _ in 0..10 {
+        let mut state = WsClient::connect_as(&app, Some(&owner.access_token)).await;
+        state
+            .subscribe(
+                "state",
+                EXECUTION_UPDATED_SNAPSHOT,
+                json!({ "executionId": id }),
+            )
+            .await;
+        let now = state.next_json().await;
+        assert_eq!(
+            now["payload"]["data"]["executionUpdated"]["status"], "QUEUED",
+            "{now}"
+        );
+        states.push(state);
+        let mut event = WsClient::connect_as(&app, Some(&owner.access_token)).await;
+        event.subscribe_events("events", &id, 0).await;
+        assert_eq!(event.events_until_seq("events", 1).await.len(), 1);
+        events.push(event);
+    }
+    let mut dashboard = WsClient::connect_as(&app, Some(&owner.access_token)).await;
+    watch(
+        &mut dashboard,
+        "org",
+        &organization,
+        Value::Null,
+        Value::Null,
+    )
+    .await;
+
+    // The run happens where this server's bus cannot hear it; then its
+    // changes are published here, and every subscriber reads them to the
+    // end.
+    let worker = app
+        .isolated_worker(|settings| settings.run_engine = true)
+        .await;
+    app.await_finished(&id).await;
+    worker.stop().await;
+    let log = app.logged_events(&id).await;
+    let before = app.state.sql_statements.get();
+    app.publish_events(&log, &[2, 3, 4, 5, 6, 7]).await;
+    for state in &mut states {
+        let changes = until_complete(state, "state", "executionUpdated").await;
+        let seqs: Vec<i64> = changes
+            .iter()
+            .map(|change| change["lastEventSeq"].as_i64().expect("lastEventSeq"))
+            .collect();
+        assert_eq!(seqs, [2, 3, 4, 5, 6, 7]);
+        let last = changes.last().unwrap();
+        assert_eq!(
+            (last["status"].as_str(), &last["output"]),
+            (Some("SUCCEEDED"), &json!("done")),
+            "{last}"
+        );
+        assert!(last["finishedAt"].is_string(), "{last}");
+    }
+    for event in &mut events {
+        let rest = event.events_until_complete("events").await;
+        assert_eq!(rest.len(), 6);
+    }
+    let items = read_until(&mut dashboard, |items| {
+        finished(items_of(items, "org"), &id)
+    })
+    .await;
+    assert_eq!(
+        seqs(&of_execution(items_of(&items, "org"), &id)),
+        [2, 3, 4, 5, 6, 7]
+    );
+    assert_eq!(
+        app.state.sql_statements.get() - before,
+        0,
+        "21 subscribers read the database for 6 changes"
+    );
 }

@@ -13,6 +13,7 @@ use entity::role::Role;
 use flowpilot::app::{App, AppState};
 use flowpilot::clock::Clock;
 use flowpilot::config::{Config, Settings};
+use flowpilot::events::log::ExecutionEventRecord;
 use flowpilot::mail::Mail;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, EntityTrait, Statement};
@@ -520,15 +521,26 @@ impl TestApp {
     /// this order, on this server's bus, as a bus that reorders and
     /// redelivers would.
     pub async fn republish(&self, execution_id: &str, seqs: &[i32]) {
+        let log = self.logged_events(execution_id).await;
+        self.publish_events(&log, seqs).await;
+    }
+
+    /// Every logged event of `execution_id`.
+    pub async fn logged_events(&self, execution_id: &str) -> Vec<ExecutionEventRecord> {
         let id = execution_id.parse().expect("execution id");
-        let events = flowpilot::events::log::events_after(&self.state.db, id, 0)
+        flowpilot::events::log::events_after(&self.state.db, id, 0)
             .await
-            .expect("the event log");
+            .expect("the event log")
+    }
+
+    /// Publishes the events of `log` with these `seqs`, in this order, on
+    /// this server's bus.
+    pub async fn publish_events(&self, log: &[ExecutionEventRecord], seqs: &[i32]) {
         for seq in seqs {
-            let event = events
+            let event = log
                 .iter()
                 .find(|event| event.seq == *seq)
-                .unwrap_or_else(|| panic!("no event {seq} of {execution_id}"));
+                .unwrap_or_else(|| panic!("no event {seq} in the log"));
             let topic = flowpilot::events::Topic::Organization(event.execution.organization_id);
             let message = flowpilot::events::BusMessage::ExecutionEvent(Box::new(event.clone()));
             self.state.bus.publish(topic, message).await;
