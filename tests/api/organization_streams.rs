@@ -37,7 +37,7 @@ const ORGANIZATION_EVENTS: &str = "subscription(
 }";
 const EXECUTION_UPDATED: &str = "subscription($executionId: ID!) {
   executionUpdated(executionId: $executionId) {
-    id status lastEventSeq output error startedAt finishedAt
+    id status lastEventSeq output error startedAt finishedAt workflow { id }
   }
 }";
 const CANCEL: &str =
