@@ -48,15 +48,19 @@ pub struct StreamFilter {
 }
 
 impl StreamFilter {
+    /// Whether executions of `workflow_id` are shown at all.
+    fn admits_workflow(&self, workflow_id: Uuid) -> bool {
+        self.workflow_ids.is_empty() || self.workflow_ids.contains(&workflow_id)
+    }
+
     fn admits(&self, event: &ExecutionEventRecord) -> bool {
         let any_or = |empty: bool, found: bool| empty || found;
-        any_or(
-            self.workflow_ids.is_empty(),
-            self.workflow_ids.contains(&event.execution.workflow_id),
-        ) && any_or(
-            self.statuses.is_empty(),
-            self.statuses.contains(&event.execution.status),
-        ) && any_or(self.kinds.is_empty(), self.kinds.contains(&event.kind))
+        self.admits_workflow(event.execution.workflow_id)
+            && any_or(
+                self.statuses.is_empty(),
+                self.statuses.contains(&event.execution.status),
+            )
+            && any_or(self.kinds.is_empty(), self.kinds.contains(&event.kind))
     }
 }
 
@@ -98,15 +102,23 @@ pub fn organization_events(
         let mut ticker = tokio::time::interval(throttle.unwrap_or(Duration::from_secs(3600)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // A due flush first (it is ready once per interval, so it
+            // starves nothing), then the bus: what it holds makes a
+            // re-check's log read unnecessary.
             let woke = tokio::select! {
+                biased;
+                _ = ticker.tick(), if !pending.is_empty() => Woke::Flush,
                 signal = live.recv() => Woke::Bus(signal),
                 (execution_id, seq) = order.followed.next() => Woke::Recheck(execution_id, seq),
-                _ = ticker.tick(), if !pending.is_empty() => Woke::Flush,
             };
             let flushing = matches!(woke, Woke::Flush);
             let events = match woke {
                 Woke::Bus(None) => return,
-                Woke::Bus(Some(BusSignal::Message(BusMessage::ExecutionEvent(event)))) => {
+                // An execution of a workflow the filter leaves out is never
+                // shown, so neither followed nor filled.
+                Woke::Bus(Some(BusSignal::Message(BusMessage::ExecutionEvent(event))))
+                    if filter.admits_workflow(event.execution.workflow_id) =>
+                {
                     order.admit(&state, *event).await?
                 }
                 Woke::Recheck(execution_id, seq) => order.catch_up(&state, execution_id, seq).await?,

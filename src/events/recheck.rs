@@ -1,7 +1,8 @@
-//! The idle re-check behind every open execution stream: a task on each
-//! instance reads `last_event_seq` of every execution someone streams here,
-//! in one query, every few seconds, and tells the streams. A stream that is
-//! behind refills from the log. This catches what the bus cannot: a
+//! The idle re-check behind every open execution stream and every
+//! unfinished execution a dashboard follows: a task on each instance reads
+//! `last_event_seq` of every execution streamed here, in one query per
+//! [`RECHECK_BATCH`] executions, every few seconds, and tells the streams.
+//! A stream that is behind refills from the log. This catches what the bus cannot: a
 //! publish lost between commit and send, a Redis that dropped a message
 //! without any disconnect, or a worker in another process with no shared
 //! bus at all. It is what keeps a lost terminal event from hanging a stream.
@@ -16,6 +17,10 @@ use futures::{StreamExt, stream};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect};
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
+
+/// Executions whose progress one re-check query reads, well below every
+/// database's limit on bound parameters.
+pub const RECHECK_BATCH: usize = 1_000;
 
 /// The executions streamed on this instance, each with the newest
 /// `last_event_seq` seen by the re-check.
@@ -60,12 +65,16 @@ impl Drop for StreamTicket {
 /// stream follows every unfinished execution it has passed events of.
 pub struct FollowedExecutions {
     registry: StreamRegistry,
-    /// Dropping an execution's sender ends its watch and its ticket.
+    /// Dropping an execution's sender ends its watch, and its ticket with
+    /// it the next time the set is polled.
     stops: HashMap<Uuid, oneshot::Sender<()>>,
+    /// One watch per followed execution, yielding the execution and the
+    /// newer seq the re-check saw.
     woken: SelectAll<BoxStream<'static, (Uuid, i32)>>,
 }
 
 impl FollowedExecutions {
+    /// An empty set whose tickets `registry` re-checks.
     pub fn new(registry: StreamRegistry) -> Self {
         Self {
             registry,
@@ -150,17 +159,23 @@ impl StreamRegistry {
     /// wakes the streams of those that moved on.
     pub async fn recheck(&self, db: &DatabaseConnection) -> Result<(), sea_orm::DbErr> {
         let ids: Vec<Uuid> = self.lock().keys().copied().collect();
-        if ids.is_empty() {
-            return Ok(());
+        for batch in ids.chunks(RECHECK_BATCH) {
+            let rows: Vec<(Uuid, i32)> = execution::Entity::find()
+                .select_only()
+                .column(execution::Column::Id)
+                .column(execution::Column::LastEventSeq)
+                .filter(execution::Column::Id.is_in(batch.iter().copied()))
+                .into_tuple()
+                .all(db)
+                .await?;
+            self.wake(rows);
         }
-        let rows: Vec<(Uuid, i32)> = execution::Entity::find()
-            .select_only()
-            .column(execution::Column::Id)
-            .column(execution::Column::LastEventSeq)
-            .filter(execution::Column::Id.is_in(ids))
-            .into_tuple()
-            .all(db)
-            .await?;
+        Ok(())
+    }
+
+    /// Wakes the streams of executions whose seq moved past what the
+    /// re-check saw before.
+    fn wake(&self, rows: Vec<(Uuid, i32)>) {
         let streams = self.lock();
         for (id, seq) in rows {
             if let Some(watched) = streams.get(&id) {
@@ -173,7 +188,6 @@ impl StreamRegistry {
                 });
             }
         }
-        Ok(())
     }
 
     /// Rechecks every `interval` until `stop` fires.

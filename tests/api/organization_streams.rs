@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use entity::role::Role;
-use sea_orm::EntityTrait;
 use serde_json::{Value, json};
 
 use crate::api_keys::api_key;
@@ -26,7 +25,7 @@ use crate::scale::{PrivateRedis, await_redis_health};
 use crate::support::ws::WsClient;
 use crate::support::{Session, TestApp, postgres_url, redis_url};
 
-const ORGANIZATION_EVENTS: &str = "subscription(
+pub(crate) const ORGANIZATION_EVENTS: &str = "subscription(
   $organizationId: ID!, $filter: OrganizationStreamFilter, $throttleMs: Int
 ) {
   organizationExecutionEvents(organizationId: $organizationId, filter: $filter, throttleMs: $throttleMs) {
@@ -44,7 +43,7 @@ const CANCEL: &str =
     "mutation($input: CancelExecutionInput!) { cancelExecution(input: $input) { id status } }";
 
 /// How long a new subscription is given to go live.
-const SETTLE: Duration = Duration::from_millis(300);
+pub(crate) const SETTLE: Duration = Duration::from_millis(300);
 /// How long a test reads a stream for what it expects.
 const STREAM_WAIT: Duration = Duration::from_secs(30);
 
@@ -960,16 +959,20 @@ async fn redis_killed_and_restarted_while_executions_run_leaves_every_subscriber
     await_redis_outage(&app).await;
     let ids: Vec<&str> = subscribers.iter().map(|(id, _)| id.as_str()).collect();
     let at_outage = last_event_seqs(&app, &ids).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // Events were committed while nothing could publish them.
-    let progressed = last_event_seqs(&app, &ids).await;
-    assert!(
-        progressed
-            .iter()
-            .zip(&at_outage)
-            .all(|(now, then)| now > then),
-        "not every execution moved on during the outage: {at_outage:?} then {progressed:?}"
-    );
+    // Redis stays down until every execution has committed events nothing
+    // could publish.
+    let deadline = Instant::now() + STREAM_WAIT;
+    loop {
+        let now = last_event_seqs(&app, &ids).await;
+        if now.iter().zip(&at_outage).all(|(now, then)| now > then) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every execution moved on during the outage: {at_outage:?} then {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     redis
         .launch()
         .await
@@ -1002,12 +1005,7 @@ async fn redis_killed_and_restarted_while_executions_run_leaves_every_subscriber
 async fn last_event_seqs(app: &TestApp, ids: &[&str]) -> Vec<i32> {
     let mut seqs = Vec::new();
     for id in ids {
-        let row = entity::execution::Entity::find_by_id(id.parse::<uuid::Uuid>().expect("id"))
-            .one(&app.state.db)
-            .await
-            .expect("read")
-            .expect("the execution");
-        seqs.push(row.last_event_seq);
+        seqs.push(app.execution_row(id).await.last_event_seq);
     }
     seqs
 }

@@ -547,17 +547,21 @@ impl TestApp {
         }
     }
 
+    /// The execution's row, read from the database.
+    pub async fn execution_row(&self, execution_id: &str) -> entity::execution::Model {
+        let id: uuid::Uuid = execution_id.parse().expect("execution id");
+        entity::execution::Entity::find_by_id(id)
+            .one(&self.state.db)
+            .await
+            .expect("read")
+            .expect("the execution")
+    }
+
     /// Waits until the execution has finished, reading the database.
     pub async fn await_finished(&self, execution_id: &str) {
-        let id: uuid::Uuid = execution_id.parse().expect("execution id");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let row = entity::execution::Entity::find_by_id(id)
-                .one(&self.state.db)
-                .await
-                .expect("read")
-                .expect("the execution");
-            if row.status.is_terminal() {
+            if self.execution_row(execution_id).await.status.is_terminal() {
                 return;
             }
             assert!(
