@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use async_graphql::{Request, Response, Variables};
 use flowpilot::auth::service::DeviceInfo;
-use flowpilot::events::bus::{BusMessage, SUBSCRIBER_QUEUE, Topic};
+use flowpilot::events::bus::{BusMessage, BusSignal, SUBSCRIBER_QUEUE, Topic};
 use flowpilot::events::log::events_after;
 use flowpilot::graphql::AppSchema;
 use flowpilot::graphql::context::{RequestContext, Viewer};
@@ -71,35 +71,45 @@ async fn next_item(stream: &mut BoxStream<'static, Response>, field: &str) -> Op
 }
 
 /// Republishes the newest event of `execution` (another execution of the
-/// organization) `times` times, as a busy organization's traffic.
+/// organization) `times` times, as a busy organization's traffic, and
+/// returns once all of it has reached this server's subscribers (through
+/// Redis that takes a while): a probe subscriber reads up to a last marker.
 async fn flood(app: &TestApp, organization: Uuid, execution: Uuid, times: usize) {
+    let topic = Topic::Organization(organization);
     let events = events_after(&app.state.db, execution, 0).await.unwrap();
     let newest = events.last().expect("an event to republish").clone();
+    let mut probe = app.state.bus.subscribe(topic).await;
     for _ in 0..times {
         let message = BusMessage::ExecutionEvent(Box::new(newest.clone()));
-        app.state
-            .bus
-            .publish(Topic::Organization(organization), message)
-            .await;
+        app.state.bus.publish(topic, message).await;
     }
+    let marker = Uuid::now_v7();
+    let last = BusMessage::CancelRequested {
+        execution_id: marker,
+    };
+    app.state.bus.publish(topic, last).await;
+    let delivered = tokio::time::timeout(WAIT, async {
+        loop {
+            match probe.recv().await {
+                Some(BusSignal::Message(BusMessage::CancelRequested { execution_id }))
+                    if execution_id == marker =>
+                {
+                    return;
+                }
+                Some(_) => {}
+                None => panic!("the bus closed"),
+            }
+        }
+    })
+    .await;
+    assert!(delivered.is_ok(), "the traffic never arrived");
 }
 
-/// Waits until the organization's queue here holds the cap: three times
-/// as much was published.
-async fn assert_queue_capped(app: &TestApp, organization: Uuid) {
-    let topic = Topic::Organization(organization);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let queued = app.state.bus.queued(topic);
-        if queued == SUBSCRIBER_QUEUE {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the queue never filled: {queued} signals"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Asserts the organization's queue here holds exactly the cap, though
+/// three times as much was published.
+fn assert_queue_capped(app: &TestApp, organization: Uuid) {
+    let queued = app.state.bus.queued(Topic::Organization(organization));
+    assert_eq!(queued, SUBSCRIBER_QUEUE);
 }
 
 /// An owner's organization with one finished run, whose events are
@@ -139,7 +149,7 @@ async fn an_execution_stream_that_stops_reading_is_capped_then_catches_up_exactl
     // worth of traffic follows: its own events are pushed out of the queue.
     app.finished_execution(&owner, &id).await;
     flood(&app, organization, traffic, 3 * SUBSCRIBER_QUEUE).await;
-    assert_queue_capped(&app, organization).await;
+    assert_queue_capped(&app, organization);
 
     let mut seqs = Vec::new();
     while let Some(event) = next_item(&mut stream, "executionEvents").await {
@@ -174,7 +184,7 @@ async fn an_organization_stream_that_stops_reading_is_capped_then_resynced_and_g
 
     app.finished_execution(&owner, &before).await;
     flood(&app, organization, traffic, 3 * SUBSCRIBER_QUEUE).await;
-    assert_queue_capped(&app, organization).await;
+    assert_queue_capped(&app, organization);
 
     let resync = next_item(&mut stream, "organizationExecutionEvents")
         .await
