@@ -115,7 +115,7 @@ async fn starting_execution_events_streams_every_event_as_data_in_order_then_com
 
 #[tokio::test]
 async fn stop_ends_an_operation_so_it_gets_no_more_data_and_its_id_can_be_reused() {
-    let (app, owner, workflow) = idle_app().await;
+    let (app, owner, _, workflow) = idle_app().await;
     let id = app.run(&owner, &workflow, json!({})).await;
     let mut client = WsClient::connect_legacy_as(&app, Some(&owner.access_token)).await;
     client.start_events("op", &id, 0).await;
@@ -258,7 +258,7 @@ async fn start_before_the_ack_closes_with_4401() {
 
 #[tokio::test]
 async fn starting_with_an_id_in_use_closes_with_4409() {
-    let (app, owner, workflow) = idle_app().await;
+    let (app, owner, _, workflow) = idle_app().await;
     let id = app.run(&owner, &workflow, json!({})).await;
     let mut client = WsClient::connect_legacy_as(&app, Some(&owner.access_token)).await;
     client.start_events("same", &id, 0).await;
@@ -309,7 +309,7 @@ async fn connection_terminate_closes_with_1000() {
 
 #[tokio::test]
 async fn logging_out_closes_the_sessions_open_legacy_socket_with_4403() {
-    let (app, owner, workflow) = idle_app().await;
+    let (app, owner, _, workflow) = idle_app().await;
     let id = app.run(&owner, &workflow, json!({})).await;
     let mut client = WsClient::connect_legacy_as(&app, Some(&owner.access_token)).await;
     client.start_events("open", &id, 0).await;
@@ -324,16 +324,7 @@ async fn logging_out_closes_the_sessions_open_legacy_socket_with_4403() {
 
 #[tokio::test]
 async fn removing_a_member_closes_their_open_legacy_socket_with_4403() {
-    let app = TestApp::spawn_with(|settings| settings.workers = 0).await;
-    let owner = app.user().await;
-    let organization = app.organization(&owner, "Acme").await;
-    let workflow = app
-        .workflow(
-            &owner,
-            &organization,
-            json!([{ "id": "a", "kind": "TRANSFORM", "config": { "output": 1 } }]),
-        )
-        .await;
+    let (app, owner, organization, workflow) = idle_app().await;
     let viewer = app.member(&organization, Role::Viewer).await;
     let id = app.run(&owner, &workflow, json!({})).await;
     let mut client = WsClient::connect_legacy_as(&app, Some(&viewer.access_token)).await;

@@ -205,6 +205,20 @@ fn assert_only_events(items: &[Value]) {
     );
 }
 
+/// Asserts `items` are events of `execution` only, seq 1 to `count` in
+/// order.
+fn assert_one_whole_run(items: &[Value], execution: &str, count: i64) {
+    assert_only_events(items);
+    assert!(
+        items.iter().all(|event| event["executionId"] == execution),
+        "an event of another execution: {items:?}"
+    );
+    assert_eq!(
+        seqs(&of_execution(items, execution)),
+        (1..=count).collect::<Vec<_>>()
+    );
+}
+
 /// Asserts the socket has sent nothing more: a ping's pong comes next.
 async fn assert_nothing_more(client: &mut WsClient) {
     assert_eq!(
@@ -312,18 +326,7 @@ async fn a_workflow_filter_narrows_the_stream_to_that_workflows_executions() {
     })
     .await;
 
-    let events = items_of(&items, "wanted");
-    assert_only_events(events);
-    assert!(
-        events
-            .iter()
-            .all(|event| event["executionId"] == id.as_str()),
-        "an event of another workflow passed the filter: {events:?}"
-    );
-    assert_eq!(
-        seqs(&of_execution(events, &id)),
-        (1..=7).collect::<Vec<_>>()
-    );
+    assert_one_whole_run(items_of(&items, "wanted"), &id, 7);
     assert_nothing_more(&mut client).await;
 }
 
@@ -837,18 +840,7 @@ async fn the_stream_says_reconnected_when_redis_comes_back_and_then_streams_on()
         finished(items_of(items, "org"), &after)
     })
     .await;
-    let events = items_of(&items, "org");
-    assert_only_events(events);
-    assert!(
-        events
-            .iter()
-            .all(|event| event["executionId"] == after.as_str()),
-        "{events:?}"
-    );
-    assert_eq!(
-        seqs(&of_execution(events, &after)),
-        (1..=7).collect::<Vec<_>>()
-    );
+    assert_one_whole_run(items_of(&items, "org"), &after, 7);
 }
 
 #[tokio::test]

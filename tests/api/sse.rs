@@ -14,8 +14,9 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::{Value, json};
 
 use crate::members::REMOVE_MEMBER;
+use crate::subscriptions::idle_app;
 use crate::support::ws::{EXECUTION_EVENTS, WAIT};
-use crate::support::{GqlResponse, Session, TestApp};
+use crate::support::{GqlResponse, TestApp};
 
 const ORGANIZATION_EVENTS: &str = "subscription($organizationId: ID!) {
   organizationExecutionEvents(organizationId: $organizationId) {
@@ -165,22 +166,6 @@ async fn open_stream(app: &TestApp, token: &str, query: &str, variables: Value) 
         response,
         buffer: Vec::new(),
     }
-}
-
-/// A server whose executions stay queued (no workers), an owner, their
-/// organization and a workflow there.
-async fn idle_app() -> (TestApp, Session, String, String) {
-    let app = TestApp::spawn_with(|settings| settings.workers = 0).await;
-    let owner = app.user().await;
-    let organization = app.organization(&owner, "Acme").await;
-    let workflow = app
-        .workflow(
-            &owner,
-            &organization,
-            json!([{ "id": "a", "kind": "TRANSFORM", "config": { "output": 1 } }]),
-        )
-        .await;
-    (app, owner, organization, workflow)
 }
 
 #[tokio::test]

@@ -7,7 +7,9 @@ use crate::support::ws::WsClient;
 use crate::support::{Session, TestApp};
 
 /// A server whose executions stay queued (no workers), with a workflow.
-pub(crate) async fn idle_app() -> (TestApp, Session, String) {
+/// A server without workers, an owner, their organization "Acme" and a
+/// one-step workflow there: runs stay QUEUED.
+pub(crate) async fn idle_app() -> (TestApp, Session, String, String) {
     let app = TestApp::spawn_with(|settings| settings.workers = 0).await;
     let owner = app.user().await;
     let organization = app.organization(&owner, "Acme").await;
@@ -18,7 +20,7 @@ pub(crate) async fn idle_app() -> (TestApp, Session, String) {
             json!([{ "id": "a", "kind": "TRANSFORM", "config": { "output": 1 } }]),
         )
         .await;
-    (app, owner, workflow)
+    (app, owner, organization, workflow)
 }
 
 pub(crate) fn seqs(events: &[Value]) -> Vec<i64> {
@@ -58,7 +60,7 @@ async fn a_second_connection_init_closes_with_4429() {
 
 #[tokio::test]
 async fn subscribing_before_the_ack_closes_with_4401() {
-    let (app, owner, workflow) = idle_app().await;
+    let (app, owner, _, workflow) = idle_app().await;
     let id = app.run(&owner, &workflow, json!({})).await;
     let mut client = WsClient::connect(&app).await;
     client.subscribe_events("1", &id, 0).await;
@@ -75,7 +77,7 @@ async fn a_refused_token_closes_with_4403() {
 
 #[tokio::test]
 async fn a_duplicate_operation_id_closes_with_4409() {
-    let (app, owner, workflow) = idle_app().await;
+    let (app, owner, _, workflow) = idle_app().await;
     let id = app.run(&owner, &workflow, json!({})).await;
     let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
     client.subscribe_events("same", &id, 0).await;
@@ -111,7 +113,7 @@ async fn a_client_without_the_subprotocol_is_closed_with_4406() {
 
 #[tokio::test]
 async fn completing_an_operation_frees_its_id() {
-    let (app, owner, workflow) = idle_app().await;
+    let (app, owner, _, workflow) = idle_app().await;
     let id = app.run(&owner, &workflow, json!({})).await;
     let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
     client.subscribe_events("op", &id, 0).await;
@@ -146,7 +148,7 @@ async fn an_invalid_subscription_gets_an_error_message() {
 
 #[tokio::test]
 async fn an_outsider_subscribing_gets_not_found_and_the_operation_completes() {
-    let (app, owner, workflow) = idle_app().await;
+    let (app, owner, _, workflow) = idle_app().await;
     let id = app.run(&owner, &workflow, json!({})).await;
     let outsider = app.user().await;
     let mut client = WsClient::connect_as(&app, Some(&outsider.access_token)).await;
@@ -165,7 +167,7 @@ async fn an_outsider_subscribing_gets_not_found_and_the_operation_completes() {
 
 #[tokio::test]
 async fn an_anonymous_connection_cannot_subscribe_to_executions() {
-    let (app, owner, workflow) = idle_app().await;
+    let (app, owner, _, workflow) = idle_app().await;
     let id = app.run(&owner, &workflow, json!({})).await;
     let mut client = WsClient::connect_as(&app, None).await;
     client.subscribe_events("x", &id, 0).await;
@@ -299,7 +301,7 @@ async fn graphiql_subscribes_through_the_websocket_endpoint() {
 
 #[tokio::test]
 async fn an_after_seq_beyond_the_last_event_is_bad_user_input() {
-    let (app, owner, workflow) = idle_app().await;
+    let (app, owner, _, workflow) = idle_app().await;
     let id = app.run(&owner, &workflow, json!({})).await;
     let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
     client.subscribe_events("ahead", &id, 5).await;
@@ -316,7 +318,7 @@ async fn an_after_seq_beyond_the_last_event_is_bad_user_input() {
 
 #[tokio::test]
 async fn open_sockets_close_with_1001_when_the_server_shuts_down() {
-    let (app, owner, workflow) = idle_app().await;
+    let (app, owner, _, workflow) = idle_app().await;
     let id = app.run(&owner, &workflow, json!({})).await;
     let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
     client.subscribe_events("open", &id, 0).await;
