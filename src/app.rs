@@ -11,6 +11,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
+use crate::auth::Hashers;
 use crate::auth::rate_limit::RateLimiter;
 use crate::auth::sealing::Sealer;
 use crate::auth::tokens::TokenKeys;
@@ -19,6 +20,7 @@ use crate::config::{Config, redact_url};
 use crate::db::{self, StatementCounter};
 use crate::engine::Engine;
 use crate::engine::http::HttpSteps;
+use crate::engine::rendering::Rendering;
 use crate::events::recheck::StreamRegistry;
 use crate::events::redis_bus::RedisBus;
 use crate::events::revocations::Revocations;
@@ -50,12 +52,16 @@ pub struct AppState {
     pub streams: StreamRegistry,
     /// The client HTTP steps send their requests with.
     pub http_steps: HttpSteps,
+    /// Renders step configs off the runtime, on fuel, a few at once.
+    pub rendering: Rendering,
     /// Sessions with open connections here, closed when they end.
     pub revocations: Revocations,
     /// Sends account mail (SMTP, or the log).
     pub mailer: Mailer,
     /// Limits sign-in attempts per IP and per email.
     pub rate_limiter: RateLimiter,
+    /// The threads that hash and check passwords.
+    pub hashers: Hashers,
 }
 
 impl AppState {
@@ -92,6 +98,8 @@ impl AppState {
         let tokens = Arc::new(TokenKeys::new(&config.jwt_secret));
         let sealer = Sealer::new(&config.encryption_key);
         let http_steps = HttpSteps::new(&config.settings)?;
+        let rendering = Rendering::new(&config.settings.steps);
+        let hashers = Hashers::new(&config.settings.hashing)?;
         let rate_limiter = RateLimiter::new(&config.settings, redis.clone());
         Ok(Self {
             db,
@@ -104,9 +112,11 @@ impl AppState {
             bus,
             streams: StreamRegistry::default(),
             http_steps,
+            rendering,
             revocations: Revocations::default(),
             mailer,
             rate_limiter,
+            hashers,
         })
     }
 

@@ -15,6 +15,7 @@ use base64::Engine;
 use rand::RngCore;
 
 use crate::egress::PrivateAccess;
+use crate::limits::{DocumentLimits, HashingLimits, StepLimits};
 
 /// The shortest secret accepted for `FLOWPILOT_JWT_SECRET` and
 /// `FLOWPILOT_ENCRYPTION_KEY`.
@@ -372,6 +373,15 @@ pub struct Settings {
         global = true
     )]
     pub cors_origins: Vec<String>,
+    /// Bounds on GraphQL documents and responses.
+    #[command(flatten)]
+    pub documents: DocumentLimits,
+    /// Bounds on templates, step results and executions.
+    #[command(flatten)]
+    pub steps: StepLimits,
+    /// Bounds on password hashing.
+    #[command(flatten)]
+    pub hashing: HashingLimits,
 }
 
 impl Settings {
@@ -545,6 +555,42 @@ fn check_settings(settings: &Settings) -> anyhow::Result<()> {
         (
             "FLOWPILOT_WEBHOOK_MAX_BODY_BYTES",
             settings.webhook_max_body_bytes,
+        ),
+        (
+            "FLOWPILOT_MAX_QUERY_TOKENS",
+            settings.documents.max_query_tokens,
+        ),
+        (
+            "FLOWPILOT_MAX_QUERY_FIELDS",
+            settings.documents.max_query_fields,
+        ),
+        (
+            "FLOWPILOT_MAX_QUERY_NESTING",
+            settings.documents.max_query_nesting,
+        ),
+        (
+            "FLOWPILOT_MAX_RESPONSE_ERRORS",
+            settings.documents.max_response_errors,
+        ),
+        (
+            "FLOWPILOT_MAX_RESPONSE_BYTES",
+            settings.documents.max_response_bytes,
+        ),
+        (
+            "FLOWPILOT_TEMPLATE_FUEL",
+            settings.steps.template_fuel as usize,
+        ),
+        (
+            "FLOWPILOT_MAX_STEP_OUTPUT_BYTES",
+            settings.steps.max_step_output_bytes,
+        ),
+        (
+            "FLOWPILOT_MAX_PARALLEL_STEPS",
+            settings.steps.max_parallel_steps,
+        ),
+        (
+            "FLOWPILOT_MAX_CLAIMS_WITHOUT_PROGRESS",
+            settings.steps.max_claims_without_progress as usize,
         ),
     ] {
         if value == 0 {

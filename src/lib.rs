@@ -16,6 +16,7 @@ pub mod events;
 pub mod executions;
 pub mod graphql;
 pub mod http;
+pub mod limits;
 pub mod mail;
 pub mod orgs;
 pub mod pagination;

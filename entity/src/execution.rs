@@ -47,6 +47,9 @@ pub struct Model {
     pub timeout_ms: Option<i64>,
     /// First start plus `timeout_ms`: when the execution times out.
     pub timeout_at: Option<DateTimeUtc>,
+    /// Claims since a step last recorded an outcome; past the limit the
+    /// execution is failed instead of run again.
+    pub claims_without_progress: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -10,7 +10,7 @@ use super::rate_limit::Limited;
 use super::service::{
     AuthenticatedUser, DeviceInfo, RevokeReason, announce_revoked, revoke_sessions,
 };
-use super::{Email, Password, hash_password, verify_password};
+use super::{Email, Password};
 use crate::app::AppState;
 use crate::db::begin_write;
 use crate::error::{AppError, AppResult};
@@ -111,13 +111,17 @@ pub async fn change_password(
             state.clock.now(),
         )
         .await?;
-    if !verify_password(current_password, Some(user.password_hash.clone())).await? {
+    if !state
+        .hashers
+        .verify(current_password, Some(user.password_hash.clone()))
+        .await?
+    {
         return Err(AppError::bad_input(
             "currentPassword",
             "the current password is wrong",
         ));
     }
-    let password_hash = hash_password(new_password).await?;
+    let password_hash = state.hashers.hash(new_password).await?;
     let now = state.clock.now();
     let txn = begin_write(&state.db).await?;
     user::Entity::update_many()
@@ -231,7 +235,7 @@ pub async fn reset_password(
     one_time::find_usable(&state.db, token, Purpose::PasswordReset, state.clock.now())
         .await?
         .ok_or_else(invalid)?;
-    let password_hash = hash_password(new_password).await?;
+    let password_hash = state.hashers.hash(new_password).await?;
     let now = state.clock.now();
     let txn = begin_write(&state.db).await?;
     let found = one_time::find_usable(&txn, token, Purpose::PasswordReset, now)

@@ -20,7 +20,6 @@ use super::service::{
     lock_after_repeated_failures, lockout_mail, record_attempt,
 };
 use super::totp::{self, Enrollment};
-use super::verify_password;
 use crate::app::AppState;
 use crate::db::{begin_write, locked};
 use crate::error::{AppError, AppResult};
@@ -145,7 +144,11 @@ pub async fn disable(
             state.clock.now(),
         )
         .await?;
-    if !verify_password(password, Some(user.password_hash.clone())).await? {
+    if !state
+        .hashers
+        .verify(password, Some(user.password_hash.clone()))
+        .await?
+    {
         return Err(AppError::bad_input("password", "the password is wrong"));
     }
     limit_code_attempts(state, user, device).await?;

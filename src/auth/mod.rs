@@ -25,5 +25,5 @@ pub mod tokens;
 mod totp;
 
 pub use email::Email;
-pub use password::{Password, hash_password, verify_password};
+pub use password::{Hashers, Password};
 pub use profile::DisplayName;

@@ -1,16 +1,21 @@
 //! Passwords: parsing new ones (length and a list of common ones), and
-//! hashing and verifying with argon2id off the async runtime.
+//! hashing and verifying with argon2id on a bounded pool of threads of its
+//! own, off the async runtime.
 
 use std::collections::HashSet;
 use std::sync::OnceLock;
 
-use tokio::sync::Semaphore;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Semaphore, oneshot};
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 
 use crate::error::{AppError, AppResult};
+use crate::limits::HashingLimits;
 
 /// Shortest password accepted, in characters.
 pub const MIN_PASSWORD_CHARS: usize = 10;
@@ -74,28 +79,103 @@ fn is_common(password: &str) -> bool {
     common.contains(password.trim().to_lowercase().as_str())
 }
 
-/// At most this many hashes run at once per CPU: each takes 19 MiB and a
-/// core for tens of milliseconds, so a flood of sign-ins queues here
-/// instead of exhausting memory through the blocking pool.
-const HASHES_PER_CPU: usize = 2;
-
-fn hashing_permits() -> &'static Semaphore {
-    static PERMITS: OnceLock<Semaphore> = OnceLock::new();
-    PERMITS.get_or_init(|| {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Semaphore::new(cpus * HASHES_PER_CPU)
-    })
+/// The threads that compute password hashes: a fixed number (one per core
+/// by default), each taking one job at a time, behind a bounded queue. A
+/// check that finds the queue full is RATE_LIMITED at once rather than
+/// waiting: each hash holds 19 MiB and a core for tens of milliseconds, so a
+/// flood of sign-ins must not pile up in memory or starve the runtime. The
+/// threads end when the last handle is dropped.
+#[derive(Clone)]
+pub struct Hashers {
+    jobs: mpsc::Sender<Job>,
+    /// One permit per hash running or queued.
+    admission: Arc<Semaphore>,
 }
 
-/// Runs `work` on the blocking pool once a hashing permit is free.
-async fn with_hashing_permit<T: Send + 'static>(
-    work: impl FnOnce() -> AppResult<T> + Send + 'static,
-) -> AppResult<T> {
-    let _permit = hashing_permits()
-        .acquire()
+type Job = Box<dyn FnOnce() + Send>;
+
+impl Hashers {
+    /// Starts the hashing threads the limits ask for.
+    pub fn new(limits: &HashingLimits) -> anyhow::Result<Self> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        let threads = limits.hashers();
+        for n in 0..threads {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("flowpilot-hasher-{n}"))
+                .spawn(move || {
+                    loop {
+                        let job = match queue.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })?;
+        }
+        Ok(Self {
+            jobs,
+            admission: Arc::new(Semaphore::new(threads + limits.password_hash_queue)),
+        })
+    }
+
+    /// Runs `work` on a hashing thread, or refuses at once when every
+    /// thread is busy and the queue is full.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> AppResult<T> + Send + 'static,
+    ) -> AppResult<T> {
+        let permit =
+            self.admission
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| AppError::RateLimited {
+                    retry_after_secs: 1,
+                })?;
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            // The permit is held until the hash is done, even when the
+            // request that asked for it has gone.
+            let _permit = permit;
+            let _ = reply.send(work());
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| AppError::Internal(anyhow::anyhow!("the hashing threads have stopped")))?;
+        answer
+            .await
+            .map_err(|_| AppError::Internal(anyhow::anyhow!("a hashing thread stopped")))?
+    }
+
+    /// Hashes `password` into a PHC string.
+    pub async fn hash(&self, password: Password) -> AppResult<String> {
+        self.run(move || hash_blocking(&password.0)).await
+    }
+
+    /// Checks `candidate` against a stored hash. With no stored hash
+    /// (unknown account) it verifies against a fixed dummy hash, so the
+    /// answer takes as long as for a real account, and returns false.
+    pub async fn verify(&self, candidate: String, stored_hash: Option<String>) -> AppResult<bool> {
+        self.run(move || {
+            let known = stored_hash.is_some();
+            let hash = match stored_hash {
+                Some(hash) => hash,
+                None => dummy_hash()?.to_owned(),
+            };
+            let parsed = PasswordHash::new(&hash).map_err(|e| {
+                AppError::Internal(anyhow::anyhow!("stored password hash is malformed: {e}"))
+            })?;
+            let matches = hasher()
+                .verify_password(candidate.as_bytes(), &parsed)
+                .is_ok();
+            Ok(known && matches)
+        })
         .await
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("hashing permits closed: {e}")))?;
-    tokio::task::spawn_blocking(work).await?
+    }
 }
 
 /// argon2id with OWASP's parameters: 19 MiB, 2 passes, 1 lane.
@@ -125,38 +205,12 @@ pub fn needs_rehash(stored_hash: &str) -> bool {
         || !same_params
 }
 
-/// Hashes `password` into a PHC string on the blocking pool.
-pub async fn hash_password(password: Password) -> AppResult<String> {
-    with_hashing_permit(move || hash_blocking(&password.0)).await
-}
-
 fn hash_blocking(password: &str) -> AppResult<String> {
     let salt = SaltString::generate(&mut OsRng);
     hasher()
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
         .map_err(|e| AppError::Internal(anyhow::anyhow!("hashing a password failed: {e}")))
-}
-
-/// Checks `candidate` against a stored hash on the blocking pool. With no
-/// stored hash (unknown account) it verifies against a fixed dummy hash, so
-/// the answer takes as long as for a real account, and returns false.
-pub async fn verify_password(candidate: String, stored_hash: Option<String>) -> AppResult<bool> {
-    with_hashing_permit(move || {
-        let known = stored_hash.is_some();
-        let hash = match stored_hash {
-            Some(hash) => hash,
-            None => dummy_hash()?.to_owned(),
-        };
-        let parsed = PasswordHash::new(&hash).map_err(|e| {
-            AppError::Internal(anyhow::anyhow!("stored password hash is malformed: {e}"))
-        })?;
-        let matches = hasher()
-            .verify_password(candidate.as_bytes(), &parsed)
-            .is_ok();
-        Ok(known && matches)
-    })
-    .await
 }
 
 fn dummy_hash() -> AppResult<&'static str> {
@@ -171,6 +225,18 @@ fn dummy_hash() -> AppResult<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hashers() -> Hashers {
+        Hashers::new(&HashingLimits {
+            password_hashers: 1,
+            password_hash_queue: 4,
+        })
+        .unwrap()
+    }
+
+    async fn hash_password(password: Password) -> AppResult<String> {
+        hashers().hash(password).await
+    }
 
     #[test]
     fn short_passwords_are_refused() {
@@ -221,24 +287,34 @@ mod tests {
 
     #[tokio::test]
     async fn a_hash_verifies_its_password_and_no_other() {
-        let hash = hash_password(Password::parse("correct horse battery", "p").unwrap())
+        let hashers = hashers();
+        let hash = hashers
+            .hash(Password::parse("correct horse battery", "p").unwrap())
             .await
             .unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        let verify =
+            |candidate: &str, stored: Option<String>| hashers.verify(candidate.to_owned(), stored);
         assert!(
-            verify_password("correct horse battery".into(), Some(hash.clone()))
+            verify("correct horse battery", Some(hash.clone()))
                 .await
                 .unwrap()
         );
-        assert!(
-            !verify_password("wrong horse battery".into(), Some(hash))
-                .await
-                .unwrap()
-        );
-        assert!(
-            !verify_password("correct horse battery".into(), None)
-                .await
-                .unwrap()
-        );
+        assert!(!verify("wrong horse battery", Some(hash)).await.unwrap());
+        assert!(!verify("correct horse battery", None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn checks_beyond_the_threads_and_the_queue_are_rate_limited_at_once() {
+        let hashers = hashers();
+        let checks = (0..12).map(|_| hashers.verify("some password".into(), None));
+        let answers = futures::future::join_all(checks).await;
+        let refused = answers
+            .iter()
+            .filter(|a| matches!(a, Err(AppError::RateLimited { .. })))
+            .count();
+        // One thread and four queued places: five are checked, seven refused.
+        assert_eq!(refused, 7, "{answers:?}");
+        assert!(answers.iter().filter(|a| matches!(a, Ok(false))).count() == 5);
     }
 }

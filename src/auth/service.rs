@@ -19,7 +19,7 @@ use super::one_time::{self, Purpose};
 use super::password::needs_rehash;
 use super::rate_limit::Limited;
 use super::tokens::{REFRESH_TOKEN_TTL, hash_token, new_refresh_token};
-use super::{DisplayName, Email, Password, account, hash_password, verify_password};
+use super::{DisplayName, Email, Password, account};
 use crate::app::AppState;
 use crate::db::{begin_write, is_unique_violation, locked};
 use crate::error::{AppError, AppResult};
@@ -91,7 +91,7 @@ pub async fn register(
     if existing.is_some() {
         return Err(taken());
     }
-    let password_hash = hash_password(registration.password).await?;
+    let password_hash = state.hashers.hash(registration.password).await?;
     let now = state.clock.now();
     let txn = begin_write(&state.db).await?;
     let user = user::ActiveModel {
@@ -170,10 +170,13 @@ pub async fn login(
         Err(_) => None,
     };
     let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
-    let verified = verify_password(password.clone(), stored_hash.clone()).await?;
+    let verified = state
+        .hashers
+        .verify(password.clone(), stored_hash.clone())
+        .await?;
     let rehashed = match stored_hash {
         Some(hash) if verified && needs_rehash(&hash) => {
-            Some(hash_password(Password::rehashing(password)).await?)
+            Some(state.hashers.hash(Password::rehashing(password)).await?)
         }
         _ => None,
     };

@@ -1,6 +1,11 @@
 //! HTTP steps: one request per attempt through a client that reaches only
 //! permitted addresses (see `egress`), with the step's idempotency key.
 //!
+//! Redirects are followed here, not by the client, so that each hop is
+//! checked by the egress guard and every header that carries a credential
+//! (`Authorization`, `Cookie`, `X-Api-Key` and the like) is dropped when a
+//! redirect leaves the request's origin.
+//!
 //! A response with a status below 400 succeeds with
 //! `{"status", "headers", "body", "truncated"}`: the body is parsed when it
 //! is JSON, kept as text otherwise, and cut at the size limit (`truncated`
@@ -11,7 +16,7 @@ use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION};
 use reqwest::redirect;
 use serde_json::{Map, Value, json};
 
@@ -38,26 +43,11 @@ impl HttpSteps {
     /// where the guard cannot see them), and the settings' limits.
     pub fn new(settings: &Settings) -> anyhow::Result<Self> {
         let access = Arc::new(settings.http_allow_private.clone());
-        let redirect_access = access.clone();
-        let policy = redirect::Policy::custom(move |attempt| {
-            if attempt.previous().len() >= MAX_REDIRECTS {
-                return attempt.error(Refused(format!("more than {MAX_REDIRECTS} redirects")));
-            }
-            let url = attempt.url();
-            if !matches!(url.scheme(), "http" | "https") {
-                let refusal = format!("refused a redirect to `{url}`: not http or https");
-                return attempt.error(Refused(refusal));
-            }
-            match egress::check_literal(&redirect_access, url) {
-                Ok(()) => attempt.follow(),
-                Err(refusal) => attempt.error(Refused(format!("on a redirect, {refusal}"))),
-            }
-        });
         let client = reqwest::Client::builder()
             .user_agent(concat!("FlowPilot/", env!("CARGO_PKG_VERSION")))
             .no_proxy()
             .dns_resolver(Arc::new(GuardedResolver::new(access.clone())))
-            .redirect(policy)
+            .redirect(redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
             .build()?;
         Ok(Self {
@@ -89,26 +79,33 @@ impl HttpSteps {
             let value = HeaderValue::from_str(value).map_err(|e| e.to_string())?;
             headers.insert(name, value);
         }
-        let mut builder = self
-            .client
-            .request(method.clone(), url.clone())
-            .timeout(timeout.unwrap_or(self.default_timeout));
-        match request.body {
-            None | Some(Value::Null) => {}
+        let body = match request.body {
+            None | Some(Value::Null) => None,
             Some(Value::String(text)) => {
                 headers
                     .entry(CONTENT_TYPE)
                     .or_insert(HeaderValue::from_static("text/plain; charset=utf-8"));
-                builder = builder.body(text);
+                Some(text)
             }
             Some(json) => {
                 headers
                     .entry(CONTENT_TYPE)
                     .or_insert(HeaderValue::from_static("application/json"));
-                builder = builder.body(json.to_string());
+                Some(json.to_string())
             }
-        }
-        let mut response = builder.headers(headers).send().await.map_err(describe)?;
+        };
+        let deadline = tokio::time::Instant::now() + timeout.unwrap_or(self.default_timeout);
+        let mut response = self
+            .follow_redirects(
+                Hop {
+                    method: method.clone(),
+                    url: url.clone(),
+                    headers,
+                    body,
+                },
+                deadline,
+            )
+            .await?;
         let status = response.status();
         let is_json = response
             .headers()
@@ -153,6 +150,95 @@ impl HttpSteps {
             "body": body,
             "truncated": truncated,
         }))
+    }
+}
+
+/// One request of a chain of redirects.
+struct Hop {
+    method: reqwest::Method,
+    url: url::Url,
+    headers: HeaderMap,
+    body: Option<String>,
+}
+
+impl HttpSteps {
+    /// Sends `hop`, and follows redirects until a response that is not one,
+    /// all before `deadline`.
+    async fn follow_redirects(
+        &self,
+        mut hop: Hop,
+        deadline: tokio::time::Instant,
+    ) -> Result<reqwest::Response, String> {
+        let mut redirects = 0;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let mut builder = self
+                .client
+                .request(hop.method.clone(), hop.url.clone())
+                .headers(hop.headers.clone())
+                .timeout(left);
+            if let Some(body) = &hop.body {
+                builder = builder.body(body.clone());
+            }
+            let response = builder.send().await.map_err(describe)?;
+            let status = response.status();
+            let location = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let Some(location) = location.filter(|_| status.is_redirection()) else {
+                return Ok(response);
+            };
+            if redirects >= MAX_REDIRECTS {
+                return Err(format!("more than {MAX_REDIRECTS} redirects"));
+            }
+            let next = hop
+                .url
+                .join(&location)
+                .map_err(|_| "a redirect named an address that is not a URL".to_owned())?;
+            if !matches!(next.scheme(), "http" | "https") {
+                return Err(format!(
+                    "refused a redirect to `{}`: not http or https",
+                    redact_query(&next)
+                ));
+            }
+            egress::check_literal(&self.access, &next)
+                .map_err(|refusal| format!("on a redirect, {refusal}"))?;
+            hop = hop.redirected(status, next);
+            redirects += 1;
+        }
+    }
+}
+
+impl Hop {
+    /// The request a redirect with `status` to `next` asks for: credentials
+    /// stay with their origin, and 301, 302 and 303 turn a POST (303: any
+    /// method but HEAD) into a GET without a body, as browsers do.
+    fn redirected(mut self, status: reqwest::StatusCode, next: url::Url) -> Self {
+        if next.origin() != self.url.origin() {
+            let credentials: Vec<HeaderName> = self
+                .headers
+                .keys()
+                .filter(|name| is_credential_header(name.as_str()))
+                .cloned()
+                .collect();
+            for name in credentials {
+                self.headers.remove(name);
+            }
+        }
+        let to_get = match status.as_u16() {
+            303 => self.method != reqwest::Method::HEAD,
+            301 | 302 => self.method == reqwest::Method::POST,
+            _ => false,
+        };
+        if to_get {
+            self.method = reqwest::Method::GET;
+            self.body = None;
+            self.headers.remove(CONTENT_TYPE);
+        }
+        self.url = next;
+        self
     }
 }
 

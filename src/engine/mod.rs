@@ -8,10 +8,12 @@
 pub mod cancel;
 pub mod http;
 pub mod reaper;
+pub mod rendering;
 pub mod runner;
 pub mod scheduler;
 pub mod state;
 pub mod steps;
+pub mod storable;
 pub mod store;
 pub mod worker;
 

@@ -10,6 +10,7 @@
 //! reaper hands the execution to another worker.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -23,6 +24,7 @@ use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use super::cancel::Cancellations;
 use super::state::{ExecutionChange, RequeueReason};
 use super::steps::{self, StepContext};
+use super::storable;
 use super::store::{self, Claimed, EngineError, ExecutionUpdate, Lease, StepUpdate};
 use crate::app::AppState;
 use crate::events::{BusMessage, Topic};
@@ -63,6 +65,19 @@ pub async fn run_execution(
         cancellations.clone(),
     );
     let _heartbeat = AbortOnDrop(tokio::spawn(heartbeat));
+    let claims = claimed.execution.claims_without_progress;
+    let max_claims = state.config.settings.steps.max_claims_without_progress;
+    if claims > i32::try_from(max_claims).unwrap_or(i32::MAX) {
+        // Every earlier claim ended without a step recording an outcome (its
+        // worker crashed, or its results could not be stored): running it
+        // again would do the same, and repeat its steps' effects.
+        let error = format!(
+            "it was claimed {} times without progress (FLOWPILOT_MAX_CLAIMS_WITHOUT_PROGRESS is {max_claims}); its worker may have crashed or its results may not be storable",
+            claims - 1
+        );
+        store::fail_without_progress(&state, &claimed.lease, error).await?;
+        return Ok(RunOutcome::Finished(ExecutionStatus::Failed));
+    }
     match Runner::load(state.clone(), claimed).await? {
         Loaded::Runnable(runner) => runner.run(lost, shutdown, &mut cancel.requested).await,
         Loaded::Unreadable { lease, reason } => {
@@ -151,6 +166,22 @@ async fn heartbeat(
     }
 }
 
+/// What one attempt of a step produced: the rendered config it ran with
+/// (when it got that far) and its output or error.
+struct Attempt {
+    input: Option<Value>,
+    result: Result<Value, String>,
+}
+
+impl Attempt {
+    fn failed(input: Option<Value>, message: String) -> Self {
+        Self {
+            input,
+            result: Err(message),
+        }
+    }
+}
+
 enum Loaded {
     Runnable(Box<Runner>),
     /// The version or its definition cannot be read back.
@@ -169,7 +200,7 @@ struct Runner {
     running: HashMap<String, AbortHandle>,
     /// Which step each running task executes, to name a task that panicked.
     task_steps: HashMap<tokio::task::Id, String>,
-    tasks: JoinSet<(String, Result<Value, String>)>,
+    tasks: JoinSet<(String, Attempt)>,
     /// DELAY steps in progress: when each ends, and when it would time out.
     delays: HashMap<String, Delay>,
     /// When the execution times out (its first start plus its timeout).
@@ -287,14 +318,14 @@ impl Runner {
             let (wake_wait, timeout_wait) = (wait_until(next_wake), wait_until(self.timeout_at));
             tokio::select! {
                 Some(joined) = self.tasks.join_next_with_id() => {
-                    let (step_id, result) = match joined {
+                    let (step_id, attempt) = match joined {
                         Ok((_, done)) => done,
                         Err(err) => {
                             let step_id = self.task_steps.get(&err.id()).cloned().unwrap_or_default();
-                            (step_id, Err(format!("the step crashed: {err}")))
+                            (step_id, Attempt::failed(None, format!("the step crashed: {err}")))
                         }
                     };
-                    if let Some(outcome) = self.complete(step_id, result).await? {
+                    if let Some(outcome) = self.complete(step_id, attempt).await? {
                         return Ok(outcome);
                     }
                 }
@@ -355,7 +386,11 @@ impl Runner {
                     .unwrap_or_default();
                 Err(format!("the attempt timed out after {ms} ms"))
             };
-            if let Some(outcome) = self.complete(step_id, result).await? {
+            let attempt = Attempt {
+                input: None,
+                result,
+            };
+            if let Some(outcome) = self.complete(step_id, attempt).await? {
                 return Ok(Some(outcome));
             }
         }
@@ -437,6 +472,10 @@ impl Runner {
                         // A stopping worker starts nothing; the next one will.
                         continue;
                     }
+                    if self.running.len() >= self.state.config.settings.steps.max_parallel_steps {
+                        // It starts when a running step ends.
+                        continue;
+                    }
                     if let Some(outcome) = self.start(&step).await? {
                         return Ok(Some(outcome));
                     }
@@ -461,76 +500,89 @@ impl Runner {
         }
     }
 
+    /// Starts `step`: a DELAY begins waiting here; any other kind runs as a
+    /// task that renders its config (off the runtime, on fuel) and executes
+    /// it, both within the step's timeout.
     async fn start(&mut self, step: &StepDefinition) -> Result<Option<RunOutcome>, EngineError> {
-        let rendered = step
-            .parsed_config()
-            .map_err(|e| format!("{e:?}"))
-            .and_then(|config| config.render(&self.template_context()));
-        let now = self.state.clock.now();
-        let mut input = rendered.as_ref().ok().map(|config| config.to_json());
-        // A DELAY keeps the end it was given when it first started, so a
-        // re-run after a crash or a park waits only for what is left.
-        let delay = match &rendered {
-            Ok(StepConfig::Delay { ms }) => {
-                let until = self
-                    .earlier_delay_end(&step.id)
-                    .unwrap_or(now + chrono::Duration::milliseconds(*ms as i64));
-                if let Some(Value::Object(fields)) = input.as_mut() {
-                    fields.insert("until".to_owned(), json!(until));
-                }
-                let fails_at = step
-                    .timeout_ms
-                    .map(|ms| now + chrono::Duration::milliseconds(ms as i64));
-                Some(Delay {
-                    until,
-                    fails_at: fails_at.filter(|at| *at < until),
-                })
+        let config = match step.parsed_config() {
+            Ok(config) => config,
+            Err(err) => {
+                self.set_step(&step.id, StepStatus::Running, StepUpdate::default())
+                    .await?;
+                let message = format!("its config did not render: {err:?}");
+                return self.fail(&step.id, message).await.map(Some);
             }
-            _ => None,
+        };
+        if let StepConfig::Delay { ms } = config {
+            self.start_delay(step, ms).await?;
+            return Ok(None);
+        }
+        self.set_step(&step.id, StepStatus::Running, StepUpdate::default())
+            .await?;
+        let step_id = step.id.clone();
+        let timeout = step.timeout_ms;
+        let context = StepContext {
+            http: self.state.http_steps.clone(),
+            idempotency_key: format!("{}:{}", self.lease.execution_id, step.id),
+            timeout: timeout.map(Duration::from_millis),
+        };
+        let rendering = self.state.rendering.clone();
+        let template_context = Arc::new(self.template_context());
+        let handle = self.tasks.spawn(async move {
+            // The rendered config is kept as the step's input even when the
+            // attempt then times out.
+            let rendered_input: Arc<Mutex<Option<Value>>> = Arc::default();
+            let kept = rendered_input.clone();
+            let run = async move {
+                let config = rendering
+                    .render(config, template_context)
+                    .await
+                    .map_err(|message| format!("its config did not render: {message}"))?;
+                if let Ok(mut slot) = kept.lock() {
+                    *slot = Some(config.to_json());
+                }
+                steps::execute(config, context).await
+            };
+            let result = match timeout {
+                Some(ms) => tokio::time::timeout(Duration::from_millis(ms), run)
+                    .await
+                    .unwrap_or_else(|_| Err(format!("the attempt timed out after {ms} ms"))),
+                None => run.await,
+            };
+            let input = rendered_input.lock().ok().and_then(|mut slot| slot.take());
+            (step_id, Attempt { input, result })
+        });
+        self.task_steps.insert(handle.id(), step.id.clone());
+        self.running.insert(step.id.clone(), handle);
+        Ok(None)
+    }
+
+    /// A DELAY keeps the end it was given when it first started, so a
+    /// re-run after a crash or a park waits only for what is left.
+    async fn start_delay(&mut self, step: &StepDefinition, ms: u64) -> Result<(), EngineError> {
+        let now = self.state.clock.now();
+        let until = self
+            .earlier_delay_end(&step.id)
+            .unwrap_or(now + chrono::Duration::milliseconds(ms as i64));
+        let input = json!({ "ms": ms, "until": until });
+        let fails_at = step
+            .timeout_ms
+            .map(|ms| now + chrono::Duration::milliseconds(ms as i64));
+        let delay = Delay {
+            until,
+            fails_at: fails_at.filter(|at| *at < until),
         };
         self.set_step(
             &step.id,
             StepStatus::Running,
             StepUpdate {
-                input,
+                input: Some(input),
                 ..StepUpdate::default()
             },
         )
         .await?;
-        match (rendered, delay) {
-            (Ok(_), Some(delay)) => {
-                self.delays.insert(step.id.clone(), delay);
-                Ok(None)
-            }
-            (Ok(config), None) => {
-                let step_id = step.id.clone();
-                let timeout = step.timeout_ms;
-                let context = StepContext {
-                    http: self.state.http_steps.clone(),
-                    idempotency_key: format!("{}:{}", self.lease.execution_id, step.id),
-                    timeout: timeout.map(Duration::from_millis),
-                };
-                let handle = self.tasks.spawn(async move {
-                    let run = steps::execute(config, context);
-                    let outcome = match timeout {
-                        Some(ms) => tokio::time::timeout(Duration::from_millis(ms), run)
-                            .await
-                            .unwrap_or_else(|_| {
-                                Err(format!("the attempt timed out after {ms} ms"))
-                            }),
-                        None => run.await,
-                    };
-                    (step_id, outcome)
-                });
-                self.task_steps.insert(handle.id(), step.id.clone());
-                self.running.insert(step.id.clone(), handle);
-                Ok(None)
-            }
-            (Err(message), _) => self
-                .fail(&step.id, format!("its config did not render: {message}"))
-                .await
-                .map(Some),
-        }
+        self.delays.insert(step.id.clone(), delay);
+        Ok(())
     }
 
     /// The end an earlier attempt of a DELAY step recorded, if any.
@@ -539,28 +591,49 @@ impl Runner {
         serde_json::from_value(input.get("until")?.clone()).ok()
     }
 
+    /// Records an attempt's end. Its output and error are made storable
+    /// and measured first: an output over the size limit fails the attempt,
+    /// and an output the database still refuses fails it too, rather than
+    /// leave the execution running.
     async fn complete(
         &mut self,
         step_id: String,
-        result: Result<Value, String>,
+        attempt: Attempt,
     ) -> Result<Option<RunOutcome>, EngineError> {
         if let Some(handle) = self.running.remove(&step_id) {
             self.task_steps.remove(&handle.id());
         }
+        let max_bytes = self.state.config.settings.steps.max_step_output_bytes;
+        let input = attempt.input.map(storable::value);
+        let result = attempt.result.and_then(|output| {
+            let output = storable::value(output);
+            match storable::json_len(&output) {
+                len if len > max_bytes => Err(format!(
+                    "its output is {len} bytes, over the limit of {max_bytes} (FLOWPILOT_MAX_STEP_OUTPUT_BYTES)"
+                )),
+                _ => Ok(output),
+            }
+        });
         match result {
             Ok(output) => {
-                self.set_step(
-                    &step_id,
-                    StepStatus::Succeeded,
-                    StepUpdate {
-                        output: Some(output),
-                        ..StepUpdate::default()
-                    },
-                )
-                .await?;
-                Ok(None)
+                let update = StepUpdate {
+                    input: input.clone(),
+                    output: Some(output),
+                    ..StepUpdate::default()
+                };
+                match self.set_step(&step_id, StepStatus::Succeeded, update).await {
+                    Err(EngineError::Db(err)) => {
+                        tracing::warn!(execution_id = %self.lease.execution_id, step_id, error = %err, "a step's output could not be stored");
+                        let message = "its output could not be stored".to_owned();
+                        self.retry_or_fail(&step_id, input, message).await
+                    }
+                    other => other.map(|()| None),
+                }
             }
-            Err(message) => self.retry_or_fail(&step_id, message).await,
+            Err(message) => {
+                let message = storable::message(message, max_bytes);
+                self.retry_or_fail(&step_id, input, message).await
+            }
         }
     }
 
@@ -569,6 +642,7 @@ impl Runner {
     async fn retry_or_fail(
         &mut self,
         step_id: &str,
+        input: Option<Value>,
         message: String,
     ) -> Result<Option<RunOutcome>, EngineError> {
         let policy = self
@@ -578,12 +652,16 @@ impl Runner {
             .unwrap_or_default();
         let failures = self.steps.get(step_id).map_or(0, |s| s.failed_attempts) + 1;
         if failures >= policy.max_attempts as i32 {
-            return self.fail(step_id, message).await.map(Some);
+            return self
+                .fail_with_input(step_id, input, message)
+                .await
+                .map(Some);
         }
         let spread = rand::Rng::gen_range(&mut rand::thread_rng(), -1.0..=1.0);
         let wait =
             chrono::Duration::from_std(policy.backoff(failures as u32, spread)).unwrap_or_default();
         let update = StepUpdate {
+            input,
             error: Some(message),
             failed: true,
             next_retry_at: Some(self.state.clock.now() + wait),
@@ -612,8 +690,19 @@ impl Runner {
 
     /// Fails `step_id` for good, cancels everything else, fails the execution.
     async fn fail(&mut self, step_id: &str, message: String) -> Result<RunOutcome, EngineError> {
+        self.fail_with_input(step_id, None, message).await
+    }
+
+    /// As [`Runner::fail`], recording the config the last attempt ran with.
+    async fn fail_with_input(
+        &mut self,
+        step_id: &str,
+        input: Option<Value>,
+        message: String,
+    ) -> Result<RunOutcome, EngineError> {
         if self.status_of(step_id) == StepStatus::Running {
             let update = StepUpdate {
+                input,
                 error: Some(message.clone()),
                 failed: true,
                 ..StepUpdate::default()
@@ -621,8 +710,14 @@ impl Runner {
             self.set_step(step_id, StepStatus::Failed, update).await?;
         }
         self.running.remove(step_id);
+        self.fail_execution(format!("step `{step_id}` failed: {message}"))
+            .await
+    }
+
+    /// Cancels every step not yet finished and fails the execution with
+    /// `error`.
+    async fn fail_execution(&mut self, error: String) -> Result<RunOutcome, EngineError> {
         self.cancel_unfinished_steps().await?;
-        let error = format!("step `{step_id}` failed: {message}");
         let update = ExecutionUpdate {
             error: Some(error),
             ..ExecutionUpdate::default()
@@ -668,8 +763,17 @@ impl Runner {
     }
 
     async fn succeed(&mut self) -> Result<RunOutcome, EngineError> {
+        let output = self.output();
+        let max_bytes = self.state.config.settings.steps.max_step_output_bytes;
+        let len = storable::json_len(&output);
+        if len > max_bytes {
+            let error = format!(
+                "its output is {len} bytes, over the limit of {max_bytes} (FLOWPILOT_MAX_STEP_OUTPUT_BYTES)"
+            );
+            return self.fail_execution(error).await;
+        }
         let update = ExecutionUpdate {
-            output: Some(self.output()),
+            output: Some(output),
             ..ExecutionUpdate::default()
         };
         store::change_execution(

@@ -142,6 +142,7 @@ pub async fn claim_next_execution(
     };
     let started_at = candidate.started_at.unwrap_or(now);
     let (attempt, seq) = (candidate.attempt + 1, candidate.last_event_seq + 1);
+    let claims = candidate.claims_without_progress.saturating_add(1);
     let mut active = candidate.into_active_model();
     active.status = Set(status);
     active.lease_owner = Set(Some(lease.owner.clone()));
@@ -159,6 +160,7 @@ pub async fn claim_next_execution(
     }
     active.last_event_seq = Set(seq);
     active.updated_at = Set(now);
+    active.claims_without_progress = Set(claims);
     let execution = active.update(&txn).await?;
     let event = log::append(&txn, &execution, EventKind::ExecutionStarted, None, now).await?;
     txn.commit().await?;
@@ -430,6 +432,41 @@ pub async fn requeue_expired(state: &AppState, execution_id: Uuid) -> Result<boo
     Ok(true)
 }
 
+/// Fails an execution claimed too many times without progress: its
+/// unfinished steps end CANCELLED and the execution FAILED with `error`.
+pub async fn fail_without_progress(
+    state: &AppState,
+    lease: &Lease,
+    error: String,
+) -> Result<(), EngineError> {
+    let txn = begin_write(&state.db).await?;
+    let execution = fenced_execution(&txn, lease).await?;
+    let now = state.clock.now();
+    let update = ExecutionUpdate {
+        error: Some(error),
+        ..ExecutionUpdate::default()
+    };
+    let unfinished = [
+        StepStatus::Pending,
+        StepStatus::Running,
+        StepStatus::Retrying,
+    ];
+    let (_, events) = settle(
+        &txn,
+        execution,
+        &unfinished,
+        StepStatus::Cancelled,
+        None,
+        ExecutionChange::To(ExecutionStatus::Failed),
+        update,
+        now,
+    )
+    .await?;
+    txn.commit().await?;
+    publish_all(state, events).await;
+    Ok(())
+}
+
 /// QUEUED executions (parked, or waiting for a worker) whose timeout passed.
 pub async fn overdue_queued(state: &AppState, limit: u64) -> Result<Vec<Uuid>, EngineError> {
     let now = state.clock.now();
@@ -570,6 +607,9 @@ async fn apply_step_change(
         active.output = Set(None);
         active.error = Set(None);
     } else {
+        if update.input.is_some() {
+            active.input = Set(update.input);
+        }
         if update.output.is_some() {
             active.output = Set(update.output);
         }
@@ -582,7 +622,10 @@ async fn apply_step_change(
     }
     active.updated_at = Set(now);
     let step = active.update(txn).await?;
-    let execution = bump_seq(txn, execution, now).await?;
+    // An outcome (not a start, nor a lost worker's step going back) is
+    // progress: the count of fruitless claims starts over.
+    let progressed = status.is_terminal() || (status == StepStatus::Retrying && update.failed);
+    let execution = bump_seq(txn, execution, now, progressed).await?;
     let kind = EventKind::for_step(status)
         .ok_or_else(|| DbErr::Custom("a step never returns to PENDING".into()))?;
     let event = log::append(txn, &execution, kind, Some(StepSnapshot::from(&step)), now).await?;
@@ -600,7 +643,17 @@ async fn apply_execution_change(
 ) -> Result<(execution::Model, ExecutionEventRecord), EngineError> {
     let status = execution_transition(execution.status, change)?;
     let seq = execution.last_event_seq + 1;
+    // A park or a hand-back at shutdown is not a failed claim: it does not
+    // count towards the limit.
+    let unclaimed = matches!(
+        change,
+        ExecutionChange::Requeue(RequeueReason::Parked | RequeueReason::HandedBack)
+    )
+    .then(|| (execution.claims_without_progress - 1).max(0));
     let mut active = execution.into_active_model();
+    if let Some(claims) = unclaimed {
+        active.claims_without_progress = Set(claims);
+    }
     active.status = Set(status);
     active.last_event_seq = Set(seq);
     active.updated_at = Set(now);
@@ -653,14 +706,19 @@ async fn fenced_execution(
     }
 }
 
-/// Allocates the next event seq on the (locked) execution row.
+/// Allocates the next event seq on the (locked) execution row, and clears
+/// its count of fruitless claims when the change is progress.
 async fn bump_seq(
     txn: &DatabaseTransaction,
     execution: execution::Model,
     now: DateTime<Utc>,
+    progressed: bool,
 ) -> Result<execution::Model, DbErr> {
     let seq = execution.last_event_seq + 1;
     let mut active = execution.into_active_model();
+    if progressed {
+        active.claims_without_progress = Set(0);
+    }
     active.last_event_seq = Set(seq);
     active.updated_at = Set(now);
     active.update(txn).await

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::db::{begin_write, locked};
+use crate::engine::storable;
 use crate::engine::store::{self as engine_store, CancelOutcome, publish_after_commit};
 use crate::error::{AppError, AppResult};
 use crate::events::log::{self, EventKind, ExecutionEventRecord};
@@ -221,6 +222,25 @@ impl Origin {
     }
 }
 
+/// Refuses an execution input that is larger than the limit or holds text
+/// no backend can store, the same on every backend.
+fn check_input(input: &Value, max_bytes: usize) -> AppResult<()> {
+    if storable::has_nul(input) {
+        return Err(AppError::bad_input(
+            "input",
+            "text may not contain the NUL character (U+0000)",
+        ));
+    }
+    let len = storable::json_len(input);
+    if len > max_bytes {
+        return Err(AppError::bad_input(
+            "input",
+            format!("the input is {len} bytes, over the limit of {max_bytes}"),
+        ));
+    }
+    Ok(())
+}
+
 /// An execution to queue.
 pub struct NewExecution<'a> {
     pub workflow: &'a workflow::Model,
@@ -241,6 +261,10 @@ pub(crate) async fn enqueue(
     state: &AppState,
     new: NewExecution<'_>,
 ) -> AppResult<execution::Model> {
+    check_input(
+        &new.input,
+        state.config.settings.steps.max_step_output_bytes,
+    )?;
     let now = state.clock.now();
     let txn = begin_write(&state.db).await?;
     if let Some(key) = &new.idempotency_key {
@@ -314,6 +338,7 @@ pub(crate) async fn insert_queued(
         lease_owner: Set(None),
         lease_expires_at: Set(None),
         lease_epoch: Set(0),
+        claims_without_progress: Set(0),
         cancel_requested: Set(false),
         run_after: Set(None),
         last_event_seq: Set(1),

@@ -1,10 +1,11 @@
-//! Schema assembly, per-request context and the abuse limits.
+//! Schema assembly, per-request context and the document limits.
 //!
 //! Each domain contributes its own `Query`/`Mutation` objects; they are
 //! merged here. The SDL in `schema.graphql` is [`sdl`]'s output, and a test
 //! fails when the two drift apart.
 
 pub mod context;
+pub mod limits;
 pub mod loaders;
 
 use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
@@ -70,7 +71,8 @@ pub fn build_schema(settings: &Settings) -> AppSchema {
     let mut builder = builder()
         .limit_depth(settings.max_query_depth)
         .limit_complexity(settings.max_query_complexity)
-        .limit_recursive_depth(settings.max_query_depth.max(32));
+        .limit_recursive_depth(settings.max_query_depth.max(32))
+        .extension(limits::DocumentGuard::new(settings.documents.clone()));
     if !settings.introspection {
         builder = builder.disable_introspection();
     }

@@ -13,6 +13,7 @@ use axum::response::{Html, IntoResponse};
 use super::HttpState;
 use super::client::device_info;
 use crate::graphql::context::{RequestContext, Viewer};
+use crate::graphql::limits::{finish_response, limit_exceeded};
 
 /// GraphiQL, pointed at this server.
 pub async fn graphiql() -> Html<String> {
@@ -49,7 +50,14 @@ pub async fn execute(
             "a batch may hold at most {limit} operations, this one holds {}",
             operations.len()
         );
-        return bad_request(message);
+        return (
+            StatusCode::BAD_REQUEST,
+            GraphQLResponse::from(Response::from_errors(vec![limit_exceeded(
+                "batchSize",
+                message,
+            )])),
+        )
+            .into_response();
     }
     let authorization = headers
         .get(header::AUTHORIZATION)
@@ -58,29 +66,24 @@ pub async fn execute(
     let device = device_info(peer, &headers, &state.app.config.settings.trusted_proxies);
     let context = RequestContext::new(state.app.clone(), viewer, device);
     let response = state.schema.execute_batch(batch.data(context)).await;
+    let limits = &state.app.config.settings.documents;
     let response = match response {
-        BatchResponse::Single(single) => BatchResponse::Single(client_error(single)),
-        BatchResponse::Batch(many) => {
-            BatchResponse::Batch(many.into_iter().map(client_error).collect())
-        }
+        BatchResponse::Single(single) => BatchResponse::Single(finish_response(single, limits)),
+        BatchResponse::Batch(many) => BatchResponse::Batch(
+            many.into_iter()
+                .map(|one| finish_response(one, limits))
+                .collect(),
+        ),
     };
     GraphQLResponse::from(response).into_response()
 }
 
 /// A 400 answer in GraphQL's response shape, coded BAD_USER_INPUT.
 fn bad_request(message: String) -> axum::response::Response {
-    let response = client_error(Response::from_errors(vec![ServerError::new(message, None)]));
+    let mut error = ServerError::new(message, None);
+    let mut extensions = async_graphql::ErrorExtensionValues::default();
+    extensions.set("code", "BAD_USER_INPUT");
+    error.extensions = Some(extensions);
+    let response = Response::from_errors(vec![error]);
     (StatusCode::BAD_REQUEST, GraphQLResponse::from(response)).into_response()
-}
-
-/// Errors raised before resolvers run (syntax, validation, limits, input
-/// coercion) carry no code of ours: they are all the client's to fix.
-pub(super) fn client_error(mut response: Response) -> Response {
-    for error in &mut response.errors {
-        let extensions = error.extensions.get_or_insert_with(Default::default);
-        if extensions.get("code").is_none() {
-            extensions.set("code", "BAD_USER_INPUT");
-        }
-    }
-    response
 }

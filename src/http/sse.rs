@@ -24,8 +24,8 @@ use serde_json::json;
 
 use super::HttpState;
 use super::client::device_info;
-use super::graphql::client_error;
 use crate::graphql::context::{RequestContext, Viewer};
+use crate::graphql::limits::finish_response;
 
 /// An operation, as graphql-sse clients send it.
 #[derive(Deserialize)]
@@ -81,10 +81,11 @@ pub async fn stream(
         .map(|id| state.app.revocations.watch_credential(id));
     let device = device_info(peer, &headers, &state.app.config.settings.trusted_proxies);
     let context = RequestContext::new(state.app.clone(), viewer, device);
+    let limits = state.app.config.settings.documents.clone();
     let results = state
         .schema
         .execute_stream(request.data(context))
-        .map(client_error);
+        .map(move |response| finish_response(response, &limits));
     let mut stopping = state.shutting_down.clone();
     let events = events(results, credential, async move {
         let _ = stopping.wait_for(|stopping| *stopping).await;

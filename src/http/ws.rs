@@ -47,11 +47,11 @@ use tokio::task::AbortHandle;
 
 use super::HttpState;
 use super::client::device_info;
-use super::graphql::client_error;
 use crate::auth::service::DeviceInfo;
 use crate::error::ACCESS_CHANGED;
 use crate::events::revocations::CredentialWatch;
 use crate::graphql::context::{RequestContext, Viewer};
+use crate::graphql::limits::finish_response;
 
 /// The subprotocol this endpoint prefers.
 pub const PROTOCOL: &str = "graphql-transport-ws";
@@ -431,6 +431,7 @@ impl Connection {
         let schema = self.state.schema.clone();
         let generation = self.generation;
         let next = self.protocol.name(ServerMessage::Next);
+        let limits = self.state.app.config.settings.documents.clone();
         tokio::spawn(async move {
             let mut responses = schema.execute_stream(request.data(context));
             let mut first = true;
@@ -438,7 +439,7 @@ impl Connection {
             // freeing the id, so a client may reuse the id as soon as it
             // sees either.
             while let Some(response) = responses.next().await {
-                let response = client_error(response);
+                let response = finish_response(response, &limits);
                 if first && is_request_error(&response) {
                     let _ = finished.send(Finished {
                         id,

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use super::step_configs::{
     ConditionConfig, DelayConfig, FailConfig, HttpStepConfig, TransformConfig, typed,
 };
-use super::template;
+use super::template::{self, Renderer};
 use crate::error::{AppError, AppResult};
 
 /// Most steps a definition may hold.
@@ -120,14 +120,14 @@ impl HttpConfig {
         })
     }
 
-    fn render(&self, context: &Value) -> Result<Self, String> {
-        let url = render_text(&self.url, context)?;
+    fn render(&self, renderer: &mut Renderer) -> Result<Self, String> {
+        let url = render_text(&self.url, renderer)?;
         parse_http_url(&url)?;
         let headers = self
             .headers
             .iter()
             .map(|(name, value)| {
-                let value = render_text(value, context)?;
+                let value = render_text(value, renderer)?;
                 http::HeaderValue::from_str(&value).map_err(|_| {
                     format!("header `{name}` rendered to a value HTTP cannot carry")
                 })?;
@@ -135,7 +135,7 @@ impl HttpConfig {
             })
             .collect::<Result<_, String>>()?;
         let body = match &self.body {
-            Some(body) => Some(template::render_value(body, context)?),
+            Some(body) => Some(renderer.render_value(body)?),
             None => None,
         };
         Ok(Self {
@@ -198,8 +198,8 @@ pub fn parse_http_url(url: &str) -> Result<url::Url, String> {
 }
 
 /// Renders a template to text (a sole expression's JSON value is written out).
-fn render_text(source: &str, context: &Value) -> Result<String, String> {
-    Ok(match template::render(source, context)? {
+fn render_text(source: &str, renderer: &mut Renderer) -> Result<String, String> {
+    Ok(match renderer.render(source)? {
         Value::String(text) => text,
         other => other.to_string(),
     })
@@ -248,21 +248,21 @@ impl StepConfig {
         }
     }
 
-    /// This config with every template rendered against `context`.
-    pub fn render(&self, context: &Value) -> Result<Self, String> {
+    /// This config with every template rendered by `renderer`.
+    pub fn render(&self, renderer: &mut Renderer) -> Result<Self, String> {
         Ok(match self {
             Self::Transform { output } => Self::Transform {
-                output: template::render_value(output, context)?,
+                output: renderer.render_value(output)?,
             },
             Self::Delay { ms } => Self::Delay { ms: *ms },
             Self::Condition { expression, .. } => Self::Condition {
                 expression: expression.clone(),
-                result: Some(template::evaluate_condition(expression, context)?),
+                result: Some(renderer.evaluate_condition(expression)?),
             },
             Self::Fail { message } => Self::Fail {
-                message: render_text(message, context)?,
+                message: render_text(message, renderer)?,
             },
-            Self::Http(config) => Self::Http(config.render(context)?),
+            Self::Http(config) => Self::Http(config.render(renderer)?),
         })
     }
 

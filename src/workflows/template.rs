@@ -4,17 +4,36 @@
 //! A string that is exactly one `{{ expression }}` yields the expression's
 //! typed value (`"{{ input.n }}"` gives `7`, not `"7"`); any other string
 //! renders to a string. Other JSON values pass through unchanged.
+//!
+//! Rendering is bounded: a [`Renderer`] holds one step's budget, shared by
+//! every template in its config — instructions (minijinja's fuel), bytes
+//! rendered, and nesting of calls — and a template over any of them fails
+//! with an error naming the limit. Compiling (`check*`) costs time linear in
+//! the source and needs no budget.
 
+use std::io;
 use std::sync::OnceLock;
 
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 use serde_json::Value;
 
-fn environment() -> &'static Environment<'static> {
+/// Deepest nesting of macro calls and includes in one template.
+const RECURSION_LIMIT: usize = 32;
+
+/// The variable a sole expression's value is kept in while it is evaluated.
+const RESULT: &str = "__flowpilot_result";
+
+fn configured(env: &mut Environment<'static>) {
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_recursion_limit(RECURSION_LIMIT);
+}
+
+/// The environment that compiles templates without running them.
+fn compiler() -> &'static Environment<'static> {
     static ENVIRONMENT: OnceLock<Environment<'static>> = OnceLock::new();
     ENVIRONMENT.get_or_init(|| {
         let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        configured(&mut env);
         env
     })
 }
@@ -42,7 +61,7 @@ pub fn has_template(source: &str) -> bool {
 
 /// Compiles `source` without rendering it; the error says what is wrong.
 pub fn check(source: &str) -> Result<(), String> {
-    let env = environment();
+    let env = compiler();
     match sole_expression(source) {
         Some(expression) => env.compile_expression(expression).map(|_| ()),
         None => env.template_from_str(source).map(|_| ()),
@@ -52,25 +71,10 @@ pub fn check(source: &str) -> Result<(), String> {
 
 /// Compiles a bare expression (CONDITION's `if`) without evaluating it.
 pub fn check_expression(expression: &str) -> Result<(), String> {
-    environment()
+    compiler()
         .compile_expression(expression)
         .map(|_| ())
         .map_err(|e| describe(&e))
-}
-
-/// Evaluates a bare expression to its truth; an undefined value is an error.
-pub fn evaluate_condition(expression: &str, context: &Value) -> Result<bool, String> {
-    let compiled = environment()
-        .compile_expression(expression)
-        .map_err(|e| describe(&e))?;
-    let value = compiled.eval(context).map_err(|e| describe(&e))?;
-    if value.is_undefined() {
-        return Err(format!(
-            "undefined value: `{}` is not defined",
-            expression.trim()
-        ));
-    }
-    Ok(value.is_true())
 }
 
 /// Checks every string inside `value`, returning the JSON path (below
@@ -94,48 +98,178 @@ pub fn check_value(value: &Value, prefix: &str) -> Result<(), (String, String)> 
     }
 }
 
-/// Renders one string against `context`, typed when it is a sole expression.
-pub fn render(source: &str, context: &Value) -> Result<Value, String> {
-    let env = environment();
-    match sole_expression(source) {
-        Some(expression) => {
-            let compiled = env
-                .compile_expression(expression)
-                .map_err(|e| describe(&e))?;
-            let value = compiled.eval(context).map_err(|e| describe(&e))?;
-            // Strict mode fails on printing an undefined value, not on
-            // returning one: a lookup of a missing key must fail here.
-            if value.is_undefined() {
-                return Err(format!(
-                    "undefined value: `{}` is not defined",
-                    expression.trim()
-                ));
-            }
-            serde_json::to_value(&value)
-                .map_err(|e| format!("the value of `{expression}` is not JSON: {e}"))
+/// Renders the templates of one step's config against one context, within
+/// one budget of fuel and bytes for all of them.
+pub struct Renderer {
+    context: minijinja::Value,
+    fuel_left: u64,
+    bytes_left: usize,
+    max_bytes: usize,
+}
+
+impl Renderer {
+    /// A renderer over `context` that may run `fuel` template instructions
+    /// and produce `max_bytes` of rendered text (or JSON) in all.
+    pub fn new(context: &Value, fuel: u64, max_bytes: usize) -> Self {
+        Self {
+            context: minijinja::Value::from_serialize(context),
+            fuel_left: fuel,
+            bytes_left: max_bytes,
+            max_bytes,
         }
-        None => env
-            .render_str(source, context)
-            .map(Value::String)
-            .map_err(|e| describe(&e)),
+    }
+
+    fn environment(&self) -> Environment<'static> {
+        let mut env = Environment::new();
+        configured(&mut env);
+        env.set_fuel(Some(self.fuel_left.max(1)));
+        env
+    }
+
+    fn spend(&mut self, state: &minijinja::State<'_, '_>, bytes: usize) {
+        let consumed = state.fuel_levels().map_or(0, |(consumed, _)| consumed);
+        self.fuel_left = self.fuel_left.saturating_sub(consumed);
+        self.bytes_left = self.bytes_left.saturating_sub(bytes);
+    }
+
+    fn failure(&self, err: &minijinja::Error, writer: &BoundedWriter) -> String {
+        if writer.exceeded {
+            self.over_bytes()
+        } else if err.kind() == ErrorKind::OutOfFuel {
+            "the templates ran more instructions than allowed (FLOWPILOT_TEMPLATE_FUEL)".to_owned()
+        } else {
+            describe(err)
+        }
+    }
+
+    /// Renders one string, typed when it is a sole expression.
+    pub fn render(&mut self, source: &str) -> Result<Value, String> {
+        if !has_template(source) {
+            return Ok(Value::String(source.to_owned()));
+        }
+        match sole_expression(source) {
+            Some(expression) => self.evaluate(expression),
+            None => {
+                let env = self.environment();
+                let template = env.template_from_str(source).map_err(|e| describe(&e))?;
+                let mut writer = BoundedWriter::new(self.bytes_left);
+                let rendered = template.render_captured_to(&self.context, &mut writer);
+                match rendered {
+                    Ok(captured) => {
+                        let bytes = writer.bytes.len();
+                        self.spend(captured.state(), bytes);
+                        String::from_utf8(writer.bytes)
+                            .map(Value::String)
+                            .map_err(|_| "the template rendered text that is not UTF-8".to_owned())
+                    }
+                    Err(err) => Err(self.failure(&err, &writer)),
+                }
+            }
+        }
+    }
+
+    /// Evaluates one expression; an undefined value is an error.
+    fn evaluate_raw(&mut self, expression: &str) -> Result<minijinja::Value, String> {
+        let env = self.environment();
+        // Evaluated as a template that assigns it, so the fuel it used can be
+        // read back; the expression itself cannot hold `%}` (see
+        // `sole_expression`).
+        let source = format!("{{% set {RESULT} = ({expression}) %}}");
+        let template = env.template_from_str(&source).map_err(|e| describe(&e))?;
+        let captured = template
+            .render_captured(&self.context)
+            .map_err(|err| self.failure(&err, &BoundedWriter::new(0)))?;
+        self.spend(captured.state(), 0);
+        let value = captured.state().lookup(RESULT).unwrap_or_default();
+        // Strict mode fails on printing an undefined value, not on
+        // returning one: a lookup of a missing key must fail here.
+        if value.is_undefined() {
+            return Err(format!(
+                "undefined value: `{}` is not defined",
+                expression.trim()
+            ));
+        }
+        Ok(value)
+    }
+
+    /// Evaluates one expression to its JSON value, within the byte budget.
+    fn evaluate(&mut self, expression: &str) -> Result<Value, String> {
+        let value = self.evaluate_raw(expression)?;
+        let mut writer = BoundedWriter::new(self.bytes_left);
+        if serde_json::to_writer(&mut writer, &value).is_err() {
+            return Err(if writer.exceeded {
+                self.over_bytes()
+            } else {
+                format!("the value of `{}` is not JSON", expression.trim())
+            });
+        }
+        self.bytes_left = self.bytes_left.saturating_sub(writer.bytes.len());
+        serde_json::from_slice(&writer.bytes)
+            .map_err(|e| format!("the value of `{}` is not JSON: {e}", expression.trim()))
+    }
+
+    fn over_bytes(&self) -> String {
+        format!(
+            "the templates rendered more than {} bytes (FLOWPILOT_MAX_STEP_OUTPUT_BYTES)",
+            self.max_bytes
+        )
+    }
+
+    /// Evaluates a bare expression to its truth; an undefined value is an
+    /// error.
+    pub fn evaluate_condition(&mut self, expression: &str) -> Result<bool, String> {
+        Ok(self.evaluate_raw(expression)?.is_true())
+    }
+
+    /// Renders every string inside `value`.
+    pub fn render_value(&mut self, value: &Value) -> Result<Value, String> {
+        match value {
+            Value::String(source) => self.render(source),
+            Value::Array(items) => items
+                .iter()
+                .map(|item| self.render_value(item))
+                .collect::<Result<_, _>>()
+                .map(Value::Array),
+            Value::Object(map) => map
+                .iter()
+                .map(|(key, item)| Ok((key.clone(), self.render_value(item)?)))
+                .collect::<Result<serde_json::Map<_, _>, String>>()
+                .map(Value::Object),
+            other => Ok(other.clone()),
+        }
     }
 }
 
-/// Renders every string inside `value` against `context`.
-pub fn render_value(value: &Value, context: &Value) -> Result<Value, String> {
-    match value {
-        Value::String(source) => render(source, context),
-        Value::Array(items) => items
-            .iter()
-            .map(|item| render_value(item, context))
-            .collect::<Result<_, _>>()
-            .map(Value::Array),
-        Value::Object(map) => map
-            .iter()
-            .map(|(key, item)| Ok((key.clone(), render_value(item, context)?)))
-            .collect::<Result<serde_json::Map<_, _>, String>>()
-            .map(Value::Object),
-        other => Ok(other.clone()),
+/// Collects output up to a number of bytes and fails the write beyond it,
+/// so an oversized result is never built whole.
+struct BoundedWriter {
+    bytes: Vec<u8>,
+    room: usize,
+    exceeded: bool,
+}
+
+impl BoundedWriter {
+    fn new(room: usize) -> Self {
+        Self {
+            bytes: Vec::new(),
+            room,
+            exceeded: false,
+        }
+    }
+}
+
+impl io::Write for BoundedWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() > self.room - self.bytes.len() {
+            self.exceeded = true;
+            return Err(io::Error::other("output limit reached"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -151,6 +285,18 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    fn render(source: &str, context: &Value) -> Result<Value, String> {
+        Renderer::new(context, 100_000, 1 << 20).render(source)
+    }
+
+    fn evaluate_condition(expression: &str, context: &Value) -> Result<bool, String> {
+        Renderer::new(context, 100_000, 1 << 20).evaluate_condition(expression)
+    }
+
+    fn render_value(value: &Value, context: &Value) -> Result<Value, String> {
+        Renderer::new(context, 100_000, 1 << 20).render_value(value)
+    }
 
     #[test]
     fn a_sole_expression_keeps_its_type() {
@@ -211,5 +357,61 @@ mod tests {
         let (path, _) =
             check_value(&json!({ "a": ["ok", "{{ 1 + }}"] }), "config.output").unwrap_err();
         assert_eq!(path, "config.output.a[1]");
+    }
+
+    #[test]
+    fn nested_loops_run_out_of_fuel_with_an_error_naming_the_limit() {
+        let context = json!({ "input": {} });
+        let mut renderer = Renderer::new(&context, 100_000, 1 << 20);
+        let loops = "{% for a in range(1000) %}{% for b in range(1000) %}{% for c in range(1000) %}x{% endfor %}{% endfor %}{% endfor %}";
+        let refused = renderer.render(loops).unwrap_err();
+        assert!(refused.contains("FLOWPILOT_TEMPLATE_FUEL"), "{refused}");
+    }
+
+    #[test]
+    fn fuel_is_shared_by_every_template_of_one_config() {
+        let context = json!({ "input": {} });
+        let mut renderer = Renderer::new(&context, 2_000, 1 << 20);
+        let loop_of_300 = "{% for i in range(300) %}{{ i }}{% endfor %}";
+        assert!(renderer.render(loop_of_300).is_ok());
+        let mut refused = None;
+        for _ in 0..20 {
+            if let Err(err) = renderer.render(loop_of_300) {
+                refused = Some(err);
+                break;
+            }
+        }
+        assert!(refused.is_some_and(|e| e.contains("FLOWPILOT_TEMPLATE_FUEL")));
+    }
+
+    #[test]
+    fn output_over_the_byte_limit_fails_without_being_kept() {
+        let context = json!({ "input": {} });
+        let mut renderer = Renderer::new(&context, 100_000, 1_000);
+        let refused = renderer.render("{{ 'a' * 100000 }}").unwrap_err();
+        assert!(
+            refused.contains("FLOWPILOT_MAX_STEP_OUTPUT_BYTES"),
+            "{refused}"
+        );
+        let refused = renderer.render("x{{ 'a' * 100000 }}").unwrap_err();
+        assert!(
+            refused.contains("FLOWPILOT_MAX_STEP_OUTPUT_BYTES"),
+            "{refused}"
+        );
+        // The budget is shared: two halves fit, a third does not.
+        let mut renderer = Renderer::new(&context, 100_000, 1_000);
+        assert!(renderer.render("{{ 'a' * 450 }}").is_ok());
+        assert!(renderer.render("{{ 'a' * 450 }}").is_ok());
+        assert!(renderer.render("{{ 'a' * 450 }}").is_err());
+    }
+
+    #[test]
+    fn macros_recursing_without_end_stop_at_the_recursion_limit() {
+        let context = json!({ "input": {} });
+        let mut renderer = Renderer::new(&context, 1_000_000, 1 << 20);
+        let refused = renderer
+            .render("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}")
+            .unwrap_err();
+        assert!(!refused.is_empty());
     }
 }
