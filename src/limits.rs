@@ -71,12 +71,13 @@ pub struct DocumentLimits {
 /// Bounds on what one execution may compute and store.
 #[derive(clap::Args, Clone, Debug)]
 pub struct StepLimits {
-    /// Template instructions one rendering of a step's config may run
-    /// (about 50 ms of CPU in a release build).
+    /// Template instructions one rendering of a step's config may run, all
+    /// its templates together (1,000,000 took 40–45 ms of CPU in a release
+    /// build).
     #[arg(
         long,
         env = "FLOWPILOT_TEMPLATE_FUEL",
-        default_value_t = 500_000,
+        default_value_t = 1_000_000,
         global = true
     )]
     pub template_fuel: u64,

@@ -2,6 +2,7 @@
 //! hashing and verifying with argon2id on a bounded pool of threads of its
 //! own, off the async runtime.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::sync::OnceLock;
 
@@ -11,8 +12,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Semaphore, oneshot};
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use subtle::ConstantTimeEq;
 
 use crate::error::{AppError, AppResult};
 use crate::limits::HashingLimits;
@@ -166,12 +168,7 @@ impl Hashers {
                 Some(hash) => hash,
                 None => dummy_hash()?.to_owned(),
             };
-            let parsed = PasswordHash::new(&hash).map_err(|e| {
-                AppError::Internal(anyhow::anyhow!("stored password hash is malformed: {e}"))
-            })?;
-            let matches = hasher()
-                .verify_password(candidate.as_bytes(), &parsed)
-                .is_ok();
+            let matches = verify_blocking(candidate.as_bytes(), &hash)?;
             Ok(known && matches)
         })
         .await
@@ -205,12 +202,84 @@ pub fn needs_rehash(stored_hash: &str) -> bool {
         || !same_params
 }
 
+thread_local! {
+    /// This thread's Argon2 working memory, kept between hashes: a hasher
+    /// thread holds one block of it for its whole life instead of asking
+    /// the allocator for 19 MiB per hash.
+    static MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `work` with this thread's working memory, grown to `blocks`.
+fn with_memory<T>(blocks: usize, work: impl FnOnce(&mut [Block]) -> T) -> T {
+    MEMORY.with(|memory| {
+        let mut memory = memory.borrow_mut();
+        if memory.len() < blocks {
+            memory.resize(blocks, Block::default());
+        }
+        work(&mut memory[..blocks])
+    })
+}
+
+fn hashing_failed(err: impl std::fmt::Display) -> AppError {
+    AppError::Internal(anyhow::anyhow!("hashing a password failed: {err}"))
+}
+
 fn hash_blocking(password: &str) -> AppResult<String> {
     let salt = SaltString::generate(&mut OsRng);
-    hasher()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("hashing a password failed: {e}")))
+    let mut salt_bytes = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut salt_bytes).map_err(hashing_failed)?;
+    let params = current_params();
+    let mut output = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    with_memory(params.block_count(), |memory| {
+        hasher().hash_password_into_with_memory(
+            password.as_bytes(),
+            salt_bytes,
+            &mut output,
+            memory,
+        )
+    })
+    .map_err(hashing_failed)?;
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(hashing_failed)?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&output).map_err(hashing_failed)?),
+    };
+    Ok(hash.to_string())
+}
+
+/// Whether `candidate` hashes to the stored PHC string, with the stored
+/// algorithm, version and parameters, compared in constant time.
+fn verify_blocking(candidate: &[u8], stored: &str) -> AppResult<bool> {
+    let malformed = |e: &dyn std::fmt::Display| {
+        AppError::Internal(anyhow::anyhow!("stored password hash is malformed: {e}"))
+    };
+    let parsed = PasswordHash::new(stored).map_err(|e| malformed(&e))?;
+    let algorithm = Algorithm::try_from(parsed.algorithm).map_err(|e| malformed(&e))?;
+    let version = match parsed.version {
+        Some(version) => Version::try_from(version).map_err(|e| malformed(&e))?,
+        None => Version::default(),
+    };
+    let params = Params::try_from(&parsed).map_err(|e| malformed(&e))?;
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return Err(malformed(&"no salt or no hash"));
+    };
+    let mut salt_bytes = [0u8; 64];
+    let salt_bytes = salt
+        .decode_b64(&mut salt_bytes)
+        .map_err(|e| malformed(&e))?;
+    let mut output = vec![0u8; expected.len()];
+    with_memory(params.block_count(), |memory| {
+        Argon2::new(algorithm, version, params.clone()).hash_password_into_with_memory(
+            candidate,
+            salt_bytes,
+            &mut output,
+            memory,
+        )
+    })
+    .map_err(hashing_failed)?;
+    Ok(output.ct_eq(expected.as_bytes()).into())
 }
 
 fn dummy_hash() -> AppResult<&'static str> {
@@ -224,6 +293,8 @@ fn dummy_hash() -> AppResult<&'static str> {
 
 #[cfg(test)]
 mod tests {
+    use argon2::password_hash::PasswordHasher;
+
     use super::*;
 
     fn hashers() -> Hashers {
@@ -316,5 +387,25 @@ mod tests {
         // One thread and four queued places: five are checked, seven refused.
         assert_eq!(refused, 7, "{answers:?}");
         assert!(answers.iter().filter(|a| matches!(a, Ok(false))).count() == 5);
+    }
+
+    #[tokio::test]
+    async fn hashes_made_by_the_argon2_crate_itself_verify_the_same() {
+        let stored = hasher()
+            .hash_password(b"correct horse battery", &SaltString::generate(&mut OsRng))
+            .unwrap()
+            .to_string();
+        assert!(verify_blocking(b"correct horse battery", &stored).unwrap());
+        assert!(!verify_blocking(b"correct horse batterz", &stored).unwrap());
+        let ours = hash_blocking("correct horse battery").unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(
+            argon2::password_hash::PasswordVerifier::verify_password(
+                &hasher(),
+                b"correct horse battery",
+                &parsed
+            )
+            .is_ok()
+        );
     }
 }

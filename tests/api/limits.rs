@@ -41,6 +41,36 @@ fragment TypeRef on __Type {
 }
 "#;
 
+/// graphql-js's `getIntrospectionQuery()` with its defaults, as
+/// graphql-codegen's URL loader sends it.
+const CODEGEN_INTROSPECTION: &str = r#"
+query IntrospectionQuery {
+  __schema {
+    queryType { name }
+    mutationType { name }
+    subscriptionType { name }
+    types { ...FullType }
+    directives { name description locations args { ...InputValue } }
+  }
+}
+fragment FullType on __Type {
+  kind name description
+  fields(includeDeprecated: true) {
+    name description args { ...InputValue } type { ...TypeRef } isDeprecated deprecationReason
+  }
+  inputFields { ...InputValue }
+  interfaces { ...TypeRef }
+  enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+  possibleTypes { ...TypeRef }
+}
+fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue }
+fragment TypeRef on __Type {
+  kind name
+  ofType { kind name ofType { kind name ofType { kind name ofType { kind name
+    ofType { kind name ofType { kind name ofType { kind name } } } } } } }
+}
+"#;
+
 async fn post_raw(app: &TestApp, body: Value) -> GqlResponse {
     let response = app
         .http()
@@ -60,6 +90,14 @@ async fn graphiqls_introspection_query_passes_the_default_limits() {
     assert_eq!(schema["queryType"]["name"], "Query");
     let types = schema["types"].as_array().unwrap();
     assert!(types.iter().any(|t| t["name"] == "Organization"));
+}
+
+#[tokio::test]
+async fn graphql_codegens_introspection_query_passes_the_default_limits() {
+    let app = TestApp::spawn().await;
+    let response = app.graphql(CODEGEN_INTROSPECTION, json!({})).await;
+    let types = response.data()["__schema"]["types"].as_array().unwrap();
+    assert!(types.iter().any(|t| t["name"] == "Execution"));
 }
 
 #[tokio::test]
@@ -86,9 +124,7 @@ async fn a_query_deeper_than_the_limit_is_rejected() {
 #[tokio::test]
 async fn a_query_more_complex_than_the_limit_is_rejected() {
     let app = TestApp::spawn_with(|s| s.max_query_complexity = 50).await;
-    let aliases: String = (0..30)
-        .map(|i| format!("v{i}: viewer {{ id }} "))
-        .collect();
+    let aliases: String = (0..30).map(|i| format!("v{i}: viewer {{ id }} ")).collect();
     let response = app.graphql(&format!("{{ {aliases} }}"), json!({})).await;
     assert_eq!(response.error_code(), "BAD_USER_INPUT");
     assert!(

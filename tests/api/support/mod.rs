@@ -1,6 +1,7 @@
 //! The test server and its client: `TestApp::spawn().await` gives a running
 //! FlowPilot with a database of its own; helpers keep tests short.
 
+pub mod spawned;
 pub mod target;
 pub mod ws;
 

@@ -5,7 +5,9 @@
 //! - `/slow/{ms}`: 200 with `{"slept": ms}` after `ms` milliseconds
 //! - `/flaky/{failures}`: 503 for the first `failures` calls, then 200
 //! - `/bytes/{n}`: `n` bytes of text
-//! - `/redirect?to=URL`: 302 to URL
+//! - `/redirect?to=URL[&status=CODE]`: a redirect to URL (302 unless
+//!   another status is given)
+//! - `/nul`: JSON whose text holds a NUL character
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -54,6 +56,7 @@ impl Target {
             .route("/flaky/{failures}", any(flaky))
             .route("/bytes/{n}", any(bytes))
             .route("/redirect", any(redirect))
+            .route("/nul", any(nul))
             .layer(middleware::from_fn_with_state(shared.clone(), record))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -154,5 +157,14 @@ async fn bytes(Path(n): Path<usize>) -> Response {
 }
 
 async fn redirect(Query(query): Query<HashMap<String, String>>) -> Response {
-    (StatusCode::FOUND, [(header::LOCATION, query["to"].clone())]).into_response()
+    let status = query
+        .get("status")
+        .and_then(|code| code.parse().ok())
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .unwrap_or(StatusCode::FOUND);
+    (status, [(header::LOCATION, query["to"].clone())]).into_response()
+}
+
+async fn nul() -> Response {
+    axum::Json(json!({ "text": "a\u{0}b", "a\u{0}key": 1 })).into_response()
 }

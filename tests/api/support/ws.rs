@@ -36,7 +36,12 @@ impl WsClient {
 
     /// Connects offering `protocol` (or none).
     pub async fn connect_with_protocol(app: &TestApp, protocol: Option<&str>) -> Self {
-        let mut request = format!("ws://{}/graphql/ws", app.address)
+        Self::connect_to(app.address, protocol).await
+    }
+
+    /// Connects to the server at `address` offering `protocol` (or none).
+    pub async fn connect_to(address: std::net::SocketAddr, protocol: Option<&str>) -> Self {
+        let mut request = format!("ws://{address}/graphql/ws")
             .into_client_request()
             .expect("valid URL");
         if let Some(protocol) = protocol {
@@ -127,7 +132,12 @@ impl WsClient {
 
     /// Connects and completes `connection_init` with `token` (if any).
     pub async fn connect_as(app: &TestApp, token: Option<&str>) -> Self {
-        let mut client = Self::connect(app).await;
+        Self::connect_as_to(app.address, token).await
+    }
+
+    /// As [`WsClient::connect_as`], to the server at `address`.
+    pub async fn connect_as_to(address: std::net::SocketAddr, token: Option<&str>) -> Self {
+        let mut client = Self::connect_to(address, Some("graphql-transport-ws")).await;
         let payload = match token {
             Some(token) => json!({ "authorization": format!("Bearer {token}") }),
             None => json!({}),

@@ -1,0 +1,118 @@
+//! A real `flowpilot serve` process over a test app's database (and Redis
+//! prefix), for what only a separate process shows: its memory peak, and
+//! that it keeps answering while a hostile request or execution runs.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{GqlResponse, TestApp};
+
+/// A `flowpilot serve` process, killed when dropped.
+pub struct Spawned {
+    pub address: SocketAddr,
+    child: tokio::process::Child,
+    client: reqwest::Client,
+}
+
+impl Spawned {
+    /// Starts `flowpilot serve` with `app`'s database, Redis, prefix and
+    /// secrets (so `app`'s tokens work here), rate limits off as in the
+    /// tests, and the `extra` settings; waits until `/health` answers.
+    pub async fn start(app: &TestApp, extra: &[(&str, &str)]) -> Self {
+        let settings = &app.settings;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_flowpilot"));
+        command
+            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+            .env_clear()
+            .env("DATABASE_URL", &settings.database_url)
+            .env("FLOWPILOT_REDIS_PREFIX", &settings.redis_prefix)
+            .env(
+                "FLOWPILOT_JWT_SECRET",
+                settings.jwt_secret.as_deref().unwrap_or_default(),
+            )
+            .env(
+                "FLOWPILOT_ENCRYPTION_KEY",
+                settings.encryption_key.as_deref().unwrap_or_default(),
+            )
+            .env("FLOWPILOT_RATE_LIMIT_PER_IP", "0")
+            .env("FLOWPILOT_RATE_LIMIT_PER_EMAIL", "0")
+            .env("FLOWPILOT_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        if let Some(redis) = &settings.redis_url {
+            command.env("REDIS_URL", redis);
+        }
+        for (name, value) in extra {
+            command.env(name, value);
+        }
+        let child = command.spawn().expect("flowpilot serve starts");
+        let spawned = Self {
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            child,
+            client: reqwest::Client::new(),
+        };
+        tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                if spawned.health().await {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("the spawned server answers /health");
+        spawned
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Whether `/health` answers 200.
+    pub async fn health(&self) -> bool {
+        self.client
+            .get(self.url("/health"))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    }
+
+    /// Posts `body` (an operation or a batch) to `/graphql`.
+    pub async fn post(&self, token: Option<&str>, body: &Value) -> reqwest::Response {
+        let mut request = self.client.post(self.url("/graphql")).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("POST /graphql answers")
+    }
+
+    /// Runs one operation.
+    pub async fn graphql(&self, token: Option<&str>, query: &str, variables: Value) -> GqlResponse {
+        let body = json!({ "query": query, "variables": variables });
+        GqlResponse::from(self.post(token, &body).await).await
+    }
+
+    /// The process's peak resident memory so far (`VmHWM`), in KiB.
+    pub fn peak_memory_kib(&self) -> u64 {
+        let pid = self.child.id().expect("the process runs");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in proc status")
+    }
+}
