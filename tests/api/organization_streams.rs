@@ -22,8 +22,9 @@ use serde_json::{Value, json};
 use crate::api_keys::api_key;
 use crate::members::REMOVE_MEMBER;
 use crate::scale::{PrivateRedis, await_redis_health};
+use crate::support::require_multi_instance_backends;
 use crate::support::ws::WsClient;
-use crate::support::{Session, TestApp, postgres_url, redis_url};
+use crate::support::{Session, TestApp};
 
 pub(crate) const ORGANIZATION_EVENTS: &str = "subscription(
   $organizationId: ID!, $filter: OrganizationStreamFilter, $throttleMs: Int
@@ -93,15 +94,6 @@ async fn acme() -> (TestApp, Session, String) {
     let owner = app.user().await;
     let organization = app.organization(&owner, "Acme").await;
     (app, owner, organization)
-}
-
-/// Whether PostgreSQL and Redis are configured (else the test is skipped).
-fn multi_instance_backends() -> bool {
-    let ready = postgres_url().is_some() && redis_url().is_some();
-    if !ready {
-        eprintln!("skipped: needs FLOWPILOT_TEST_DATABASE_URL and FLOWPILOT_TEST_REDIS_URL");
-    }
-    ready
 }
 
 /// The variables of [`ORGANIZATION_EVENTS`]; `Value::Null` leaves an
@@ -797,14 +789,12 @@ async fn execution_updated_for_an_outsider_is_not_found() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL, Redis and a redis-server binary"]
 async fn the_stream_says_reconnected_when_redis_comes_back_and_then_streams_on() {
-    if !multi_instance_backends() {
-        return;
-    }
-    let Some(mut redis) = PrivateRedis::start().await else {
-        eprintln!("skipped: needs redis-server");
-        return;
-    };
+    require_multi_instance_backends();
+    let mut redis = PrivateRedis::start()
+        .await
+        .expect("needs a redis-server binary");
     let app = TestApp::spawn_with(|settings| settings.redis_url = Some(redis.url())).await;
     let owner = app.user().await;
     let organization = app.organization(&owner, "Acme").await;
@@ -844,10 +834,9 @@ async fn the_stream_says_reconnected_when_redis_comes_back_and_then_streams_on()
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL and Redis"]
 async fn a_subscriber_on_another_instance_receives_every_event_of_an_execution_in_order() {
-    if !multi_instance_backends() {
-        return;
-    }
+    require_multi_instance_backends();
     let a = TestApp::spawn_with(|settings| settings.workers = 1).await;
     let mut settings = a.settings.clone();
     settings.workers = 0;
@@ -901,12 +890,12 @@ async fn events_the_bus_never_delivered_reach_the_stream_through_the_recheck_up_
 }
 
 #[tokio::test]
+#[ignore = "needs a redis-server binary"]
 async fn redis_killed_and_restarted_while_executions_run_leaves_every_subscriber_gap_free_and_resyncs_the_dashboard()
  {
-    let Some(mut redis) = PrivateRedis::start().await else {
-        eprintln!("skipped: needs redis-server");
-        return;
-    };
+    let mut redis = PrivateRedis::start()
+        .await
+        .expect("needs a redis-server binary");
     let app = TestApp::spawn_with(|settings| {
         settings.redis_url = Some(redis.url());
         settings.workers = 4;
@@ -1029,12 +1018,12 @@ async fn subscriber_connections(redis: &PrivateRedis) -> usize {
 }
 
 #[tokio::test]
+#[ignore = "needs a redis-server binary"]
 async fn an_instance_keeps_one_subscriber_connection_and_an_organizations_channel_only_while_it_has_a_watcher()
  {
-    let Some(redis) = PrivateRedis::start().await else {
-        eprintln!("skipped: needs redis-server");
-        return;
-    };
+    let redis = PrivateRedis::start()
+        .await
+        .expect("needs a redis-server binary");
     let app = TestApp::spawn_with(|settings| settings.redis_url = Some(redis.url())).await;
     let owner = app.user().await;
     let acme = app.organization(&owner, "Acme").await;

@@ -16,7 +16,8 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::support::{TestApp, postgres_url, redis_url, run_request};
+use crate::support::require_multi_instance_backends;
+use crate::support::{TestApp, run_request};
 
 /// A `flowpilot serve` process on the test's database and Redis prefix,
 /// killed when dropped.
@@ -47,14 +48,6 @@ fn server_process(settings: &Settings, extra: &[(&str, &str)]) -> tokio::process
         command.env(name, value);
     }
     command.spawn().expect("flowpilot serve starts")
-}
-
-fn backends_ready() -> bool {
-    let ready = postgres_url().is_some() && redis_url().is_some();
-    if !ready {
-        eprintln!("skipped: needs FLOWPILOT_TEST_DATABASE_URL and FLOWPILOT_TEST_REDIS_URL");
-    }
-    ready
 }
 
 /// Waits (on the bus) until every execution in `ids` has ended.
@@ -106,10 +99,9 @@ async fn await_all_finished(
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL and Redis"]
 async fn two_server_processes_share_200_executions_without_a_double_claim_or_an_overrun_limit() {
-    if !backends_ready() {
-        return;
-    }
+    require_multi_instance_backends();
     let app = TestApp::spawn_with(|settings| settings.workers = 0).await;
     let owner = app.user().await;
     let organization = app.organization(&owner, "Acme").await;
@@ -203,10 +195,9 @@ async fn two_server_processes_share_200_executions_without_a_double_claim_or_an_
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL and Redis"]
 async fn a_server_killed_mid_run_loses_nothing_and_another_finishes_every_execution() {
-    if !backends_ready() {
-        return;
-    }
+    require_multi_instance_backends();
     let app = TestApp::spawn_with(|settings| settings.workers = 0).await;
     let owner = app.user().await;
     let organization = app.organization(&owner, "Acme").await;

@@ -13,16 +13,9 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::support::require_multi_instance_backends;
 use crate::support::ws::WsClient;
-use crate::support::{TestApp, postgres_url, redis_url, run_request};
-
-fn multi_instance_backends() -> bool {
-    let ready = postgres_url().is_some() && redis_url().is_some();
-    if !ready {
-        eprintln!("skipped: needs FLOWPILOT_TEST_DATABASE_URL and FLOWPILOT_TEST_REDIS_URL");
-    }
-    ready
-}
+use crate::support::{TestApp, run_request};
 
 /// A second instance on the first one's database and Redis prefix.
 async fn second_instance(
@@ -35,10 +28,9 @@ async fn second_instance(
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL and Redis"]
 async fn a_subscriber_on_one_instance_streams_an_execution_run_on_another() {
-    if !multi_instance_backends() {
-        return;
-    }
+    require_multi_instance_backends();
     let a = TestApp::spawn_with(|settings| settings.workers = 1).await;
     let b = second_instance(&a, |settings| settings.workers = 0).await;
     let owner = a.user().await;
@@ -64,10 +56,9 @@ async fn a_subscriber_on_one_instance_streams_an_execution_run_on_another() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL and Redis"]
 async fn executions_enqueued_through_two_instances_are_each_claimed_exactly_once() {
-    if !multi_instance_backends() {
-        return;
-    }
+    require_multi_instance_backends();
     let a = TestApp::spawn_with(|settings| settings.workers = 4).await;
     let b = second_instance(&a, |settings| settings.workers = 4).await;
     let owner = a.user().await;
@@ -135,10 +126,9 @@ async fn executions_enqueued_through_two_instances_are_each_claimed_exactly_once
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL and Redis"]
 async fn a_wake_up_from_one_instance_starts_work_on_another_before_its_poll() {
-    if !multi_instance_backends() {
-        return;
-    }
+    require_multi_instance_backends();
     // B would otherwise look for work only once a minute.
     let a = TestApp::spawn_with(|settings| settings.workers = 0).await;
     let b = second_instance(&a, |settings| {
@@ -264,11 +254,11 @@ pub(crate) async fn await_redis_health(app: &TestApp, expected: &str) {
 }
 
 #[tokio::test]
+#[ignore = "needs a redis-server binary"]
 async fn events_published_while_redis_is_down_reach_subscribers_after_it_returns() {
-    let Some(mut redis) = PrivateRedis::start().await else {
-        eprintln!("skipped: needs redis-server");
-        return;
-    };
+    let mut redis = PrivateRedis::start()
+        .await
+        .expect("needs a redis-server binary");
     let app = TestApp::spawn_with(|settings| {
         settings.redis_url = Some(redis.url());
         settings.workers = 1;
@@ -316,11 +306,11 @@ async fn events_published_while_redis_is_down_reach_subscribers_after_it_returns
 }
 
 #[tokio::test]
+#[ignore = "needs a redis-server binary"]
 async fn health_cache_follows_redis_down_and_back() {
-    let Some(mut redis) = PrivateRedis::start().await else {
-        eprintln!("skipped: needs redis-server");
-        return;
-    };
+    let mut redis = PrivateRedis::start()
+        .await
+        .expect("needs a redis-server binary");
     let app = TestApp::spawn_with(|settings| settings.redis_url = Some(redis.url())).await;
     await_redis_health(&app, "connected").await;
 
@@ -344,10 +334,9 @@ async fn health_cache_follows_redis_down_and_back() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL and Redis"]
 async fn a_cancel_through_one_instance_stops_the_execution_running_on_another() {
-    if !multi_instance_backends() {
-        return;
-    }
+    require_multi_instance_backends();
     let a = TestApp::spawn_with(|settings| {
         settings.workers = 1;
         // The worker holds on to a long DELAY instead of parking it.

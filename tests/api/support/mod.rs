@@ -39,6 +39,15 @@ pub fn redis_url() -> Option<String> {
         .filter(|u| !u.is_empty())
 }
 
+/// Stops a test that needs PostgreSQL and Redis (it is `#[ignore]`d, and
+/// `.ci/run` includes it where both are configured) when either is missing.
+pub fn require_multi_instance_backends() {
+    assert!(
+        postgres_url().is_some() && redis_url().is_some(),
+        "this test needs FLOWPILOT_TEST_DATABASE_URL and FLOWPILOT_TEST_REDIS_URL"
+    );
+}
+
 /// Settings as the tests run them: loopback, port 0, fixed secrets.
 pub fn test_settings(database_url: &str) -> Settings {
     let mut settings = Settings::parse_from(["flowpilot"]);
