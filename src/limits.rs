@@ -81,6 +81,19 @@ pub struct StepLimits {
         global = true
     )]
     pub template_fuel: u64,
+    /// Memory one template-rendering process may take beyond what it holds
+    /// when it starts; past it the rendering fails.
+    #[arg(
+        long,
+        env = "FLOWPILOT_TEMPLATE_MEMORY_BYTES",
+        default_value_t = 256 * 1024 * 1024,
+        global = true
+    )]
+    pub template_memory_bytes: usize,
+    /// The program that renders templates in processes of their own
+    /// (`<program> render-worker`); this binary when unset.
+    #[arg(long, env = "FLOWPILOT_RENDER_PROGRAM", global = true)]
+    pub render_program: Option<std::path::PathBuf>,
     /// Largest step output, step error or FAIL message, and the largest
     /// execution input and output, in bytes of JSON.
     #[arg(

@@ -38,6 +38,9 @@ enum Command {
     },
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Render step templates from stdin, for a server's engine.
+    #[command(hide = true)]
+    RenderWorker,
 }
 
 #[derive(Subcommand)]
@@ -80,6 +83,9 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     };
+    if let Some(Command::RenderWorker) = cli.command {
+        return flowpilot::engine::rendering::serve_render_requests(&cli.settings.steps);
+    }
     if let Some(Command::Schema) = cli.command {
         print!("{}", graphql::sdl());
         return ExitCode::SUCCESS;
@@ -116,7 +122,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate { action } => migrate(config, action).await,
-        Command::Schema => unreachable!("handled before start-up"),
+        Command::Schema | Command::RenderWorker => unreachable!("handled before start-up"),
     }
 }
 

@@ -101,9 +101,12 @@ impl Extension for GuardExtension {
         scan_text(&request.query, &self.limits)?;
         let document = async_graphql::parser::parse_query(&request.query).map_err(|err| {
             let pos = err.positions().next();
+            let at = pos.map_or_else(String::new, |p| {
+                format!(" at line {}, column {}", p.line, p.column)
+            });
             refusal(
                 format!(
-                    "the document does not parse: {}",
+                    "the document does not parse{at}: {}",
                     first_line(&err.to_string())
                 ),
                 PARSE_FAILED,
@@ -148,13 +151,13 @@ impl Extension for GuardExtension {
     }
 }
 
-/// The first line of a parser message, without the quoted source that
-/// follows it.
+/// What a parser message says was expected, without the source lines it
+/// quotes (pest's `= expected …` line), or a plain "syntax error".
 fn first_line(message: &str) -> String {
     let line = message
         .lines()
         .map(str::trim)
-        .find(|line| !line.is_empty() && !line.starts_with("-->") && !line.starts_with('|'))
+        .find_map(|line| line.strip_prefix("= "))
         .unwrap_or("syntax error");
     truncate_chars(line, MAX_MESSAGE_CHARS)
 }
@@ -611,6 +614,14 @@ mod tests {
         );
         let small = async_graphql::parser::parse_query(doubling_fragments(5)).unwrap();
         assert!(measure(&small, &limits()).is_ok());
+    }
+
+    #[test]
+    fn a_parse_error_says_what_was_expected_without_quoting_the_source() {
+        let err = async_graphql::parser::parse_query("query { secret-text-here").unwrap_err();
+        let said = first_line(&err.to_string());
+        assert!(!said.contains("secret"), "{said}");
+        assert!(said.starts_with("expected"), "{said}");
     }
 
     #[test]

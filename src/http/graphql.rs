@@ -42,6 +42,14 @@ pub async fn execute(
             ));
         }
     };
+    // `[]` arrives as one request without a query (the batch form refuses
+    // an empty list, and a request's fields all have defaults).
+    let without_query = batch.iter().any(|request| {
+        request.query.trim().is_empty() && !request.extensions.contains_key("persistedQuery")
+    });
+    if without_query {
+        return bad_request("the request has no query".to_owned());
+    }
     let limit = state.app.config.settings.max_batch_size;
     if let BatchRequest::Batch(operations) = &batch
         && operations.len() > limit

@@ -58,8 +58,9 @@ impl StepKind {
     }
 }
 
-/// A step's configuration, parsed for its kind.
-#[derive(Clone, Debug, PartialEq)]
+/// A step's configuration, parsed for its kind. It crosses to a rendering
+/// process as JSON (see `engine::rendering`), credentials included.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum StepConfig {
     /// `{"output": <JSON with templates>}`.
     Transform { output: Value },
@@ -78,7 +79,7 @@ pub enum StepConfig {
 }
 
 /// An HTTP step's request.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HttpConfig {
     /// GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS.
     pub method: String,
@@ -264,6 +265,28 @@ impl StepConfig {
             },
             Self::Http(config) => Self::Http(config.render(renderer)?),
         })
+    }
+
+    /// Whether rendering this config only looks values up (see
+    /// [`template::only_looks_up`]), so it costs no more than what it names.
+    pub fn renders_only_lookups(&self) -> bool {
+        match self {
+            Self::Transform { output } => template::value_only_looks_up(output),
+            Self::Delay { .. } => true,
+            Self::Fail { message } => template::only_looks_up(message),
+            Self::Condition { expression, .. } => template::is_lookup(expression.trim()),
+            Self::Http(config) => {
+                template::only_looks_up(&config.url)
+                    && config
+                        .headers
+                        .iter()
+                        .all(|(_, v)| template::only_looks_up(v))
+                    && config
+                        .body
+                        .as_ref()
+                        .is_none_or(template::value_only_looks_up)
+            }
+        }
     }
 
     /// The config as JSON, in its input shape, as a step's input records it

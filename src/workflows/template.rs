@@ -8,11 +8,10 @@
 //! Rendering is bounded: a [`Renderer`] holds one step's budget, shared by
 //! every template in its config — instructions (minijinja's fuel), bytes
 //! rendered, and nesting of calls — and a template over any of them fails
-//! with an error naming the limit. Compiling (`check*`) costs time linear in
-//! the source and needs no budget.
+//! with an error naming the limit. Checking (`check*`) only parses: its
+//! cost is linear in the source and it builds no value.
 
 use std::io;
-use std::sync::OnceLock;
 
 use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 use serde_json::Value;
@@ -26,16 +25,6 @@ const RESULT: &str = "__flowpilot_result";
 fn configured(env: &mut Environment<'static>) {
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_recursion_limit(RECURSION_LIMIT);
-}
-
-/// The environment that compiles templates without running them.
-fn compiler() -> &'static Environment<'static> {
-    static ENVIRONMENT: OnceLock<Environment<'static>> = OnceLock::new();
-    ENVIRONMENT.get_or_init(|| {
-        let mut env = Environment::new();
-        configured(&mut env);
-        env
-    })
 }
 
 /// The expression inside a string that is exactly one `{{ … }}`.
@@ -59,20 +48,28 @@ pub fn has_template(source: &str) -> bool {
         .any(|marker| source.contains(marker))
 }
 
-/// Compiles `source` without rendering it; the error says what is wrong.
+/// Checks that `source` parses, without compiling or rendering it; the
+/// error says what is wrong. Parsing only: compiling folds constant
+/// expressions, so `'a' * 100000000` would be built right here, in the API
+/// process. Rendering (see `engine::rendering`) compiles where memory is
+/// capped.
 pub fn check(source: &str) -> Result<(), String> {
-    let env = compiler();
     match sole_expression(source) {
-        Some(expression) => env.compile_expression(expression).map(|_| ()),
-        None => env.template_from_str(source).map(|_| ()),
+        Some(expression) => check_expression(expression),
+        None => minijinja::machinery::parse(
+            source,
+            "<template>",
+            Default::default(),
+            Default::default(),
+        )
+        .map(|_| ())
+        .map_err(|e| describe(&e)),
     }
-    .map_err(|e| describe(&e))
 }
 
-/// Compiles a bare expression (CONDITION's `if`) without evaluating it.
+/// Checks that a bare expression (CONDITION's `if`) parses.
 pub fn check_expression(expression: &str) -> Result<(), String> {
-    compiler()
-        .compile_expression(expression)
+    minijinja::machinery::parse_expr(expression)
         .map(|_| ())
         .map_err(|e| describe(&e))
 }
@@ -96,6 +93,89 @@ pub fn check_value(value: &Value, prefix: &str) -> Result<(), (String, String)> 
         }
         _ => Ok(()),
     }
+}
+
+/// Whether every template in `source` only looks a value up
+/// (`{{ steps.fetch.output.items[0] }}`): no operator, filter, call or tag,
+/// so rendering it costs no more than copying what it names.
+pub fn only_looks_up(source: &str) -> bool {
+    if source.contains("{%") || source.contains("{#") {
+        return false;
+    }
+    let mut rest = source;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            return false;
+        };
+        let inner = after[..end].trim();
+        let inner = inner.strip_prefix('-').unwrap_or(inner);
+        let inner = inner.strip_suffix('-').unwrap_or(inner);
+        if !is_lookup(inner.trim()) {
+            return false;
+        }
+        rest = &after[end + 2..];
+    }
+    true
+}
+
+/// [`only_looks_up`] for every string inside `value`.
+pub fn value_only_looks_up(value: &Value) -> bool {
+    match value {
+        Value::String(source) => only_looks_up(source),
+        Value::Array(items) => items.iter().all(value_only_looks_up),
+        Value::Object(map) => map.values().all(value_only_looks_up),
+        _ => true,
+    }
+}
+
+/// Whether `expression` is a name followed by attribute and index lookups:
+/// `a.b[0]['c']`.
+pub fn is_lookup(expression: &str) -> bool {
+    let bytes = expression.as_bytes();
+    let name = |i: usize| -> Option<usize> {
+        let first = *bytes.get(i)?;
+        if !(first.is_ascii_alphabetic() || first == b'_') {
+            return None;
+        }
+        let len = bytes[i..]
+            .iter()
+            .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
+            .count();
+        Some(i + len)
+    };
+    let Some(mut i) = name(0) else {
+        return false;
+    };
+    while i < bytes.len() {
+        i = match bytes[i] {
+            b'.' => match name(i + 1) {
+                Some(next) => next,
+                None => return false,
+            },
+            b'[' => {
+                let inside = &bytes[i + 1..];
+                let len = match inside.first() {
+                    Some(quote @ (b'\'' | b'"')) => {
+                        match inside[1..].iter().position(|b| b == quote || *b == b'\\') {
+                            Some(n) if inside[1 + n] == *quote => n + 2,
+                            _ => return false,
+                        }
+                    }
+                    Some(b) if b.is_ascii_digit() => {
+                        inside.iter().take_while(|b| b.is_ascii_digit()).count()
+                    }
+                    _ => return false,
+                };
+                if inside.get(len) != Some(&b']') {
+                    return false;
+                }
+                i + 1 + len + 1
+            }
+            _ => return false,
+        };
+    }
+    true
 }
 
 /// Renders the templates of one step's config against one context, within
@@ -357,6 +437,42 @@ mod tests {
         let (path, _) =
             check_value(&json!({ "a": ["ok", "{{ 1 + }}"] }), "config.output").unwrap_err();
         assert_eq!(path, "config.output.a[1]");
+    }
+
+    #[test]
+    fn large_constant_expressions_are_checked_for_syntax_only() {
+        // Compiling would fold these into gigabytes; parsing does not.
+        let folded = "{{ ('a' * 100000000) ~ ('a' * 100000000) ~ ('a' * 100000000) }}";
+        assert!(check(folded).is_ok());
+        assert!(check("{% set a = 'a' * 100000000 %}{{ a ~ a ~ a ~ a }}").is_ok());
+        assert!(check_expression("'a' * 100000000 == 'b' * 100000000").is_ok());
+        assert!(check("{{ 'a' * }}").is_err());
+    }
+
+    #[test]
+    fn lookups_are_told_apart_from_everything_else() {
+        for plain in [
+            "no template",
+            "{{ input.n }}",
+            "n={{ steps.fetch.output.items[0]['name'] }} and {{- input.x -}}",
+            "{{ a[\"b c\"].d_1 }}",
+        ] {
+            assert!(only_looks_up(plain), "{plain}");
+        }
+        for costly in [
+            "{{ 'a' * 1000 }}",
+            "{{ input.n + 1 }}",
+            "{{ input.list | join }}",
+            "{{ range(10) }}",
+            "{% for x in input %}{% endfor %}",
+            "{{ a ~ b }}",
+            "{{ a[b] }}",
+            "{{ a['b }}",
+            "{{ 5 }}",
+            "{{ a.",
+        ] {
+            assert!(!only_looks_up(costly), "{costly}");
+        }
     }
 
     #[test]

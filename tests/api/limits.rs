@@ -177,6 +177,31 @@ async fn a_batch_over_the_limit_is_refused() {
 }
 
 #[tokio::test]
+async fn an_empty_batch_is_a_coded_400() {
+    let app = TestApp::spawn().await;
+    let response = post_raw(&app, json!([])).await;
+    assert_eq!(response.status, 400);
+    assert_eq!(response.error_code(), "BAD_USER_INPUT");
+}
+
+#[tokio::test]
+async fn a_syntax_error_says_where_and_what_was_expected_without_quoting_the_query() {
+    let app = TestApp::spawn().await;
+    let response = app.graphql("query { secretWord", json!({})).await;
+    let message = response.error_message();
+    assert!(
+        message.starts_with("the document does not parse at line 1, column"),
+        "{message}"
+    );
+    assert!(message.contains("expected"), "{message}");
+    assert!(!message.contains("secretWord"), "{message}");
+    assert_eq!(
+        response.body["errors"][0]["extensions"]["reason"],
+        "PARSE_FAILED"
+    );
+}
+
+#[tokio::test]
 async fn introspection_can_be_turned_off() {
     let app = TestApp::spawn_with(|settings| settings.introspection = false).await;
     let response = app

@@ -64,6 +64,8 @@ pub fn test_settings(database_url: &str) -> Settings {
     // the limits back on.
     settings.rate_limit_per_ip = 0;
     settings.rate_limit_per_email = 0;
+    // The test binary is not `flowpilot`: templates render in its processes.
+    settings.steps.render_program = Some(env!("CARGO_BIN_EXE_flowpilot").into());
     settings
 }
 
