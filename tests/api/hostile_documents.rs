@@ -291,3 +291,20 @@ async fn documents_over_the_token_alias_directive_and_nesting_limits_are_refused
         assert_limit(&response.body, limit);
     }
 }
+
+#[tokio::test]
+async fn a_response_over_the_size_limit_is_one_error_naming_the_limit() {
+    let app = app().await;
+    let server = Spawned::start(&app, &[("FLOWPILOT_MAX_RESPONSE_BYTES", "2000")]).await;
+    let response = server
+        .graphql(
+            None,
+            "{ __schema { types { name description } } }",
+            json!({}),
+        )
+        .await;
+    assert_limit(&response.body, "responseBytes");
+    assert_eq!(response.body["data"], Value::Null);
+    let small = server.graphql(None, "{ __typename }", json!({})).await;
+    assert_eq!(small.data()["__typename"], "Query");
+}

@@ -109,3 +109,34 @@ async fn with_redis_a_limit_holds_across_instances() {
     }
     second.stop().await;
 }
+
+#[tokio::test]
+async fn each_sign_in_of_a_batch_counts_towards_the_limit_by_itself() {
+    let app = TestApp::spawn_with(|settings| settings.rate_limit_per_email = 3).await;
+    let email = unique_email();
+    app.register(&email).await;
+    let login = json!({
+        "query": "mutation($input: LoginInput!) { login(input: $input) { __typename } }",
+        "variables": { "input": { "email": email, "password": PASSWORD } }
+    });
+    let answers: serde_json::Value = app
+        .http()
+        .post(app.url("/graphql"))
+        .json(&json!([login, login, login, login, login]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let answers = answers.as_array().unwrap();
+    let signed_in = answers
+        .iter()
+        .filter(|a| a["data"]["login"]["__typename"] == "AuthPayload")
+        .count();
+    let limited = answers
+        .iter()
+        .filter(|a| a["errors"][0]["extensions"]["code"] == "RATE_LIMITED")
+        .count();
+    assert_eq!((signed_in, limited), (3, 2), "{answers:?}");
+}
