@@ -501,8 +501,8 @@ impl Runner {
     }
 
     /// Starts `step`: a DELAY begins waiting here; any other kind runs as a
-    /// task that renders its config (off the runtime, on fuel) and executes
-    /// it, both within the step's timeout.
+    /// task that renders its config (see `rendering`) and executes it, both
+    /// within the step's timeout.
     async fn start(&mut self, step: &StepDefinition) -> Result<Option<RunOutcome>, EngineError> {
         let config = match step.parsed_config() {
             Ok(config) => config,
