@@ -597,6 +597,9 @@ fn check_settings(settings: &Settings) -> anyhow::Result<()> {
             bail!("{name} must be at least 1");
         }
     }
+    if settings.steps.template_memory_bytes < 16 * 1024 * 1024 {
+        bail!("FLOWPILOT_TEMPLATE_MEMORY_BYTES must be at least 16777216 (16 MiB)");
+    }
     if settings.lease_secs < 3 {
         bail!("FLOWPILOT_LEASE_SECS must be at least 3 (the lease is renewed every third of it)");
     }

@@ -175,8 +175,13 @@ pub async fn login(
         .verify(password.clone(), stored_hash.clone())
         .await?;
     let rehashed = match stored_hash {
+        // A busy hashing queue only postpones the rehash to a later sign-in.
         Some(hash) if verified && needs_rehash(&hash) => {
-            Some(state.hashers.hash(Password::rehashing(password)).await?)
+            match state.hashers.hash(Password::rehashing(password)).await {
+                Ok(rehashed) => Some(rehashed),
+                Err(AppError::RateLimited { .. }) => None,
+                Err(err) => return Err(err),
+            }
         }
         _ => None,
     };

@@ -187,7 +187,8 @@ impl HttpSteps {
                 .get(LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            let Some(location) = location.filter(|_| status.is_redirection()) else {
+            let follows = matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308);
+            let Some(location) = location.filter(|_| follows) else {
                 return Ok(response);
             };
             if redirects >= MAX_REDIRECTS {

@@ -9,9 +9,12 @@
 //! (`FLOWPILOT_TEMPLATE_MEMORY_BYTES`), because one template operation
 //! (a string repeated or concatenated) can allocate before any writer sees
 //! it. A rendering that is abandoned — its attempt timed out or was
-//! cancelled — kills its process; one that fails recycles it, so a process
-//! that came close to its cap is not reused.
+//! cancelled — kills its process; one that fails is not reused, and a
+//! process whose peak memory passed half its cap retires after answering.
+//! A rendering process is sent only the earlier steps' outputs its
+//! templates name (all of them when a template reads `steps` otherwise).
 
+use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
@@ -45,6 +48,51 @@ struct RenderRequest<C, V> {
     context: V,
     fuel: u64,
     max_bytes: usize,
+}
+
+/// The template context as sent: whole, or with only the steps named.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ContextView<'a> {
+    Whole(&'a Value),
+    Named {
+        input: &'a Value,
+        steps: BTreeMap<&'a str, &'a Value>,
+    },
+}
+
+impl<'a> ContextView<'a> {
+    /// The part of `context` (`{"input", "steps"}`) that `config` can read.
+    fn of(config: &StepConfig, context: &'a Value) -> Self {
+        let mut named = HashSet::new();
+        let all = !config
+            .template_sources()
+            .into_iter()
+            .all(|source| crate::workflows::template::named_steps(source, &mut named));
+        let (Some(input), Some(Value::Object(steps))) =
+            (context.get("input"), context.get("steps"))
+        else {
+            return Self::Whole(context);
+        };
+        if all {
+            return Self::Whole(context);
+        }
+        let steps = steps
+            .iter()
+            .filter(|(id, _)| named.contains(id.as_str()))
+            .map(|(id, step)| (id.as_str(), step))
+            .collect();
+        Self::Named { input, steps }
+    }
+}
+
+/// How an exchange with a rendering process ended.
+enum Exchange {
+    Answered(RenderAnswer),
+    /// The process ended (or closed its output) before answering.
+    Died,
+    /// The answer was longer than the rendered config can be.
+    TooLong,
 }
 
 /// What a rendering process answers.
@@ -85,30 +133,43 @@ impl Rendering {
             .map_err(|_| "the engine is stopping".to_owned())?;
         let request = RenderRequest {
             config: &config,
-            context: &*context,
+            context: ContextView::of(&config, &context),
             fuel: self.fuel,
             max_bytes: self.max_bytes,
         };
         let mut line = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
         line.push(b'\n');
-        let mut process = match self.take_idle() {
-            Some(process) => process,
-            None => RenderProcess::spawn(self.program.as_ref(), self.memory_bytes)
-                .map_err(|e| format!("the template renderer could not start: {e}"))?,
+        // The rendered config is the config with at most the byte budget
+        // rendered into it; JSON may spell one rendered byte in six.
+        let most = (6 * self.max_bytes + line.len() + 4096) as u64;
+        // An idle process may have retired or died since its last answer:
+        // then a new one is asked.
+        let (mut process, reused) = match self.take_idle() {
+            Some(process) => (process, true),
+            None => (self.spawn()?, false),
         };
-        // A rendered config is at most the budget plus the config itself.
-        let most = (self.max_bytes as u64 + line.len() as u64) * 2 + 4096;
-        match process.exchange(&line, most).await {
-            Some(RenderAnswer::Rendered(config)) => {
+        let mut exchanged = process.exchange(&line, most).await;
+        if reused && matches!(exchanged, Exchange::Died) {
+            process = self.spawn()?;
+            exchanged = process.exchange(&line, most).await;
+        }
+        match exchanged {
+            Exchange::Answered(RenderAnswer::Rendered(config)) => {
                 self.give_back(process);
                 Ok(config)
             }
-            Some(RenderAnswer::Failed(message)) => Err(message),
-            None => Err(format!(
-                "the template renderer stopped: the templates needed more than {} bytes of memory (FLOWPILOT_TEMPLATE_MEMORY_BYTES)",
-                self.memory_bytes
+            Exchange::Answered(RenderAnswer::Failed(message)) => Err(message),
+            Exchange::TooLong => Err(format!(
+                "the templates rendered more than {} bytes (FLOWPILOT_MAX_STEP_OUTPUT_BYTES)",
+                self.max_bytes
             )),
+            Exchange::Died => Err(process.death().await),
         }
+    }
+
+    fn spawn(&self) -> Result<RenderProcess, String> {
+        RenderProcess::spawn(self.program.as_ref(), self.memory_bytes)
+            .map_err(|e| format!("the template renderer could not start: {e}"))
     }
 
     fn take_idle(&self) -> Option<RenderProcess> {
@@ -124,7 +185,8 @@ impl Rendering {
 
 /// One rendering process; killed when dropped.
 struct RenderProcess {
-    _child: Child,
+    child: Child,
+    memory_bytes: usize,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
 }
@@ -150,27 +212,49 @@ impl RenderProcess {
             return Err(std::io::Error::other("the renderer has no pipes"));
         };
         Ok(Self {
-            _child: child,
+            child,
+            memory_bytes,
             stdin,
             stdout: BufReader::new(stdout),
         })
     }
 
     /// Sends one request line and reads one answer line of at most `most`
-    /// bytes; `None` when the process died or answered nonsense.
-    async fn exchange(&mut self, request: &[u8], most: u64) -> Option<RenderAnswer> {
-        self.stdin.write_all(request).await.ok()?;
-        self.stdin.flush().await.ok()?;
-        let mut answer = String::new();
-        let read = (&mut self.stdout)
-            .take(most)
-            .read_line(&mut answer)
-            .await
-            .ok()?;
-        if read == 0 {
-            return None;
+    /// bytes.
+    async fn exchange(&mut self, request: &[u8], most: u64) -> Exchange {
+        let sent = async {
+            self.stdin.write_all(request).await?;
+            self.stdin.flush().await
+        };
+        if sent.await.is_err() {
+            return Exchange::Died;
         }
-        serde_json::from_str(&answer).ok()
+        let mut answer = String::new();
+        let read = (&mut self.stdout).take(most).read_line(&mut answer).await;
+        match read {
+            Ok(0) | Err(_) => Exchange::Died,
+            Ok(_) if !answer.ends_with('\n') => Exchange::TooLong,
+            Ok(_) => match serde_json::from_str(&answer) {
+                Ok(answer) => Exchange::Answered(answer),
+                Err(_) => Exchange::Died,
+            },
+        }
+    }
+
+    /// Why the process stopped, once it has: an abort is an allocation that
+    /// failed at the memory cap.
+    async fn death(&mut self) -> String {
+        use std::os::unix::process::ExitStatusExt;
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_secs(2), self.child.wait()).await;
+        match waited {
+            Ok(Ok(status)) if status.signal() == Some(libc::SIGABRT) => format!(
+                "the template renderer stopped: the templates needed more than {} bytes of memory (FLOWPILOT_TEMPLATE_MEMORY_BYTES)",
+                self.memory_bytes
+            ),
+            Ok(Ok(status)) => format!("the template renderer stopped unexpectedly ({status})"),
+            _ => "the template renderer stopped answering".to_owned(),
+        }
     }
 }
 
@@ -178,7 +262,19 @@ impl RenderProcess {
 /// each request line from stdin into one answer line on stdout until stdin
 /// closes.
 pub fn serve_render_requests(limits: &StepLimits) -> ExitCode {
-    cap_memory(limits.template_memory_bytes);
+    // SAFETY: prctl with PR_SET_PDEATHSIG only sets the signal this process
+    // gets when its parent ends, so a renderer never outlives its server.
+    #[cfg(target_os = "linux")]
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+    let Some(start) = cap_memory(limits.template_memory_bytes) else {
+        eprintln!("error: the renderer's memory cap could not be set");
+        return ExitCode::FAILURE;
+    };
+    // Past half its cap, a renderer answers and then retires, so a process
+    // that grew large does not keep that memory while idle.
+    let retire_at = start.saturating_add(limits.template_memory_bytes / 2);
     let mut stdout = std::io::stdout().lock();
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else {
@@ -201,36 +297,48 @@ pub fn serve_render_requests(limits: &StepLimits) -> ExitCode {
         if written.is_err() {
             return ExitCode::FAILURE;
         }
+        if peak_bytes().is_some_and(|peak| peak > retire_at) {
+            return ExitCode::SUCCESS;
+        }
     }
     ExitCode::SUCCESS
 }
 
 /// Caps this process's address space at what it maps now plus `extra`
 /// bytes, so an allocation past it fails (and the process ends) instead of
-/// taking the machine's memory. Linux only; elsewhere, fuel and the byte
-/// budget still bound a rendering.
-fn cap_memory(extra: usize) {
-    let Some(mapped) = mapped_bytes() else {
-        return;
+/// taking the machine's memory. Returns the resident size at the start, or
+/// `None` when the cap could not be set (the renderer then refuses to run).
+/// Without `/proc` (not Linux) there is no cap: fuel and the byte budget
+/// still bound a rendering.
+fn cap_memory(extra: usize) -> Option<usize> {
+    let Some(mapped) = status_bytes("VmSize:") else {
+        return Some(0);
     };
-    let cap = (mapped + extra) as libc::rlim_t;
+    let cap = mapped.saturating_add(extra) as libc::rlim_t;
     let limit = libc::rlimit {
         rlim_cur: cap,
         rlim_max: cap,
     };
     // SAFETY: setrlimit reads the struct we pass and changes only this
     // process's limit.
-    unsafe {
-        libc::setrlimit(libc::RLIMIT_AS, &limit);
+    let set = unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) };
+    if set != 0 {
+        return None;
     }
+    status_bytes("VmRSS:")
 }
 
-/// The process's mapped address space (`VmSize`) in bytes.
-fn mapped_bytes() -> Option<usize> {
+/// The process's peak resident size so far.
+fn peak_bytes() -> Option<usize> {
+    status_bytes("VmHWM:")
+}
+
+/// A size from `/proc/self/status` (`VmSize:`, `VmRSS:`, …), in bytes.
+fn status_bytes(field: &str) -> Option<usize> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kib: usize = status
         .lines()
-        .find_map(|line| line.strip_prefix("VmSize:"))?
+        .find_map(|line| line.strip_prefix(field))?
         .trim()
         .trim_end_matches("kB")
         .trim()

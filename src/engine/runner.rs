@@ -445,8 +445,9 @@ impl Runner {
     }
 
     /// Starts every step that is ready and skips every step that can no
-    /// longer run, until nothing changes. A step that fails to start (its
-    /// templates do not render) fails the execution.
+    /// longer run, until nothing changes. A step whose config cannot be read
+    /// fails the execution; one whose templates do not render fails its
+    /// attempt (see `start`).
     async fn schedule(&mut self) -> Result<Option<RunOutcome>, EngineError> {
         loop {
             let mut changed = false;

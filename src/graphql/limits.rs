@@ -164,7 +164,10 @@ fn first_line(message: &str) -> String {
 
 /// `text` cut to `max` characters, with an ellipsis when it was cut.
 fn truncate_chars(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
+    if text.chars().nth(max).is_none() {
+        return text.to_owned();
+    }
+    match text.char_indices().nth(max.saturating_sub(1)) {
         Some((end, _)) => format!("{}…", &text[..end]),
         None => text.to_owned(),
     }
@@ -545,7 +548,7 @@ pub fn finish_response(mut response: Response, limits: &DocumentLimits) -> Respo
         return Response::from_errors(vec![limit_exceeded(
             "responseBytes",
             format!(
-                "the response would be larger than {} bytes; select less",
+                "the result was larger than {} bytes and was not sent; the operation ran (a mutation took effect): select fewer fields to read it",
                 limits.max_response_bytes
             ),
         )]);

@@ -267,6 +267,33 @@ impl StepConfig {
         })
     }
 
+    /// Every template source in this config.
+    pub fn template_sources(&self) -> Vec<&str> {
+        fn strings<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+            match value {
+                Value::String(s) => out.push(s),
+                Value::Array(items) => items.iter().for_each(|item| strings(item, out)),
+                Value::Object(map) => map.values().for_each(|item| strings(item, out)),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        match self {
+            Self::Transform { output } => strings(output, &mut out),
+            Self::Delay { .. } => {}
+            Self::Fail { message } => out.push(message),
+            Self::Condition { expression, .. } => out.push(expression),
+            Self::Http(config) => {
+                out.push(&config.url);
+                out.extend(config.headers.iter().map(|(_, v)| v.as_str()));
+                if let Some(body) = &config.body {
+                    strings(body, &mut out);
+                }
+            }
+        }
+        out
+    }
+
     /// Whether rendering this config only looks values up (see
     /// [`template::only_looks_up`]), so it costs no more than what it names.
     pub fn renders_only_lookups(&self) -> bool {

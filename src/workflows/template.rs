@@ -178,6 +178,42 @@ pub fn is_lookup(expression: &str) -> bool {
     true
 }
 
+/// Adds to `named` the ids of the steps `source` names as `steps.<id>` or
+/// `steps['<id>']`; false when it uses `steps` any other way (it may then
+/// read any step). Plain text that says "steps" counts too: a bare
+/// expression (CONDITION's `if`) has no `{{ }}` to tell them apart.
+pub fn named_steps(source: &str, named: &mut std::collections::HashSet<String>) -> bool {
+    let bytes = source.as_bytes();
+    let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut from = 0;
+    while let Some(found) = source[from..].find("steps") {
+        let start = from + found;
+        let end = start + "steps".len();
+        from = end;
+        if (start > 0 && is_ident(bytes[start - 1])) || bytes.get(end).is_some_and(|b| is_ident(*b))
+        {
+            continue;
+        }
+        let rest = &source[end..];
+        let id = if let Some(after) = rest.strip_prefix('.') {
+            after
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .next()
+        } else if let Some(after) = rest.strip_prefix("['").or_else(|| rest.strip_prefix("[\"")) {
+            after.split(['\'', '"']).next()
+        } else {
+            None
+        };
+        match id {
+            Some(id) if !id.is_empty() => {
+                named.insert(id.to_owned());
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// Renders the templates of one step's config against one context, within
 /// one budget of fuel and bytes for all of them.
 pub struct Renderer {
@@ -447,6 +483,26 @@ mod tests {
         assert!(check("{% set a = 'a' * 100000000 %}{{ a ~ a ~ a ~ a }}").is_ok());
         assert!(check_expression("'a' * 100000000 == 'b' * 100000000").is_ok());
         assert!(check("{{ 'a' * }}").is_err());
+    }
+
+    #[test]
+    fn the_steps_a_template_names_are_found_or_all_are_needed() {
+        let mut named = std::collections::HashSet::new();
+        assert!(named_steps(
+            "{{ steps.fetch.output ~ steps['b'].output }} mysteps",
+            &mut named
+        ));
+        assert!(named_steps("nothing named", &mut named));
+        assert!(named_steps("steps.c.output.ok and input.x", &mut named));
+        let mut expected: Vec<_> = named.into_iter().collect();
+        expected.sort();
+        assert_eq!(expected, ["b", "c", "fetch"]);
+        let mut named = std::collections::HashSet::new();
+        assert!(!named_steps(
+            "{% for s in steps %}{{ s }}{% endfor %}",
+            &mut named
+        ));
+        assert!(!named_steps("{{ steps[name] }}", &mut named));
     }
 
     #[test]

@@ -105,6 +105,25 @@ impl Spawned {
         GqlResponse::from(self.post(token, &body).await).await
     }
 
+    /// How many `render-worker` processes this server has running.
+    pub fn render_workers(&self) -> usize {
+        let pid = self.child.id().expect("the process runs");
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("proc tasks");
+        tasks
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("children")).ok())
+            .flat_map(|children| {
+                children
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|child| {
+                std::fs::read(format!("/proc/{child}/cmdline"))
+                    .is_ok_and(|cmdline| cmdline.windows(13).any(|w| w == b"render-worker"))
+            })
+            .count()
+    }
+
     /// The process's peak resident memory so far (`VmHWM`), in KiB.
     pub fn peak_memory_kib(&self) -> u64 {
         let pid = self.child.id().expect("the process runs");
