@@ -5,6 +5,7 @@
 //! fails when the two drift apart.
 
 pub mod context;
+pub mod document_guard;
 pub mod limits;
 pub mod loaders;
 
@@ -72,7 +73,9 @@ pub fn build_schema(settings: &Settings) -> AppSchema {
         .limit_depth(settings.max_query_depth)
         .limit_complexity(settings.max_query_complexity)
         .limit_recursive_depth(settings.max_query_depth.max(32))
-        .extension(limits::DocumentGuard::new(settings.documents.clone()));
+        .extension(document_guard::DocumentGuard::new(
+            settings.documents.clone(),
+        ));
     if !settings.introspection {
         builder = builder.disable_introspection();
     }
