@@ -231,6 +231,35 @@ async fn steps_of_one_execution_run_at_most_the_limit_at_once() {
 }
 
 #[tokio::test]
+async fn two_hundred_parallel_steps_run_at_most_thirty_two_at_once() {
+    let app = app().await;
+    let owner = owner(&app).await;
+    let target = Target::start().await;
+    let _server = Spawned::start(&app, &[("FLOWPILOT_HTTP_ALLOW_PRIVATE", "true")]).await;
+    let steps: Vec<Value> = (0..200)
+        .map(|i| json!({ "id": format!("s{i}"), "kind": "HTTP", "config": { "url": target.url("/slow/100") } }))
+        .collect();
+    let row = run_to_end(&app, &owner, Value::Array(steps)).await;
+    assert_eq!(row.status, ExecutionStatus::Succeeded, "{:?}", row.error);
+    let spans: Vec<_> = steps_of(&app, row.id)
+        .await
+        .into_iter()
+        .map(|s| (s.started_at.unwrap(), s.finished_at.unwrap()))
+        .collect();
+    let most_at_once = spans
+        .iter()
+        .map(|(start, _)| {
+            spans
+                .iter()
+                .filter(|(s, f)| s <= start && start < f)
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!((2..=32).contains(&most_at_once), "{most_at_once} at once");
+}
+
+#[tokio::test]
 async fn nul_characters_in_step_results_are_stored_replaced_on_every_backend() {
     let app = app().await;
     let owner = owner(&app).await;
