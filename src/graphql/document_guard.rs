@@ -480,11 +480,7 @@ fn nul_path(value: &Value, path: &mut String) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    fn limits() -> DocumentLimits {
-        crate::config::Settings::parse_from(["flowpilot"]).documents
-    }
+    use crate::graphql::limits::tests::{limits, reason_and_limit};
 
     fn doubling_fragments(n: usize) -> String {
         let mut query = String::from("query{__typename ...F0}");
@@ -496,15 +492,6 @@ mod tests {
         }
         query.push_str(&format!(" fragment F{n} on Query{{__typename}}"));
         query
-    }
-
-    fn reason_and_limit(error: &ServerError) -> (String, Option<String>) {
-        let extensions = error.extensions.as_ref().unwrap();
-        let text = |name: &str| match extensions.get(name) {
-            Some(Value::String(s)) => Some(s.clone()),
-            _ => None,
-        };
-        (text("reason").unwrap(), text("limit"))
     }
 
     #[test]

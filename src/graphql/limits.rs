@@ -90,17 +90,17 @@ pub fn finish_response(mut response: Response, limits: &DocumentLimits) -> Respo
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use async_graphql::Value;
     use clap::Parser;
 
     use super::*;
 
-    fn limits() -> DocumentLimits {
+    pub(in crate::graphql) fn limits() -> DocumentLimits {
         crate::config::Settings::parse_from(["flowpilot"]).documents
     }
 
-    fn reason_and_limit(error: &ServerError) -> (String, Option<String>) {
+    pub(in crate::graphql) fn reason_and_limit(error: &ServerError) -> (String, Option<String>) {
         let extensions = error.extensions.as_ref().unwrap();
         let text = |name: &str| match extensions.get(name) {
             Some(Value::String(s)) => Some(s.clone()),

@@ -4,7 +4,6 @@
 //! `FLOWPILOT_TEST_DATABASE_URL` and `FLOWPILOT_TEST_REDIS_URL`.
 
 use std::collections::{HashMap, HashSet};
-use std::process::Stdio;
 use std::time::Duration;
 
 use entity::status::ExecutionStatus;
@@ -17,33 +16,13 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::support::require_multi_instance_backends;
+use crate::support::spawned::serve_command;
 use crate::support::{TestApp, run_request};
 
 /// A `flowpilot serve` process on the test's database and Redis prefix,
 /// killed when dropped.
 fn server_process(settings: &Settings, extra: &[(&str, &str)]) -> tokio::process::Child {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_flowpilot"));
-    command
-        .args(["serve", "--host", "127.0.0.1", "--port", "0"])
-        .env_clear()
-        .env("DATABASE_URL", &settings.database_url)
-        .env(
-            "REDIS_URL",
-            settings.redis_url.as_deref().unwrap_or_default(),
-        )
-        .env("FLOWPILOT_REDIS_PREFIX", &settings.redis_prefix)
-        .env(
-            "FLOWPILOT_JWT_SECRET",
-            settings.jwt_secret.as_deref().unwrap_or_default(),
-        )
-        .env(
-            "FLOWPILOT_ENCRYPTION_KEY",
-            settings.encryption_key.as_deref().unwrap_or_default(),
-        )
-        .env("FLOWPILOT_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
+    let mut command = serve_command(settings, 0);
     for (name, value) in extra {
         command.env(name, value);
     }

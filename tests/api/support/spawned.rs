@@ -6,9 +6,38 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
+use flowpilot::config::Settings;
 use serde_json::{Value, json};
 
 use super::{GqlResponse, TestApp};
+
+/// `flowpilot serve` on 127.0.0.1:`port` (0: any) over the database, Redis
+/// prefix and secrets of `settings`, logging only warnings, killed when
+/// dropped.
+pub fn serve_command(settings: &Settings, port: u16) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_flowpilot"));
+    command
+        .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .env_clear()
+        .env("DATABASE_URL", &settings.database_url)
+        .env("FLOWPILOT_REDIS_PREFIX", &settings.redis_prefix)
+        .env(
+            "FLOWPILOT_JWT_SECRET",
+            settings.jwt_secret.as_deref().unwrap_or_default(),
+        )
+        .env(
+            "FLOWPILOT_ENCRYPTION_KEY",
+            settings.encryption_key.as_deref().unwrap_or_default(),
+        )
+        .env("FLOWPILOT_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(redis) = &settings.redis_url {
+        command.env("REDIS_URL", redis);
+    }
+    command
+}
 
 /// A `flowpilot serve` process, killed when dropped.
 pub struct Spawned {
@@ -27,29 +56,10 @@ impl Spawned {
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
             .port();
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_flowpilot"));
+        let mut command = serve_command(settings, port);
         command
-            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
-            .env_clear()
-            .env("DATABASE_URL", &settings.database_url)
-            .env("FLOWPILOT_REDIS_PREFIX", &settings.redis_prefix)
-            .env(
-                "FLOWPILOT_JWT_SECRET",
-                settings.jwt_secret.as_deref().unwrap_or_default(),
-            )
-            .env(
-                "FLOWPILOT_ENCRYPTION_KEY",
-                settings.encryption_key.as_deref().unwrap_or_default(),
-            )
             .env("FLOWPILOT_RATE_LIMIT_PER_IP", "0")
-            .env("FLOWPILOT_RATE_LIMIT_PER_EMAIL", "0")
-            .env("FLOWPILOT_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        if let Some(redis) = &settings.redis_url {
-            command.env("REDIS_URL", redis);
-        }
+            .env("FLOWPILOT_RATE_LIMIT_PER_EMAIL", "0");
         for (name, value) in extra {
             command.env(name, value);
         }
