@@ -130,6 +130,18 @@ pub struct Settings {
         global = true
     )]
     pub max_batch_size: usize,
+    /// Most persisted-query documents each instance keeps in memory (Redis,
+    /// when configured, keeps every one for seven days).
+    #[arg(
+        long,
+        env = "FLOWPILOT_PERSISTED_QUERY_CACHE",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub persisted_query_cache: usize,
+    /// Run only the documents registered with `flowpilot documents add`.
+    #[arg(long, env = "FLOWPILOT_TRUSTED_DOCUMENTS", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    pub trusted_documents: bool,
     /// Largest request body in bytes.
     #[arg(long, env = "FLOWPILOT_MAX_BODY_BYTES", default_value_t = 1024 * 1024, global = true)]
     pub max_body_bytes: usize,

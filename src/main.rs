@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use flowpilot::app::{App, AppState};
 use flowpilot::clock::Clock;
 use flowpilot::config::{Config, Settings};
+use flowpilot::graphql::persisted;
 use flowpilot::{db, graphql, telemetry};
 use migration::{Migrator, MigratorTrait};
 
@@ -38,6 +39,11 @@ enum Command {
     },
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Manage the trusted documents (see FLOWPILOT_TRUSTED_DOCUMENTS).
+    Documents {
+        #[command(subcommand)]
+        action: DocumentsAction,
+    },
     /// Render step templates from stdin, for a server's engine.
     #[command(hide = true)]
     RenderWorker,
@@ -55,6 +61,20 @@ enum MigrateAction {
     },
     /// List migrations and whether each is applied.
     Status,
+}
+
+#[derive(Subcommand)]
+enum DocumentsAction {
+    /// Register documents: `.graphql` files (each file one document) or
+    /// JSON manifests mapping SHA-256 hashes to documents (graphql-codegen's
+    /// persisted documents).
+    Add {
+        /// The files to read.
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+    },
+    /// List the registered documents: hash and operation name.
+    List,
 }
 
 fn main() -> ExitCode {
@@ -122,6 +142,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate { action } => migrate(config, action).await,
+        Command::Documents { action } => documents(config, action).await,
         Command::Schema | Command::RenderWorker => unreachable!("handled before start-up"),
     }
 }
@@ -137,6 +158,36 @@ async fn migrate(config: Config, action: MigrateAction) -> anyhow::Result<()> {
                     "{:<8} {}",
                     format!("{:?}", migration.status()).to_lowercase(),
                     migration.name()
+                );
+            }
+        }
+    }
+    conn.close().await.ok();
+    Ok(())
+}
+
+async fn documents(config: Config, action: DocumentsAction) -> anyhow::Result<()> {
+    let conn = db::connect(&config, &db::StatementCounter::default()).await?;
+    db::migrate_on_start(&config, &conn).await?;
+    match action {
+        DocumentsAction::Add { files } => {
+            let mut documents = Vec::new();
+            for file in &files {
+                documents.extend(persisted::TrustedDocument::read(file)?);
+            }
+            let read = documents.len();
+            let added = persisted::add_trusted_documents(&conn, documents).await?;
+            println!(
+                "{added} documents added, {} already registered",
+                read - added
+            );
+        }
+        DocumentsAction::List => {
+            for document in persisted::trusted_documents(&conn).await? {
+                println!(
+                    "{} {}",
+                    document.hash,
+                    document.operation_name.as_deref().unwrap_or("(anonymous)")
                 );
             }
         }

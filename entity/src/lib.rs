@@ -20,6 +20,7 @@ pub mod role;
 pub mod status;
 pub mod step_run;
 pub mod trigger;
+pub mod trusted_document;
 pub mod user;
 pub mod user_session;
 pub mod workflow;

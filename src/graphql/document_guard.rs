@@ -16,7 +16,8 @@ use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest, NextValidation,
 };
 use async_graphql::parser::types::{
-    DocumentOperations, ExecutableDocument, FragmentDefinition, Selection, SelectionSet,
+    DocumentOperations, ExecutableDocument, FragmentDefinition, OperationDefinition, Selection,
+    SelectionSet,
 };
 use async_graphql::{
     Name, Positioned, Request, ServerError, ServerResult, ValidationResult, Value, Variables,
@@ -65,25 +66,7 @@ impl Extension for GuardExtension {
         if let Some(field) = nul_in_variables(&request.variables) {
             return Err(nul_refusal(&field));
         }
-        scan_text(&request.query, &self.limits)?;
-        let document = async_graphql::parser::parse_query(&request.query).map_err(|err| {
-            let pos = err.positions().next();
-            let at = pos.map_or_else(String::new, |p| {
-                format!(" at line {}, column {}", p.line, p.column)
-            });
-            refusal(
-                format!(
-                    "the document does not parse{at}: {}",
-                    first_line(&err.to_string())
-                ),
-                PARSE_FAILED,
-                pos,
-            )
-        })?;
-        measure(&document, &self.limits)?;
-        if let Some(field) = nul_in_document(&document) {
-            return Err(nul_refusal(&field));
-        }
+        let document = parse(&request.query, &self.limits)?;
         request.set_parsed_query(document);
         next.run(ctx, request).await
     }
@@ -115,6 +98,50 @@ impl Extension for GuardExtension {
                 })
                 .collect()
         })
+    }
+}
+
+/// Parses `query` once its size and nesting are known to be in bounds,
+/// and measures the parsed document: the checks every document passes
+/// before anything else looks at it.
+pub fn parse(query: &str, limits: &DocumentLimits) -> ServerResult<ExecutableDocument> {
+    scan_text(query, limits)?;
+    let document = async_graphql::parser::parse_query(query).map_err(|err| {
+        let pos = err.positions().next();
+        let at = pos.map_or_else(String::new, |p| {
+            format!(" at line {}, column {}", p.line, p.column)
+        });
+        refusal(
+            format!(
+                "the document does not parse{at}: {}",
+                first_line(&err.to_string())
+            ),
+            PARSE_FAILED,
+            pos,
+        )
+    })?;
+    measure(&document, limits)?;
+    if let Some(field) = nul_in_document(&document) {
+        return Err(nul_refusal(&field));
+    }
+    Ok(document)
+}
+
+/// The operation of `document` that a request runs: the one named, or
+/// the only one.
+pub fn operation<'d>(
+    document: &'d ExecutableDocument,
+    name: Option<&str>,
+) -> Option<&'d OperationDefinition> {
+    match (&document.operations, name) {
+        (DocumentOperations::Single(operation), _) => Some(&operation.node),
+        (DocumentOperations::Multiple(operations), Some(name)) => {
+            operations.get(name).map(|operation| &operation.node)
+        }
+        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
+            operations.values().next().map(|operation| &operation.node)
+        }
+        (DocumentOperations::Multiple(_), None) => None,
     }
 }
 

@@ -8,7 +8,7 @@
 //! response. What is measured before a document runs lives in
 //! `document_guard`.
 
-use async_graphql::{ErrorExtensionValues, Pos, Response, ServerError};
+use async_graphql::{ErrorExtensionValues, Pos, Response, ServerError, Value};
 
 use crate::engine::storable::json_len;
 use crate::limits::DocumentLimits;
@@ -72,9 +72,15 @@ pub fn finish_response(mut response: Response, limits: &DocumentLimits) -> Respo
         if error.message.chars().count() > MAX_MESSAGE_CHARS {
             error.message = truncate_chars(&error.message, MAX_MESSAGE_CHARS);
         }
+        let pathless = error.path.is_empty();
         let extensions = error.extensions.get_or_insert_with(Default::default);
         if extensions.get("code").is_none() {
             extensions.set("code", "BAD_USER_INPUT");
+            // Not tied to a field: the request was refused before it ran
+            // (an unknown operation name, variables that do not fit).
+            if pathless && extensions.get("reason").is_none() {
+                extensions.set("reason", VALIDATION_FAILED);
+            }
         }
     }
     if json_len(&response) > limits.max_response_bytes {
@@ -89,9 +95,25 @@ pub fn finish_response(mut response: Response, limits: &DocumentLimits) -> Respo
     response
 }
 
+/// Whether `response` answers a request that never ran: no data, and
+/// only errors tied to no field (a document that does not parse or
+/// validate, variables that do not fit, a refused persisted query). A
+/// response over the size limit ran, and is not one.
+pub fn is_request_error(response: &Response) -> bool {
+    response.data == Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|error| {
+            error.path.is_empty()
+                && !error
+                    .extensions
+                    .as_ref()
+                    .and_then(|extensions| extensions.get("limit"))
+                    .is_some_and(|limit| *limit == Value::from("responseBytes"))
+        })
+}
+
 #[cfg(test)]
 pub(super) mod tests {
-    use async_graphql::Value;
     use clap::Parser;
 
     use super::*;

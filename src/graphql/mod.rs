@@ -6,8 +6,10 @@
 
 pub mod context;
 pub mod document_guard;
+pub mod field_order;
 pub mod limits;
 pub mod loaders;
+pub mod persisted;
 
 use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
 
@@ -75,7 +77,8 @@ pub fn build_schema(settings: &Settings) -> AppSchema {
         .limit_recursive_depth(settings.max_query_depth.max(32))
         .extension(document_guard::DocumentGuard::new(
             settings.documents.clone(),
-        ));
+        ))
+        .extension(field_order::FieldOrder);
     if !settings.introspection {
         builder = builder.disable_introspection();
     }

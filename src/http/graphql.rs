@@ -1,97 +1,493 @@
-//! `/graphql`: GraphiQL on GET, operations (single or batched) on POST.
+//! `/graphql` over HTTP, as the GraphQL-over-HTTP spec has it.
+//!
+//! POST carries an `application/json` body: one request, or a batch as a
+//! JSON array. GET carries one request in URL parameters (`query`,
+//! `operationName`, and `variables` and `extensions` as JSON) and runs
+//! queries only: a mutation is answered 405. A GET without a query from a
+//! browser asking for HTML gets GraphiQL.
+//!
+//! The answer's media type follows `Accept`. Under
+//! `application/graphql-response+json`, a request that never ran (it does
+//! not parse, breaks the schema's rules, has variables that do not fit, or
+//! names a persisted query the server will not run) is answered 400 without
+//! a `data` entry. Under `application/json` — the default, and what
+//! `*/*` or no `Accept` gets — it is answered 200 with `"data": null`, as
+//! clients written before that media type expect. A body or URL that is not
+//! a GraphQL request at all is 400 under both; a POST that is not JSON is
+//! 415.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use async_graphql::http::GraphiQLSource;
-use async_graphql::{BatchRequest, BatchResponse, Response, ServerError};
-use async_graphql_axum::rejection::GraphQLRejection;
-use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse};
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse};
+use async_graphql::parser::types::OperationType;
+use async_graphql::{BatchResponse, Request, Response, ServerError, Value, Variables};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
 
 use super::HttpState;
 use super::client::device_info;
+use super::playground;
 use crate::graphql::context::{RequestContext, Viewer};
-use crate::graphql::limits::{finish_response, limit_exceeded};
+use crate::graphql::document_guard;
+use crate::graphql::limits::{finish_response, is_request_error, limit_exceeded};
+use crate::graphql::persisted::Registration;
 
-/// GraphiQL, pointed at this server.
-pub async fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .title("FlowPilot")
-            .finish(),
-    )
+/// The media types a GraphQL answer comes in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Media {
+    /// `application/graphql-response+json`.
+    GraphqlResponse,
+    /// `application/json`.
+    Json,
 }
 
-/// Executes a GraphQL request with the viewer resolved from its bearer token.
-pub async fn execute(
+impl Media {
+    const GRAPHQL_RESPONSE: &'static str = "application/graphql-response+json";
+
+    /// The type `Accept` prefers among those served: the highest quality
+    /// wins, `application/graphql-response+json` on a tie; JSON when the
+    /// header is missing or names neither.
+    fn negotiate(headers: &HeaderMap) -> Self {
+        let mut best: Option<(f32, Self)> = None;
+        for (range, quality) in accepted(headers) {
+            let media = match range.as_str() {
+                Self::GRAPHQL_RESPONSE => Self::GraphqlResponse,
+                "application/json" | "application/*" | "*/*" => Self::Json,
+                _ => continue,
+            };
+            let better = match best {
+                None => quality > 0.0,
+                Some((held, held_media)) => {
+                    quality > held
+                        || (quality == held
+                            && media == Self::GraphqlResponse
+                            && held_media != Self::GraphqlResponse)
+                }
+            };
+            if better {
+                best = Some((quality, media));
+            }
+        }
+        best.map_or(Self::Json, |(_, media)| media)
+    }
+
+    fn content_type(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Self::GraphqlResponse => "application/graphql-response+json; charset=utf-8",
+            Self::Json => "application/json; charset=utf-8",
+        })
+    }
+}
+
+/// The media ranges of `Accept`, lower-cased, with their quality.
+fn accepted(headers: &HeaderMap) -> Vec<(String, f32)> {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|part| {
+            let mut pieces = part.split(';');
+            let range = pieces.next()?.trim().to_ascii_lowercase();
+            if range.is_empty() {
+                return None;
+            }
+            let quality = pieces
+                .filter_map(|param| param.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            Some((range, quality))
+        })
+        .collect()
+}
+
+/// Whether a browser is asking for a page.
+fn wants_html(headers: &HeaderMap) -> bool {
+    accepted(headers)
+        .iter()
+        .any(|(range, quality)| range == "text/html" && *quality > 0.0)
+}
+
+/// One request as it arrives, in a body or in URL parameters.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireRequest {
+    #[serde(default)]
+    query: Option<String>,
+    #[serde(default)]
+    operation_name: Option<String>,
+    #[serde(default)]
+    variables: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    extensions: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl WireRequest {
+    fn into_request(self) -> Result<Request, String> {
+        let has_persisted_query = self
+            .extensions
+            .as_ref()
+            .is_some_and(|extensions| extensions.contains_key("persistedQuery"));
+        let query = match self.query {
+            Some(query) if !query.trim().is_empty() => query,
+            _ if has_persisted_query => String::new(),
+            _ => return Err("the request has no query".to_owned()),
+        };
+        let mut request = Request::new(query);
+        request.operation_name = self.operation_name;
+        if let Some(variables) = self.variables {
+            request.variables = Variables::from_json(serde_json::Value::Object(variables));
+        }
+        for (name, value) in self.extensions.unwrap_or_default() {
+            let value = Value::from_json(value).map_err(|err| err.to_string())?;
+            request.extensions.insert(name, value);
+        }
+        Ok(request)
+    }
+}
+
+/// `GET /graphql`: a query in URL parameters, or GraphiQL for a browser.
+pub async fn get(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    request: Result<GraphQLBatchRequest, GraphQLRejection>,
+    RawQuery(raw): RawQuery,
 ) -> axum::response::Response {
-    let batch = match request {
-        Ok(request) => request.into_inner(),
-        Err(rejection) => {
-            return bad_request(format!(
-                "the request is not a GraphQL request: {}",
-                rejection.0
-            ));
+    let parameters: BTreeMap<String, String> =
+        url::form_urlencoded::parse(raw.as_deref().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let asks_for_operation =
+        parameters.contains_key("query") || parameters.contains_key("extensions");
+    if !asks_for_operation && wants_html(&headers) {
+        return playground::page();
+    }
+    let media = Media::negotiate(&headers);
+    let request = match request_from_parameters(&parameters) {
+        Ok(request) => request,
+        Err(message) => return bad_request(media, message),
+    };
+    let mut request = request;
+    let registration = match state.persisted.resolve(&mut request).await {
+        Ok(registration) => registration,
+        Err(error) => return answer(media, BatchResponse::Single(refused(error))),
+    };
+    if let Some(refusal) = refuse_non_query(&state, &request, media) {
+        return refusal;
+    }
+    let context = request_context(&state, peer, &headers).await;
+    let response = execute(&state, context, request, registration).await;
+    answer(media, BatchResponse::Single(response))
+}
+
+/// `POST /graphql`: one request or a batch, as JSON.
+pub async fn post(
+    State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    let media = Media::negotiate(&headers);
+    if !is_json(&headers) {
+        let error = request_error("a GraphQL request is sent as `Content-Type: application/json`");
+        let mut response = answer(
+            media,
+            BatchResponse::Single(Response::from_errors(vec![error])),
+        );
+        *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        return response;
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return bad_request(media, "the body is empty".to_owned());
+    }
+    let json: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(json) => json,
+        Err(err) => return bad_request(media, format!("the body is not JSON: {err}")),
+    };
+    let wires = match json {
+        serde_json::Value::Array(items) if items.is_empty() => {
+            return bad_request(media, "a batch holds at least one operation".to_owned());
+        }
+        serde_json::Value::Array(items) => items,
+        object @ serde_json::Value::Object(_) => vec![object],
+        _ => {
+            return bad_request(
+                media,
+                "the body is a GraphQL request (a JSON object) or a batch of them (an array)"
+                    .to_owned(),
+            );
         }
     };
-    // `[]` arrives as one request without a query (the batch form refuses
-    // an empty list, and a request's fields all have defaults).
-    let without_query = batch.iter().any(|request| {
-        request.query.trim().is_empty() && !request.extensions.contains_key("persistedQuery")
-    });
-    if without_query {
-        return bad_request("the request has no query".to_owned());
-    }
     let limit = state.app.config.settings.max_batch_size;
-    if let BatchRequest::Batch(operations) = &batch
-        && operations.len() > limit
-    {
+    if wires.len() > limit {
         let message = format!(
             "a batch may hold at most {limit} operations, this one holds {}",
-            operations.len()
+            wires.len()
         );
-        return (
-            StatusCode::BAD_REQUEST,
-            GraphQLResponse::from(Response::from_errors(vec![limit_exceeded(
+        let mut response = answer(
+            media,
+            BatchResponse::Single(Response::from_errors(vec![limit_exceeded(
                 "batchSize",
                 message,
             )])),
-        )
-            .into_response();
+        );
+        *response.status_mut() = StatusCode::BAD_REQUEST;
+        return response;
     }
+    let batched = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let mut requests = Vec::with_capacity(wires.len());
+    for wire in wires {
+        let request = serde_json::from_value::<WireRequest>(wire)
+            .map_err(|err| format!("the request is not a GraphQL request: {err}"))
+            .and_then(WireRequest::into_request);
+        match request {
+            Ok(request) => requests.push(request),
+            Err(message) => return bad_request(media, message),
+        }
+    }
+    let context = request_context(&state, peer, &headers).await;
+    // The operations of a batch run at once, answered in order; a
+    // persisted query that cannot be resolved is answered in its place.
+    let mut responses = futures::future::join_all(requests.into_iter().map(|mut request| {
+        let (state, context) = (&state, context.clone());
+        async move {
+            match state.persisted.resolve(&mut request).await {
+                Ok(registration) => execute(state, context, request, registration).await,
+                Err(error) => refused(error),
+            }
+        }
+    }))
+    .await;
+    if batched {
+        answer(media, BatchResponse::Batch(responses))
+    } else {
+        answer(media, BatchResponse::Single(responses.remove(0)))
+    }
+}
+
+/// Whether the body is declared JSON (any parameters, e.g. a charset).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The request in GET's URL parameters.
+fn request_from_parameters(parameters: &BTreeMap<String, String>) -> Result<Request, String> {
+    let object =
+        |name: &str| -> Result<Option<serde_json::Map<String, serde_json::Value>>, String> {
+            match parameters.get(name).map(String::as_str) {
+                None | Some("") => Ok(None),
+                Some(text) => match serde_json::from_str(text) {
+                    Ok(serde_json::Value::Object(map)) => Ok(Some(map)),
+                    Ok(serde_json::Value::Null) => Ok(None),
+                    _ => Err(format!("the `{name}` parameter must be a JSON object")),
+                },
+            }
+        };
+    WireRequest {
+        query: parameters.get("query").cloned(),
+        operation_name: parameters
+            .get("operationName")
+            .filter(|name| !name.is_empty())
+            .cloned(),
+        variables: object("variables")?,
+        extensions: object("extensions")?,
+    }
+    .into_request()
+}
+
+/// 405 for a GET whose operation is not a query (GET must not change
+/// anything); `None` when it may run, or when it does not parse (running
+/// it reports why).
+fn refuse_non_query(
+    state: &HttpState,
+    request: &Request,
+    media: Media,
+) -> Option<axum::response::Response> {
+    let limits = &state.app.config.settings.documents;
+    let document = document_guard::parse(&request.query, limits).ok()?;
+    let operation = document_guard::operation(&document, request.operation_name.as_deref())?;
+    if operation.ty == OperationType::Query {
+        return None;
+    }
+    let error =
+        request_error("only queries run over GET; send mutations and subscriptions with POST");
+    let mut response = answer(
+        media,
+        BatchResponse::Single(Response::from_errors(vec![error])),
+    );
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+    Some(response)
+}
+
+/// Runs one resolved request, holds its response to the limits, and keeps
+/// its persisted query once it ran.
+async fn execute(
+    state: &HttpState,
+    context: Arc<RequestContext>,
+    request: Request,
+    registration: Option<Registration>,
+) -> Response {
+    let response = state.schema.execute(request.data(context)).await;
+    let response = finish_response(response, &state.app.config.settings.documents);
+    if let Some(registration) = registration
+        && !is_request_error(&response)
+    {
+        state.persisted.register(registration).await;
+    }
+    response
+}
+
+async fn request_context(
+    state: &HttpState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Arc<RequestContext> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or_default());
     let viewer = Viewer::from_authorization(&state.app, authorization).await;
-    let device = device_info(peer, &headers, &state.app.config.settings.trusted_proxies);
-    let context = RequestContext::new(state.app.clone(), viewer, device);
-    let response = state.schema.execute_batch(batch.data(context)).await;
-    let limits = &state.app.config.settings.documents;
-    let response = match response {
-        BatchResponse::Single(single) => BatchResponse::Single(finish_response(single, limits)),
-        BatchResponse::Batch(many) => BatchResponse::Batch(
-            many.into_iter()
-                .map(|one| finish_response(one, limits))
-                .collect(),
-        ),
-    };
-    GraphQLResponse::from(response).into_response()
+    let device = device_info(peer, headers, &state.app.config.settings.trusted_proxies);
+    RequestContext::new(state.app.clone(), viewer, device)
 }
 
-/// A 400 answer in GraphQL's response shape, coded BAD_USER_INPUT.
-fn bad_request(message: String) -> axum::response::Response {
+/// A GraphQL answer in `media`: 400 without `data` for a single request
+/// that never ran under `application/graphql-response+json`, else 200.
+fn answer(media: Media, response: BatchResponse) -> axum::response::Response {
+    let (status, body, headers) = match &response {
+        BatchResponse::Single(one) => {
+            let status = if media == Media::GraphqlResponse && is_request_error(one) {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::OK
+            };
+            (
+                status,
+                serde_json::to_vec(&Body::of(media, one)),
+                Some(&one.http_headers),
+            )
+        }
+        BatchResponse::Batch(many) => {
+            let bodies: Vec<Body<'_>> = many.iter().map(|one| Body::of(media, one)).collect();
+            (StatusCode::OK, serde_json::to_vec(&bodies), None)
+        }
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(err) => {
+            tracing::error!(error = %err, "a GraphQL answer could not be written as JSON");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    let mut http = (status, body).into_response();
+    if let Some(extra) = headers {
+        for (name, value) in extra {
+            http.headers_mut().append(name, value.clone());
+        }
+    }
+    http.headers_mut()
+        .insert(header::CONTENT_TYPE, media.content_type());
+    http
+}
+
+/// One response as written: `data` left out of a request that never ran
+/// under `application/graphql-response+json`.
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a Value>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    errors: &'a [ServerError],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    extensions: &'a BTreeMap<String, Value>,
+}
+
+impl<'a> Body<'a> {
+    fn of(media: Media, response: &'a Response) -> Self {
+        let without_data = media == Media::GraphqlResponse && is_request_error(response);
+        Self {
+            data: (!without_data).then_some(&response.data),
+            errors: &response.errors,
+            extensions: &response.extensions,
+        }
+    }
+}
+
+/// A request refused before it ran.
+fn refused(error: ServerError) -> Response {
+    Response::from_errors(vec![error])
+}
+
+/// An error about the HTTP request itself, coded BAD_USER_INPUT.
+fn request_error(message: impl Into<String>) -> ServerError {
     let mut error = ServerError::new(message, None);
-    let mut extensions = async_graphql::ErrorExtensionValues::default();
+    let extensions = error.extensions.get_or_insert_with(Default::default);
     extensions.set("code", "BAD_USER_INPUT");
-    error.extensions = Some(extensions);
-    let response = Response::from_errors(vec![error]);
-    (StatusCode::BAD_REQUEST, GraphQLResponse::from(response)).into_response()
+    extensions.set("reason", "INVALID_REQUEST");
+    error
+}
+
+/// A 400 answer for a body or URL that is not a GraphQL request.
+fn bad_request(media: Media, message: String) -> axum::response::Response {
+    let mut response = answer(
+        media,
+        BatchResponse::Single(Response::from_errors(vec![request_error(message)])),
+    );
+    *response.status_mut() = StatusCode::BAD_REQUEST;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn accept_picks_the_preferred_graphql_media_type() {
+        assert_eq!(Media::negotiate(&HeaderMap::new()), Media::Json);
+        assert_eq!(Media::negotiate(&accept("*/*")), Media::Json);
+        assert_eq!(Media::negotiate(&accept("text/plain")), Media::Json);
+        assert_eq!(
+            Media::negotiate(&accept(
+                "application/graphql-response+json, application/json;q=0.9"
+            )),
+            Media::GraphqlResponse
+        );
+        assert_eq!(
+            Media::negotiate(&accept(
+                "application/graphql-response+json;q=0.5, application/json"
+            )),
+            Media::Json
+        );
+        assert_eq!(
+            Media::negotiate(&accept(
+                "application/json, application/graphql-response+json"
+            )),
+            Media::GraphqlResponse
+        );
+    }
+
+    #[test]
+    fn a_browser_page_request_wants_html_and_an_api_client_does_not() {
+        assert!(wants_html(&accept(
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        )));
+        assert!(!wants_html(&accept("application/json")));
+        assert!(!wants_html(&HeaderMap::new()));
+    }
 }

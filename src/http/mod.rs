@@ -6,6 +6,7 @@ mod client;
 mod graphql;
 mod health;
 mod hooks;
+mod playground;
 mod sse;
 mod ws;
 
@@ -24,6 +25,7 @@ use tracing::Level;
 
 use crate::app::AppState;
 use crate::graphql::AppSchema;
+use crate::graphql::persisted::PersistedQueries;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -32,6 +34,8 @@ pub struct HttpState {
     pub app: AppState,
     /// The GraphQL schema, with its limits applied.
     pub schema: AppSchema,
+    /// Persisted queries and trusted documents.
+    pub persisted: PersistedQueries,
     /// Becomes true when the server starts shutting down; open WebSockets
     /// close with 1001 then (axum's graceful drain does not cover them).
     pub shutting_down: tokio::sync::watch::Receiver<bool>,
@@ -44,6 +48,12 @@ pub fn router(
     shutting_down: tokio::sync::watch::Receiver<bool>,
 ) -> Router {
     let settings = app.config.settings.clone();
+    let persisted = PersistedQueries::new(
+        settings.persisted_query_cache,
+        app.redis.clone(),
+        &settings.redis_prefix,
+        settings.trusted_documents.then(|| app.db.clone()),
+    );
     let middleware = ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(
@@ -68,7 +78,8 @@ pub fn router(
         .layer(cors(&settings.cors_origins));
 
     Router::new()
-        .route("/graphql", get(graphql::graphiql).post(graphql::execute))
+        .route("/graphql", get(graphql::get).post(graphql::post))
+        .route("/graphiql/{file}", get(playground::asset))
         .route("/graphql/ws", get(ws::upgrade))
         .route("/graphql/stream", post(sse::stream))
         .route("/hooks/{token}", post(hooks::deliver))
@@ -77,6 +88,7 @@ pub fn router(
         .route("/health/cache", get(health::cache))
         .layer(middleware)
         .with_state(HttpState {
+            persisted,
             app,
             schema,
             shutting_down,

@@ -25,17 +25,20 @@ use serde_json::json;
 use super::HttpState;
 use super::client::device_info;
 use crate::graphql::context::{RequestContext, Viewer};
-use crate::graphql::limits::finish_response;
+use crate::graphql::limits::{finish_response, is_request_error};
 
 /// An operation, as graphql-sse clients send it.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamRequest {
+    #[serde(default)]
     query: String,
     #[serde(default)]
     operation_name: Option<String>,
     #[serde(default)]
     variables: Option<serde_json::Value>,
+    #[serde(default)]
+    extensions: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Runs the operation and streams its results as events.
@@ -52,6 +55,17 @@ pub async fn stream(
             "the body is not a GraphQL request",
         );
     };
+    let names_persisted_query = body
+        .extensions
+        .as_ref()
+        .is_some_and(|extensions| extensions.contains_key("persistedQuery"));
+    if body.query.trim().is_empty() && !names_persisted_query {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "BAD_USER_INPUT",
+            "the request has no query",
+        );
+    }
     let authorization = headers
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or_default());
@@ -76,16 +90,42 @@ pub async fn stream(
     if let Some(variables) = body.variables {
         request = request.variables(Variables::from_json(variables));
     }
+    for (name, value) in body.extensions.unwrap_or_default() {
+        if let Ok(value) = async_graphql::Value::from_json(value) {
+            request.extensions.insert(name, value);
+        }
+    }
+    let registration = match state.persisted.resolve(&mut request).await {
+        Ok(registration) => registration,
+        Err(error) => {
+            let results = futures::stream::once(async move { Response::from_errors(vec![error]) });
+            return Sse::new(events(results, None, std::future::pending()))
+                .keep_alive(KeepAlive::default())
+                .into_response();
+        }
+    };
     let credential = viewer
         .credential_id()
         .map(|id| state.app.revocations.watch_credential(id));
     let device = device_info(peer, &headers, &state.app.config.settings.trusted_proxies);
     let context = RequestContext::new(state.app.clone(), viewer, device);
     let limits = state.app.config.settings.documents.clone();
+    let persisted = state.persisted.clone();
+    let mut registration = registration;
     let results = state
         .schema
         .execute_stream(request.data(context))
-        .map(move |response| finish_response(response, &limits));
+        .map(move |response| finish_response(response, &limits))
+        .then(move |response| {
+            let registration = registration.take().filter(|_| !is_request_error(&response));
+            let persisted = persisted.clone();
+            async move {
+                if let Some(registration) = registration {
+                    persisted.register(registration).await;
+                }
+                response
+            }
+        });
     let mut stopping = state.shutting_down.clone();
     let events = events(results, credential, async move {
         let _ = stopping.wait_for(|stopping| *stopping).await;

@@ -51,7 +51,7 @@ use crate::auth::service::DeviceInfo;
 use crate::error::ACCESS_CHANGED;
 use crate::events::revocations::CredentialWatch;
 use crate::graphql::context::{RequestContext, Viewer};
-use crate::graphql::limits::finish_response;
+use crate::graphql::limits::{finish_response, is_request_error};
 
 /// The subprotocol this endpoint prefers.
 pub const PROTOCOL: &str = "graphql-transport-ws";
@@ -208,11 +208,14 @@ enum ClientMessage {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SubscribePayload {
+    #[serde(default)]
     query: String,
     #[serde(default)]
     operation_name: Option<String>,
     #[serde(default)]
     variables: Option<Value>,
+    #[serde(default)]
+    extensions: Option<serde_json::Map<String, Value>>,
 }
 
 /// An operation that ran to its end (not one the client completed).
@@ -426,6 +429,12 @@ impl Connection {
         if let Some(variables) = payload.variables {
             request = request.variables(Variables::from_json(variables));
         }
+        for (name, value) in payload.extensions.unwrap_or_default() {
+            if let Ok(value) = async_graphql::Value::from_json(value) {
+                request.extensions.insert(name, value);
+            }
+        }
+        let persisted = self.state.persisted.clone();
         let context: Arc<RequestContext> =
             RequestContext::new(self.state.app.clone(), viewer, self.device.clone());
         let schema = self.state.schema.clone();
@@ -433,6 +442,18 @@ impl Connection {
         let next = self.protocol.name(ServerMessage::Next);
         let limits = self.state.app.config.settings.documents.clone();
         tokio::spawn(async move {
+            let mut request = request;
+            let mut registration = match persisted.resolve(&mut request).await {
+                Ok(registration) => registration,
+                Err(error) => {
+                    let _ = finished.send(Finished {
+                        id,
+                        generation,
+                        end: End::Refused(json!([error])),
+                    });
+                    return;
+                }
+            };
             let mut responses = schema.execute_stream(request.data(context));
             let mut first = true;
             // The connection loop sends the final `complete` or `error` after
@@ -447,6 +468,9 @@ impl Connection {
                         end: End::Refused(json!(response.errors)),
                     });
                     return;
+                }
+                if let Some(registration) = registration.take() {
+                    persisted.register(registration).await;
                 }
                 if ends_on_access_change(&response) {
                     let _ = finished.send(Finished {
@@ -471,14 +495,6 @@ impl Connection {
         })
         .abort_handle()
     }
-}
-
-/// Errors raised before execution (syntax, validation) carry no path and
-/// no data: the protocol answers them with `error`, not `next`.
-fn is_request_error(response: &Response) -> bool {
-    !response.errors.is_empty()
-        && response.data == async_graphql::Value::Null
-        && response.errors.iter().all(|e| e.path.is_empty())
 }
 
 /// Whether `response` ends its subscription because the member's access

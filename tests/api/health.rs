@@ -48,22 +48,6 @@ async fn health_cache_names_the_bus_in_use() {
 }
 
 #[tokio::test]
-async fn get_graphql_serves_graphiql_pointed_at_this_server() {
-    let app = TestApp::spawn().await;
-    let response = app.get("/graphql").await;
-    assert_eq!(response.status(), 200);
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/html")
-    );
-    let html = response.text().await.unwrap();
-    assert!(html.contains("graphiql"), "no GraphiQL in the page");
-    assert!(html.contains("/graphql"));
-}
-
-#[tokio::test]
 async fn every_response_carries_a_generated_request_id() {
     let app = TestApp::spawn().await;
     let first = app.get("/health").await;

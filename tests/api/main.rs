@@ -15,6 +15,7 @@ mod concurrency;
 mod email_flows;
 mod engine;
 mod executions;
+mod graphql_http;
 mod health;
 mod hostile_documents;
 mod hostile_sign_ins;

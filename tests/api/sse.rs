@@ -370,3 +370,40 @@ async fn removing_a_member_ends_their_stream_with_forbidden_access_changed_then_
     );
     stream.expect_complete_and_end().await;
 }
+
+#[tokio::test]
+async fn events_over_sse_keep_the_selection_order() {
+    let app = TestApp::spawn().await;
+    let owner = app.user().await;
+    let organization = app.organization(&owner, "Acme").await;
+    let workflow = app
+        .workflow(
+            &owner,
+            &organization,
+            json!([{ "id": "a", "kind": "TRANSFORM", "config": { "output": "{{ input.n }}" } }]),
+        )
+        .await;
+    let id = app.run(&owner, &workflow, json!({ "n": 1 })).await;
+    let query = "subscription($id: ID!) {
+      executionEvents(executionId: $id, afterSeq: 0) { seq kind ...Rest }
+    }
+    fragment Rest on ExecutionEvent { executionId executionStatus }";
+    let mut stream = open_stream(&app, &owner.access_token, query, json!({ "id": id })).await;
+    let mut seen = 0;
+    loop {
+        let event = stream.next_event().await.expect("events until complete");
+        if event.event == "complete" {
+            break;
+        }
+        let result: Value = serde_json::from_str(&event.data).expect("JSON data");
+        let fields: Vec<&str> = result["data"]["executionEvents"]
+            .as_object()
+            .expect("an event")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(fields, ["seq", "kind", "executionId", "executionStatus"]);
+        seen += 1;
+    }
+    assert!(seen >= 3, "{seen} events");
+}

@@ -292,9 +292,25 @@ async fn subscribing_after_the_end_replays_and_completes() {
 #[tokio::test]
 async fn graphiql_subscribes_through_the_websocket_endpoint() {
     let app = TestApp::spawn().await;
-    let html = app.get("/graphql").await.text().await.unwrap();
+    let html = app
+        .http()
+        .get(app.url("/graphql"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let script = html
+        .split("src=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .find(|path| path.starts_with("/graphiql/flowpilot-graphiql.js"))
+        .expect("the page loads its own script");
+    let script = app.get(script).await.text().await.unwrap();
     assert!(
-        html.contains("/graphql/ws"),
+        script.contains("/graphql/ws"),
         "GraphiQL has no subscription endpoint"
     );
 }
