@@ -17,7 +17,8 @@
 #                                             compiles against the types)
 #   e. flowpilot serve                       (fresh database, own Redis prefix, random port,
 #                                             generated secrets, engine on; waits for /health)
-#   f. graphql-http audit                    (clients/audit.mjs: every MUST and SHOULD ok)
+#   f. graphql-http audit                    (clients/audit.mjs: every MUST and SHOULD ok), and
+#      the step kinds' JSON Schemas in Ajv's strict mode (clients/step-schemas.mjs)
 #   g. GraphiQL in Chromium                  (web/graphiql/browser-test.mjs against the server)
 # a and e stop the stage when they fail; the others are all run and the stage fails at the
 # end if any did. The server log stays in target/clients/server.log (its tail is printed on a
@@ -246,7 +247,9 @@ server_alive() {
 
 # --- f. graphql-http audit ------------------------------------------------------------------
 audit() {
-  node clients/audit.mjs "$BASE_URL/graphql" && server_alive
+  node clients/audit.mjs "$BASE_URL/graphql" \
+    && node clients/step-schemas.mjs "$BASE_URL/graphql" \
+    && server_alive
 }
 run_stage "f. graphql-http audit" continue audit
 

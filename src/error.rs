@@ -123,3 +123,73 @@ pub const ACCESS_CHANGED: &str = "ACCESS_CHANGED";
 
 /// Shorthand for service results.
 pub type AppResult<T> = Result<T, AppError>;
+
+/// A JSON decoding message as a client reads it: what was expected in
+/// JSON's terms (a whole number, a list, an object), never the server's
+/// own type names (`u64`, `a sequence`, `struct StepInput`).
+pub fn plain_json_message(message: &str) -> String {
+    let Some((before, expected)) = message.split_once("expected ") else {
+        return message.to_owned();
+    };
+    let (what, rest) = match expected.find([',', ' ']) {
+        Some(end) if expected.starts_with("struct ") || expected.starts_with("a ") => {
+            // Two words: `struct X`, `a map`, `a sequence`, `a string`.
+            let second_end = expected[end + 1..]
+                .find([',', ' '])
+                .map_or(expected.len(), |i| end + 1 + i);
+            expected.split_at(second_end)
+        }
+        Some(end) => expected.split_at(end),
+        None => (expected, ""),
+    };
+    let plain = match what {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number, 0 or more",
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "a map" => "an object",
+        "a sequence" => "a list",
+        "unit" => "null",
+        other if other.starts_with("struct ") => "an object",
+        other => other,
+    };
+    format!("{before}expected {plain}{rest}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_messages_speak_of_json_not_of_rust_types() {
+        let cases = [
+            (
+                "invalid type: string \"x\", expected u64 at line 1 column 9",
+                "invalid type: string \"x\", expected a whole number, 0 or more at line 1 column 9",
+            ),
+            (
+                "invalid value: integer `-1`, expected u64",
+                "invalid value: integer `-1`, expected a whole number, 0 or more",
+            ),
+            (
+                "invalid type: integer `1`, expected a map",
+                "invalid type: integer `1`, expected an object",
+            ),
+            (
+                "invalid type: string \"a\", expected a sequence",
+                "invalid type: string \"a\", expected a list",
+            ),
+            (
+                "invalid type: null, expected struct StepInput",
+                "invalid type: null, expected an object",
+            ),
+            (
+                "invalid type: integer `1`, expected a string",
+                "invalid type: integer `1`, expected a string",
+            ),
+            ("missing field `url`", "missing field `url`"),
+        ];
+        for (message, plain) in cases {
+            assert_eq!(plain_json_message(message), plain);
+        }
+    }
+}

@@ -11,19 +11,23 @@ use crate::graphql::context::RequestContext;
 /// The token from a verification link.
 #[derive(InputObject)]
 pub struct VerifyEmailInput {
+    /// The token from the verification link; it works once, for 24 hours.
     pub token: String,
 }
 
 /// An address just verified.
 #[derive(SimpleObject)]
 pub struct EmailVerification {
+    /// The address now verified.
     email: String,
+    /// When it was verified.
     verified_at: DateTime<Utc>,
 }
 
 /// The current password and the one to replace it.
 #[derive(InputObject)]
 pub struct ChangePasswordInput {
+    /// The password in force now; a wrong one is BAD_USER_INPUT.
     pub current_password: String,
     /// 10 to 256 characters, not a common password.
     pub new_password: String,
@@ -32,6 +36,7 @@ pub struct ChangePasswordInput {
 /// A changed password and the sessions it ended.
 #[derive(SimpleObject)]
 pub struct ChangePasswordPayload {
+    /// The viewer, now with the new password.
     user: User,
     /// How many other sessions were ended.
     revoked_sessions: i32,
@@ -40,12 +45,14 @@ pub struct ChangePasswordPayload {
 /// The address to mail a reset link to.
 #[derive(InputObject)]
 pub struct RequestPasswordResetInput {
+    /// The account's address; case does not matter.
     pub email: String,
 }
 
 /// The token from a reset link and the new password.
 #[derive(InputObject)]
 pub struct ResetPasswordInput {
+    /// The token from the reset link; it works once, for one hour.
     pub token: String,
     /// 10 to 256 characters, not a common password.
     pub new_password: String,
@@ -61,7 +68,7 @@ impl AccountMutation {
     async fn verify_email(
         &self,
         ctx: &Context<'_>,
-        input: VerifyEmailInput,
+        #[graphql(desc = "The token from the verification link.")] input: VerifyEmailInput,
     ) -> async_graphql::Result<EmailVerification> {
         let request = RequestContext::of(ctx);
         let user = account::verify_email(&request.state, &input.token).await?;
@@ -85,7 +92,7 @@ impl AccountMutation {
     async fn change_password(
         &self,
         ctx: &Context<'_>,
-        input: ChangePasswordInput,
+        #[graphql(desc = "The current and the new password.")] input: ChangePasswordInput,
     ) -> async_graphql::Result<ChangePasswordPayload> {
         let request = RequestContext::of(ctx);
         let viewer = request.viewer.user()?;
@@ -109,7 +116,7 @@ impl AccountMutation {
     async fn request_password_reset(
         &self,
         ctx: &Context<'_>,
-        input: RequestPasswordResetInput,
+        #[graphql(desc = "The address to mail the link to.")] input: RequestPasswordResetInput,
     ) -> async_graphql::Result<bool> {
         let request = RequestContext::of(ctx);
         let email = Email::parse(&input.email, "email")?;
@@ -123,7 +130,7 @@ impl AccountMutation {
     async fn reset_password(
         &self,
         ctx: &Context<'_>,
-        input: ResetPasswordInput,
+        #[graphql(desc = "The reset link's token and the new password.")] input: ResetPasswordInput,
     ) -> async_graphql::Result<bool> {
         let request = RequestContext::of(ctx);
         let new_password = Password::parse(&input.new_password, "newPassword")?;

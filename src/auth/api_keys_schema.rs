@@ -20,12 +20,16 @@ const API_KEY_CURSOR: &str = "api_key";
 /// The key itself is shown only once, by `createApiKey`.
 pub struct ApiKey(pub api_key::Model);
 
+/// A credential for programs, acting in one organization with one role. The key
+/// itself is shown only once, by `createApiKey`.
 #[Object]
 impl ApiKey {
+    /// The key's id, to revoke it with `revokeApiKey`.
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
 
+    /// The name given to tell keys apart.
     async fn name(&self) -> &str {
         &self.0.name
     }
@@ -45,6 +49,7 @@ impl ApiKey {
         user_summary(ctx, self.0.created_by).await
     }
 
+    /// When it was made.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
@@ -59,6 +64,7 @@ impl ApiKey {
         self.0.expires_at
     }
 
+    /// When it was revoked; null unless it was.
     async fn revoked_at(&self) -> Option<DateTime<Utc>> {
         self.0.revoked_at
     }
@@ -67,6 +73,7 @@ impl ApiKey {
 /// A key just made.
 #[derive(SimpleObject)]
 pub struct CreatedApiKey {
+    /// The new key's details; the key itself is in `key`.
     api_key: ApiKey,
     /// The key, `fp_…`: shown this once and never again. Send it as
     /// `Authorization: Bearer fp_…`.
@@ -76,6 +83,7 @@ pub struct CreatedApiKey {
 /// A key to make.
 #[derive(InputObject)]
 pub struct CreateApiKeyInput {
+    /// The organization the key acts in.
     pub organization_id: ID,
     /// 1 to 100 characters, to tell keys apart.
     pub name: String,
@@ -88,6 +96,7 @@ pub struct CreateApiKeyInput {
 /// A key to revoke.
 #[derive(InputObject)]
 pub struct RevokeApiKeyInput {
+    /// The key to revoke.
     pub api_key_id: ID,
 }
 
@@ -136,7 +145,7 @@ impl ApiKeyMutation {
     async fn create_api_key(
         &self,
         ctx: &Context<'_>,
-        input: CreateApiKeyInput,
+        #[graphql(desc = "The key to make.")] input: CreateApiKeyInput,
     ) -> async_graphql::Result<CreatedApiKey> {
         let request = RequestContext::of(ctx);
         let actor = request.viewer.principal()?;
@@ -158,7 +167,7 @@ impl ApiKeyMutation {
     async fn revoke_api_key(
         &self,
         ctx: &Context<'_>,
-        input: RevokeApiKeyInput,
+        #[graphql(desc = "The key to revoke.")] input: RevokeApiKeyInput,
     ) -> async_graphql::Result<ApiKey> {
         let request = RequestContext::of(ctx);
         let actor = request.viewer.principal()?;

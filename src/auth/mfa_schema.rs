@@ -21,32 +21,40 @@ pub struct MfaSetup {
 /// Backup codes, shown this once: each signs in once in place of a TOTP code.
 #[derive(SimpleObject)]
 pub struct BackupCodesPayload {
+    /// The viewer, with MFA on.
     user: User,
+    /// Ten codes such as `abcd-efgh-ijkl-mnop`, each good for one sign-in;
+    /// earlier codes no longer work.
     backup_codes: Vec<String>,
 }
 
 /// A current code from the authenticator being enrolled.
 #[derive(InputObject)]
 pub struct EnableMfaInput {
+    /// A current 6-digit code from the app enrolled with `setupMfa`.
     pub code: String,
 }
 
 /// A TOTP or backup code, to prove the second factor.
 #[derive(InputObject)]
 pub struct RegenerateBackupCodesInput {
+    /// A current 6-digit TOTP code or an unused backup code.
     pub code: String,
 }
 
 /// The password and a TOTP or backup code.
 #[derive(InputObject)]
 pub struct DisableMfaInput {
+    /// The viewer's password.
     pub password: String,
+    /// A current 6-digit TOTP code or an unused backup code.
     pub code: String,
 }
 
 /// The challenge `login` answered and a TOTP or backup code.
 #[derive(InputObject)]
 pub struct CompleteMfaLoginInput {
+    /// The `challengeToken` of the `MfaChallenge` that `login` answered.
     pub challenge_token: String,
     /// A 6-digit TOTP code, or a backup code (any case, dashes optional).
     pub code: String,
@@ -74,7 +82,7 @@ impl MfaMutation {
     async fn enable_mfa(
         &self,
         ctx: &Context<'_>,
-        input: EnableMfaInput,
+        #[graphql(desc = "A code from the enrolled app.")] input: EnableMfaInput,
     ) -> async_graphql::Result<BackupCodesPayload> {
         let request = RequestContext::of(ctx);
         let viewer = request.viewer.user()?;
@@ -90,7 +98,7 @@ impl MfaMutation {
     async fn regenerate_backup_codes(
         &self,
         ctx: &Context<'_>,
-        input: RegenerateBackupCodesInput,
+        #[graphql(desc = "A code proving the second factor.")] input: RegenerateBackupCodesInput,
     ) -> async_graphql::Result<BackupCodesPayload> {
         let request = RequestContext::of(ctx);
         let viewer = request.viewer.user()?;
@@ -108,7 +116,7 @@ impl MfaMutation {
     async fn disable_mfa(
         &self,
         ctx: &Context<'_>,
-        input: DisableMfaInput,
+        #[graphql(desc = "The password and a code.")] input: DisableMfaInput,
     ) -> async_graphql::Result<User> {
         let request = RequestContext::of(ctx);
         let user = mfa::disable(
@@ -126,7 +134,7 @@ impl MfaMutation {
     async fn complete_mfa_login(
         &self,
         ctx: &Context<'_>,
-        input: CompleteMfaLoginInput,
+        #[graphql(desc = "The challenge and a code.")] input: CompleteMfaLoginInput,
     ) -> async_graphql::Result<AuthPayload> {
         let request = RequestContext::of(ctx);
         Ok(mfa::complete_login(

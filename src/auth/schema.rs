@@ -39,8 +39,11 @@ impl From<user::Model> for User {
     }
 }
 
+/// The signed-in person and their account. Only ever the viewer: other people
+/// appear as `UserSummary`, which reveals nothing beyond what members share.
 #[Object]
 impl User {
+    /// The account's id.
     async fn id(&self) -> ID {
         ID(self.id.to_string())
     }
@@ -50,10 +53,12 @@ impl User {
         &self.email
     }
 
+    /// The name other members see.
     async fn display_name(&self) -> &str {
         &self.display_name
     }
 
+    /// When the account was registered.
     async fn created_at(&self) -> DateTime<Utc> {
         self.created_at
     }
@@ -114,8 +119,11 @@ pub struct Session {
     current: bool,
 }
 
+/// A signed-in device of the viewer's: where it signed in from and when it was
+/// last seen. Ending it signs that device out.
 #[Object]
 impl Session {
+    /// The session's id, to end it with `revokeSession`.
     async fn id(&self) -> ID {
         ID(self.session.id.to_string())
     }
@@ -130,6 +138,7 @@ impl Session {
         self.session.ip.as_deref()
     }
 
+    /// When the device signed in.
     async fn created_at(&self) -> DateTime<Utc> {
         self.session.created_at
     }
@@ -153,6 +162,7 @@ impl Session {
 /// A session of the viewer's to end.
 #[derive(InputObject)]
 pub struct RevokeSessionInput {
+    /// A live session of the viewer's, as listed in `viewer.sessions`.
     pub session_id: ID,
 }
 
@@ -163,8 +173,11 @@ pub struct AuthPayload {
     access_token: String,
     /// Single-use token for `refreshSession`; valid 7 days.
     refresh_token: String,
+    /// When the access token stops working; refresh the session before then.
     access_token_expires_at: DateTime<Utc>,
+    /// When the refresh token stops working; after that, sign in again.
     refresh_token_expires_at: DateTime<Utc>,
+    /// The user signed in.
     user: User,
 }
 
@@ -225,6 +238,7 @@ pub struct RegisterInput {
 pub struct LoginInput {
     /// Compared without regard to case.
     pub email: String,
+    /// The account's password, as typed.
     pub password: String,
 }
 
@@ -264,7 +278,7 @@ impl AuthMutation {
     async fn register(
         &self,
         ctx: &Context<'_>,
-        input: RegisterInput,
+        #[graphql(desc = "The account to create.")] input: RegisterInput,
     ) -> async_graphql::Result<AuthPayload> {
         let request = RequestContext::of(ctx);
         let registration = Registration {
@@ -285,7 +299,7 @@ impl AuthMutation {
     async fn login(
         &self,
         ctx: &Context<'_>,
-        input: LoginInput,
+        #[graphql(desc = "The credentials to sign in with.")] input: LoginInput,
     ) -> async_graphql::Result<LoginResult> {
         let request = RequestContext::of(ctx);
         Ok(service::login(
@@ -317,7 +331,7 @@ impl AuthMutation {
     async fn revoke_session(
         &self,
         ctx: &Context<'_>,
-        input: RevokeSessionInput,
+        #[graphql(desc = "The session to end.")] input: RevokeSessionInput,
     ) -> async_graphql::Result<bool> {
         let request = RequestContext::of(ctx);
         let viewer = request.viewer.user()?;
@@ -337,7 +351,7 @@ impl AuthMutation {
     async fn refresh_session(
         &self,
         ctx: &Context<'_>,
-        input: RefreshSessionInput,
+        #[graphql(desc = "The refresh token to exchange.")] input: RefreshSessionInput,
     ) -> async_graphql::Result<AuthPayload> {
         let request = RequestContext::of(ctx);
         Ok(service::refresh(&request.state, &input.refresh_token)

@@ -3,9 +3,9 @@
 //! database; `input`, `steps` and `workflow` go through DataLoaders.
 
 use async_graphql::connection::{Connection, Edge};
-use async_graphql::{
-    Context, Enum, ID, InputObject, Json, Object, SimpleObject, Subscription, Union,
-};
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject, Subscription, Union};
+
+use crate::graphql::scalars::Json;
 use chrono::{DateTime, Utc};
 use entity::role::Role;
 use entity::status;
@@ -26,11 +26,18 @@ use crate::workflows::triggers_schema::{Trigger, TriggerKind};
 /// Where an execution is in its life.
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExecutionStatus {
+    /// Waiting for a worker to run it.
     Queued,
+    /// A worker is running its steps.
     Running,
+    /// Finished: no step failed; `output` holds the result.
     Succeeded,
+    /// Finished: a step failed for good; `error` says which and why.
     Failed,
+    /// Finished: cancelled with `cancelExecution`, or because its organization
+    /// was deleted.
     Cancelled,
+    /// Finished: it ran past its definition's `timeoutMs`.
     TimedOut,
 }
 
@@ -63,12 +70,20 @@ impl From<ExecutionStatus> for status::ExecutionStatus {
 /// Where one step of an execution is.
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StepStatus {
+    /// Waiting for the steps it needs.
     Pending,
+    /// An attempt is running.
     Running,
+    /// An attempt failed; the next one starts at `nextRetryAt`.
     Retrying,
+    /// Finished with an output.
     Succeeded,
+    /// Its last attempt failed; the execution fails with it.
     Failed,
+    /// Will not run: a step it needs did not succeed, or a CONDITION it needs
+    /// was false.
     Skipped,
+    /// Stopped, or never started, because the execution ended first.
     Cancelled,
 }
 
@@ -89,20 +104,31 @@ impl From<status::StepStatus> for StepStatus {
 /// What an execution event records.
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExecutionEventKind {
+    /// The execution was created and queued.
     ExecutionQueued,
+    /// A worker started running it, or took it up again.
     ExecutionStarted,
     /// Back in the queue: its worker was lost or shut down.
     ExecutionRequeued,
+    /// The execution ended SUCCEEDED.
     ExecutionSucceeded,
+    /// The execution ended FAILED.
     ExecutionFailed,
+    /// The execution ended CANCELLED.
     ExecutionCancelled,
+    /// The execution ended TIMED_OUT.
     ExecutionTimedOut,
+    /// An attempt of a step started.
     StepStarted,
     /// The step will run again.
     StepRetrying,
+    /// A step succeeded; `stepOutput` holds its output.
     StepSucceeded,
+    /// A step failed for good; `stepError` says why.
     StepFailed,
+    /// A step will not run.
     StepSkipped,
+    /// A step was stopped, or will not start, because the execution ended.
     StepCancelled,
 }
 
@@ -205,12 +231,15 @@ impl Execution {
     }
 }
 
+/// One run of a workflow version: its status, input, output and steps.
 #[Object]
 impl Execution {
-    async fn id(&self) -> ID {
+    /// The execution's id.
+    pub async fn id(&self) -> ID {
         ID(self.snapshot.id.to_string())
     }
 
+    /// The workflow it runs.
     async fn workflow(&self, ctx: &Context<'_>) -> async_graphql::Result<Workflow> {
         load_workflow(ctx, self.snapshot.workflow_id, self.viewer_role).await
     }
@@ -239,15 +268,17 @@ impl Execution {
             .transpose()
     }
 
+    /// Where it is in its life.
     async fn status(&self) -> ExecutionStatus {
         self.snapshot.status.into()
     }
 
     /// The JSON the execution was started with.
-    async fn input(&self, ctx: &Context<'_>) -> async_graphql::Result<Json<Value>> {
+    async fn input(&self, ctx: &Context<'_>) -> async_graphql::Result<Json> {
         Ok(Json(self.details(ctx).await?.input))
     }
 
+    /// How urgently it is claimed.
     async fn priority(&self, ctx: &Context<'_>) -> async_graphql::Result<ExecutionPriority> {
         Ok(Priority::from_i32(self.details(ctx).await?.priority).into())
     }
@@ -276,7 +307,7 @@ impl Execution {
     }
 
     /// The one sink step's output, or an object keyed by sink step id.
-    async fn output(&self) -> Option<Json<Value>> {
+    async fn output(&self) -> Option<Json> {
         self.snapshot.output.clone().map(Json)
     }
 
@@ -329,14 +360,17 @@ impl Execution {
         self.snapshot.last_event_seq
     }
 
+    /// When it was queued.
     async fn queued_at(&self) -> DateTime<Utc> {
         self.snapshot.queued_at
     }
 
+    /// When a worker first started it; null until then.
     async fn started_at(&self) -> Option<DateTime<Utc>> {
         self.snapshot.started_at
     }
 
+    /// When it ended; null until then.
     async fn finished_at(&self) -> Option<DateTime<Utc>> {
         self.snapshot.finished_at
     }
@@ -425,12 +459,15 @@ impl From<entity::step_run::Model> for StepRun {
     }
 }
 
+/// One step of an execution, as of its latest attempt.
 #[Object]
 impl StepRun {
+    /// The step's id in the definition.
     async fn step_id(&self) -> &str {
         &self.step_id
     }
 
+    /// Where the step is.
     async fn status(&self) -> StepStatus {
         self.status.into()
     }
@@ -452,22 +489,26 @@ impl StepRun {
     }
 
     /// The step's config with its templates rendered, as it ran.
-    async fn input(&self) -> Option<Json<Value>> {
+    async fn input(&self) -> Option<Json> {
         self.input.clone().map(Json)
     }
 
-    async fn output(&self) -> Option<Json<Value>> {
+    /// What the step produced; null unless it succeeded.
+    async fn output(&self) -> Option<Json> {
         self.output.clone().map(Json)
     }
 
+    /// Why the latest attempt failed; null unless it did.
     async fn error(&self) -> Option<&str> {
         self.error.as_deref()
     }
 
+    /// When the latest attempt started; null before the first.
     async fn started_at(&self) -> Option<DateTime<Utc>> {
         self.started_at
     }
 
+    /// When the step finished, whichever way; null until then.
     async fn finished_at(&self) -> Option<DateTime<Utc>> {
         self.finished_at
     }
@@ -479,6 +520,8 @@ pub struct ExecutionEvent {
     viewer_role: Role,
 }
 
+/// A change to an execution, in order (`seq` 1, 2, 3, …), with the execution as
+/// of then.
 #[Object]
 impl ExecutionEvent {
     /// Gap-free position in the execution's event log.
@@ -486,10 +529,12 @@ impl ExecutionEvent {
         self.record.seq
     }
 
+    /// The execution it belongs to.
     async fn execution_id(&self) -> ID {
         ID(self.record.execution.id.to_string())
     }
 
+    /// What happened.
     async fn kind(&self) -> ExecutionEventKind {
         self.record.kind.into()
     }
@@ -510,7 +555,7 @@ impl ExecutionEvent {
     }
 
     /// The step's output, on STEP_SUCCEEDED.
-    async fn step_output(&self) -> Option<Json<Value>> {
+    async fn step_output(&self) -> Option<Json> {
         self.record
             .step
             .as_ref()
@@ -523,6 +568,7 @@ impl ExecutionEvent {
         self.record.step.as_ref().and_then(|s| s.error.as_deref())
     }
 
+    /// When it happened.
     async fn occurred_at(&self) -> DateTime<Utc> {
         self.record.occurred_at
     }
@@ -541,8 +587,11 @@ impl ExecutionEvent {
 /// then oldest first.
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExecutionPriority {
+    /// Claimed before NORMAL and LOW executions.
     High,
+    /// The default.
     Normal,
+    /// Claimed after HIGH and NORMAL executions.
     Low,
 }
 
@@ -569,9 +618,10 @@ impl From<Priority> for ExecutionPriority {
 /// Starts an execution.
 #[derive(InputObject)]
 pub struct RunWorkflowInput {
+    /// The workflow to run; not an archived one.
     pub workflow_id: ID,
     /// Available to templates as `input`; `{}` when left out.
-    pub input: Option<Json<Value>>,
+    pub input: Option<Json>,
     /// NORMAL when left out.
     pub priority: Option<ExecutionPriority>,
     /// With a key (1 to 255 characters), running the same workflow with the
@@ -585,6 +635,7 @@ pub struct RunWorkflowInput {
 /// Cancels an execution.
 #[derive(InputObject)]
 pub struct CancelExecutionInput {
+    /// A QUEUED or RUNNING execution.
     pub execution_id: ID,
 }
 
@@ -604,7 +655,7 @@ impl ExecutionQuery {
     async fn execution(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        #[graphql(desc = "The execution's id.")] id: ID,
     ) -> async_graphql::Result<Option<Execution>> {
         let request = RequestContext::of(ctx);
         let actor = request.viewer.principal()?;
@@ -626,7 +677,7 @@ impl ExecutionMutation {
     async fn run_workflow(
         &self,
         ctx: &Context<'_>,
-        input: RunWorkflowInput,
+        #[graphql(desc = "The workflow and how to run it.")] input: RunWorkflowInput,
     ) -> async_graphql::Result<Execution> {
         let request = RequestContext::of(ctx);
         let actor = request.viewer.principal()?;
@@ -658,7 +709,7 @@ impl ExecutionMutation {
     async fn cancel_execution(
         &self,
         ctx: &Context<'_>,
-        input: CancelExecutionInput,
+        #[graphql(desc = "The execution to cancel.")] input: CancelExecutionInput,
     ) -> async_graphql::Result<Execution> {
         let request = RequestContext::of(ctx);
         let actor = request.viewer.principal()?;
@@ -673,7 +724,7 @@ impl ExecutionMutation {
     async fn retry_execution(
         &self,
         ctx: &Context<'_>,
-        input: RetryExecutionInput,
+        #[graphql(desc = "The execution to run again.")] input: RetryExecutionInput,
     ) -> async_graphql::Result<Execution> {
         let request = RequestContext::of(ctx);
         let actor = request.viewer.principal()?;
@@ -710,7 +761,9 @@ impl From<ResyncReason> for StreamResyncReason {
 /// the stream.
 #[derive(SimpleObject)]
 pub struct StreamResync {
+    /// Why events may have been missed.
     reason: StreamResyncReason,
+    /// When the server noticed.
     occurred_at: DateTime<Utc>,
 }
 
@@ -726,11 +779,13 @@ pub enum OrganizationStreamEvent {
 /// everything.
 #[derive(InputObject, Default)]
 pub struct OrganizationStreamFilter {
+    /// Only events of executions of these workflows.
     #[graphql(default)]
     pub workflow_ids: Vec<ID>,
     /// The execution's status after the event.
     #[graphql(default)]
     pub statuses: Vec<ExecutionStatus>,
+    /// Only events of these kinds.
     #[graphql(default)]
     pub kinds: Vec<ExecutionEventKind>,
 }
@@ -764,8 +819,10 @@ impl ExecutionSubscription {
     async fn organization_execution_events(
         &self,
         ctx: &Context<'_>,
-        organization_id: ID,
-        filter: Option<OrganizationStreamFilter>,
+        #[graphql(desc = "The organization whose executions to follow.")] organization_id: ID,
+        #[graphql(desc = "Which events; all when left out.")] filter: Option<
+            OrganizationStreamFilter,
+        >,
         #[graphql(desc = "Coalescing interval, 1 to 60000 ms; none when left out.")]
         throttle_ms: Option<i32>,
     ) -> async_graphql::Result<
@@ -816,7 +873,7 @@ impl ExecutionSubscription {
     async fn execution_updated(
         &self,
         ctx: &Context<'_>,
-        execution_id: ID,
+        #[graphql(desc = "The execution to follow.")] execution_id: ID,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Execution>> + use<>> {
         let request = RequestContext::of(ctx);
         let actor = request.viewer.principal()?;
@@ -841,8 +898,12 @@ impl ExecutionSubscription {
     async fn execution_events(
         &self,
         ctx: &Context<'_>,
-        execution_id: ID,
-        #[graphql(default = 0)] after_seq: Option<i32>,
+        #[graphql(desc = "The execution to follow.")] execution_id: ID,
+        #[graphql(
+            default = 0,
+            desc = "Only events after this `seq`; 0 (the default) replays all."
+        )]
+        after_seq: Option<i32>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<ExecutionEvent>> + use<>>
     {
         let request = RequestContext::of(ctx);

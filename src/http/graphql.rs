@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use super::HttpState;
 use super::client::device_info;
 use super::playground;
+use crate::error::plain_json_message;
 use crate::graphql::context::{RequestContext, Viewer};
 use crate::graphql::document_guard;
 use crate::graphql::limits::{finish_response, is_request_error, limit_exceeded};
@@ -206,7 +207,15 @@ pub async fn post(
     }
     let json: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(json) => json,
-        Err(err) => return bad_request(media, format!("the body is not JSON: {err}")),
+        Err(err) => {
+            return bad_request(
+                media,
+                format!(
+                    "the body is not JSON: {}",
+                    plain_json_message(&err.to_string())
+                ),
+            );
+        }
     };
     let wires = match json {
         serde_json::Value::Array(items) if items.is_empty() => {
@@ -242,7 +251,12 @@ pub async fn post(
     let mut requests = Vec::with_capacity(wires.len());
     for wire in wires {
         let request = serde_json::from_value::<WireRequest>(wire)
-            .map_err(|err| format!("the request is not a GraphQL request: {err}"))
+            .map_err(|err| {
+                format!(
+                    "the request is not a GraphQL request: {}",
+                    plain_json_message(&err.to_string())
+                )
+            })
             .and_then(WireRequest::into_request);
         match request {
             Ok(request) => requests.push(request),

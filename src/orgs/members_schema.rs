@@ -2,7 +2,9 @@
 //! and the audit log. Thin: read the viewer, call the services, convert.
 
 use async_graphql::connection::{Connection, Edge};
-use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject};
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+
+use crate::graphql::scalars::Json;
 use chrono::{DateTime, Utc};
 use entity::{audit_entry, invitation, user};
 use uuid::Uuid;
@@ -44,8 +46,11 @@ pub async fn user_summary(
 /// nothing else.
 #[derive(SimpleObject)]
 pub struct UserSummary {
+    /// The person's user id.
     id: ID,
+    /// The name they go by.
     display_name: String,
+    /// Their email address, lower-cased.
     email: String,
 }
 
@@ -62,8 +67,11 @@ impl From<user::Model> for UserSummary {
 /// A person's membership of an organization.
 #[derive(SimpleObject)]
 pub struct Member {
+    /// The person.
     user: UserSummary,
+    /// Their role in the organization.
     role: Role,
+    /// When they joined.
     joined_at: DateTime<Utc>,
 }
 
@@ -80,12 +88,17 @@ impl From<MemberRow> for Member {
 /// A pending offer of a role, mailed to an address.
 #[derive(SimpleObject)]
 pub struct Invitation {
+    /// The invitation's id, to withdraw it with `revokeInvitation`.
     id: ID,
+    /// The address the link was mailed to; only an account with it can accept.
     email: String,
+    /// The role the invitee gets on accepting.
     role: Role,
+    /// When it was sent.
     created_at: DateTime<Utc>,
     /// The link stops working then (7 days after it was sent).
     expires_at: DateTime<Utc>,
+    /// When it was withdrawn; null unless it was.
     revoked_at: Option<DateTime<Utc>>,
 }
 
@@ -105,17 +118,29 @@ impl From<invitation::Model> for Invitation {
 /// What an audit entry records.
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuditEvent {
+    /// The organization was renamed or its slug changed.
     OrganizationUpdated,
+    /// A member was given another role.
     MemberRoleChanged,
+    /// A member was removed.
     MemberRemoved,
+    /// A member left the organization.
     MemberLeft,
+    /// An OWNER made another member OWNER in their place.
     OwnershipTransferred,
+    /// Someone was invited.
     InvitationCreated,
+    /// A pending invitation was withdrawn.
     InvitationRevoked,
+    /// An invitation was accepted: someone joined.
     InvitationAccepted,
+    /// An API key was made.
     ApiKeyCreated,
+    /// An API key was revoked.
     ApiKeyRevoked,
+    /// A schedule or webhook was added to a workflow.
     TriggerCreated,
+    /// A schedule or webhook was deleted.
     TriggerDeleted,
 }
 
@@ -141,12 +166,16 @@ impl From<AuditAction> for AuditEvent {
 /// One change to the organization's people or settings.
 pub struct AuditEntry(audit_entry::Model);
 
+/// One change to the organization's people or settings: what was done, to what,
+/// by whom and when.
 #[Object]
 impl AuditEntry {
+    /// The entry's id.
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
 
+    /// What was done.
     async fn action(&self) -> async_graphql::Result<AuditEvent> {
         let action: AuditAction = self
             .0
@@ -181,15 +210,17 @@ impl AuditEntry {
         &self.0.target_type
     }
 
+    /// The id of what was changed, of the kind `targetType` names.
     async fn target_id(&self) -> Option<ID> {
         self.0.target_id.clone().map(ID)
     }
 
     /// Particulars, such as `{"from": "VIEWER", "to": "EDITOR"}`.
-    async fn details(&self) -> Option<Json<serde_json::Value>> {
+    async fn details(&self) -> Option<Json> {
         self.0.details.clone().map(Json)
     }
 
+    /// When it was done.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
@@ -275,6 +306,7 @@ pub async fn audit_log_connection(
 /// New name or slug; a field left out stays as it is.
 #[derive(InputObject)]
 pub struct UpdateOrganizationInput {
+    /// The organization to change.
     pub organization_id: ID,
     /// 1 to 100 characters.
     pub name: Option<String>,
@@ -286,41 +318,52 @@ pub struct UpdateOrganizationInput {
 /// A member and the role to give them.
 #[derive(InputObject)]
 pub struct UpdateMemberRoleInput {
+    /// The organization.
     pub organization_id: ID,
+    /// The member, by user id.
     pub user_id: ID,
+    /// The role to give them.
     pub role: Role,
 }
 
 /// A member of an organization.
 #[derive(InputObject)]
 pub struct MemberInput {
+    /// The organization.
     pub organization_id: ID,
+    /// The member, by user id.
     pub user_id: ID,
 }
 
 /// An organization.
 #[derive(InputObject)]
 pub struct LeaveOrganizationInput {
+    /// The organization to leave.
     pub organization_id: ID,
 }
 
 /// Whom to invite, and as what.
 #[derive(InputObject)]
 pub struct InviteMemberInput {
+    /// The organization to invite to.
     pub organization_id: ID,
+    /// Where to mail the link; the invitee accepts signed in with this address.
     pub email: String,
+    /// The role they get on accepting; only an OWNER invites an OWNER.
     pub role: Role,
 }
 
 /// The token from an invitation link.
 #[derive(InputObject)]
 pub struct AcceptInvitationInput {
+    /// The token in the invitation link.
     pub token: String,
 }
 
 /// An invitation to withdraw.
 #[derive(InputObject)]
 pub struct RevokeInvitationInput {
+    /// A pending invitation.
     pub invitation_id: ID,
 }
 
@@ -333,6 +376,7 @@ impl MembersMutation {
     async fn update_organization(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The organization and its new name or slug.")]
         input: UpdateOrganizationInput,
     ) -> async_graphql::Result<Organization> {
         let request = RequestContext::of(ctx);
@@ -360,7 +404,7 @@ impl MembersMutation {
     async fn update_member_role(
         &self,
         ctx: &Context<'_>,
-        input: UpdateMemberRoleInput,
+        #[graphql(desc = "The member and their new role.")] input: UpdateMemberRoleInput,
     ) -> async_graphql::Result<Member> {
         let request = RequestContext::of(ctx);
         let actor = request.viewer.principal()?;
@@ -382,7 +426,7 @@ impl MembersMutation {
     async fn remove_member(
         &self,
         ctx: &Context<'_>,
-        input: MemberInput,
+        #[graphql(desc = "The member to remove.")] input: MemberInput,
     ) -> async_graphql::Result<bool> {
         let request = RequestContext::of(ctx);
         let actor = request.viewer.principal()?;
@@ -396,7 +440,7 @@ impl MembersMutation {
     async fn leave_organization(
         &self,
         ctx: &Context<'_>,
-        input: LeaveOrganizationInput,
+        #[graphql(desc = "The organization to leave.")] input: LeaveOrganizationInput,
     ) -> async_graphql::Result<bool> {
         let request = RequestContext::of(ctx);
         let user = request.viewer.user()?;
@@ -409,7 +453,7 @@ impl MembersMutation {
     async fn transfer_ownership(
         &self,
         ctx: &Context<'_>,
-        input: MemberInput,
+        #[graphql(desc = "The member to make OWNER.")] input: MemberInput,
     ) -> async_graphql::Result<Organization> {
         let request = RequestContext::of(ctx);
         let actor = request.viewer.principal()?;
@@ -426,7 +470,7 @@ impl MembersMutation {
     async fn invite_member(
         &self,
         ctx: &Context<'_>,
-        input: InviteMemberInput,
+        #[graphql(desc = "Whom to invite, and as what.")] input: InviteMemberInput,
     ) -> async_graphql::Result<Invitation> {
         let request = RequestContext::of(ctx);
         let actor = request.viewer.principal()?;
@@ -448,7 +492,7 @@ impl MembersMutation {
     async fn accept_invitation(
         &self,
         ctx: &Context<'_>,
-        input: AcceptInvitationInput,
+        #[graphql(desc = "The token from the invitation link.")] input: AcceptInvitationInput,
     ) -> async_graphql::Result<Organization> {
         let request = RequestContext::of(ctx);
         let user = request.viewer.user()?;
@@ -460,7 +504,7 @@ impl MembersMutation {
     async fn revoke_invitation(
         &self,
         ctx: &Context<'_>,
-        input: RevokeInvitationInput,
+        #[graphql(desc = "The invitation to withdraw.")] input: RevokeInvitationInput,
     ) -> async_graphql::Result<Invitation> {
         let request = RequestContext::of(ctx);
         let actor = request.viewer.principal()?;

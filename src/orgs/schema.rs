@@ -84,6 +84,8 @@ impl From<MemberOrganization> for Organization {
     }
 }
 
+/// A tenant: it owns workflows, executions, API keys and members. Only its
+/// members and its API keys can see it.
 #[Object]
 impl Organization {
     /// The organization's executions, newest first (VIEWER and up).
@@ -92,7 +94,9 @@ impl Organization {
         ctx: &Context<'_>,
         #[graphql(desc = "At most this many (default 20, at most 100).")] first: Option<i32>,
         #[graphql(desc = "The `endCursor` of the page before.")] after: Option<String>,
-        filter: Option<ExecutionFilterInput>,
+        #[graphql(desc = "Which executions; all when left out.")] filter: Option<
+            ExecutionFilterInput,
+        >,
     ) -> async_graphql::Result<Connection<String, Execution>> {
         let scope = ExecutionScope::Organization(self.id);
         executions_connection(ctx, scope, self.viewer_role, first, after, filter).await
@@ -107,8 +111,10 @@ impl Organization {
         #[graphql(desc = "The `endCursor` of the page before, in the same order.")] after: Option<
             String,
         >,
-        filter: Option<WorkflowFilterInput>,
-        #[graphql(default)] order_by: WorkflowOrder,
+        #[graphql(desc = "Which workflows; those not archived when left out.")] filter: Option<
+            WorkflowFilterInput,
+        >,
+        #[graphql(default, desc = "CREATED_AT_DESC when left out.")] order_by: WorkflowOrder,
     ) -> async_graphql::Result<Connection<String, Workflow>> {
         workflows_connection(
             ctx,
@@ -173,10 +179,12 @@ impl Organization {
         .await
     }
 
-    async fn id(&self) -> ID {
+    /// The organization's id.
+    pub async fn id(&self) -> ID {
         ID(self.id.to_string())
     }
 
+    /// Its display name, 1 to 100 characters.
     async fn name(&self) -> &str {
         &self.name
     }
@@ -192,6 +200,7 @@ impl Organization {
         self.viewer_role.into()
     }
 
+    /// When it was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.created_at
     }
@@ -214,8 +223,10 @@ impl From<membership::Model> for Membership {
     }
 }
 
+/// The viewer's membership in one organization: which one, and with what role.
 #[Object]
 impl Membership {
+    /// The organization.
     async fn organization(&self, ctx: &Context<'_>) -> async_graphql::Result<Organization> {
         let organization = RequestContext::of(ctx)
             .loaders
@@ -227,6 +238,7 @@ impl Membership {
         Ok(service::as_member(organization, self.role)?.into())
     }
 
+    /// The viewer's role there.
     async fn role(&self) -> Role {
         self.role.into()
     }
@@ -240,12 +252,14 @@ impl Membership {
 /// The organization to delete.
 #[derive(InputObject)]
 pub struct DeleteOrganizationInput {
+    /// The organization to delete.
     pub organization_id: ID,
 }
 
 /// What deleting an organization did.
 #[derive(SimpleObject)]
 pub struct DeleteOrganizationPayload {
+    /// The id the deleted organization had.
     pub organization_id: ID,
     /// Queued and running executions that were cancelled before deletion.
     pub cancelled_executions: i32,
@@ -270,7 +284,7 @@ impl OrgQuery {
     async fn organization(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        #[graphql(desc = "The organization's id.")] id: ID,
     ) -> async_graphql::Result<Option<Organization>> {
         let request = RequestContext::of(ctx);
         let actor = request.viewer.principal()?;
@@ -286,7 +300,7 @@ impl OrgQuery {
     async fn organization_by_slug(
         &self,
         ctx: &Context<'_>,
-        slug: String,
+        #[graphql(desc = "The organization's slug.")] slug: String,
     ) -> async_graphql::Result<Option<Organization>> {
         let request = RequestContext::of(ctx);
         let actor = request.viewer.principal()?;
@@ -307,7 +321,7 @@ impl OrgMutation {
     async fn create_organization(
         &self,
         ctx: &Context<'_>,
-        input: CreateOrganizationInput,
+        #[graphql(desc = "The name and, if wanted, the slug.")] input: CreateOrganizationInput,
     ) -> async_graphql::Result<Organization> {
         let request = RequestContext::of(ctx);
         let user = request.viewer.user()?;
@@ -330,7 +344,7 @@ impl OrgMutation {
     async fn delete_organization(
         &self,
         ctx: &Context<'_>,
-        input: DeleteOrganizationInput,
+        #[graphql(desc = "The organization to delete.")] input: DeleteOrganizationInput,
     ) -> async_graphql::Result<DeleteOrganizationPayload> {
         let request = RequestContext::of(ctx);
         let actor = request.viewer.principal()?;

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use async_graphql::connection::{Connection, Edge};
-use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject};
-use serde_json::Value;
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+
+use crate::graphql::scalars::Json;
 use uuid::Uuid;
 
 use super::catalog::{self, Tags, WorkflowFilter, WorkflowOrder as Order};
@@ -35,10 +36,14 @@ pub struct WorkflowFilterInput {
 /// skip or repeat a workflow.
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum WorkflowOrder {
+    /// Newest created first; the default.
     #[default]
     CreatedAtDesc,
+    /// Oldest created first.
     CreatedAtAsc,
+    /// Most recently changed first.
     UpdatedAtDesc,
+    /// By name, A to Z.
     NameAsc,
 }
 
@@ -100,7 +105,9 @@ pub async fn workflows_connection(
 /// A new version of a workflow.
 #[derive(InputObject)]
 pub struct CreateWorkflowVersionInput {
+    /// The workflow to add a version to.
     pub workflow_id: ID,
+    /// The new version's steps.
     pub definition: WorkflowDefinitionInput,
     /// What changed, at most 500 characters.
     pub message: Option<String>,
@@ -109,19 +116,23 @@ pub struct CreateWorkflowVersionInput {
 /// A version to make active.
 #[derive(InputObject)]
 pub struct PublishWorkflowVersionInput {
+    /// The workflow.
     pub workflow_id: ID,
+    /// One of its versions, to make active.
     pub version_id: ID,
 }
 
 /// A workflow to act on.
 #[derive(InputObject)]
 pub struct WorkflowInput {
+    /// The workflow.
     pub workflow_id: ID,
 }
 
 /// A workflow to copy.
 #[derive(InputObject)]
 pub struct DuplicateWorkflowInput {
+    /// The workflow to copy.
     pub workflow_id: ID,
     /// The copy's name; `<name> (copy)` when left out.
     pub name: Option<String>,
@@ -130,11 +141,13 @@ pub struct DuplicateWorkflowInput {
 /// What a step kind does and the JSON Schema its `config` must match.
 #[derive(SimpleObject)]
 pub struct StepKindInfo {
+    /// The step kind.
     kind: StepKind,
+    /// What steps of this kind do, in plain words.
     description: String,
     /// A JSON Schema (2020-12) of the config, derived from the type the
     /// server parses it into.
-    config_schema: Json<Value>,
+    config_schema: Json,
 }
 
 /// One problem with a definition.
@@ -142,12 +155,14 @@ pub struct StepKindInfo {
 pub struct DefinitionProblem {
     /// A path into the input, e.g. `definition.steps[2].config.ms`.
     field: String,
+    /// What is wrong, in plain words.
     message: String,
 }
 
 /// The outcome of checking a definition.
 #[derive(SimpleObject)]
 pub struct DefinitionValidation {
+    /// Whether the definition can be saved as it is.
     valid: bool,
     /// Every problem found, in input order; empty when valid.
     problems: Vec<DefinitionProblem>,
@@ -177,7 +192,7 @@ impl CatalogQuery {
     async fn validate_workflow_definition(
         &self,
         ctx: &Context<'_>,
-        definition: WorkflowDefinitionInput,
+        #[graphql(desc = "The definition to check.")] definition: WorkflowDefinitionInput,
     ) -> async_graphql::Result<DefinitionValidation> {
         RequestContext::of(ctx).viewer.principal()?;
         let problems: Vec<DefinitionProblem> = definition
@@ -198,7 +213,7 @@ impl CatalogQuery {
     async fn workflow_version(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        #[graphql(desc = "The version's id.")] id: ID,
     ) -> async_graphql::Result<Option<WorkflowVersion>> {
         let request = RequestContext::of(ctx);
         let actor = request.viewer.principal()?;
@@ -218,7 +233,7 @@ impl CatalogMutation {
     async fn create_workflow_version(
         &self,
         ctx: &Context<'_>,
-        input: CreateWorkflowVersionInput,
+        #[graphql(desc = "The workflow and the new definition.")] input: CreateWorkflowVersionInput,
     ) -> async_graphql::Result<WorkflowVersion> {
         let request = RequestContext::of(ctx);
         let actor = request.viewer.principal()?;
@@ -236,7 +251,7 @@ impl CatalogMutation {
     async fn publish_workflow_version(
         &self,
         ctx: &Context<'_>,
-        input: PublishWorkflowVersionInput,
+        #[graphql(desc = "The version to make active.")] input: PublishWorkflowVersionInput,
     ) -> async_graphql::Result<Workflow> {
         let request = RequestContext::of(ctx);
         let actor = request.viewer.principal()?;
@@ -254,7 +269,7 @@ impl CatalogMutation {
     async fn archive_workflow(
         &self,
         ctx: &Context<'_>,
-        input: WorkflowInput,
+        #[graphql(desc = "The workflow to archive.")] input: WorkflowInput,
     ) -> async_graphql::Result<Workflow> {
         let request = RequestContext::of(ctx);
         let actor = request.viewer.principal()?;
@@ -267,7 +282,7 @@ impl CatalogMutation {
     async fn unarchive_workflow(
         &self,
         ctx: &Context<'_>,
-        input: WorkflowInput,
+        #[graphql(desc = "The workflow to bring back.")] input: WorkflowInput,
     ) -> async_graphql::Result<Workflow> {
         let request = RequestContext::of(ctx);
         let actor = request.viewer.principal()?;
@@ -280,6 +295,7 @@ impl CatalogMutation {
     async fn duplicate_workflow(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The workflow to copy, and the copy's name.")]
         input: DuplicateWorkflowInput,
     ) -> async_graphql::Result<Workflow> {
         let request = RequestContext::of(ctx);

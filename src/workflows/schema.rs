@@ -2,13 +2,14 @@
 //! service, convert.
 
 use async_graphql::connection::{Connection, Edge};
-use async_graphql::{Context, Enum, ID, InputObject, Json, MaybeUndefined, Object, SimpleObject};
+use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object, SimpleObject};
+
+use crate::graphql::scalars::Json;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use entity::{execution, trigger, user, workflow, workflow_version};
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::catalog::Tags;
@@ -77,12 +78,13 @@ impl From<definition::StepKind> for StepKind {
 pub struct StepInput {
     /// Matches `^[a-z][a-z0-9_]{0,63}$`; unique in the definition.
     pub id: String,
+    /// What the step does; `config` must match its schema (see `stepKinds`).
     pub kind: StepKind,
     /// Steps that must succeed before this one runs.
     #[graphql(default)]
     pub needs: Vec<String>,
     /// The kind's configuration; strings are templates.
-    pub config: Json<Value>,
+    pub config: Json,
     /// Retries after a failed attempt; a single attempt when left out.
     pub retry: Option<RetryPolicyInput>,
     /// How long one attempt may run before it fails (and may be retried).
@@ -136,6 +138,7 @@ impl From<RetryPolicy> for RetryPolicyInput {
 /// The steps of a workflow: a DAG through their `needs`.
 #[derive(InputObject)]
 pub struct WorkflowDefinitionInput {
+    /// 1 to 200 steps, in any order; their `needs` must not form a cycle.
     pub steps: Vec<StepInput>,
     /// How long an execution may take from its first start, parked time
     /// included; it then ends TIMED_OUT.
@@ -176,6 +179,7 @@ impl WorkflowDefinitionInput {
 /// Changes to a workflow's settings; fields left out stay as they are.
 #[derive(InputObject)]
 pub struct UpdateWorkflowInput {
+    /// The workflow to change.
     pub workflow_id: ID,
     /// The `revision` you read; CONFLICT when the workflow changed since.
     pub revision: i32,
@@ -193,11 +197,13 @@ pub struct UpdateWorkflowInput {
 /// A new workflow.
 #[derive(InputObject)]
 pub struct CreateWorkflowInput {
+    /// The organization to create it in.
     pub organization_id: ID,
     /// 1 to 100 characters.
     pub name: String,
     /// At most 2,000 characters.
     pub description: Option<String>,
+    /// The steps of version 1, which becomes the active version.
     pub definition: WorkflowDefinitionInput,
     /// Most executions of this workflow started and not finished at once
     /// (1 to 10,000); the rest wait QUEUED. No limit when left out.
@@ -312,6 +318,8 @@ impl Preloaded {
     }
 }
 
+/// An automation: a named DAG of steps, kept in versions of which one is
+/// active.
 #[Object]
 impl Workflow {
     /// The workflow's executions, newest first.
@@ -320,7 +328,9 @@ impl Workflow {
         ctx: &Context<'_>,
         #[graphql(desc = "At most this many (default 20, at most 100).")] first: Option<i32>,
         #[graphql(desc = "The `endCursor` of the page before.")] after: Option<String>,
-        filter: Option<ExecutionFilterInput>,
+        #[graphql(desc = "Which executions; all when left out.")] filter: Option<
+            ExecutionFilterInput,
+        >,
     ) -> async_graphql::Result<Connection<String, Execution>> {
         let scope = ExecutionScope::Workflow(self.model.id);
         executions_connection(ctx, scope, self.viewer_role, first, after, filter).await
@@ -399,18 +409,22 @@ impl Workflow {
         self.model.archived_at
     }
 
-    async fn id(&self) -> ID {
+    /// The workflow's id.
+    pub async fn id(&self) -> ID {
         ID(self.model.id.to_string())
     }
 
+    /// Its name, 1 to 100 characters.
     async fn name(&self) -> &str {
         &self.model.name
     }
 
+    /// What it is for, at most 2,000 characters; null when none was given.
     async fn description(&self) -> Option<&str> {
         self.model.description.as_deref()
     }
 
+    /// The organization it belongs to.
     async fn organization(&self, ctx: &Context<'_>) -> async_graphql::Result<Organization> {
         let organization = RequestContext::of(ctx)
             .loaders
@@ -445,10 +459,13 @@ impl Workflow {
         Ok(version)
     }
 
+    /// When it was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.model.created_at
     }
 
+    /// When it last changed: its settings, its active version or whether it is
+    /// archived.
     async fn updated_at(&self) -> DateTime<Utc> {
         self.model.updated_at
     }
@@ -532,9 +549,11 @@ impl TryFrom<MemberVersion> for WorkflowVersion {
     }
 }
 
+/// An immutable snapshot of a workflow's definition, numbered 1, 2, 3, …
 #[Object]
 impl WorkflowVersion {
-    async fn id(&self) -> ID {
+    /// The version's id.
+    pub async fn id(&self) -> ID {
         ID(self.model.id.to_string())
     }
 
@@ -558,6 +577,7 @@ impl WorkflowVersion {
         self.workflow.active_version_id == Some(self.model.id)
     }
 
+    /// The workflow it is a version of.
     async fn workflow(&self) -> Workflow {
         Workflow {
             model: self.workflow.clone(),
@@ -566,6 +586,7 @@ impl WorkflowVersion {
         }
     }
 
+    /// Its steps and timeout, as saved.
     async fn definition(&self) -> DefinitionView {
         DefinitionView {
             steps: self
@@ -585,6 +606,7 @@ impl WorkflowVersion {
         }
     }
 
+    /// When it was made.
     async fn created_at(&self) -> DateTime<Utc> {
         self.model.created_at
     }
@@ -656,7 +678,10 @@ async fn versions_connection(
 #[derive(SimpleObject)]
 #[graphql(name = "WorkflowDefinition")]
 pub struct DefinitionView {
+    /// The steps, in the order they were given.
     steps: Vec<StepView>,
+    /// How long an execution may take from its first start, in milliseconds,
+    /// before it ends TIMED_OUT; null: no limit.
     timeout_ms: Option<u64>,
 }
 
@@ -664,11 +689,18 @@ pub struct DefinitionView {
 #[derive(SimpleObject)]
 #[graphql(name = "Step")]
 pub struct StepView {
+    /// Unique in the definition; what `needs` and templates refer to.
     id: String,
+    /// What the step does.
     kind: StepKind,
+    /// Ids of the steps that must succeed before this one runs.
     needs: Vec<String>,
-    config: Json<Value>,
+    /// The kind's configuration, as given; strings are templates.
+    config: Json,
+    /// How a failed attempt is retried; null: a single attempt.
     retry: Option<RetryPolicyInput>,
+    /// How long one attempt may run, in milliseconds; null when the step sets
+    /// no limit.
     timeout_ms: Option<u64>,
 }
 
@@ -678,7 +710,11 @@ pub struct WorkflowQuery;
 #[Object]
 impl WorkflowQuery {
     /// A workflow of an organization the viewer belongs to; NOT_FOUND otherwise.
-    async fn workflow(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Workflow>> {
+    async fn workflow(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The workflow's id.")] id: ID,
+    ) -> async_graphql::Result<Option<Workflow>> {
         let request = RequestContext::of(ctx);
         let actor = request.viewer.principal()?;
         let id = parse_id(&id, "id")?;
@@ -699,7 +735,7 @@ impl WorkflowMutation {
     async fn create_workflow(
         &self,
         ctx: &Context<'_>,
-        input: CreateWorkflowInput,
+        #[graphql(desc = "The workflow to create.")] input: CreateWorkflowInput,
     ) -> async_graphql::Result<Workflow> {
         let request = RequestContext::of(ctx);
         let actor = request.viewer.principal()?;
@@ -724,7 +760,7 @@ impl WorkflowMutation {
     async fn update_workflow(
         &self,
         ctx: &Context<'_>,
-        input: UpdateWorkflowInput,
+        #[graphql(desc = "The workflow and the changes.")] input: UpdateWorkflowInput,
     ) -> async_graphql::Result<Workflow> {
         let request = RequestContext::of(ctx);
         let actor = request.viewer.principal()?;

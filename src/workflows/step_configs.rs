@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::definition::StepKind;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, plain_json_message};
 
 /// Builds a JSON value from templates over `input` and
 /// `steps.<id>.output`.
@@ -117,14 +117,58 @@ pub fn config_schema(kind: StepKind) -> &'static Value {
 }
 
 fn derive_schema(kind: StepKind) -> Value {
-    match kind {
+    let mut schema = match kind {
         StepKind::Transform => schema_for!(TransformConfig),
         StepKind::Delay => schema_for!(DelayConfig),
         StepKind::Fail => schema_for!(FailConfig),
         StepKind::Condition => schema_for!(ConditionConfig),
         StepKind::Http => schema_for!(HttpStepConfig),
     }
-    .to_value()
+    .to_value();
+    drop_nonstandard_formats(&mut schema);
+    schema
+}
+
+/// The `format`s JSON Schema (2020-12) defines; validators in strict mode
+/// refuse others, such as the `uint64` the derivation writes for an
+/// unsigned number (whose `minimum: 0` already says it).
+const STANDARD_FORMATS: &[&str] = &[
+    "date-time",
+    "date",
+    "time",
+    "duration",
+    "email",
+    "idn-email",
+    "hostname",
+    "idn-hostname",
+    "ipv4",
+    "ipv6",
+    "uri",
+    "uri-reference",
+    "iri",
+    "iri-reference",
+    "uuid",
+    "uri-template",
+    "json-pointer",
+    "relative-json-pointer",
+    "regex",
+];
+
+fn drop_nonstandard_formats(schema: &mut Value) {
+    match schema {
+        Value::Object(map) => {
+            let nonstandard = map
+                .get("format")
+                .and_then(Value::as_str)
+                .is_some_and(|format| !STANDARD_FORMATS.contains(&format));
+            if nonstandard {
+                map.remove("format");
+            }
+            map.values_mut().for_each(drop_nonstandard_formats);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_nonstandard_formats),
+        _ => {}
+    }
 }
 
 /// The description of `kind`, from its config type's documentation.
@@ -178,7 +222,7 @@ pub fn typed<T: DeserializeOwned>(kind: StepKind, config: &Value, field: &str) -
         } else {
             format!("{field}.{path}")
         };
-        AppError::bad_input(at, error.into_inner().to_string())
+        AppError::bad_input(at, plain_json_message(&error.into_inner().to_string()))
     })
 }
 
@@ -201,6 +245,51 @@ mod tests {
             config_schema(StepKind::Delay)["properties"]["ms"]["maximum"],
             json!(MAX_DELAY_MS)
         );
+    }
+
+    #[test]
+    fn published_schemas_use_only_standard_formats() {
+        fn formats(value: &Value, found: &mut Vec<String>) {
+            match value {
+                Value::Object(map) => {
+                    if let Some(Value::String(format)) = map.get("format") {
+                        found.push(format.clone());
+                    }
+                    map.values().for_each(|v| formats(v, found));
+                }
+                Value::Array(items) => items.iter().for_each(|v| formats(v, found)),
+                _ => {}
+            }
+        }
+        for kind in StepKind::ALL {
+            let mut found = Vec::new();
+            formats(config_schema(kind), &mut found);
+            assert!(
+                found.iter().all(|f| STANDARD_FORMATS.contains(&f.as_str())),
+                "{kind:?}: {found:?}"
+            );
+        }
+        assert_eq!(
+            config_schema(StepKind::Delay)["properties"]["ms"]["minimum"],
+            json!(0)
+        );
+    }
+
+    #[test]
+    fn a_config_of_the_wrong_type_is_described_in_json_terms() {
+        let error =
+            typed::<DelayConfig>(StepKind::Delay, &json!({ "ms": "soon" }), "config").unwrap_err();
+        match error {
+            AppError::BadUserInput { field, message } => {
+                assert_eq!(field, "config.ms");
+                assert!(
+                    message.contains("expected a whole number, 0 or more"),
+                    "{message}"
+                );
+                assert!(!message.contains("u64"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

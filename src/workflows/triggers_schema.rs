@@ -1,11 +1,12 @@
 //! GraphQL for triggers: schedules and webhooks that start a workflow.
 //! Thin: parse input, call `triggers`, convert.
 
-use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject};
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+
+use crate::graphql::scalars::Json;
 use chrono::{DateTime, Utc};
 use entity::role::Role;
 use entity::trigger;
-use serde_json::Value;
 
 use super::schema::{Workflow, load_workflow};
 use super::triggers::{self, MemberTrigger, NewSchedule, Schedule};
@@ -58,7 +59,7 @@ pub struct TriggerSchedule {
     /// The IANA time zone the pattern is read in.
     time_zone: String,
     /// The input of every execution it starts.
-    input: Json<Value>,
+    input: Json,
     /// When it fires next; null while it is disabled, or if the pattern
     /// never matches again.
     next_run_at: Option<DateTime<Utc>>,
@@ -72,9 +73,11 @@ pub struct TriggerWebhook {
     token_prefix: String,
 }
 
+/// A schedule or a webhook that starts executions of its workflow.
 #[Object]
 impl Trigger {
-    async fn id(&self) -> ID {
+    /// The trigger's id.
+    pub async fn id(&self) -> ID {
         ID(self.0.trigger.id.to_string())
     }
 
@@ -111,6 +114,7 @@ impl Trigger {
         self.0.trigger.last_fired_at
     }
 
+    /// The workflow it starts.
     async fn workflow(&self, ctx: &Context<'_>) -> async_graphql::Result<Workflow> {
         load_workflow(ctx, self.0.trigger.workflow_id, self.0.role).await
     }
@@ -120,6 +124,7 @@ impl Trigger {
         user_summary(ctx, self.0.trigger.created_by).await
     }
 
+    /// When it was made.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.trigger.created_at
     }
@@ -128,6 +133,7 @@ impl Trigger {
 /// A new schedule.
 #[derive(InputObject)]
 pub struct CreateScheduleTriggerInput {
+    /// The workflow to start.
     pub workflow_id: ID,
     /// Standard 5 fields: minute, hour, day of month, month, day of week
     /// (`*/15 9-17 * * MON-FRI`); `@hourly`, `@daily` and the like too.
@@ -138,7 +144,8 @@ pub struct CreateScheduleTriggerInput {
     #[graphql(default_with = "String::from(\"UTC\")")]
     pub time_zone: String,
     /// The input of every execution it starts.
-    pub input: Option<Json<Value>>,
+    pub input: Option<Json>,
+    /// Whether it fires; true when left out.
     #[graphql(default = true)]
     pub enabled: bool,
 }
@@ -146,7 +153,9 @@ pub struct CreateScheduleTriggerInput {
 /// A new webhook.
 #[derive(InputObject)]
 pub struct CreateWebhookTriggerInput {
+    /// The workflow to start.
     pub workflow_id: ID,
+    /// Whether calls to it start executions; true when left out.
     #[graphql(default = true)]
     pub enabled: bool,
 }
@@ -154,6 +163,7 @@ pub struct CreateWebhookTriggerInput {
 /// A webhook and its secret URL, which is shown only here.
 #[derive(SimpleObject)]
 pub struct CreateWebhookTriggerPayload {
+    /// The new trigger.
     trigger: Trigger,
     /// `<public URL>/hooks/<token>`: POST a JSON body to it to start an
     /// execution with that input. Keep it secret; it is not shown again.
@@ -165,19 +175,23 @@ pub struct CreateWebhookTriggerPayload {
 /// Turns a trigger on or off.
 #[derive(InputObject)]
 pub struct SetTriggerEnabledInput {
+    /// The trigger.
     pub trigger_id: ID,
+    /// True to turn it on, false to turn it off.
     pub enabled: bool,
 }
 
 /// The trigger to delete.
 #[derive(InputObject)]
 pub struct DeleteTriggerInput {
+    /// The trigger to delete.
     pub trigger_id: ID,
 }
 
 /// What `deleteTrigger` removed.
 #[derive(SimpleObject)]
 pub struct DeleteTriggerPayload {
+    /// The id the deleted trigger had.
     trigger_id: ID,
     /// The workflow it belonged to.
     workflow: Workflow,
@@ -193,7 +207,7 @@ impl TriggerMutation {
     async fn create_schedule_trigger(
         &self,
         ctx: &Context<'_>,
-        input: CreateScheduleTriggerInput,
+        #[graphql(desc = "The workflow and its schedule.")] input: CreateScheduleTriggerInput,
     ) -> async_graphql::Result<Trigger> {
         let request = RequestContext::of(ctx);
         let actor = request.viewer.principal()?;
@@ -215,7 +229,7 @@ impl TriggerMutation {
     async fn create_webhook_trigger(
         &self,
         ctx: &Context<'_>,
-        input: CreateWebhookTriggerInput,
+        #[graphql(desc = "The workflow the webhook starts.")] input: CreateWebhookTriggerInput,
     ) -> async_graphql::Result<CreateWebhookTriggerPayload> {
         let request = RequestContext::of(ctx);
         let actor = request.viewer.principal()?;
@@ -235,7 +249,7 @@ impl TriggerMutation {
     async fn set_trigger_enabled(
         &self,
         ctx: &Context<'_>,
-        input: SetTriggerEnabledInput,
+        #[graphql(desc = "The trigger and whether it is on.")] input: SetTriggerEnabledInput,
     ) -> async_graphql::Result<Trigger> {
         let request = RequestContext::of(ctx);
         let actor = request.viewer.principal()?;
@@ -251,7 +265,7 @@ impl TriggerMutation {
     async fn delete_trigger(
         &self,
         ctx: &Context<'_>,
-        input: DeleteTriggerInput,
+        #[graphql(desc = "The trigger to delete.")] input: DeleteTriggerInput,
     ) -> async_graphql::Result<DeleteTriggerPayload> {
         let request = RequestContext::of(ctx);
         let actor = request.viewer.principal()?;
