@@ -36,7 +36,16 @@ from schemathesis.graphql.checks import GraphQLServerError
 
 # The codes of the README's "Errors" table; INTERNAL is the server's fault and fails the run.
 EXPECTED_CODES = frozenset(
-    {"UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "BAD_USER_INPUT", "CONFLICT", "RATE_LIMITED"}
+    {
+        "UNAUTHENTICATED",
+        "FORBIDDEN",
+        "NOT_FOUND",
+        "BAD_USER_INPUT",
+        "CONFLICT",
+        "RATE_LIMITED",
+        "PERSISTED_QUERY_NOT_FOUND",
+        "PERSISTED_QUERY_NOT_ALLOWED",
+    }
 )
 
 # FLOWPILOT_FUZZ_CHECK_SELFTEST=<code> additionally fails on errors with that code: a way to see

@@ -5,12 +5,12 @@
 //! clients keep the ids they hold. A lookup asks every kind's DataLoader at
 //! once — one statement per kind, whatever the number of ids — then holds
 //! each object to the viewer's role in its organization, as the fields for
-//! each kind do: what the viewer may not see is null, as if it did not
-//! exist.
+//! each kind do: what the viewer may not see is NOT_FOUND, exactly as if it
+//! did not exist (in `nodes`, a null item with its error).
 
 use std::collections::HashMap;
 
-use async_graphql::{Context, ID, Interface, Object};
+use async_graphql::{Context, ID, Interface, Object, PathSegment};
 use uuid::Uuid;
 
 use super::context::{RequestContext, parse_id};
@@ -46,18 +46,19 @@ pub struct NodeQuery;
 #[Object]
 impl NodeQuery {
     /// The organization, workflow, version, execution or trigger with this
-    /// id; null when there is none the viewer may see.
+    /// id; NOT_FOUND when there is none the viewer may see.
     async fn node(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The id, as any `id` field gave it.")] id: ID,
     ) -> async_graphql::Result<Option<Node>> {
         let id = parse_id(&id, "id")?;
-        Ok(load(ctx, &[id]).await?.pop().flatten())
+        let node = load(ctx, &[id]).await?.pop().flatten();
+        Ok(Some(node.ok_or(AppError::NotFound("object"))?))
     }
 
-    /// The objects with these ids, in the order asked, each null when there
-    /// is none the viewer may see (at most 100 ids).
+    /// The objects with these ids, in the order asked (at most 100); where
+    /// there is none the viewer may see, null with a NOT_FOUND error.
     async fn nodes(
         &self,
         ctx: &Context<'_>,
@@ -75,7 +76,15 @@ impl NodeQuery {
             .enumerate()
             .map(|(index, id)| parse_id(id, &format!("ids[{index}]")))
             .collect::<AppResult<Vec<_>>>()?;
-        Ok(load(ctx, &ids).await?)
+        let nodes = load(ctx, &ids).await?;
+        for (index, _) in nodes.iter().enumerate().filter(|(_, node)| node.is_none()) {
+            let error = async_graphql::Error::from(AppError::NotFound("object"))
+                .into_server_error(ctx.item.pos);
+            let mut error = ctx.set_error_path(error);
+            error.path.push(PathSegment::Index(index));
+            ctx.add_error(error);
+        }
+        Ok(nodes)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Relay's `node(id:)` and `nodes(ids:)`: any organization, workflow,
-//! version or execution by its id, held to the viewer's organizations, in
-//! a number of statements that does not grow with the ids asked for.
+//! version or execution by its id, held to the viewer's organizations
+//! (NOT_FOUND otherwise), in a number of statements that does not grow
+//! with the ids asked for.
 
 use serde_json::{Value, json};
 
@@ -85,7 +86,7 @@ async fn nodes_answers_each_kind_by_id_in_the_order_asked() {
 }
 
 #[tokio::test]
-async fn another_organization_s_objects_are_null_to_an_outsider() {
+async fn another_organization_s_objects_are_not_found_by_an_outsider() {
     let app = TestApp::spawn().await;
     let owner = app.user().await;
     let outsider = app.user().await;
@@ -93,16 +94,33 @@ async fn another_organization_s_objects_are_null_to_an_outsider() {
     let ids = objects(&app, &owner).await;
     let mut asked = ids.clone();
     asked.push("00000000-0000-0000-0000-000000000000".to_owned());
-    let found = nodes(&app, &outsider, &asked).await;
-    assert!(found.iter().all(Value::is_null), "{found:?}");
-    let one = app
-        .graphql_as(
-            &outsider.access_token,
-            "query($id: ID!) { node(id: $id) { id } }",
-            json!({ "id": ids[3] }),
-        )
-        .await;
-    assert_eq!(one.data()["node"], Value::Null);
+    let answer = app
+        .graphql_as(&outsider.access_token, NODES, json!({ "ids": asked }))
+        .await
+        .body;
+    let found = answer["data"]["nodes"]
+        .as_array()
+        .expect(&answer.to_string());
+    assert_eq!(found.len(), 5);
+    assert!(found.iter().all(Value::is_null), "{answer}");
+    let errors = answer["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 5, "{answer}");
+    for (index, error) in errors.iter().enumerate() {
+        assert_eq!(error["extensions"]["code"], "NOT_FOUND", "{answer}");
+        assert_eq!(error["path"], json!(["nodes", index]), "{answer}");
+    }
+    assert!(!answer.to_string().contains("Acme"), "{answer}");
+    for id in &ids {
+        let one = app
+            .graphql_as(
+                &outsider.access_token,
+                "query($id: ID!) { node(id: $id) { id } }",
+                json!({ "id": id }),
+            )
+            .await;
+        assert_eq!(one.error_code(), "NOT_FOUND");
+        assert_eq!(one.body["data"]["node"], Value::Null);
+    }
 }
 
 #[tokio::test]

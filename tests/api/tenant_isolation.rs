@@ -137,6 +137,8 @@ const CASES: &[Case] = &[
     scoped(Root::Query, "workflow"),
     scoped(Root::Query, "workflowVersion"),
     scoped(Root::Query, "execution"),
+    scoped(Root::Query, "node"),
+    scoped(Root::Query, "nodes"),
     unscoped(
         Root::Query,
         "stepKinds",
@@ -318,6 +320,10 @@ const ORGANIZATION: &str = "query($id: ID!) { organization(id: $id) { id name sl
 const BY_SLUG: &str = "query($slug: String!) { organizationBySlug(slug: $slug) { id name slug } }";
 const WORKFLOW: &str = "query($id: ID!) { workflow(id: $id) { id name organization { id } } }";
 const EXECUTION: &str = "query($id: ID!) { execution(id: $id) { id status input } }";
+const NODE: &str = "query($id: ID!) { node(id: $id) { id ... on Workflow { name } } }";
+const NODES: &str = "query($ids: [ID!]!) {
+  nodes(ids: $ids) { id ... on Organization { name } ... on Execution { input } }
+}";
 const WORKFLOW_VERSION: &str = "query($id: ID!) {
   workflowVersion(id: $id) { id number message definition { steps { id } } workflow { id name } }
 }";
@@ -674,6 +680,14 @@ impl World {
                 self.send(intruder, WORKFLOW_VERSION, json!({ "id": a.draft_version }))
                     .await
             }
+            "node" => {
+                self.send(intruder, NODE, json!({ "id": a.slow_workflow }))
+                    .await
+            }
+            "nodes" => {
+                let ids = json!([org, a.slow_workflow, a.draft_version, a.running_execution]);
+                self.send(intruder, NODES, json!({ "ids": ids })).await
+            }
             // Organizations and members
             "updateOrganization" => {
                 let variables =
@@ -1028,10 +1042,13 @@ fn assert_refused(field: &str, intruder: Intruder<'_>, body: &Value, expected: R
         );
     }
     let data = &body["data"];
-    assert!(
-        data.is_null() || data[field].is_null(),
-        "{field} as {intruder} answered data: {body}"
-    );
+    // A list field answers each item it may not give as null.
+    let nothing = data.is_null()
+        || data[field].is_null()
+        || data[field]
+            .as_array()
+            .is_some_and(|items| items.iter().all(Value::is_null));
+    assert!(nothing, "{field} as {intruder} answered data: {body}");
     assert!(
         !body.to_string().contains(ORGANIZATION_A_NAME),
         "{field} as {intruder} names organization A: {body}"
