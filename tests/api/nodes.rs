@@ -100,7 +100,7 @@ async fn another_organization_s_objects_are_not_found_by_an_outsider() {
         .body;
     let found = answer["data"]["nodes"]
         .as_array()
-        .expect(&answer.to_string());
+        .unwrap_or_else(|| panic!("{answer}"));
     assert_eq!(found.len(), 5);
     assert!(found.iter().all(Value::is_null), "{answer}");
     let errors = answer["errors"].as_array().unwrap();
