@@ -6,6 +6,7 @@ use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::{Value, json};
 
+use crate::support::spawned::{Spawned, flowpilot_command};
 use crate::support::ws::WsClient;
 use crate::support::{GqlResponse, TestApp, require_multi_instance_backends};
 
@@ -98,15 +99,7 @@ fragment Status on ExecutionEvent { executionStatus occurredAt }";
 async fn subscription_events_over_websocket_keep_the_selection_order() {
     let app = TestApp::spawn().await;
     let owner = app.user().await;
-    let organization = app.organization(&owner, "Acme").await;
-    let workflow = app
-        .workflow(
-            &owner,
-            &organization,
-            json!([{ "id": "a", "kind": "TRANSFORM", "config": { "output": "{{ input.n }}" } }]),
-        )
-        .await;
-    let id = app.run(&owner, &workflow, json!({ "n": 1 })).await;
+    let id = app.one_step_execution(&owner).await;
     let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
     client
         .subscribe("e", EVENTS_IN_ORDER, json!({ "id": id }))
@@ -450,4 +443,83 @@ async fn a_browser_gets_graphiql_served_from_this_server_under_a_same_origin_pol
     // An API client asking the same URL without a query is told so.
     let api = app.get("/graphql").await;
     assert_eq!(api.status(), StatusCode::BAD_REQUEST);
+}
+
+/// Runs `flowpilot documents <args>` over `app`'s database; answers the
+/// exit status and what it printed.
+async fn documents_command(app: &TestApp, args: &[&str]) -> (bool, String, String) {
+    let output = flowpilot_command(&app.settings)
+        .arg("documents")
+        .args(args)
+        .output()
+        .await
+        .expect("flowpilot documents runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn documents_added_from_files_and_manifests_are_what_a_trusted_server_runs() {
+    let app = TestApp::spawn().await;
+    let folder = std::env::temp_dir().join(format!("fp-documents-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&folder).unwrap();
+    let file_document = "query Kinds { stepKinds { kind } }\n";
+    let manifest_document = "query Me { viewer { id } }";
+    let file = folder.join("kinds.graphql");
+    std::fs::write(&file, file_document).unwrap();
+    let manifest = folder.join("persisted-documents.json");
+    std::fs::write(
+        &manifest,
+        json!({ sha256_hex(manifest_document): manifest_document }).to_string(),
+    )
+    .unwrap();
+    let wrong = folder.join("wrong.json");
+    std::fs::write(
+        &wrong,
+        json!({ sha256_hex("other"): "{ __typename }" }).to_string(),
+    )
+    .unwrap();
+    let (file, manifest, wrong) = (
+        file.to_str().unwrap(),
+        manifest.to_str().unwrap(),
+        wrong.to_str().unwrap(),
+    );
+
+    // A manifest whose hash is not its document's is refused, and nothing
+    // of the same run is added.
+    let (ok, _, stderr) = documents_command(&app, &["add", file, wrong]).await;
+    assert!(!ok);
+    assert!(stderr.contains("SHA-256"), "{stderr}");
+    let (_, listed, _) = documents_command(&app, &["list"]).await;
+    assert_eq!(listed, "");
+
+    let (ok, stdout, stderr) = documents_command(&app, &["add", file, manifest]).await;
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.trim(), "2 documents added, 0 already registered");
+    let (_, again, _) = documents_command(&app, &["add", file]).await;
+    assert_eq!(again.trim(), "0 documents added, 1 already registered");
+    let (_, listed, _) = documents_command(&app, &["list"]).await;
+    assert!(
+        listed.contains(&format!("{} Kinds", sha256_hex(file_document))),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!("{} Me", sha256_hex(manifest_document))),
+        "{listed}"
+    );
+    std::fs::remove_dir_all(&folder).ok();
+
+    let server = Spawned::start(&app, &[("FLOWPILOT_TRUSTED_DOCUMENTS", "true")]).await;
+    let by_text = server.graphql(None, file_document, json!({})).await;
+    assert!(by_text.data()["stepKinds"].is_array());
+    let by_hash = server
+        .post(None, &persisted(None, &sha256_hex(manifest_document)))
+        .await;
+    let by_hash = GqlResponse::from(by_hash).await;
+    assert_eq!(by_hash.data()["viewer"], Value::Null);
+    let other = server.graphql(None, "{ __typename }", json!({})).await;
+    assert_eq!(other.error_code(), "PERSISTED_QUERY_NOT_ALLOWED");
 }

@@ -375,15 +375,7 @@ async fn removing_a_member_ends_their_stream_with_forbidden_access_changed_then_
 async fn events_over_sse_keep_the_selection_order() {
     let app = TestApp::spawn().await;
     let owner = app.user().await;
-    let organization = app.organization(&owner, "Acme").await;
-    let workflow = app
-        .workflow(
-            &owner,
-            &organization,
-            json!([{ "id": "a", "kind": "TRANSFORM", "config": { "output": "{{ input.n }}" } }]),
-        )
-        .await;
-    let id = app.run(&owner, &workflow, json!({ "n": 1 })).await;
+    let id = app.one_step_execution(&owner).await;
     let query = "subscription($id: ID!) {
       executionEvents(executionId: $id, afterSeq: 0) { seq kind ...Rest }
     }

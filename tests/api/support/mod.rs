@@ -490,6 +490,16 @@ impl TestApp {
             .to_owned()
     }
 
+    /// Starts an execution of a new one-step TRANSFORM workflow in a new
+    /// organization of `owner`'s, and returns its id.
+    pub async fn one_step_execution(&self, owner: &Session) -> String {
+        let organization = self.organization(owner, "Acme").await;
+        let steps =
+            json!([{ "id": "a", "kind": "TRANSFORM", "config": { "output": "{{ input.n }}" } }]);
+        let workflow = self.workflow(owner, &organization, steps).await;
+        self.run(owner, &workflow, json!({ "n": 1 })).await
+    }
+
     /// Waits (through the event stream) for the execution to finish, then
     /// returns it as `execution(id)` reads it.
     pub async fn finished_execution(&self, session: &Session, execution_id: &str) -> Value {

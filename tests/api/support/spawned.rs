@@ -15,9 +15,20 @@ use super::{GqlResponse, TestApp};
 /// prefix and secrets of `settings`, logging only warnings, killed when
 /// dropped.
 pub fn serve_command(settings: &Settings, port: u16) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_flowpilot"));
+    let mut command = flowpilot_command(settings);
     command
         .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+/// The `flowpilot` binary over the database, Redis prefix and secrets of
+/// `settings`, logging only warnings, killed when dropped; its arguments
+/// are the caller's.
+pub fn flowpilot_command(settings: &Settings) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_flowpilot"));
+    command
         .env_clear()
         .env("DATABASE_URL", &settings.database_url)
         .env("FLOWPILOT_REDIS_PREFIX", &settings.redis_prefix)
@@ -30,8 +41,6 @@ pub fn serve_command(settings: &Settings, port: u16) -> tokio::process::Command 
             settings.encryption_key.as_deref().unwrap_or_default(),
         )
         .env("FLOWPILOT_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .kill_on_drop(true);
     if let Some(redis) = &settings.redis_url {
         command.env("REDIS_URL", redis);
