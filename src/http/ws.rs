@@ -276,6 +276,10 @@ impl Connection {
                     break;
                 }
             }
+            // A client's Close frame is answered with the same code: the
+            // WebSocket layer queues that answer when it reads the frame,
+            // and closing the sink sends it (RFC 6455 §5.5.1).
+            let _ = sink.close().await;
         });
         let (finished_tx, mut finished) = mpsc::unbounded_channel::<Finished>();
         let mut stopping = self.state.shutting_down.clone();

@@ -50,6 +50,7 @@ mod step_kinds;
 mod subscriptions;
 mod tenant_isolation;
 mod triggers;
+mod websocket_closes;
 mod workflow_lists;
 mod workflow_versions;
 mod workflows;

@@ -329,6 +329,24 @@ impl WsClient {
         }
     }
 
+    /// Sends a Close frame with `code`, and answers the server's reply:
+    /// its close code, or None when the connection ended without one.
+    pub async fn close_with(mut self, code: u16) -> Option<u16> {
+        self.socket
+            .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: CloseCode::from(code),
+                reason: "bye".into(),
+            }))
+            .await
+            .expect("the Close frame is sent");
+        // Messages the server sent before it read the Close may come first.
+        loop {
+            if let Frame::Closed(code, _) = self.next_frame().await {
+                return code;
+            }
+        }
+    }
+
     /// Closes the socket normally.
     pub async fn close(mut self) {
         let _ = self
