@@ -25,6 +25,12 @@ pub const MIN_SECRET_LEN: usize = 32;
 pub const SECRET_FILE_NAME: &str = "flowpilot.secret";
 
 /// Log line format.
+/// The request headers browsers may send cross-origin unless configured:
+/// what Apollo Client, urql, graphql-request, OpenTelemetry and Sentry send.
+pub const DEFAULT_CORS_ALLOW_HEADERS: &str = "authorization,content-type,accept,x-request-id,\
+apollographql-client-name,apollographql-client-version,apollo-require-preflight,\
+x-apollo-operation-name,traceparent,tracestate,baggage,sentry-trace";
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -385,6 +391,15 @@ pub struct Settings {
         global = true
     )]
     pub cors_origins: Vec<String>,
+    /// Comma-separated request headers browsers may send cross-origin.
+    #[arg(
+        long,
+        env = "FLOWPILOT_CORS_ALLOW_HEADERS",
+        value_delimiter = ',',
+        default_value = DEFAULT_CORS_ALLOW_HEADERS,
+        global = true
+    )]
+    pub cors_allow_headers: Vec<String>,
     /// Bounds on GraphQL documents and responses.
     #[command(flatten)]
     pub documents: DocumentLimits,
@@ -625,6 +640,11 @@ fn check_settings(settings: &Settings) -> anyhow::Result<()> {
         bail!(
             "FLOWPILOT_PUBLIC_URL {public_url:?} is not an address like https://api.example.com (no trailing slash)"
         );
+    }
+    for name in &settings.cors_allow_headers {
+        if axum::http::HeaderName::from_bytes(name.trim().as_bytes()).is_err() {
+            bail!("FLOWPILOT_CORS_ALLOW_HEADERS entry {name:?} is not a header name");
+        }
     }
     for origin in &settings.cors_origins {
         let well_formed = (origin.starts_with("http://") || origin.starts_with("https://"))

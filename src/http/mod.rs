@@ -13,7 +13,7 @@ mod ws;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode};
 use axum::routing::{get, post};
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -75,7 +75,7 @@ pub fn router(
             Duration::from_secs(settings.request_timeout_secs),
         ))
         .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
-        .layer(cors(&settings.cors_origins));
+        .layer(cors(&settings.cors_origins, &settings.cors_allow_headers));
 
     Router::new()
         .route("/graphql", get(graphql::get).post(graphql::post))
@@ -105,18 +105,22 @@ fn loggable_path(path: &str) -> &str {
     }
 }
 
-fn cors(origins: &[String]) -> CorsLayer {
+/// How long a browser may reuse a preflight answer.
+const CORS_MAX_AGE: Duration = Duration::from_secs(600);
+
+fn cors(origins: &[String], allow_headers: &[String]) -> CorsLayer {
     let origins: Vec<HeaderValue> = origins
         .iter()
         .filter_map(|o| HeaderValue::from_str(o).ok())
         .collect();
+    let allow_headers: Vec<HeaderName> = allow_headers
+        .iter()
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
         .allow_methods([Method::GET, Method::POST])
-        .allow_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
-            HeaderName::from_static("x-request-id"),
-        ])
+        .allow_headers(allow_headers)
+        .max_age(CORS_MAX_AGE)
         .expose_headers([HeaderName::from_static("x-request-id")])
 }

@@ -39,6 +39,7 @@ use async_graphql::{Request, Response, Variables};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
+use axum::response::IntoResponse;
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -75,6 +76,13 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> axum::response::Response {
+    if !origin_allowed(&headers, &state.app.config.settings) {
+        return (
+            axum::http::StatusCode::FORBIDDEN,
+            "this origin may not open a WebSocket here (FLOWPILOT_CORS_ORIGINS)",
+        )
+            .into_response();
+    }
     let ws = ws
         .protocols([PROTOCOL, LEGACY_PROTOCOL])
         .read_buffer_size(READ_BUFFER_BYTES)
@@ -91,6 +99,30 @@ pub async fn upgrade(
             None => refuse(socket).await,
         }
     })
+}
+
+/// Whether a browser page of the request's `Origin` may open a socket:
+/// with CORS origins configured, only those and the API's own public
+/// origin may (a cross-site page could otherwise use a visitor's
+/// connection); without them, or without an `Origin` (not a browser), any.
+fn origin_allowed(headers: &HeaderMap, settings: &crate::config::Settings) -> bool {
+    if settings.cors_origins.is_empty() {
+        return true;
+    }
+    let Some(origin) = headers.get(axum::http::header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let public = url::Url::parse(&settings.public_url)
+        .map(|url| url.origin().ascii_serialization())
+        .unwrap_or_default();
+    origin.eq_ignore_ascii_case(&public)
+        || settings
+            .cors_origins
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(origin))
 }
 
 /// Which protocol a connection speaks.

@@ -10,6 +10,7 @@ mod support;
 mod access_changes;
 mod api_keys;
 mod auth;
+mod browsers;
 mod cancellation;
 mod concurrency;
 mod email_flows;
