@@ -40,6 +40,10 @@ pub struct AccessClaims {
     pub typ: String,
 }
 
+/// Why a well-signed access token whose time is up is refused: the one
+/// refusal a client answers by refreshing and trying again.
+pub const ACCESS_TOKEN_EXPIRED: &str = "access token expired";
+
 /// Signing and verification keys, built once from `FLOWPILOT_JWT_SECRET`.
 #[derive(Clone)]
 pub struct TokenKeys {
@@ -106,7 +110,7 @@ impl TokenKeys {
         }
         let now = clock.now();
         if claims.exp <= now.timestamp() {
-            return Err(AppError::Unauthenticated("access token expired"));
+            return Err(AppError::Unauthenticated(ACCESS_TOKEN_EXPIRED));
         }
         if claims.iat > (now + CLOCK_SKEW).timestamp() {
             return Err(invalid);

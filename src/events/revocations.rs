@@ -24,7 +24,6 @@ use std::time::Duration;
 use entity::role::Role;
 use entity::{api_key, membership, user_session};
 use futures::{Stream, StreamExt};
-use sea_orm::sea_query::Condition;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -34,9 +33,20 @@ use crate::clock::Clock;
 use crate::error::{AppError, AppResult};
 use crate::orgs::policy;
 
-/// Watched keys, each with a flag raised when its access ends.
+/// Why access ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// Revoked, or deleted with its user or organization.
+    Revoked,
+    /// Its own expiry passed.
+    Expired,
+    /// A membership was removed or its role lowered.
+    Changed,
+}
+
+/// Watched keys, each with the reason its access ended once it has.
 struct Registry<K> {
-    watched: Arc<Mutex<HashMap<K, watch::Sender<bool>>>>,
+    watched: Arc<Mutex<HashMap<K, watch::Sender<Option<Ending>>>>>,
 }
 
 impl<K> Clone for Registry<K> {
@@ -58,14 +68,19 @@ impl<K> Default for Registry<K> {
 /// One watch on a key; dropping it stops watching.
 pub struct Watch<K: Eq + Hash + Clone> {
     key: K,
-    ended: watch::Receiver<bool>,
+    ended: watch::Receiver<Option<Ending>>,
     registry: Registry<K>,
 }
 
 impl<K: Eq + Hash + Clone> Watch<K> {
-    /// Resolves once access has ended (at once if it already has).
-    pub async fn ended(&mut self) {
-        let _ = self.ended.wait_for(|ended| *ended).await;
+    /// Resolves once access has ended (at once if it already has), with
+    /// why.
+    pub async fn ended(&mut self) -> Ending {
+        match self.ended.wait_for(Option::is_some).await {
+            Ok(ending) => ending.unwrap_or(Ending::Revoked),
+            // The registry is gone with its instance: nothing is vouched for.
+            Err(_) => Ending::Revoked,
+        }
     }
 }
 
@@ -83,7 +98,7 @@ impl<K: Eq + Hash + Clone> Drop for Watch<K> {
 }
 
 impl<K: Eq + Hash + Clone> Registry<K> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, watch::Sender<bool>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, watch::Sender<Option<Ending>>>> {
         self.watched
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -93,7 +108,7 @@ impl<K: Eq + Hash + Clone> Registry<K> {
         let ended = self
             .lock()
             .entry(key.clone())
-            .or_insert_with(|| watch::channel(false).0)
+            .or_insert_with(|| watch::channel(None).0)
             .subscribe();
         Watch {
             key,
@@ -102,11 +117,17 @@ impl<K: Eq + Hash + Clone> Registry<K> {
         }
     }
 
-    fn end(&self, keys: impl IntoIterator<Item = K>) {
+    fn end(&self, keys: impl IntoIterator<Item = (K, Ending)>) {
         let watched = self.lock();
-        for key in keys {
+        for (key, ending) in keys {
             if let Some(sender) = watched.get(&key) {
-                let _ = sender.send(true);
+                sender.send_if_modified(|held| {
+                    let first = held.is_none();
+                    if first {
+                        *held = Some(ending);
+                    }
+                    first
+                });
             }
         }
     }
@@ -151,7 +172,8 @@ impl Revocations {
 
     /// Closes the connections of these sessions or API keys on this instance.
     pub fn revoke(&self, credential_ids: &[Uuid]) {
-        self.credentials.end(credential_ids.iter().copied());
+        self.credentials
+            .end(credential_ids.iter().map(|id| (*id, Ending::Revoked)));
     }
 
     /// Applies control messages as they come, and re-checks everything
@@ -213,34 +235,51 @@ impl Revocations {
         if ids.is_empty() {
             return Ok(());
         }
-        let mut live: HashSet<Uuid> = user_session::Entity::find()
-            .select_only()
-            .column(user_session::Column::Id)
-            .filter(user_session::Column::Id.is_in(ids.iter().copied()))
-            .filter(user_session::Column::RevokedAt.is_null())
-            .into_tuple::<Uuid>()
-            .all(db)
-            .await?
-            .into_iter()
-            .collect();
         let now = clock.now();
-        live.extend(
+        // Each watched credential that still exists, with its revocation
+        // and expiry: sessions, then API keys.
+        let mut found: HashMap<Uuid, (bool, Option<chrono::DateTime<chrono::Utc>>)> =
+            user_session::Entity::find()
+                .select_only()
+                .column(user_session::Column::Id)
+                .column(user_session::Column::RevokedAt)
+                .column(user_session::Column::ExpiresAt)
+                .filter(user_session::Column::Id.is_in(ids.iter().copied()))
+                .into_tuple::<(
+                    Uuid,
+                    Option<chrono::DateTime<chrono::Utc>>,
+                    Option<chrono::DateTime<chrono::Utc>>,
+                )>()
+                .all(db)
+                .await?
+                .into_iter()
+                .map(|(id, revoked_at, expires_at)| (id, (revoked_at.is_some(), expires_at)))
+                .collect();
+        found.extend(
             api_key::Entity::find()
                 .select_only()
                 .column(api_key::Column::Id)
+                .column(api_key::Column::RevokedAt)
+                .column(api_key::Column::ExpiresAt)
                 .filter(api_key::Column::Id.is_in(ids.iter().copied()))
-                .filter(api_key::Column::RevokedAt.is_null())
-                .filter(
-                    Condition::any()
-                        .add(api_key::Column::ExpiresAt.is_null())
-                        .add(api_key::Column::ExpiresAt.gt(now)),
-                )
-                .into_tuple::<Uuid>()
+                .into_tuple::<(
+                    Uuid,
+                    Option<chrono::DateTime<chrono::Utc>>,
+                    Option<chrono::DateTime<chrono::Utc>>,
+                )>()
                 .all(db)
-                .await?,
+                .await?
+                .into_iter()
+                .map(|(id, revoked_at, expires_at)| (id, (revoked_at.is_some(), expires_at))),
         );
         self.credentials
-            .end(ids.into_iter().filter(|id| !live.contains(id)));
+            .end(ids.into_iter().filter_map(|id| match found.get(&id) {
+                None | Some((true, _)) => Some((id, Ending::Revoked)),
+                Some((false, Some(expires_at))) if *expires_at <= now => {
+                    Some((id, Ending::Expired))
+                }
+                Some((false, _)) => None,
+            }));
         Ok(())
     }
 
@@ -270,11 +309,16 @@ impl Revocations {
             .into_iter()
             .map(|m| ((m.organization_id, m.user_id), m.role))
             .collect();
-        self.memberships.end(grants.into_iter().filter(|grant| {
-            current
-                .get(&(grant.organization_id, grant.user_id))
-                .is_none_or(|role| policy::rank(*role) < policy::rank(grant.role))
-        }));
+        self.memberships.end(
+            grants
+                .into_iter()
+                .filter(|grant| {
+                    current
+                        .get(&(grant.organization_id, grant.user_id))
+                        .is_none_or(|role| policy::rank(*role) < policy::rank(grant.role))
+                })
+                .map(|grant| (grant, Ending::Changed)),
+        );
         Ok(())
     }
 }
@@ -294,7 +338,7 @@ pub fn until_membership_ends<T: Send + 'static>(
         let (mut stream, mut watch) = state?;
         tokio::select! {
             biased;
-            () = watch.ended() => Some((Err(AppError::AccessChanged), None)),
+            _ = watch.ended() => Some((Err(AppError::AccessChanged), None)),
             item = stream.next() => item.map(|item| (item, Some((stream, watch)))),
         }
     })
@@ -345,7 +389,7 @@ mod tests {
         let watch = revocations.watch_membership(grant);
         let endless = futures::stream::pending::<AppResult<u32>>();
         let mut stream = Box::pin(until_membership_ends(endless, Some(watch)));
-        revocations.memberships.end([grant]);
+        revocations.memberships.end([(grant, Ending::Changed)]);
         let item = tokio::time::timeout(Duration::from_secs(1), stream.next())
             .await
             .expect("the stream answered");

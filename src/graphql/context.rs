@@ -10,6 +10,7 @@ use super::loaders::Loaders;
 use crate::app::AppState;
 use crate::auth::api_keys;
 use crate::auth::service::{self, AuthenticatedUser, DeviceInfo};
+use crate::auth::tokens::ACCESS_TOKEN_EXPIRED;
 use crate::error::{AppError, AppResult};
 use crate::orgs::principal::{KeyGrant, Principal};
 
@@ -22,7 +23,10 @@ pub enum Viewer {
     User(AuthenticatedUser),
     /// A live API key: acts in its one organization with its role.
     ApiKey(KeyGrant),
-    /// Credentials were sent but are invalid, expired or revoked.
+    /// A well-signed access token whose time is up: refresh it and retry.
+    Expired,
+    /// Credentials were sent but are invalid or revoked, or an API key
+    /// that expired: retrying them will not help.
     Rejected(&'static str),
     /// Credentials could not be checked (the database failed); logged.
     Unavailable,
@@ -51,6 +55,7 @@ impl Viewer {
         };
         match authenticated {
             Ok(viewer) => viewer,
+            Err(AppError::Unauthenticated(ACCESS_TOKEN_EXPIRED)) => Self::Expired,
             Err(AppError::Unauthenticated(reason)) => Self::Rejected(reason),
             Err(err) => {
                 tracing::error!(error = ?err, "authenticating a request failed");
@@ -85,7 +90,7 @@ impl Viewer {
         match self {
             Self::User(user) => Some(user.session_id),
             Self::ApiKey(grant) => Some(grant.key_id),
-            Self::Anonymous | Self::Rejected(_) | Self::Unavailable => None,
+            Self::Anonymous | Self::Expired | Self::Rejected(_) | Self::Unavailable => None,
         }
     }
 
@@ -95,6 +100,7 @@ impl Viewer {
         match self {
             Self::Anonymous | Self::ApiKey(_) => Ok(None),
             Self::User(user) => Ok(Some(user)),
+            Self::Expired => Err(AppError::Unauthenticated(ACCESS_TOKEN_EXPIRED)),
             Self::Rejected(reason) => Err(AppError::Unauthenticated(reason)),
             Self::Unavailable => Err(AppError::Internal(anyhow::anyhow!(
                 "authentication was unavailable"

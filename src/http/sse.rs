@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use async_graphql::{Request, Response, ServerError, Variables};
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use futures::{Stream, StreamExt};
@@ -24,6 +24,7 @@ use serde_json::json;
 
 use super::HttpState;
 use super::client::device_info;
+use crate::auth::tokens::ACCESS_TOKEN_EXPIRED;
 use crate::graphql::context::{RequestContext, Viewer};
 use crate::graphql::limits::{finish_response, is_request_error};
 
@@ -71,8 +72,24 @@ pub async fn stream(
         .map(|v| v.to_str().unwrap_or_default());
     let viewer = Viewer::from_authorization(&state.app, authorization).await;
     match viewer {
+        // Refresh and retry: 401 with the challenge RFC 6750 names.
+        Viewer::Expired => {
+            let mut refused = refuse(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                ACCESS_TOKEN_EXPIRED,
+            );
+            refused.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(
+                    "Bearer error=\"invalid_token\", error_description=\"access token expired\"",
+                ),
+            );
+            return refused;
+        }
+        // Credentials that will never work: retrying will not help.
         Viewer::Rejected(message) => {
-            return refuse(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message);
+            return refuse(StatusCode::FORBIDDEN, "UNAUTHENTICATED", message);
         }
         Viewer::Unavailable => {
             return refuse(
@@ -158,7 +175,7 @@ fn events(
                     Some(result) => yield Ok(next(&result)),
                     None => break,
                 },
-                () = ended => {
+                _ = ended => {
                     let mut ended = ServerError::new("your session or API key has ended", None);
                     ended.extensions.get_or_insert_with(Default::default).set("code", "FORBIDDEN");
                     yield Ok(next(&Response::from_errors(vec![ended])));

@@ -50,7 +50,7 @@ use super::HttpState;
 use super::client::device_info;
 use crate::auth::service::DeviceInfo;
 use crate::error::ACCESS_CHANGED;
-use crate::events::revocations::CredentialWatch;
+use crate::events::revocations::{CredentialWatch, Ending};
 use crate::graphql::context::{RequestContext, Viewer};
 use crate::graphql::limits::{finish_response, is_request_error};
 
@@ -331,8 +331,8 @@ impl Connection {
                 session = Some(self.state.app.revocations.watch_credential(credential));
             }
             tokio::select! {
-                () = session_ended(session.as_mut()), if session.is_some() => {
-                    break Some((4403, "Forbidden".to_owned()));
+                ending = session_ended(session.as_mut()), if session.is_some() => {
+                    break Some((4403, credential_ended(self.viewer.as_ref(), ending).to_owned()));
                 }
                 () = &mut init_deadline, if !self.init_received => {
                     break Some((4408, "Connection initialisation timeout".to_owned()));
@@ -346,7 +346,7 @@ impl Connection {
                         let message = match done.end {
                             End::Refused(errors) => json!({ "type": self.protocol.name(ServerMessage::Error), "id": done.id, "payload": errors }),
                             End::Completed => json!({ "type": self.protocol.name(ServerMessage::Complete), "id": done.id }),
-                            End::AccessChanged => break Some((4403, "Forbidden".to_owned())),
+                            End::AccessChanged => break Some((4403, "access changed".to_owned())),
                         };
                         send(&outbox, message).await;
                     }
@@ -399,17 +399,25 @@ impl Connection {
                 let authorization = payload.as_ref().and_then(authorization_of);
                 let viewer =
                     Viewer::from_authorization(&self.state.app, authorization.as_deref()).await;
-                match viewer {
-                    Viewer::Rejected(_) => {
-                        if self.protocol == Protocol::Legacy {
-                            let refused = json!({ "type": "connection_error", "payload": { "message": "Forbidden" } });
-                            send(outbox, refused).await;
-                        }
-                        return Next::Close(4403, "Forbidden".to_owned());
+                // An expired token closes with a code graphql-ws retries (its
+                // `connectionParams` can refresh first); credentials that
+                // will never work close 4403, which it does not.
+                let refusal = match &viewer {
+                    Viewer::Expired => Some((4419, "token expired")),
+                    Viewer::Rejected(reason) => Some((4403, *reason)),
+                    _ => None,
+                };
+                if let Some((code, reason)) = refusal {
+                    if self.protocol == Protocol::Legacy {
+                        let refused =
+                            json!({ "type": "connection_error", "payload": { "message": reason } });
+                        send(outbox, refused).await;
                     }
-                    // Not the client's fault: say so instead of blaming its token.
-                    Viewer::Unavailable => return Next::Close(1011, "Internal error".to_owned()),
-                    Viewer::Anonymous | Viewer::User(_) | Viewer::ApiKey(_) => {}
+                    return Next::Close(code, reason.to_owned());
+                }
+                // Not the client's fault: say so instead of blaming its token.
+                if let Viewer::Unavailable = viewer {
+                    return Next::Close(1011, "Internal error".to_owned());
                 }
                 self.viewer = Some(viewer);
                 send(outbox, json!({ "type": "connection_ack" })).await;
@@ -562,9 +570,20 @@ async fn send(outbox: &mpsc::Sender<Message>, message: Value) {
 }
 
 /// Resolves when the watched session or key ends; never without one.
-async fn session_ended(session: Option<&mut CredentialWatch>) {
+async fn session_ended(session: Option<&mut CredentialWatch>) -> Ending {
     match session {
         Some(session) => session.ended().await,
         None => std::future::pending().await,
+    }
+}
+
+/// The close reason of a connection whose session or key ended.
+fn credential_ended(viewer: Option<&Viewer>, ending: Ending) -> &'static str {
+    let key = matches!(viewer, Some(Viewer::ApiKey(_)));
+    match (key, ending) {
+        (false, Ending::Expired) => "session expired",
+        (true, Ending::Expired) => "API key expired",
+        (false, _) => "session revoked",
+        (true, _) => "API key revoked",
     }
 }

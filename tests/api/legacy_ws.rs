@@ -237,7 +237,7 @@ async fn refused_credentials_get_connection_error_then_close_4403() {
     match client.next_frame().await {
         Frame::Json(message) => assert_eq!(
             message,
-            json!({ "type": "connection_error", "payload": { "message": "Forbidden" } })
+            json!({ "type": "connection_error", "payload": { "message": "invalid access token" } })
         ),
         Frame::Closed(code, reason) => {
             panic!("closed with {code:?} {reason:?} before connection_error")

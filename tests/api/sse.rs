@@ -238,14 +238,16 @@ async fn a_query_over_sse_yields_one_next_then_complete() {
 }
 
 #[tokio::test]
-async fn an_invalid_token_is_401_unauthenticated_and_a_body_that_is_not_a_request_is_400() {
+async fn an_invalid_token_is_403_unauthenticated_and_a_body_that_is_not_a_request_is_400() {
     let app = TestApp::spawn().await;
 
     let refused = GqlResponse::from(
         post_stream(&app, Some("not-a-token"), "{ viewer { id } }", json!({})).await,
     )
     .await;
-    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    // A token that will never work: 403 (an expired one is 401; see
+    // websocket_closes).
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
     assert_eq!(refused.error_code(), "UNAUTHENTICATED");
 
     for body in ["{ not json", r#"{"nope":1}"#] {
