@@ -8,6 +8,7 @@
 pub mod bus;
 pub mod log;
 pub mod organization_stream;
+pub mod patience;
 pub mod recheck;
 pub mod redis_bus;
 pub mod replay;

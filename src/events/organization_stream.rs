@@ -30,6 +30,7 @@ use uuid::Uuid;
 
 use super::bus::{BusMessage, BusSignal, Topic};
 use super::log::{EventKind, ExecutionEventRecord, events_after};
+use super::patience::patiently;
 use super::recheck::{FollowedExecutions, StreamRegistry};
 use crate::app::AppState;
 use crate::error::AppError;
@@ -191,12 +192,18 @@ impl Continuity {
         let events = match self.newest.get(&execution_id).copied() {
             Some(newest) if event.seq <= newest => return Ok(Vec::new()),
             Some(newest) if event.seq > newest + 1 => {
-                events_after(&state.db, execution_id, newest).await?
+                patiently("filling a gap in an organization stream", || {
+                    events_after(&state.db, execution_id, newest)
+                })
+                .await?
             }
             // Queued after the stream started, so its earlier events were
             // lost on the way: they come from the log.
             None if event.seq > 1 && event.execution.queued_at >= self.started_at => {
-                events_after(&state.db, execution_id, 0).await?
+                patiently("filling a gap in an organization stream", || {
+                    events_after(&state.db, execution_id, 0)
+                })
+                .await?
             }
             _ => vec![event],
         };
@@ -218,7 +225,10 @@ impl Continuity {
         if seq <= newest {
             return Ok(Vec::new());
         }
-        let events = events_after(&state.db, execution_id, newest).await?;
+        let events = patiently("catching up an organization stream", || {
+            events_after(&state.db, execution_id, newest)
+        })
+        .await?;
         self.passed_on(execution_id, &events);
         Ok(events)
     }

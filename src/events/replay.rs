@@ -6,7 +6,8 @@
 //! next expected seq, a lag or reconnect signal, or the instance's idle
 //! re-check of `last_event_seq` (see `recheck`) makes the stream fill from
 //! the log, so it has no gap and no duplicate, and it ends after the
-//! terminal event.
+//! terminal event. A read that fails while the database is away is tried
+//! again (see `patience`): the stream waits, it does not end.
 
 use entity::execution;
 use futures::Stream;
@@ -15,6 +16,7 @@ use uuid::Uuid;
 
 use super::bus::{BusMessage, BusSignal, Topic};
 use super::log::{ExecutionEventRecord, events_after};
+use super::patience::patiently;
 use crate::app::AppState;
 use crate::error::AppError;
 
@@ -30,7 +32,11 @@ pub fn execution_events(
         let mut live = state.bus.subscribe(Topic::Organization(organization_id)).await;
         let mut next_seq = after_seq + 1;
 
-        for event in events_after(&state.db, execution_id, after_seq).await? {
+        let replayed = patiently("replaying an execution's events", || {
+            events_after(&state.db, execution_id, after_seq)
+        })
+        .await?;
+        for event in replayed {
             next_seq = event.seq + 1;
             let terminal = event.is_terminal();
             yield event;
@@ -39,7 +45,10 @@ pub fn execution_events(
             }
         }
         // Already finished, with nothing after `after_seq` left to send.
-        let current = execution::Entity::find_by_id(execution_id).one(&state.db).await?;
+        let current = patiently("reading a streamed execution", || {
+            execution::Entity::find_by_id(execution_id).one(&state.db)
+        })
+        .await?;
         if current.is_none_or(|e| e.status.is_terminal() && e.last_event_seq < next_seq) {
             return;
         }
@@ -71,7 +80,12 @@ pub fn execution_events(
                 newer = recheck.newer_seq() => newer.is_some_and(|seq| seq >= next_seq),
             };
             if fill_from_log {
-                for event in events_after(&state.db, execution_id, next_seq - 1).await? {
+                let after = next_seq - 1;
+                let missed = patiently("filling a gap in an execution's events", || {
+                    events_after(&state.db, execution_id, after)
+                })
+                .await?;
+                for event in missed {
                     next_seq = event.seq + 1;
                     let terminal = event.is_terminal();
                     yield event;
