@@ -13,6 +13,7 @@ mod auth;
 mod browsers;
 mod cancellation;
 mod concurrency;
+mod database_restarts;
 mod email_flows;
 mod engine;
 mod executions;
