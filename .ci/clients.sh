@@ -20,6 +20,9 @@
 #   f. graphql-http audit                    (clients/audit.mjs: every MUST and SHOULD ok), and
 #      the step kinds' JSON Schemas in Ajv's strict mode (clients/step-schemas.mjs)
 #   g. GraphiQL in Chromium                  (web/graphiql/browser-test.mjs against the server)
+#   h. graphql-ws reconnects                 (clients/reconnect.mjs: the stock client across a
+#                                             SIGTERM and restart, and a SIGKILL of one of two
+#                                             instances; close codes 4419 and 4403)
 # a and e stop the stage when they fail; the others are all run and the stage fails at the
 # end if any did. The server log stays in target/clients/server.log (its tail is printed on a
 # failure), and the server is always stopped and its database and Redis keys removed.
@@ -46,6 +49,8 @@ FAILED=0
 SERVER_PID=""
 DB=""
 REDIS_PREFIX=""
+JWT_SECRET=""
+ENCRYPTION_KEY=""
 
 step() { printf '\n==> %s (at %ss)\n' "$*" "$SECONDS"; }
 
@@ -204,9 +209,9 @@ start_server() {
   BASE_URL="http://127.0.0.1:$PORT"
   echo "database $DB, Redis prefix $REDIS_PREFIX, $BASE_URL, log $OUT/server.log"
 
-  local jwt_secret encryption_key
-  jwt_secret="$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')" || return
-  encryption_key="$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')" || return
+  JWT_SECRET="$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')" || return
+  ENCRYPTION_KEY="$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')" || return
+  local jwt_secret="$JWT_SECRET" encryption_key="$ENCRYPTION_KEY"
   # No rate limit or lockout may get in the way of the clients' requests, however many
   # checks run. Account mail goes to the log. The engine runs, so executions started
   # through the API run to the end.
@@ -267,6 +272,21 @@ browser_test() {
   CHROMIUM_PATH="$CHROMIUM_PATH" node web/graphiql/browser-test.mjs "$BASE_URL" && server_alive
 }
 run_stage "g. GraphiQL browser test" continue browser_test
+
+# --- h. graphql-ws reconnects -------------------------------------------------------------------
+# Two more instances over the same database and Redis, stopped and killed under the stock
+# graphql-ws client (clients/reconnect.mjs).
+reconnects() {
+  FLOWPILOT_BIN="$(realpath "$BIN")" \
+    DATABASE_URL="postgres://$PG_USER@$PG_HOST:$PG_PORT/$DB" \
+    REDIS_URL="$REDIS_URL_CLIENTS" \
+    FLOWPILOT_REDIS_PREFIX="$REDIS_PREFIX" \
+    FLOWPILOT_JWT_SECRET="$JWT_SECRET" \
+    FLOWPILOT_ENCRYPTION_KEY="$ENCRYPTION_KEY" \
+    OUT_DIR="$OUT" \
+    node clients/reconnect.mjs && server_alive
+}
+run_stage "h. graphql-ws reconnects" continue reconnects
 
 if grep -q '"level":"ERROR"' "$OUT/server.log"; then
   echo "clients: the server logged errors (not failing the stage on them):" >&2

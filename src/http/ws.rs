@@ -415,9 +415,11 @@ impl Connection {
                     }
                     return Next::Close(code, reason.to_owned());
                 }
-                // Not the client's fault: say so instead of blaming its token.
+                // Not the client's fault, and passing (the database is
+                // away): 1013 asks clients to try again later, which
+                // graphql-ws does; 1011 would stop it for good.
                 if let Viewer::Unavailable = viewer {
-                    return Next::Close(1011, "Internal error".to_owned());
+                    return Next::Close(1013, "Try again later".to_owned());
                 }
                 self.viewer = Some(viewer);
                 send(outbox, json!({ "type": "connection_ack" })).await;
