@@ -23,9 +23,9 @@ use crate::engine::http::HttpSteps;
 use crate::engine::rendering::Rendering;
 use crate::events::recheck::StreamRegistry;
 use crate::events::redis_bus::RedisBus;
-use crate::events::revocations::Revocations;
 use crate::events::{EventBus, Topic};
 use crate::mail::Mailer;
+use crate::orgs::access::Revocations;
 use crate::{graphql, http};
 
 /// Shared state of one FlowPilot instance, cheap to clone into every

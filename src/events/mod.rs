@@ -12,7 +12,6 @@ pub mod patience;
 pub mod recheck;
 pub mod redis_bus;
 pub mod replay;
-pub mod revocations;
 
 pub use bus::{BusMessage, BusSignal, EventBus, Topic};
 pub use log::{EventKind, ExecutionEventRecord, ExecutionSnapshot, StepSnapshot};

@@ -846,9 +846,15 @@ impl ExecutionSubscription {
                     })
             })
             .transpose()?;
-        let (role, items) =
-            service::organization_stream(&request.state, actor, organization_id, filter, throttle)
-                .await?;
+        let (role, items) = service::organization_stream(
+            &request.state,
+            actor,
+            organization_id,
+            filter,
+            throttle,
+            &request.access_ended,
+        )
+        .await?;
         Ok(items.map(move |item| match item {
             Ok(StreamItem::Event(record)) => {
                 Ok(OrganizationStreamEvent::ExecutionEvent(ExecutionEvent {
@@ -881,7 +887,8 @@ impl ExecutionSubscription {
         let found = service::find_for_member(&request.state.db, actor, id).await?;
         let viewer_role = found.role;
         let after = found.execution.last_event_seq;
-        let changes = service::event_stream(&request.state, actor, &found, after)?;
+        let changes =
+            service::event_stream(&request.state, actor, &found, after, &request.access_ended)?;
         let now = futures::stream::once(std::future::ready(Ok(Execution::from(found))));
         Ok(now.chain(changes.map(move |event| match event {
             Ok(record) => Ok(Execution {
@@ -911,7 +918,13 @@ impl ExecutionSubscription {
         let id = parse_id(&execution_id, "executionId")?;
         let found = service::find_for_member(&request.state.db, actor, id).await?;
         let viewer_role = found.role;
-        let events = service::event_stream(&request.state, actor, &found, after_seq.unwrap_or(0))?;
+        let events = service::event_stream(
+            &request.state,
+            actor,
+            &found,
+            after_seq.unwrap_or(0),
+            &request.access_ended,
+        )?;
         Ok(events.map(move |event| match event {
             Ok(record) => Ok(ExecutionEvent {
                 record,

@@ -22,8 +22,8 @@ use crate::engine::store::{self as engine_store, CancelOutcome, publish_after_co
 use crate::error::{AppError, AppResult};
 use crate::events::log::{self, EventKind, ExecutionEventRecord};
 use crate::events::organization_stream::{self, StreamFilter, StreamItem};
-use crate::events::revocations::{MembershipGrant, until_membership_ends};
 use crate::events::{BusMessage, Topic, replay};
+use crate::orgs::access::{AccessEnded, MembershipGrant, until_membership_ends};
 use crate::orgs::policy::{self, Action};
 use crate::orgs::principal::Principal;
 use crate::pagination::{Page, Position};
@@ -436,14 +436,15 @@ pub async fn find_for_member(
 
 /// The execution's events after `after_seq`: replayed from the log, then
 /// live until the terminal event (see [`replay::execution_events`]). A
-/// member's stream ends with [`AppError::AccessChanged`] as soon as they
-/// are removed or their role is lowered; a key's ends with its connection
-/// when it is revoked.
+/// member's stream ends with [`AppError::AccessChanged`], and `ended`
+/// raised, as soon as they are removed or their role is lowered; a key's
+/// ends with its connection when it is revoked.
 pub fn event_stream(
     state: &AppState,
     principal: Principal,
     execution: &MemberExecution,
     after_seq: i32,
+    ended: &AccessEnded,
 ) -> AppResult<impl Stream<Item = AppResult<ExecutionEventRecord>> + use<>> {
     let last = execution.execution.last_event_seq;
     if !(0..=last).contains(&after_seq) {
@@ -465,7 +466,7 @@ pub fn event_stream(
         execution.execution.organization_id,
         after_seq,
     );
-    Ok(until_membership_ends(events, membership))
+    Ok(until_membership_ends(events, membership, ended.clone()))
 }
 
 /// The dashboard stream of an organization's execution events (VIEWER and
@@ -478,6 +479,7 @@ pub async fn organization_stream(
     organization_id: Uuid,
     filter: StreamFilter,
     throttle: Option<std::time::Duration>,
+    ended: &AccessEnded,
 ) -> AppResult<(Role, impl Stream<Item = AppResult<StreamItem>> + use<>)> {
     let role = principal
         .role_in(&state.db, organization_id)
@@ -493,7 +495,10 @@ pub async fn organization_stream(
     });
     let events =
         organization_stream::organization_events(state.clone(), organization_id, filter, throttle);
-    Ok((role, until_membership_ends(events, membership)))
+    Ok((
+        role,
+        until_membership_ends(events, membership, ended.clone()),
+    ))
 }
 
 /// Which executions a list holds.

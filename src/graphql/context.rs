@@ -12,6 +12,7 @@ use crate::auth::api_keys;
 use crate::auth::service::{self, AuthenticatedUser, DeviceInfo};
 use crate::auth::tokens::ACCESS_TOKEN_EXPIRED;
 use crate::error::{AppError, AppResult};
+use crate::orgs::access::AccessEnded;
 use crate::orgs::principal::{KeyGrant, Principal};
 
 /// Who is making the request.
@@ -119,6 +120,9 @@ pub struct RequestContext {
     pub device: DeviceInfo,
     /// This request's DataLoaders.
     pub loaders: Loaders,
+    /// Raised when a subscription of this request ended because its
+    /// member's access did.
+    pub access_ended: AccessEnded,
 }
 
 impl RequestContext {
@@ -130,6 +134,7 @@ impl RequestContext {
             viewer,
             device,
             loaders,
+            access_ended: AccessEnded::default(),
         })
     }
 

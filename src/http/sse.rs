@@ -156,7 +156,7 @@ pub async fn stream(
 /// credential ends, and nothing more once `stop` resolves.
 fn events(
     results: impl Stream<Item = Response> + Send + 'static,
-    credential: Option<crate::events::revocations::CredentialWatch>,
+    credential: Option<crate::orgs::access::CredentialWatch>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     async_stream::stream! {

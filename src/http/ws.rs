@@ -35,7 +35,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::{Request, Response, Variables};
+use async_graphql::{Request, Variables};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
@@ -49,10 +49,9 @@ use tokio::task::AbortHandle;
 use super::HttpState;
 use super::client::device_info;
 use crate::auth::service::DeviceInfo;
-use crate::error::ACCESS_CHANGED;
-use crate::events::revocations::{CredentialWatch, Ending};
 use crate::graphql::context::{RequestContext, Viewer};
 use crate::graphql::limits::{finish_response, is_request_error};
+use crate::orgs::access::{CredentialWatch, Ending};
 
 /// The subprotocol this endpoint prefers.
 pub const PROTOCOL: &str = "graphql-transport-ws";
@@ -483,6 +482,7 @@ impl Connection {
         let persisted = self.state.persisted.clone();
         let context: Arc<RequestContext> =
             RequestContext::new(self.state.app.clone(), viewer, self.device.clone());
+        let access = context.access_ended.clone();
         let schema = self.state.schema.clone();
         let generation = self.generation;
         let next = self.protocol.name(ServerMessage::Next);
@@ -518,7 +518,7 @@ impl Connection {
                 if let Some(registration) = registration.take() {
                     persisted.register(registration).await;
                 }
-                if ends_on_access_change(&response) {
+                if access.get().is_some() {
                     let _ = finished.send(Finished {
                         id,
                         generation,
@@ -541,18 +541,6 @@ impl Connection {
         })
         .abort_handle()
     }
-}
-
-/// Whether `response` ends its subscription because the member's access
-/// changed.
-fn ends_on_access_change(response: &Response) -> bool {
-    response.errors.iter().any(|error| {
-        error
-            .extensions
-            .as_ref()
-            .and_then(|extensions| extensions.get("reason"))
-            .is_some_and(|reason| *reason == async_graphql::Value::from(ACCESS_CHANGED))
-    })
 }
 
 /// `payload.authorization` (any case), as sent in `connection_init`.

@@ -5,6 +5,7 @@
 //! `policy` is the only place that decides what a role may do; services and
 //! resolvers ask it and never compare roles themselves.
 
+pub mod access;
 pub mod audit;
 pub mod deletion;
 pub mod invitations;

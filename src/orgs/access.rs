@@ -1,4 +1,6 @@
-//! Ending open connections and streams whose access ended.
+//! Ending open connections and streams whose access ended: the one place
+//! that decides, for open sockets and subscriptions, whether a session, an
+//! API key or a membership still grants what it granted.
 //!
 //! A WebSocket is authorized once, at `connection_init`, and a subscription
 //! once, when it starts; both may stay open for hours. Two kinds of watch
@@ -28,9 +30,9 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySe
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::bus::{BusMessage, BusSignal, Subscription};
 use crate::clock::Clock;
 use crate::error::{AppError, AppResult};
+use crate::events::bus::{BusMessage, BusSignal, Subscription};
 use crate::orgs::policy;
 
 /// Why access ended.
@@ -323,23 +325,49 @@ impl Revocations {
     }
 }
 
+/// Raised when a stream of a request ended because its member's access
+/// did. Transports read it (a WebSocket closes 4403 `access changed`)
+/// rather than parse the error the stream ended with.
+#[derive(Clone, Debug, Default)]
+pub struct AccessEnded(Arc<std::sync::OnceLock<Ending>>);
+
+impl AccessEnded {
+    /// Records why access ended; the first reason stays.
+    pub fn raise(&self, ending: Ending) {
+        let _ = self.0.set(ending);
+    }
+
+    /// Why access ended, once it has.
+    pub fn get(&self) -> Option<Ending> {
+        self.0.get().copied()
+    }
+}
+
 /// `stream` until `watch` sees the membership end, then one
-/// [`AppError::AccessChanged`] and the end. A stream that ends by itself ends as it would.
+/// [`AppError::AccessChanged`] and the end, with `ended` raised. A stream
+/// that ends by itself ends as it would.
 pub fn until_membership_ends<T: Send + 'static>(
     stream: impl Stream<Item = AppResult<T>> + Send + 'static,
     watch: Option<MembershipWatch>,
+    ended: AccessEnded,
 ) -> impl Stream<Item = AppResult<T>> + Send + 'static {
     type Inner<T> = Pin<Box<dyn Stream<Item = AppResult<T>> + Send>>;
     let Some(watch) = watch else {
         return stream.boxed();
     };
     let state: Option<(Inner<T>, MembershipWatch)> = Some((stream.boxed(), watch));
-    futures::stream::unfold(state, |state| async move {
-        let (mut stream, mut watch) = state?;
-        tokio::select! {
-            biased;
-            _ = watch.ended() => Some((Err(AppError::AccessChanged), None)),
-            item = stream.next() => item.map(|item| (item, Some((stream, watch)))),
+    futures::stream::unfold(state, move |state| {
+        let ended = ended.clone();
+        async move {
+            let (mut stream, mut watch) = state?;
+            tokio::select! {
+                biased;
+                ending = watch.ended() => {
+                    ended.raise(ending);
+                    Some((Err(AppError::AccessChanged), None))
+                }
+                item = stream.next() => item.map(|item| (item, Some((stream, watch)))),
+            }
         }
     })
     .boxed()
@@ -388,12 +416,15 @@ mod tests {
         };
         let watch = revocations.watch_membership(grant);
         let endless = futures::stream::pending::<AppResult<u32>>();
-        let mut stream = Box::pin(until_membership_ends(endless, Some(watch)));
+        let ended = AccessEnded::default();
+        let mut stream = Box::pin(until_membership_ends(endless, Some(watch), ended.clone()));
+        assert_eq!(ended.get(), None);
         revocations.memberships.end([(grant, Ending::Changed)]);
         let item = tokio::time::timeout(Duration::from_secs(1), stream.next())
             .await
             .expect("the stream answered");
         assert!(matches!(item, Some(Err(AppError::AccessChanged))));
+        assert_eq!(ended.get(), Some(Ending::Changed));
         assert!(stream.next().await.is_none());
     }
 
@@ -407,10 +438,12 @@ mod tests {
         };
         let watch = revocations.watch_membership(grant);
         let items = futures::stream::iter([Ok(1), Ok(2)]);
-        let collected: Vec<u32> = until_membership_ends(items, Some(watch))
+        let ended = AccessEnded::default();
+        let collected: Vec<u32> = until_membership_ends(items, Some(watch), ended.clone())
             .map(|item| item.expect("no error"))
             .collect()
             .await;
         assert_eq!(collected, [1, 2]);
+        assert_eq!(ended.get(), None);
     }
 }
