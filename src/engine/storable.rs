@@ -87,6 +87,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_largest_numbers_survive_postgresql_s_jsonb_written_out_in_full() {
+        // jsonb prints numbers as exact decimals: -1.7976931348623157e308
+        // comes back as 309 digits, which must read as the same number.
+        let written = format!("{{\"n\": -17976931348623157{}}}", "0".repeat(292));
+        let read: serde_json::Value = serde_json::from_str(&written).expect("reads back");
+        assert_eq!(read["n"].as_f64(), Some(-1.797_693_134_862_315_7e308));
+        let tiny = format!("{{\"n\": 0.{}1}}", "0".repeat(299));
+        let read: serde_json::Value = serde_json::from_str(&tiny).expect("reads back");
+        assert_eq!(read["n"].as_f64(), Some(1e-300));
+    }
+
+    #[test]
     fn nul_characters_are_replaced_in_strings_and_keys() {
         let stored = value(json!({ "a\u{0}": ["x\u{0}y", 1, { "k": "\u{0}" }] }));
         assert_eq!(

@@ -332,3 +332,27 @@ async fn a_condition_that_does_not_compile_is_bad_user_input() {
     assert_eq!(response.error_code(), "BAD_USER_INPUT");
     assert_eq!(response.error_field(), "definition.steps[0].config.if");
 }
+
+#[tokio::test]
+async fn an_input_with_the_largest_and_smallest_numbers_reads_back_as_sent() {
+    let app = TestApp::spawn_with(|settings| settings.workers = 0).await;
+    let owner = app.user().await;
+    let organization = app.organization(&owner, "Acme").await;
+    let workflow = app
+        .workflow(
+            &owner,
+            &organization,
+            json!([{ "id": "a", "kind": "TRANSFORM", "config": { "output": 1 } }]),
+        )
+        .await;
+    let input = json!({ "max": -1.797_693_134_862_315_7e308, "tiny": 1e-300, "big": 1e300 });
+    let id = app.run(&owner, &workflow, input.clone()).await;
+    let read = app
+        .graphql_as(
+            &owner.access_token,
+            "query($id: ID!) { execution(id: $id) { input } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(read.data()["execution"]["input"], input);
+}
