@@ -19,13 +19,15 @@ pub const PARSE_FAILED: &str = "PARSE_FAILED";
 pub const VALIDATION_FAILED: &str = "VALIDATION_FAILED";
 /// `extensions.reason` of a document or response over a limit.
 pub const LIMIT_EXCEEDED: &str = "LIMIT_EXCEEDED";
+/// `extensions.reason` of a body or URL that is not a GraphQL request.
+pub const INVALID_REQUEST: &str = "INVALID_REQUEST";
 
 /// Longest error message sent, in characters: errors never echo large
 /// input back.
 pub(super) const MAX_MESSAGE_CHARS: usize = 300;
 
-/// A refusal of the client's document, coded BAD_USER_INPUT.
-pub(super) fn refusal(message: impl Into<String>, reason: &str, pos: Option<Pos>) -> ServerError {
+/// A refusal of the client's request, coded BAD_USER_INPUT.
+pub fn refusal(message: impl Into<String>, reason: &str, pos: Option<Pos>) -> ServerError {
     let mut error = ServerError::new(message, pos);
     let mut extensions = ErrorExtensionValues::default();
     extensions.set("code", "BAD_USER_INPUT");

@@ -25,7 +25,7 @@ use redis::aio::ConnectionManager;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait};
 
-use super::limits::VALIDATION_FAILED;
+use super::limits::{self, VALIDATION_FAILED};
 use crate::auth::tokens::hash_token as sha256_hex;
 
 /// `extensions.code` of a hash the server does not know (send the text).
@@ -211,6 +211,27 @@ impl PersistedQueries {
     }
 }
 
+/// A request's `extensions` as its client sent them (JSON), which is where
+/// a persisted query's hash travels; every transport sets them here.
+pub fn set_extensions(
+    request: &mut Request,
+    extensions: Option<serde_json::Map<String, serde_json::Value>>,
+) {
+    for (name, value) in extensions.into_iter().flatten() {
+        if let Ok(value) = Value::from_json(value) {
+            request.extensions.insert(name, value);
+        }
+    }
+}
+
+/// Whether a client's `extensions` name a persisted query, so that the
+/// request may leave its query out.
+pub fn names_persisted_query(
+    extensions: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> bool {
+    extensions.is_some_and(|extensions| extensions.contains_key("persistedQuery"))
+}
+
 /// The hash a request names in `extensions.persistedQuery`, checked for
 /// shape.
 fn requested_hash(request: &Request) -> Result<Option<String>, ServerError> {
@@ -249,12 +270,10 @@ fn persisted_error(message: &str, code: &str) -> ServerError {
 }
 
 fn refusal(message: &str) -> ServerError {
-    let mut error = ServerError::new(message, None);
-    let mut extensions = ErrorExtensionValues::default();
-    extensions.set("code", "BAD_USER_INPUT");
-    extensions.set("reason", VALIDATION_FAILED);
-    extensions.set("field", "extensions.persistedQuery");
-    error.extensions = Some(extensions);
+    let mut error = limits::refusal(message, VALIDATION_FAILED, None);
+    if let Some(extensions) = error.extensions.as_mut() {
+        extensions.set("field", "extensions.persistedQuery");
+    }
     error
 }
 
@@ -330,25 +349,27 @@ pub async fn add_trusted_documents(
     db: &DatabaseConnection,
     documents: Vec<TrustedDocument>,
 ) -> anyhow::Result<usize> {
-    let mut added = 0;
-    for document in documents {
-        let row = entity::trusted_document::ActiveModel {
+    if documents.is_empty() {
+        return Ok(0);
+    }
+    let now = Utc::now();
+    let rows = documents
+        .into_iter()
+        .map(|document| entity::trusted_document::ActiveModel {
             hash: Set(document.hash),
             body: Set(document.body),
             operation_name: Set(document.operation_name),
-            created_at: Set(Utc::now()),
-        };
-        let inserted = entity::trusted_document::Entity::insert(row)
-            .on_conflict(
-                OnConflict::column(entity::trusted_document::Column::Hash)
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .exec_without_returning(db)
-            .await?;
-        added += usize::try_from(inserted).unwrap_or(0);
-    }
-    Ok(added)
+            created_at: Set(now),
+        });
+    let inserted = entity::trusted_document::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::column(entity::trusted_document::Column::Hash)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(usize::try_from(inserted).unwrap_or(0))
 }
 
 /// Every registered document, oldest first.

@@ -34,8 +34,10 @@ use super::playground;
 use crate::error::plain_json_message;
 use crate::graphql::context::{RequestContext, Viewer};
 use crate::graphql::document_guard;
-use crate::graphql::limits::{finish_response, is_request_error, limit_exceeded};
-use crate::graphql::persisted::Registration;
+use crate::graphql::limits::{
+    INVALID_REQUEST, finish_response, is_request_error, limit_exceeded, refusal,
+};
+use crate::graphql::persisted::{Registration, names_persisted_query, set_extensions};
 
 /// The media types a GraphQL answer comes in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,13 +131,9 @@ struct WireRequest {
 
 impl WireRequest {
     fn into_request(self) -> Result<Request, String> {
-        let has_persisted_query = self
-            .extensions
-            .as_ref()
-            .is_some_and(|extensions| extensions.contains_key("persistedQuery"));
         let query = match self.query {
             Some(query) if !query.trim().is_empty() => query,
-            _ if has_persisted_query => String::new(),
+            _ if names_persisted_query(self.extensions.as_ref()) => String::new(),
             _ => return Err("the request has no query".to_owned()),
         };
         let mut request = Request::new(query);
@@ -143,10 +141,7 @@ impl WireRequest {
         if let Some(variables) = self.variables {
             request.variables = Variables::from_json(serde_json::Value::Object(variables));
         }
-        for (name, value) in self.extensions.unwrap_or_default() {
-            let value = Value::from_json(value).map_err(|err| err.to_string())?;
-            request.extensions.insert(name, value);
-        }
+        set_extensions(&mut request, self.extensions);
         Ok(request)
     }
 }
@@ -444,11 +439,7 @@ fn refused(error: ServerError) -> Response {
 
 /// An error about the HTTP request itself, coded BAD_USER_INPUT.
 fn request_error(message: impl Into<String>) -> ServerError {
-    let mut error = ServerError::new(message, None);
-    let extensions = error.extensions.get_or_insert_with(Default::default);
-    extensions.set("code", "BAD_USER_INPUT");
-    extensions.set("reason", "INVALID_REQUEST");
-    error
+    refusal(message, INVALID_REQUEST, None)
 }
 
 /// A 400 answer for a body or URL that is not a GraphQL request.

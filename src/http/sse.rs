@@ -27,6 +27,7 @@ use super::client::device_info;
 use crate::auth::tokens::ACCESS_TOKEN_EXPIRED;
 use crate::graphql::context::{RequestContext, Viewer};
 use crate::graphql::limits::{finish_response, is_request_error};
+use crate::graphql::persisted::{names_persisted_query, set_extensions};
 
 /// An operation, as graphql-sse clients send it.
 #[derive(Deserialize)]
@@ -56,11 +57,7 @@ pub async fn stream(
             "the body is not a GraphQL request",
         );
     };
-    let names_persisted_query = body
-        .extensions
-        .as_ref()
-        .is_some_and(|extensions| extensions.contains_key("persistedQuery"));
-    if body.query.trim().is_empty() && !names_persisted_query {
+    if body.query.trim().is_empty() && !names_persisted_query(body.extensions.as_ref()) {
         return refuse(
             StatusCode::BAD_REQUEST,
             "BAD_USER_INPUT",
@@ -107,11 +104,7 @@ pub async fn stream(
     if let Some(variables) = body.variables {
         request = request.variables(Variables::from_json(variables));
     }
-    for (name, value) in body.extensions.unwrap_or_default() {
-        if let Ok(value) = async_graphql::Value::from_json(value) {
-            request.extensions.insert(name, value);
-        }
-    }
+    set_extensions(&mut request, body.extensions);
     let registration = match state.persisted.resolve(&mut request).await {
         Ok(registration) => registration,
         Err(error) => {

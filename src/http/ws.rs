@@ -51,6 +51,7 @@ use super::client::device_info;
 use crate::auth::service::DeviceInfo;
 use crate::graphql::context::{RequestContext, Viewer};
 use crate::graphql::limits::{finish_response, is_request_error};
+use crate::graphql::persisted::set_extensions;
 use crate::orgs::access::{CredentialWatch, Ending};
 
 /// The subprotocol this endpoint prefers.
@@ -474,11 +475,7 @@ impl Connection {
         if let Some(variables) = payload.variables {
             request = request.variables(Variables::from_json(variables));
         }
-        for (name, value) in payload.extensions.unwrap_or_default() {
-            if let Ok(value) = async_graphql::Value::from_json(value) {
-                request.extensions.insert(name, value);
-            }
-        }
+        set_extensions(&mut request, payload.extensions);
         let persisted = self.state.persisted.clone();
         let context: Arc<RequestContext> =
             RequestContext::new(self.state.app.clone(), viewer, self.device.clone());

@@ -23,6 +23,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use entity::role::Role;
 use entity::{api_key, membership, user_session};
 use futures::{Stream, StreamExt};
@@ -240,40 +241,34 @@ impl Revocations {
         let now = clock.now();
         // Each watched credential that still exists, with its revocation
         // and expiry: sessions, then API keys.
-        let mut found: HashMap<Uuid, (bool, Option<chrono::DateTime<chrono::Utc>>)> =
-            user_session::Entity::find()
-                .select_only()
-                .column(user_session::Column::Id)
-                .column(user_session::Column::RevokedAt)
-                .column(user_session::Column::ExpiresAt)
-                .filter(user_session::Column::Id.is_in(ids.iter().copied()))
-                .into_tuple::<(
-                    Uuid,
-                    Option<chrono::DateTime<chrono::Utc>>,
-                    Option<chrono::DateTime<chrono::Utc>>,
-                )>()
-                .all(db)
-                .await?
-                .into_iter()
-                .map(|(id, revoked_at, expires_at)| (id, (revoked_at.is_some(), expires_at)))
-                .collect();
-        found.extend(
-            api_key::Entity::find()
-                .select_only()
-                .column(api_key::Column::Id)
-                .column(api_key::Column::RevokedAt)
-                .column(api_key::Column::ExpiresAt)
-                .filter(api_key::Column::Id.is_in(ids.iter().copied()))
-                .into_tuple::<(
-                    Uuid,
-                    Option<chrono::DateTime<chrono::Utc>>,
-                    Option<chrono::DateTime<chrono::Utc>>,
-                )>()
-                .all(db)
-                .await?
-                .into_iter()
-                .map(|(id, revoked_at, expires_at)| (id, (revoked_at.is_some(), expires_at))),
-        );
+        type Liveness = (Uuid, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+        let sessions: Vec<Liveness> = user_session::Entity::find()
+            .select_only()
+            .columns([
+                user_session::Column::Id,
+                user_session::Column::RevokedAt,
+                user_session::Column::ExpiresAt,
+            ])
+            .filter(user_session::Column::Id.is_in(ids.iter().copied()))
+            .into_tuple()
+            .all(db)
+            .await?;
+        let keys: Vec<Liveness> = api_key::Entity::find()
+            .select_only()
+            .columns([
+                api_key::Column::Id,
+                api_key::Column::RevokedAt,
+                api_key::Column::ExpiresAt,
+            ])
+            .filter(api_key::Column::Id.is_in(ids.iter().copied()))
+            .into_tuple()
+            .all(db)
+            .await?;
+        let found: HashMap<Uuid, (bool, Option<DateTime<Utc>>)> = sessions
+            .into_iter()
+            .chain(keys)
+            .map(|(id, revoked_at, expires_at)| (id, (revoked_at.is_some(), expires_at)))
+            .collect();
         self.credentials
             .end(ids.into_iter().filter_map(|id| match found.get(&id) {
                 None | Some((true, _)) => Some((id, Ending::Revoked)),
