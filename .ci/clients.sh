@@ -20,9 +20,11 @@
 #   f. graphql-http audit                    (clients/audit.mjs: every MUST and SHOULD ok), and
 #      the step kinds' JSON Schemas in Ajv's strict mode (clients/step-schemas.mjs)
 #   g. GraphiQL in Chromium                  (web/graphiql/browser-test.mjs against the server)
-#   h. graphql-ws reconnects                 (clients/reconnect.mjs: the stock client across a
-#                                             SIGTERM and restart, and a SIGKILL of one of two
-#                                             instances; close codes 4419 and 4403)
+#   h. graphql-ws reconnects                 (clients/reconnect.mjs: the stock client, as execution
+#                                             followers and a dashboard, and Apollo Client's
+#                                             GraphQLWsLink as a dashboard, across a SIGTERM and
+#                                             restart, and a SIGKILL of one of two instances;
+#                                             close codes 4419 and 4403)
 # a and e stop the stage when they fail; the others are all run and the stage fails at the
 # end if any did. The server log stays in target/clients/server.log (its tail is printed on a
 # failure), and the server is always stopped and its database and Redis keys removed.

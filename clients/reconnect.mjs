@@ -1,16 +1,27 @@
-// The stock graphql-ws client (pinned in package.json) against real `flowpilot serve`
-// processes, written the way the README's "Live dashboards" tells dashboards to:
+// The stock graphql-ws client (pinned in package.json), and Apollo Client over its
+// GraphQLWsLink, against real `flowpilot serve` processes, written the way the README's
+// "Live dashboards" tells dashboards to:
 //
 // - an execution's subscription keeps its variables in a mutable object, raises `afterSeq`
 //   to each event's `seq` and drops anything at or below it, so graphql-ws's retries (which
 //   re-send the same payload object) resume exactly where the stream stopped;
+// - an organization dashboard keeps `{ org, after }` in one mutable object, sets `after` to
+//   every item's `cursor`, drops an event at or below the newest seq it applied of that
+//   execution, and loads what it shows on a StreamResync (INITIAL first, any other reason
+//   when the stream could not resume exactly). With Apollo Client, which copies variables
+//   before its links run, a link ahead of GraphQLWsLink hands graphql-ws that same object;
 // - `connectionParams` is a function returning a fresh token, and `shouldRetry` stops on 4403.
 //
-// Scenarios, each asserting that the subscriber receives seq 1..N exactly once (no repeat
-// even before dropping, no gap) and ends with the terminal event:
-//   1. SIGTERM of the instance the client is connected to, mid-execution, then a restart of
-//      it on the same port;
-//   2. SIGKILL of one of two instances mid-execution; the client's URL moves to the other;
+// Scenarios 1 and 2 run four executions at once, all in flight when the server goes away;
+// one is followed with `executionEvents`, which receives seq 1..N exactly once (no repeat
+// even before dropping, no gap) and ends with the terminal event, and two dashboards (stock
+// graphql-ws, Apollo), subscribed to `organizationExecutionEvents` before the executions
+// start, receive every execution's seq 1..N exactly once, in order, before dropping too,
+// the terminal event once, and no StreamResync but the first INITIAL; every resubscription
+// goes over the socket with the cursor of the last item received as `after`:
+//   1. SIGTERM of the instance the clients are connected to, mid-execution, then a restart
+//      of it on the same port;
+//   2. SIGKILL of one of two instances mid-execution; the clients' URL moves to the other;
 // and two close codes as the client sees them:
 //   3. an expired access token closes 4419, which graphql-ws retries: the next
 //      `connectionParams` gives a fresh token and the subscription runs;
@@ -25,6 +36,8 @@ import { createWriteStream } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 
+import { ApolloClient, ApolloLink, InMemoryCache, gql } from '@apollo/client';
+import { GraphQLWsLink } from '@apollo/client/link/subscriptions';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 
@@ -202,6 +215,225 @@ function assertExactlyOnce(name, { delivered, kept }) {
   log(`ok  ${name}: seq 1..${seqs.length} exactly once, ending ${last.kind}`);
 }
 
+const DASHBOARD = `subscription Dashboard($org: ID!, $after: String) {
+  organizationExecutionEvents(organizationId: $org, after: $after) {
+    __typename
+    ... on ExecutionEvent { executionId seq kind executionStatus occurredAt cursor }
+    ... on StreamResync { reason occurredAt cursor }
+  }
+}`;
+const TERMINAL = ['EXECUTION_SUCCEEDED', 'EXECUTION_FAILED', 'EXECUTION_CANCELLED', 'EXECUTION_TIMED_OUT'];
+
+/**
+ * An organization dashboard written the README's way, with the stock graphql-ws client or
+ * with Apollo Client over GraphQLWsLink. Besides what the README's code does, it records
+ * every item the server delivered (before dropping), each load of the dashboard, and the
+ * `after` of every subscribe message as it went over the socket, next to the cursor of the
+ * last item received by then.
+ */
+function watchOrganization({ name, apollo, url, token, organizationId }) {
+  const record = { name, delivered: [], kept: new Map(), loads: [], subscribes: [] };
+  let lastCursor = null;
+  let failure = null;
+  const waiters = new Set();
+  const settle = () => {
+    for (const waiter of waiters) waiter();
+  };
+  const fail = (error) => {
+    failure = error instanceof Error ? error : new Error(JSON.stringify(error));
+    settle();
+  };
+  // The client's socket: `ws`, noting what each subscribe message carries as `after`.
+  class RecordingWebSocket extends WebSocket {
+    send(data, ...rest) {
+      const message = JSON.parse(data);
+      if (message.type === 'subscribe') {
+        record.subscribes.push({ after: message.payload.variables?.after, latest: lastCursor });
+      }
+      return super.send(data, ...rest);
+    }
+  }
+  const wsClient = createClient({
+    url,
+    webSocketImpl: RecordingWebSocket,
+    lazy: true,
+    retryAttempts: Infinity,
+    retryWait: () => sleep(200),
+    connectionParams: async () => ({ authorization: `Bearer ${await token()}` }),
+    shouldRetry: (event) => !(event && event.code === 4403),
+  });
+  const loadDashboard = (reason) => record.loads.push(reason);
+  const applyEvent = (event) => {
+    const events = record.kept.get(event.executionId) ?? [];
+    events.push(event);
+    record.kept.set(event.executionId, events);
+  };
+
+  // The README's dashboard: one variables object for the subscription's whole life.
+  const variables = { org: organizationId, after: null };
+  const lastSeq = new Map(); // executionId -> the newest seq applied
+  const onItem = (item) => {
+    record.delivered.push(item); // (recording: every item, before dropping)
+    lastCursor = item.cursor;
+    queueMicrotask(settle);
+    variables.after = item.cursor; // a retry resumes after this item
+    if (item.__typename === 'StreamResync') {
+      // INITIAL opens the stream: load what you show, then apply what follows.
+      // Any other reason: the stream could not resume exactly; load it again.
+      loadDashboard(item.reason);
+      return;
+    }
+    if (item.seq <= (lastSeq.get(item.executionId) ?? 0)) return; // already applied
+    lastSeq.set(item.executionId, item.seq);
+    applyEvent(item);
+  };
+
+  let stop;
+  if (apollo) {
+    // Apollo copies the variables before its links run; this link gives GraphQLWsLink
+    // (and so graphql-ws's retries) the dashboard's own object instead.
+    const liveVariablesLink = new ApolloLink((operation, forward) => {
+      const { liveVariables } = operation.getContext();
+      if (liveVariables) operation.variables = liveVariables;
+      return forward(operation);
+    });
+    const client = new ApolloClient({
+      cache: new InMemoryCache(),
+      link: ApolloLink.from([liveVariablesLink, new GraphQLWsLink(wsClient)]),
+    });
+    const subscription = client
+      .subscribe({ query: gql(DASHBOARD), variables, context: { liveVariables: variables } })
+      .subscribe({
+        next: ({ data, error }) => (error ? fail(error) : onItem(data.organizationExecutionEvents)),
+        error: fail,
+        complete: () => fail(new Error(`${name}: the subscription completed`)),
+      });
+    stop = () => {
+      subscription.unsubscribe();
+      client.stop();
+      wsClient.dispose();
+    };
+  } else {
+    const unsubscribe = wsClient.subscribe(
+      { query: DASHBOARD, variables },
+      {
+        next: ({ data, errors }) => (errors ? fail(errors) : onItem(data.organizationExecutionEvents)),
+        error: fail,
+        complete: () => fail(new Error(`${name}: the subscription completed`)),
+      },
+    );
+    stop = () => {
+      unsubscribe();
+      wsClient.dispose();
+    };
+  }
+
+  /** Resolves once `ready()` holds, rejects on the subscription's failure or after `ms`. */
+  const until = (ready, what, ms) =>
+    new Promise((resolve, reject) => {
+      const check = () => {
+        if (failure) {
+          waiters.delete(check);
+          clearTimeout(timer);
+          reject(failure);
+        } else if (ready()) {
+          waiters.delete(check);
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      const timer = setTimeout(() => {
+        waiters.delete(check);
+        reject(new Error(`${name}: no ${what} within ${ms / 1000} s`));
+      }, ms);
+      waiters.add(check);
+      check();
+    });
+  const finished = (id) => (record.kept.get(id) ?? []).some((event) => TERMINAL.includes(event.kind));
+  return {
+    record,
+    stop,
+    /** The stream has started (its first item arrived). */
+    started: () => until(() => record.delivered.length > 0, 'first item', 15000),
+    /** Every one of `executionIds` has had its terminal event. */
+    finished: (executionIds) => until(() => executionIds.every(finished), 'terminal event of each execution', 60000),
+    unfinished: (executionIds) => executionIds.filter((id) => !finished(id)).length,
+  };
+}
+
+/** Both dashboards on `url`, once each stream has started. */
+async function openDashboards({ url, token, organizationId }) {
+  const dashboards = [false, true].map((apollo) =>
+    watchOrganization({ name: apollo ? 'Apollo dashboard' : 'graphql-ws dashboard', apollo, url, token, organizationId }),
+  );
+  try {
+    await Promise.all(dashboards.map((dashboard) => dashboard.started()));
+  } catch (error) {
+    for (const dashboard of dashboards) dashboard.stop();
+    throw error;
+  }
+  return dashboards;
+}
+
+/**
+ * Asserts that a dashboard received every one of `lastSeqs`' executions (id -> its
+ * `lastEventSeq`) as seq 1..N exactly once, in order, before dropping too, ending with its
+ * terminal event; that no other execution arrived with a repeat; that the only StreamResync
+ * was the INITIAL first item; and that it resubscribed, each time with the cursor of the
+ * last item received as `after`.
+ */
+function assertDashboard(scenarioName, { name, delivered, kept, loads, subscribes }, lastSeqs) {
+  const problems = [];
+  const resyncs = delivered.filter((item) => item.__typename === 'StreamResync').map((item) => item.reason);
+  if (delivered[0]?.__typename !== 'StreamResync' || delivered[0].reason !== 'INITIAL') {
+    problems.push(`first item ${JSON.stringify(delivered[0])}`);
+  }
+  if (resyncs.length !== 1 || JSON.stringify(loads) !== JSON.stringify(['INITIAL'])) {
+    problems.push(`resyncs ${resyncs.join(',')}, loads ${loads.join(',')}`);
+  }
+  const deliveredSeqs = new Map();
+  for (const item of delivered) {
+    if (item.__typename !== 'ExecutionEvent') continue;
+    deliveredSeqs.set(item.executionId, [...(deliveredSeqs.get(item.executionId) ?? []), item]);
+  }
+  for (const [executionId, events] of deliveredSeqs) {
+    const seqs = events.map((event) => event.seq);
+    if (seqs.some((seq, index) => index > 0 && seq !== seqs[index - 1] + 1)) {
+      problems.push(`${executionId} delivered ${seqs.join(',')}`);
+    }
+  }
+  for (const [executionId, lastEventSeq] of lastSeqs) {
+    const expected = Array.from({ length: lastEventSeq }, (_, index) => index + 1).join(',');
+    const raw = deliveredSeqs.get(executionId) ?? [];
+    const applied = kept.get(executionId) ?? [];
+    if (raw.map((event) => event.seq).join(',') !== expected) {
+      problems.push(`${executionId} delivered ${raw.map((event) => event.seq).join(',')}, not 1..${lastEventSeq}`);
+    }
+    if (applied.map((event) => event.seq).join(',') !== expected) {
+      problems.push(`${executionId} applied ${applied.map((event) => event.seq).join(',')}, not 1..${lastEventSeq}`);
+    }
+    const terminal = raw.filter((event) => TERMINAL.includes(event.kind));
+    if (terminal.length !== 1 || terminal[0] !== raw[raw.length - 1] || terminal[0].executionStatus !== 'SUCCEEDED') {
+      problems.push(`${executionId} terminal events ${JSON.stringify(terminal)}`);
+    }
+  }
+  const resumed = subscribes.slice(1);
+  if (!resumed.length) problems.push('never resubscribed');
+  if (subscribes[0] && subscribes[0].after !== null) problems.push(`first subscribed after ${subscribes[0].after}`);
+  for (const [index, { after, latest }] of resumed.entries()) {
+    if (after == null || after !== latest) {
+      problems.push(`resubscription ${index + 1} sent after=${after}, not the latest cursor ${latest}`);
+    }
+  }
+  const label = `${scenarioName}, ${name}`;
+  if (problems.length) throw new Error(`${label}: ${problems.join('; ')}`);
+  const events = delivered.length - 1;
+  log(
+    `ok  ${label}: ${lastSeqs.size} executions each seq 1..N exactly once (${events} events, none repeated), ` +
+      `terminal once, only the INITIAL resync; resubscribed ${resumed.length}x with the latest cursor`,
+  );
+}
+
 /** An access token like `token`, signed with the server's key, whose time ran out. */
 function expired(token) {
   const [header, payload] = token.split('.');
@@ -268,50 +500,92 @@ try {
       )
     ).runWorkflow.id;
 
-  await scenario('SIGTERM and restart of the instance the client is on', async () => {
-    const executionId = await run();
-    let stopped = false;
-    const result = await followExecution({
+  /** `lastEventSeq` of each execution, by id. */
+  const lastEventSeqs = async (executionIds) =>
+    new Map(
+      await Promise.all(
+        executionIds.map(async (id) => {
+          const { execution } = await graphql(
+            b,
+            'query LastSeq($id: ID!) { execution(id: $id) { lastEventSeq } }',
+            { id },
+            accessToken,
+          );
+          return [id, execution.lastEventSeq];
+        }),
+      ),
+    );
+
+  /**
+   * Dashboards on `url` first, then four executions at once, the first of them followed;
+   * `interrupt` runs when the follower has seq 3, with the other three still running.
+   */
+  async function interrupted(name, { url, interrupt }) {
+    const organizationId = createOrganization.id;
+    const dashboards = await openDashboards({ url, token, organizationId });
+    try {
+      const executionIds = await Promise.all([run(), run(), run(), run()]);
+      let interruption = null;
+      let interruptionFailed;
+      const failed = new Promise((_, reject) => {
+        interruptionFailed = reject;
+      });
+      const result = await Promise.race([
+        failed,
+        followExecution({
+          url,
+          token,
+          executionId: executionIds[0],
+          onEvent: (event) => {
+            if (event.seq === 3 && !interruption) {
+              const unfinished = dashboards[0].unfinished(executionIds);
+              interruption =
+                unfinished < 2
+                  ? Promise.reject(new Error(`only ${unfinished} execution(s) in flight at the interruption`))
+                  : interrupt(`${unfinished} of ${executionIds.length} executions unfinished`);
+              interruption.catch(interruptionFailed);
+            }
+          },
+        }),
+      ]);
+      if (!interruption) throw new Error('the execution finished before the interruption');
+      await interruption;
+      assertExactlyOnce(`${name}, executionEvents`, result);
+      await Promise.all(dashboards.map((dashboard) => dashboard.finished(executionIds)));
+      const lastSeqs = await lastEventSeqs(executionIds);
+      for (const dashboard of dashboards) assertDashboard(name, dashboard.record, lastSeqs);
+    } finally {
+      for (const dashboard of dashboards) dashboard.stop();
+    }
+  }
+
+  await scenario('SIGTERM and restart of the instance the clients are on', () =>
+    interrupted('SIGTERM and restart', {
       url: a.ws,
-      token,
-      executionId,
-      onEvent: (event) => {
-        if (event.seq === 3 && !stopped) {
-          stopped = true;
-          (async () => {
-            log('SIGTERM to a');
-            await a.stop('SIGTERM');
-            await sleep(500);
-            await a.start();
-            log('a is back');
-          })();
-        }
+      interrupt: async (state) => {
+        log(`SIGTERM to a (${state})`);
+        await a.stop('SIGTERM');
+        await sleep(500);
+        await a.start();
+        log('a is back');
       },
-    });
-    if (!stopped) throw new Error('the execution finished before the restart');
-    assertExactlyOnce('SIGTERM and restart', result);
-  });
+    }),
+  );
 
   await scenario('SIGKILL of one of two instances', async () => {
-    const executionId = await run();
     let target = a;
-    let killed = false;
-    const result = await followExecution({
-      url: () => target.ws,
-      token,
-      executionId,
-      onEvent: (event) => {
-        if (event.seq === 3 && !killed) {
-          killed = true;
-          log('SIGKILL to a; the client moves to b');
+    try {
+      await interrupted('SIGKILL of one of two instances', {
+        url: () => target.ws,
+        interrupt: async (state) => {
+          log(`SIGKILL to a (${state}); the clients move to b`);
           target = b;
-          a.stop('SIGKILL');
-        }
-      },
-    });
-    if (!killed) throw new Error('the execution finished before the kill');
-    assertExactlyOnce('SIGKILL of one of two instances', result);
-    await a.start();
+          await a.stop('SIGKILL');
+        },
+      });
+    } finally {
+      if (a.process.exitCode !== null || a.process.signalCode !== null) await a.start();
+    }
   });
 
   await scenario('an expired token closes 4419, and a refreshed one is taken on the retry', async () => {

@@ -260,6 +260,16 @@ pub struct Settings {
         global = true
     )]
     pub stream_recheck_ms: u64,
+    /// Events an organization stream reads from the log at most to catch
+    /// up exactly (after a resume, a lag or a bus reconnect); past it, it
+    /// sends a `StreamResync` instead.
+    #[arg(
+        long,
+        env = "FLOWPILOT_STREAM_REPLAY_LIMIT",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub stream_replay_limit: u64,
     /// Seconds a WebSocket client has to send `connection_init`.
     #[arg(
         long,
@@ -574,6 +584,10 @@ fn check_settings(settings: &Settings) -> anyhow::Result<()> {
         (
             "FLOWPILOT_STREAM_RECHECK_MS",
             settings.stream_recheck_ms as usize,
+        ),
+        (
+            "FLOWPILOT_STREAM_REPLAY_LIMIT",
+            settings.stream_replay_limit as usize,
         ),
         (
             "FLOWPILOT_SCHEDULER_INTERVAL_MS",

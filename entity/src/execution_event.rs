@@ -17,6 +17,10 @@ pub struct Model {
     /// The execution and step snapshot the event carries, as JSON.
     pub payload: Json,
     pub occurred_at: DateTimeUtc,
+    /// Where the event stands in commit order: on PostgreSQL the id of the
+    /// transaction that wrote it, on SQLite a counter (see the migration
+    /// `event_positions`).
+    pub position: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -3,18 +3,22 @@
 //! Each event carries a snapshot of the execution's scalar fields and of
 //! the step that changed, so streaming it to many subscribers needs no
 //! further reads. `seq` is allocated by the writer of the change, in the
-//! same transaction (see `engine::store`).
+//! same transaction (see `engine::store`); the event's `position` in commit
+//! order is set by the database as it is written (see `watermark`).
 
 use chrono::{DateTime, Utc};
 use entity::execution_event;
 use entity::status::{ExecutionStatus, StepStatus};
+use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
+
+use super::watermark::{self, Watermark};
 
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +133,10 @@ impl From<&entity::step_run::Model> for StepSnapshot {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ExecutionEventRecord {
     pub seq: i32,
+    /// Where the event stands in commit order (see `watermark`); 0 when
+    /// unknown (a message from an instance that does not send it).
+    #[serde(default)]
+    pub position: i64,
     pub kind: EventKind,
     pub occurred_at: DateTime<Utc>,
     pub execution: ExecutionSnapshot,
@@ -157,8 +165,9 @@ pub async fn append(
     step: Option<StepSnapshot>,
     occurred_at: DateTime<Utc>,
 ) -> Result<ExecutionEventRecord, DbErr> {
-    let record = ExecutionEventRecord {
+    let mut record = ExecutionEventRecord {
         seq: execution.last_event_seq,
+        position: 0,
         kind,
         occurred_at,
         execution: execution.into(),
@@ -169,18 +178,40 @@ pub async fn append(
         step: record.step.clone(),
     })
     .map_err(|e| DbErr::Custom(format!("event payload: {e}")))?;
-    execution_event::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        execution_id: Set(execution.id),
-        organization_id: Set(execution.organization_id),
-        workflow_id: Set(execution.workflow_id),
-        seq: Set(record.seq),
-        kind: Set(kind.as_str()),
-        payload: Set(payload),
-        occurred_at: Set(occurred_at),
-    }
-    .insert(conn)
-    .await?;
+    use execution_event::Column;
+    let insert = Query::insert()
+        .into_table(execution_event::Entity)
+        .columns([
+            Column::Id,
+            Column::ExecutionId,
+            Column::OrganizationId,
+            Column::WorkflowId,
+            Column::Seq,
+            Column::Kind,
+            Column::Payload,
+            Column::OccurredAt,
+            Column::Position,
+        ])
+        .values_panic([
+            Uuid::now_v7().into(),
+            execution.id.into(),
+            execution.organization_id.into(),
+            execution.workflow_id.into(),
+            record.seq.into(),
+            kind.as_str().into(),
+            payload.into(),
+            occurred_at.into(),
+            Expr::cust(watermark::position_of_this_write(
+                conn.get_database_backend(),
+            )),
+        ])
+        .returning_col(Column::Position)
+        .to_owned();
+    let written = conn
+        .query_one(&insert)
+        .await?
+        .ok_or_else(|| DbErr::Custom("an appended event returned no position".to_owned()))?;
+    record.position = written.try_get("", "position")?;
     Ok(record)
 }
 
@@ -210,6 +241,90 @@ pub async fn events_from(
     rows.into_iter().map(decode).collect()
 }
 
+/// Where one logged event stands.
+#[derive(Clone, Copy, Debug)]
+pub struct LoggedPosition {
+    pub id: Uuid,
+    pub execution_id: Uuid,
+    pub seq: i32,
+    pub position: i64,
+}
+
+/// The organization's events that `to` covers and `from` does not, of
+/// these workflows' executions only unless the list is empty, at most
+/// `limit + 1` of them (more than `limit` means too many to replay).
+pub async fn committed_between(
+    conn: &impl ConnectionTrait,
+    organization_id: Uuid,
+    workflow_ids: &[Uuid],
+    from: &Watermark,
+    to: &Watermark,
+    limit: u64,
+) -> Result<Vec<LoggedPosition>, DbErr> {
+    use execution_event::Column;
+    let (first_uncovered, uncovered_below) = from.uncovered();
+    let (to_first_uncovered, _) = to.uncovered();
+    let rows: Vec<(Uuid, Uuid, i32, i64)> = execution_event::Entity::find()
+        .select_only()
+        .columns([
+            Column::Id,
+            Column::ExecutionId,
+            Column::Seq,
+            Column::Position,
+        ])
+        .filter(Column::OrganizationId.eq(organization_id))
+        .filter(
+            Condition::any()
+                .add(Column::Position.gte(first_uncovered))
+                .add(Column::Position.is_in(uncovered_below.iter().copied())),
+        )
+        .filter(Column::Position.lt(to_first_uncovered))
+        .apply_if(
+            (!workflow_ids.is_empty()).then_some(workflow_ids),
+            |query, ids| query.filter(Column::WorkflowId.is_in(ids.iter().copied())),
+        )
+        .order_by_asc(Column::Position)
+        .order_by_asc(Column::ExecutionId)
+        .order_by_asc(Column::Seq)
+        .limit(limit + 1)
+        .into_tuple()
+        .all(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, execution_id, seq, position)| LoggedPosition {
+            id,
+            execution_id,
+            seq,
+            position,
+        })
+        .filter(|logged| to.covers(logged.position) && !from.covers(logged.position))
+        .collect())
+}
+
+/// The events with these ids, per execution in seq order.
+pub async fn events_by_id(
+    conn: &impl ConnectionTrait,
+    ids: &[Uuid],
+) -> Result<Vec<ExecutionEventRecord>, DbErr> {
+    let mut events = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(ID_BATCH) {
+        let rows = execution_event::Entity::find()
+            .filter(execution_event::Column::Id.is_in(chunk.iter().copied()))
+            .order_by_asc(execution_event::Column::ExecutionId)
+            .order_by_asc(execution_event::Column::Seq)
+            .all(conn)
+            .await?;
+        for row in rows {
+            events.push(decode(row)?);
+        }
+    }
+    Ok(events)
+}
+
+/// Ids one query binds, well below every database's limit.
+const ID_BATCH: usize = 1_000;
+
 fn decode(row: execution_event::Model) -> Result<ExecutionEventRecord, DbErr> {
     let kind: EventKind = serde_json::from_value(Value::String(row.kind.clone()))
         .map_err(|e| DbErr::Custom(format!("unknown event kind {}: {e}", row.kind)))?;
@@ -217,6 +332,7 @@ fn decode(row: execution_event::Model) -> Result<ExecutionEventRecord, DbErr> {
         .map_err(|e| DbErr::Custom(format!("event payload: {e}")))?;
     Ok(ExecutionEventRecord {
         seq: row.seq,
+        position: row.position,
         kind,
         occurred_at: row.occurred_at,
         execution: payload.execution,

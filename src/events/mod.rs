@@ -12,6 +12,7 @@ pub mod patience;
 pub mod recheck;
 pub mod redis_bus;
 pub mod replay;
+pub mod watermark;
 
 pub use bus::{BusMessage, BusSignal, EventBus, Topic};
 pub use log::{EventKind, ExecutionEventRecord, ExecutionSnapshot, StepSnapshot};

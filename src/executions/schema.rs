@@ -17,7 +17,8 @@ use super::service::{
 };
 use crate::error::AppError;
 use crate::events::log::{EventKind, ExecutionEventRecord, ExecutionSnapshot};
-use crate::events::organization_stream::{ResyncReason, StreamFilter, StreamItem};
+use crate::events::organization_stream::{ResyncReason, StreamFilter, StreamItem, StreamStart};
+use crate::events::watermark::StreamCursor;
 use crate::graphql::context::{RequestContext, parse_id};
 use crate::pagination::{decode_after, encode_cursor, page_size};
 use crate::workflows::schema::{Workflow, load_workflow};
@@ -348,6 +349,7 @@ impl Execution {
                 let event = ExecutionEvent {
                     record,
                     viewer_role: self.viewer_role,
+                    cursor: None,
                 };
                 Edge::new(cursor, event)
             })
@@ -518,6 +520,8 @@ impl StepRun {
 pub struct ExecutionEvent {
     record: ExecutionEventRecord,
     viewer_role: Role,
+    /// Where an organization stream stands once this is delivered.
+    cursor: Option<StreamCursor>,
 }
 
 /// A change to an execution, in order (`seq` 1, 2, 3, …), with the execution as
@@ -580,6 +584,14 @@ impl ExecutionEvent {
             details: None,
             viewer_role: self.viewer_role,
         }
+    }
+
+    /// On `organizationExecutionEvents`: what this dashboard has been sent
+    /// once it has this event. Pass the latest as `after` to resume the
+    /// stream, on any instance, without a repeat or a gap. Null on
+    /// `executionEvents`, which resumes with `afterSeq`.
+    async fn cursor(&self) -> Option<String> {
+        self.cursor.as_ref().map(StreamCursor::encode)
     }
 }
 
@@ -738,33 +750,48 @@ impl ExecutionMutation {
 #[derive(Default)]
 pub struct ExecutionSubscription;
 
-/// Why an organization stream asks the client to refetch.
+/// Why an organization stream asks the client to load what it shows.
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StreamResyncReason {
-    /// This subscriber fell behind and events were dropped.
+    /// The stream starts here: load what you show, then apply what follows.
+    Initial,
+    /// This subscriber fell behind by more events than the stream replays.
     Lagged,
-    /// The server's connection to the event bus was re-established; events
-    /// published meanwhile may be lost.
+    /// The server's connection to the event bus was re-established, and
+    /// more happened meanwhile than the stream replays.
     Reconnected,
+    /// The `after` cursor is too old (24 hours) or from another database.
+    CursorExpired,
+    /// More happened since the `after` cursor than the stream replays, or
+    /// the stream follows more unfinished executions than it can account
+    /// for exactly.
+    TooFarBehind,
 }
 
 impl From<ResyncReason> for StreamResyncReason {
     fn from(reason: ResyncReason) -> Self {
         match reason {
+            ResyncReason::Initial => Self::Initial,
             ResyncReason::Lagged => Self::Lagged,
             ResyncReason::Reconnected => Self::Reconnected,
+            ResyncReason::CursorExpired => Self::CursorExpired,
+            ResyncReason::TooFarBehind => Self::TooFarBehind,
         }
     }
 }
 
-/// Events may have been missed: refetch what you show, then go on reading
-/// the stream.
+/// Load what you show (the stream cannot vouch for what you have), then go
+/// on reading the stream: it continues from here.
 #[derive(SimpleObject)]
 pub struct StreamResync {
-    /// Why events may have been missed.
+    /// Why.
     reason: StreamResyncReason,
     /// When the server noticed.
     occurred_at: DateTime<Utc>,
+    /// Where the stream stands now: pass it as `after` to resume from here.
+    /// Always set; nullable like `ExecutionEvent.cursor`, so that a
+    /// selection of `cursor` on both members of the union is valid.
+    cursor: Option<String>,
 }
 
 /// An item of an organization's execution stream.
@@ -810,12 +837,17 @@ const MAX_THROTTLE_MS: i32 = 60_000;
 
 #[Subscription]
 impl ExecutionSubscription {
-    /// Every execution event of an organization from now on, as `filter`
-    /// admits them (VIEWER and up). Per execution, events arrive in order
-    /// without duplicates; when the server cannot vouch for continuity it
-    /// sends a `StreamResync` rather than drop events silently. With
-    /// `throttleMs`, events are coalesced per execution: at most one per
-    /// execution every `throttleMs`, the latest.
+    /// Every execution event of an organization, as `filter` admits them
+    /// (VIEWER and up). Without `after` it starts with a `StreamResync`
+    /// (reason INITIAL): load what you show, then apply the events that
+    /// follow. Per execution, events arrive in order without duplicates.
+    /// Each item carries a `cursor`; resubscribe with the latest as `after`
+    /// (on any instance) and the stream first sends, from the log, exactly
+    /// the admitted events committed since that this dashboard was not
+    /// sent — or, when it cannot (the cursor is older than a day, or more
+    /// happened than it replays), a `StreamResync` first. With `throttleMs`,
+    /// events are coalesced per execution: at most one per execution every
+    /// `throttleMs`, the latest.
     async fn organization_execution_events(
         &self,
         ctx: &Context<'_>,
@@ -825,6 +857,8 @@ impl ExecutionSubscription {
         >,
         #[graphql(desc = "Coalescing interval, 1 to 60000 ms; none when left out.")]
         throttle_ms: Option<i32>,
+        #[graphql(desc = "The `cursor` of the last item received, to resume after it.")]
+        after: Option<String>,
     ) -> async_graphql::Result<
         impl Stream<Item = async_graphql::Result<OrganizationStreamEvent>> + use<>,
     > {
@@ -846,28 +880,38 @@ impl ExecutionSubscription {
                     })
             })
             .transpose()?;
-        let (role, items) = service::organization_stream(
-            &request.state,
-            actor,
+        let after = after
+            .map(|text| {
+                StreamCursor::decode(&text).map_err(|_| {
+                    AppError::bad_input("after", "after is not a cursor this stream gave")
+                })
+            })
+            .transpose()?;
+        let start = StreamStart {
             organization_id,
             filter,
             throttle,
-            &request.access_ended,
-        )
-        .await?;
+            after,
+        };
+        let (role, items) =
+            service::organization_stream(&request.state, actor, start, &request.access_ended)
+                .await?;
         Ok(items.map(move |item| match item {
-            Ok(StreamItem::Event(record)) => {
+            Ok(StreamItem::Event { event, cursor }) => {
                 Ok(OrganizationStreamEvent::ExecutionEvent(ExecutionEvent {
-                    record,
+                    record: event,
                     viewer_role: role,
+                    cursor: Some(cursor),
                 }))
             }
             Ok(StreamItem::Resync {
                 reason,
                 occurred_at,
+                cursor,
             }) => Ok(OrganizationStreamEvent::StreamResync(StreamResync {
                 reason: reason.into(),
                 occurred_at,
+                cursor: Some(cursor.encode()),
             })),
             Err(err) => Err(err.into()),
         }))
@@ -929,6 +973,7 @@ impl ExecutionSubscription {
             Ok(record) => Ok(ExecutionEvent {
                 record,
                 viewer_role,
+                cursor: None,
             }),
             Err(err) => Err(err.into()),
         }))

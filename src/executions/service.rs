@@ -21,7 +21,7 @@ use crate::engine::storable;
 use crate::engine::store::{self as engine_store, CancelOutcome, publish_after_commit};
 use crate::error::{AppError, AppResult};
 use crate::events::log::{self, EventKind, ExecutionEventRecord};
-use crate::events::organization_stream::{self, StreamFilter, StreamItem};
+use crate::events::organization_stream::{self, StreamItem, StreamStart};
 use crate::events::{BusMessage, Topic, replay};
 use crate::orgs::access::{AccessEnded, MembershipGrant, until_membership_ends};
 use crate::orgs::policy::{self, Action};
@@ -476,11 +476,10 @@ pub fn event_stream(
 pub async fn organization_stream(
     state: &AppState,
     principal: Principal,
-    organization_id: Uuid,
-    filter: StreamFilter,
-    throttle: Option<std::time::Duration>,
+    start: StreamStart,
     ended: &AccessEnded,
 ) -> AppResult<(Role, impl Stream<Item = AppResult<StreamItem>> + use<>)> {
+    let organization_id = start.organization_id;
     let role = principal
         .role_in(&state.db, organization_id)
         .await?
@@ -493,8 +492,7 @@ pub async fn organization_stream(
             role,
         })
     });
-    let events =
-        organization_stream::organization_events(state.clone(), organization_id, filter, throttle);
+    let events = organization_stream::organization_events(state.clone(), start);
     Ok((
         role,
         until_membership_ends(events, membership, ended.clone()),

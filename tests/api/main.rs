@@ -49,6 +49,7 @@ mod slow_consumers;
 mod sse;
 mod startup;
 mod step_kinds;
+mod stream_resume;
 mod subscriptions;
 mod tenant_isolation;
 mod triggers;

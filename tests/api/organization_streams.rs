@@ -27,12 +27,12 @@ use crate::support::ws::WsClient;
 use crate::support::{Session, TestApp};
 
 pub(crate) const ORGANIZATION_EVENTS: &str = "subscription(
-  $organizationId: ID!, $filter: OrganizationStreamFilter, $throttleMs: Int
+  $organizationId: ID!, $filter: OrganizationStreamFilter, $throttleMs: Int, $after: String
 ) {
-  organizationExecutionEvents(organizationId: $organizationId, filter: $filter, throttleMs: $throttleMs) {
+  organizationExecutionEvents(organizationId: $organizationId, filter: $filter, throttleMs: $throttleMs, after: $after) {
     __typename
-    ... on ExecutionEvent { seq kind executionId executionStatus stepId }
-    ... on StreamResync { reason occurredAt }
+    ... on ExecutionEvent { seq kind executionId executionStatus stepId cursor }
+    ... on StreamResync { reason occurredAt cursor }
   }
 }";
 const EXECUTION_UPDATED: &str = "subscription($executionId: ID!) {
@@ -66,12 +66,12 @@ const TWO_STEP_KINDS: [&str; 7] = [
 ];
 
 /// One TRANSFORM step: a run emits 5 events.
-fn one_step() -> Value {
+pub(crate) fn one_step() -> Value {
     json!([{ "id": "a", "kind": "TRANSFORM", "config": { "output": 1 } }])
 }
 
 /// Two quick TRANSFORM steps, one after the other: a run emits 7 events.
-fn two_steps() -> Value {
+pub(crate) fn two_steps() -> Value {
     json!([
         { "id": "a", "kind": "TRANSFORM", "config": { "output": 1 } },
         { "id": "b", "kind": "TRANSFORM", "needs": ["a"], "config": { "output": "done" } }
@@ -98,19 +98,20 @@ async fn acme() -> (TestApp, Session, String) {
 
 /// The variables of [`ORGANIZATION_EVENTS`]; `Value::Null` leaves an
 /// argument out.
-fn stream_variables(organization: &str, filter: Value, throttle_ms: Value) -> Value {
+pub(crate) fn stream_variables(organization: &str, filter: Value, throttle_ms: Value) -> Value {
     json!({ "organizationId": organization, "filter": filter, "throttleMs": throttle_ms })
 }
 
-/// Subscribes `client` to the stream of `organization` as operation `op`,
-/// then gives the subscription [`SETTLE`] to go live.
-async fn watch(
+/// Subscribes `client` to the stream of `organization` as operation `op`
+/// and reads its first item, the INITIAL resync that shows it is live;
+/// answers its cursor.
+pub(crate) async fn watch(
     client: &mut WsClient,
     op: &str,
     organization: &str,
     filter: Value,
     throttle_ms: Value,
-) {
+) -> String {
     client
         .subscribe(
             op,
@@ -118,16 +119,37 @@ async fn watch(
             stream_variables(organization, filter, throttle_ms),
         )
         .await;
-    tokio::time::sleep(SETTLE).await;
+    initial_cursor(client, op).await
+}
+
+/// Reads the first item of stream `op`, which must be its INITIAL resync,
+/// and answers its cursor.
+pub(crate) async fn initial_cursor(client: &mut WsClient, op: &str) -> String {
+    let message = client.next_json().await;
+    assert_eq!(
+        (message["id"].as_str(), message["type"].as_str()),
+        (Some(op), Some("next")),
+        "{message}"
+    );
+    let item = &message["payload"]["data"]["organizationExecutionEvents"];
+    assert_eq!(
+        (item["__typename"].as_str(), item["reason"].as_str()),
+        (Some("StreamResync"), Some("INITIAL")),
+        "{item}"
+    );
+    item["cursor"].as_str().expect("a cursor").to_owned()
 }
 
 /// Stream items received, by operation id.
-type Items = HashMap<String, Vec<Value>>;
+pub(crate) type Items = HashMap<String, Vec<Value>>;
 
 /// Reads `next` items of the socket's organization streams until `enough`
 /// holds; anything else (an error, a `complete`) fails the test, and so
 /// does waiting longer than [`STREAM_WAIT`].
-async fn read_until(client: &mut WsClient, mut enough: impl FnMut(&Items) -> bool) -> Items {
+pub(crate) async fn read_until(
+    client: &mut WsClient,
+    mut enough: impl FnMut(&Items) -> bool,
+) -> Items {
     let mut items = Items::new();
     let reading = async {
         while !enough(&items) {
@@ -153,12 +175,24 @@ async fn read_until(client: &mut WsClient, mut enough: impl FnMut(&Items) -> boo
 }
 
 /// The items of operation `op`.
-fn items_of<'a>(items: &'a Items, op: &str) -> &'a [Value] {
+pub(crate) fn items_of<'a>(items: &'a Items, op: &str) -> &'a [Value] {
     items.get(op).map(Vec::as_slice).unwrap_or_default()
 }
 
+/// `items` without their cursors, which differ from run to run.
+fn without_cursors(items: &[Value]) -> Vec<Value> {
+    items
+        .iter()
+        .map(|item| {
+            let mut item = item.clone();
+            item.as_object_mut().map(|fields| fields.remove("cursor"));
+            item
+        })
+        .collect()
+}
+
 /// Whether `items` hold the terminal event of `execution`.
-fn finished(items: &[Value], execution: &str) -> bool {
+pub(crate) fn finished(items: &[Value], execution: &str) -> bool {
     items.iter().any(|item| {
         item["executionId"] == execution
             && TERMINAL_KINDS.contains(&item["kind"].as_str().unwrap_or_default())
@@ -166,21 +200,21 @@ fn finished(items: &[Value], execution: &str) -> bool {
 }
 
 /// The events of `execution` among `items`, in the order received.
-fn of_execution<'a>(items: &'a [Value], execution: &str) -> Vec<&'a Value> {
+pub(crate) fn of_execution<'a>(items: &'a [Value], execution: &str) -> Vec<&'a Value> {
     items
         .iter()
         .filter(|item| item["executionId"] == execution)
         .collect()
 }
 
-fn seqs(events: &[&Value]) -> Vec<i64> {
+pub(crate) fn seqs(events: &[&Value]) -> Vec<i64> {
     events
         .iter()
         .map(|event| event["seq"].as_i64().expect("seq"))
         .collect()
 }
 
-fn kinds<'a>(events: &[&'a Value]) -> Vec<&'a str> {
+pub(crate) fn kinds<'a>(events: &[&'a Value]) -> Vec<&'a str> {
     events
         .iter()
         .map(|event| event["kind"].as_str().expect("kind"))
@@ -188,7 +222,7 @@ fn kinds<'a>(events: &[&'a Value]) -> Vec<&'a str> {
 }
 
 /// Asserts every item is an `ExecutionEvent` (no resync).
-fn assert_only_events(items: &[Value]) {
+pub(crate) fn assert_only_events(items: &[Value]) {
     assert!(
         items
             .iter()
@@ -199,7 +233,7 @@ fn assert_only_events(items: &[Value]) {
 
 /// Asserts `items` are events of `execution` only, seq 1 to `count` in
 /// order.
-fn assert_one_whole_run(items: &[Value], execution: &str, count: i64) {
+pub(crate) fn assert_one_whole_run(items: &[Value], execution: &str, count: i64) {
     assert_only_events(items);
     assert!(
         items.iter().all(|event| event["executionId"] == execution),
@@ -212,7 +246,7 @@ fn assert_one_whole_run(items: &[Value], execution: &str, count: i64) {
 }
 
 /// Asserts the socket has sent nothing more: a ping's pong comes next.
-async fn assert_nothing_more(client: &mut WsClient) {
+pub(crate) async fn assert_nothing_more(client: &mut WsClient) {
     assert_eq!(
         client.messages_before_pong().await,
         Vec::<Value>::new(),
@@ -222,7 +256,7 @@ async fn assert_nothing_more(client: &mut WsClient) {
 
 /// The error refusing operation `op`: an `error` message, or a `next`
 /// with errors followed by `complete`.
-async fn refusal(client: &mut WsClient, op: &str) -> Value {
+pub(crate) async fn refusal(client: &mut WsClient, op: &str) -> Value {
     let message = client.next_json().await;
     assert_eq!(message["id"], op, "{message}");
     match message["type"].as_str() {
@@ -369,12 +403,12 @@ async fn kind_and_status_filters_pass_only_the_events_they_name() {
         "stepId": null
     });
     assert_eq!(
-        items_of(&items, "kinds"),
+        without_cursors(items_of(&items, "kinds")),
         std::slice::from_ref(&success),
         "kinds: [EXECUTION_SUCCEEDED]"
     );
     assert_eq!(
-        items_of(&items, "statuses"),
+        without_cursors(items_of(&items, "statuses")),
         std::slice::from_ref(&success),
         "statuses: [SUCCEEDED]"
     );
@@ -387,13 +421,7 @@ async fn a_throttled_stream_coalesces_an_executions_events_and_ends_with_its_lat
     let workflow = app.workflow(&owner, &organization, three_steps()).await;
     let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
     // The same stream unthrottled, to compare with.
-    client
-        .subscribe(
-            "all",
-            ORGANIZATION_EVENTS,
-            stream_variables(&organization, Value::Null, Value::Null),
-        )
-        .await;
+    watch(&mut client, "all", &organization, Value::Null, Value::Null).await;
     watch(
         &mut client,
         "throttled",
@@ -448,8 +476,11 @@ async fn a_throttled_stream_coalesces_an_executions_events_and_ends_with_its_lat
         "{throttled:?}"
     );
     assert!(throttled.len() < 9, "nothing was coalesced: {throttled:?}");
+    let (throttled_events, all_events) = (without_cursors(&throttled), without_cursors(&all));
     assert!(
-        throttled.iter().all(|event| all.contains(event)),
+        throttled_events
+            .iter()
+            .all(|event| all_events.contains(event)),
         "a coalesced event differs from the event itself: {throttled:?} vs {all:?}"
     );
     let received = seqs(&of_execution(&throttled, &id));
@@ -790,7 +821,7 @@ async fn execution_updated_for_an_outsider_is_not_found() {
 
 #[tokio::test]
 #[ignore = "needs PostgreSQL, Redis and a redis-server binary"]
-async fn the_stream_says_reconnected_when_redis_comes_back_and_then_streams_on() {
+async fn when_redis_comes_back_the_stream_sends_what_committed_meanwhile_once_and_streams_on() {
     require_multi_instance_backends();
     let mut redis = PrivateRedis::start()
         .await
@@ -811,18 +842,22 @@ async fn the_stream_says_reconnected_when_redis_comes_back_and_then_streams_on()
     .await;
     assert_only_events(items_of(&items, "org"));
 
+    // A run starts and finishes while nothing can be published.
     redis.stop();
     await_redis_outage(&app).await;
+    let during = app.run(&owner, &workflow, json!({})).await;
+    app.await_finished(&during).await;
     redis
         .launch()
         .await
         .expect("redis restarts on the same port");
     await_redis_health(&app, "connected").await;
-    let items = read_until(&mut client, |items| !items_of(items, "org").is_empty()).await;
-    let resync = &items_of(&items, "org")[0];
-    assert_eq!(resync["__typename"], "StreamResync", "{resync}");
-    assert_eq!(resync["reason"], "RECONNECTED", "{resync}");
-    assert!(resync["occurredAt"].is_string(), "{resync}");
+    let items = read_until(&mut client, |items| {
+        finished(items_of(items, "org"), &during)
+    })
+    .await;
+    assert_only_events(items_of(&items, "org"));
+    assert_one_whole_run(items_of(&items, "org"), &during, 7);
 
     // And the stream goes on.
     let after = app.run(&owner, &workflow, json!({})).await;
@@ -891,7 +926,7 @@ async fn events_the_bus_never_delivered_reach_the_stream_through_the_recheck_up_
 
 #[tokio::test]
 #[ignore = "needs a redis-server binary"]
-async fn redis_killed_and_restarted_while_executions_run_leaves_every_subscriber_gap_free_and_resyncs_the_dashboard()
+async fn redis_killed_and_restarted_while_executions_run_leaves_every_subscriber_and_the_dashboard_gap_free()
  {
     let mut redis = PrivateRedis::start()
         .await
@@ -938,7 +973,8 @@ async fn redis_killed_and_restarted_while_executions_run_leaves_every_subscriber
     }
     redis.stop();
     await_redis_outage(&app).await;
-    let ids: Vec<&str> = subscribers.iter().map(|(id, _)| id.as_str()).collect();
+    let owned_ids: Vec<String> = subscribers.iter().map(|(id, _)| id.clone()).collect();
+    let ids: Vec<&str> = owned_ids.iter().map(String::as_str).collect();
     let at_outage = last_event_seqs(&app, &ids).await;
     // Redis stays down until every execution has committed events nothing
     // could publish.
@@ -969,17 +1005,21 @@ async fn redis_killed_and_restarted_while_executions_run_leaves_every_subscriber
         assert_eq!(all, (1..=19).collect::<Vec<_>>(), "execution {id}");
         assert_eq!(after.last().unwrap()["kind"], "EXECUTION_SUCCEEDED");
     }
+    // The dashboard, subscribed before any run started, has every event
+    // of every run once, in order, and no resync.
     let items = read_until(&mut dashboard, |items| {
-        items_of(items, "org")
-            .iter()
-            .any(|item| item["__typename"] == "StreamResync")
+        ids.iter().all(|id| finished(items_of(items, "org"), id))
     })
     .await;
-    let resync = items_of(&items, "org")
-        .iter()
-        .find(|item| item["__typename"] == "StreamResync")
-        .unwrap();
-    assert_eq!(resync["reason"], "RECONNECTED", "{resync}");
+    assert_only_events(items_of(&items, "org"));
+    for id in &ids {
+        let events = of_execution(items_of(&items, "org"), id);
+        assert_eq!(
+            seqs(&events),
+            (1..=19).collect::<Vec<_>>(),
+            "execution {id}"
+        );
+    }
 }
 
 /// The `last_event_seq` of each execution, read from the database.

@@ -1,8 +1,9 @@
 //! A subscriber that stops reading: its queue on the bus stops growing at
 //! [`SUBSCRIBER_QUEUE`] signals however much is published, and when it
-//! reads again an execution stream catches up exactly from the log while
-//! an organization stream says `StreamResync { reason: LAGGED }` and goes
-//! on.
+//! reads again both an execution stream and an organization stream catch
+//! up exactly from the log; an organization stream that missed more than
+//! `FLOWPILOT_STREAM_REPLAY_LIMIT` events says `StreamResync { reason:
+//! LAGGED }` instead and goes on.
 //!
 //! The subscriptions run through the schema as the WebSocket and SSE
 //! handlers run them, and "stops reading" is not polling the response
@@ -23,7 +24,7 @@ use futures::stream::BoxStream;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::organization_streams::{ORGANIZATION_EVENTS, SETTLE};
+use crate::organization_streams::ORGANIZATION_EVENTS;
 use crate::support::ws::EXECUTION_EVENTS;
 use crate::support::{Session, TestApp};
 
@@ -159,76 +160,129 @@ async fn an_execution_stream_that_stops_reading_is_capped_then_catches_up_exactl
     assert_eq!(seqs, (2..=7).collect::<Vec<_>>());
 }
 
-#[tokio::test]
-async fn an_organization_stream_that_stops_reading_is_capped_then_resynced_and_goes_on() {
-    let app = TestApp::spawn().await;
-    let (owner, organization, traffic, workflow) = busy_organization(&app).await;
+/// Subscribes `owner` to the organization's stream and reads its INITIAL
+/// resync; then a run starts, and the stream's first event is its QUEUED.
+async fn dashboard_with_one_run(
+    app: &TestApp,
+    owner: &Session,
+    organization: Uuid,
+    workflow: &str,
+) -> (BoxStream<'static, Response>, String) {
     let mut stream = subscribe(
-        &app,
-        &owner,
+        app,
+        owner,
         ORGANIZATION_EVENTS,
         json!({ "organizationId": organization }),
     )
     .await;
-    // The stream goes live on its first poll; the run starts meanwhile.
-    let (first, before) = tokio::join!(
-        next_item(&mut stream, "organizationExecutionEvents"),
-        async {
-            tokio::time::sleep(SETTLE).await;
-            app.run(&owner, &workflow, json!({})).await
-        }
-    );
-    let first = first.unwrap();
-    assert_eq!(first["executionId"], before.as_str(), "{first}");
+    let initial = next_item(&mut stream, "organizationExecutionEvents")
+        .await
+        .unwrap();
+    assert_eq!(initial["reason"], "INITIAL", "{initial}");
+    let run = app.run(owner, workflow, json!({})).await;
+    let first = next_item(&mut stream, "organizationExecutionEvents")
+        .await
+        .unwrap();
+    assert_eq!(first["executionId"], run.as_str(), "{first}");
     assert_eq!(first["seq"], 1);
+    (stream, run)
+}
+
+/// Starts a run and reads `stream` until it has all 7 of its events, and
+/// nothing else, in order.
+async fn assert_a_new_run_arrives_whole(
+    app: &TestApp,
+    owner: &Session,
+    workflow: &str,
+    stream: &mut BoxStream<'static, Response>,
+) {
+    let run = app.run(owner, workflow, json!({})).await;
+    let mut seqs = Vec::new();
+    while seqs.last() != Some(&7) {
+        let item = next_item(stream, "organizationExecutionEvents")
+            .await
+            .unwrap();
+        assert_eq!(item["executionId"], run.as_str(), "{item}");
+        seqs.push(item["seq"].as_i64().unwrap());
+    }
+    assert_eq!(seqs, (1..=7).collect::<Vec<_>>());
+}
+
+/// Reads `stream` until the bus's queue for `organization` is empty and
+/// nothing more arrives; answers what it read.
+async fn drain(
+    app: &TestApp,
+    stream: &mut BoxStream<'static, Response>,
+    organization: Uuid,
+) -> Vec<Value> {
+    let topic = Topic::Organization(organization);
+    let mut items = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "the queue never drained");
+        let item = tokio::time::timeout(
+            Duration::from_millis(300),
+            next_item(stream, "organizationExecutionEvents"),
+        )
+        .await;
+        match item {
+            Ok(item) => items.push(item.unwrap()),
+            Err(_) if app.state.bus.queued(topic) == 0 => return items,
+            Err(_) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_organization_stream_that_stops_reading_is_capped_then_catches_up_exactly_from_the_log()
+{
+    let app = TestApp::spawn().await;
+    let (owner, organization, traffic, workflow) = busy_organization(&app).await;
+    let (mut stream, before) = dashboard_with_one_run(&app, &owner, organization, &workflow).await;
+
+    // The subscriber stops reading while the run finishes and three queues'
+    // worth of traffic follows: the run's events are pushed out.
+    app.finished_execution(&owner, &before).await;
+    flood(&app, organization, traffic, 3 * SUBSCRIBER_QUEUE).await;
+    assert_queue_capped(&app, organization);
+
+    // It reads on: the run's missed events come from the log, once, in
+    // order; the traffic's copies of an old event are nothing new.
+    let items = drain(&app, &mut stream, organization).await;
+    let seqs: Vec<i64> = items
+        .iter()
+        .map(|item| {
+            assert_eq!(item["__typename"], "ExecutionEvent", "{item}");
+            assert_eq!(item["executionId"], before.as_str(), "{item}");
+            item["seq"].as_i64().unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, (2..=7).collect::<Vec<_>>());
+
+    // Caught up, the stream goes on: a new run arrives whole.
+    assert_a_new_run_arrives_whole(&app, &owner, &workflow, &mut stream).await;
+}
+
+#[tokio::test]
+async fn an_organization_stream_that_missed_more_than_it_replays_is_resynced_and_goes_on() {
+    let app = TestApp::spawn_with(|settings| settings.stream_replay_limit = 3).await;
+    let (owner, organization, traffic, workflow) = busy_organization(&app).await;
+    let (mut stream, before) = dashboard_with_one_run(&app, &owner, organization, &workflow).await;
 
     app.finished_execution(&owner, &before).await;
     flood(&app, organization, traffic, 3 * SUBSCRIBER_QUEUE).await;
     assert_queue_capped(&app, organization);
 
-    let resync = next_item(&mut stream, "organizationExecutionEvents")
-        .await
-        .unwrap();
+    let items = drain(&app, &mut stream, organization).await;
+    let resync = items.first().expect("a resync");
     assert_eq!(
         (resync["__typename"].as_str(), resync["reason"].as_str()),
         (Some("StreamResync"), Some("LAGGED")),
         "{resync}"
     );
-    // It reads on through what is still queued until nothing is: the
-    // traffic's one event, over and over, is passed on once, as news to a
-    // stream that starts over.
-    let topic = Topic::Organization(organization);
-    let mut traffic_events = 0;
-    let deadline = Instant::now() + WAIT;
-    loop {
-        assert!(Instant::now() < deadline, "the queue never drained");
-        let item = tokio::time::timeout(
-            Duration::from_millis(200),
-            next_item(&mut stream, "organizationExecutionEvents"),
-        )
-        .await;
-        match item {
-            Ok(item) => {
-                let item = item.unwrap();
-                assert_eq!(item["__typename"], "ExecutionEvent", "{item}");
-                assert_eq!(item["executionId"], traffic.to_string(), "{item}");
-                traffic_events += 1;
-            }
-            Err(_) if app.state.bus.queued(topic) == 0 => break,
-            Err(_) => {}
-        }
-    }
-    assert_eq!(traffic_events, 1, "copies of one event passed on");
+    assert!(resync["cursor"].is_string(), "{resync}");
+    // What was still queued is older than the resync: nothing follows it.
+    assert_eq!(items.len(), 1, "{items:?}");
 
-    // Caught up, the stream goes on: a new run arrives whole.
-    let after = app.run(&owner, &workflow, json!({})).await;
-    let mut seqs = Vec::new();
-    while seqs.last() != Some(&7) {
-        let item = next_item(&mut stream, "organizationExecutionEvents")
-            .await
-            .unwrap();
-        assert_eq!(item["executionId"], after.as_str(), "{item}");
-        seqs.push(item["seq"].as_i64().unwrap());
-    }
-    assert_eq!(seqs, (1..=7).collect::<Vec<_>>());
+    assert_a_new_run_arrives_whole(&app, &owner, &workflow, &mut stream).await;
 }

@@ -297,17 +297,23 @@ async fn logging_out_while_an_organization_stream_is_open_ends_it_with_forbidden
     )
     .await;
 
-    // The stream has no replay: run executions until one's QUEUED event
-    // shows the subscription is live.
-    let mut live = None;
-    for _ in 0..10 {
-        app.run(&owner, &workflow, json!({})).await;
-        live = stream.event_within(Duration::from_secs(2)).await;
-        if live.is_some() {
-            break;
-        }
-    }
-    let event = live.expect("the organization stream delivered an event");
+    // The stream's first item, its INITIAL resync, shows it is live.
+    let initial = stream
+        .event_within(Duration::from_secs(10))
+        .await
+        .expect("the stream's first item");
+    let result: Value = serde_json::from_str(&initial.data).expect("JSON data");
+    let streamed = &result["data"]["organizationExecutionEvents"];
+    assert_eq!(
+        (streamed["__typename"].as_str(), streamed["reason"].as_str()),
+        (Some("StreamResync"), Some("INITIAL")),
+        "{result}"
+    );
+    app.run(&owner, &workflow, json!({})).await;
+    let event = stream
+        .event_within(Duration::from_secs(10))
+        .await
+        .expect("the organization stream delivered an event");
     assert_eq!(event.event, "next", "{event:?}");
     let result: Value = serde_json::from_str(&event.data).expect("JSON data");
     assert!(result.get("errors").is_none(), "{result}");
