@@ -1,139 +1,20 @@
-//! Application state and the server's life cycle: build (connect, migrate,
-//! bind) and serve until shut down.
+//! The server's life cycle: build (connect, migrate, bind) and serve the
+//! GraphQL API with the engine until shut down. The state it serves with
+//! lives in `state`.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
-use crate::auth::Hashers;
-use crate::auth::rate_limit::RateLimiter;
-use crate::auth::sealing::Sealer;
-use crate::auth::tokens::TokenKeys;
 use crate::clock::Clock;
-use crate::config::{Config, redact_url};
-use crate::db::{self, StatementCounter};
+use crate::config::Config;
 use crate::engine::Engine;
-use crate::engine::http::HttpSteps;
-use crate::engine::rendering::Rendering;
-use crate::events::recheck::StreamRegistry;
-use crate::events::redis_bus::RedisBus;
-use crate::events::{EventBus, Topic};
+use crate::events::Topic;
 use crate::mail::Mailer;
-use crate::orgs::access::Revocations;
+use crate::state::AppState;
 use crate::{graphql, http};
-
-/// Shared state of one FlowPilot instance, cheap to clone into every
-/// request and background task.
-#[derive(Clone)]
-pub struct AppState {
-    /// The database pool (SQLite or PostgreSQL).
-    pub db: DatabaseConnection,
-    /// Validated configuration.
-    pub config: Arc<Config>,
-    /// The one source of "now".
-    pub clock: Clock,
-    /// Keys that sign and verify access tokens.
-    pub tokens: Arc<TokenKeys>,
-    /// Seals secrets kept at rest (TOTP secrets).
-    pub sealer: Sealer,
-    /// Redis, when `REDIS_URL` is set; reconnects on its own.
-    pub redis: Option<ConnectionManager>,
-    /// Number of SQL statements run on `db` since start.
-    pub sql_statements: StatementCounter,
-    /// Carries execution events and control messages.
-    pub bus: EventBus,
-    /// Executions streamed on this instance, for the idle re-check.
-    pub streams: StreamRegistry,
-    /// The client HTTP steps send their requests with.
-    pub http_steps: HttpSteps,
-    /// Renders step configs off the runtime, on fuel, a few at once.
-    pub rendering: Rendering,
-    /// Sessions with open connections here, closed when they end.
-    pub revocations: Revocations,
-    /// Sends account mail (SMTP, or the log).
-    pub mailer: Mailer,
-    /// Limits sign-in attempts per IP and per email.
-    pub rate_limiter: RateLimiter,
-    /// The threads that hash and check passwords.
-    pub hashers: Hashers,
-}
-
-impl AppState {
-    /// Connects to the database (migrating it) and, when configured, Redis,
-    /// with the mailer the settings name.
-    pub async fn build(config: Config, clock: Clock) -> anyhow::Result<Self> {
-        let mailer = Mailer::from_settings(&config.settings)?;
-        Self::build_with(config, clock, mailer).await
-    }
-
-    /// As [`AppState::build`], sending mail through `mailer`.
-    pub async fn build_with(config: Config, clock: Clock, mailer: Mailer) -> anyhow::Result<Self> {
-        let sql_statements = StatementCounter::default();
-        let db = db::connect(&config, &sql_statements).await?;
-        db::migrate_on_start(&config, &db).await?;
-        let (redis, bus) = match &config.settings.redis_url {
-            Some(url) => {
-                let manager = connect_redis(url).await?;
-                let client = redis::Client::open(url.as_str())?;
-                let bus = RedisBus::connect(client, manager.clone(), &config.settings.redis_prefix)
-                    .await
-                    .with_context(|| format!("cannot subscribe to Redis at {}", redact_url(url)))?;
-                (Some(manager), EventBus::Redis(bus))
-            }
-            None => {
-                if config.is_postgres() {
-                    tracing::warn!(
-                        "REDIS_URL is not set: events stay in this process, so run a single instance"
-                    );
-                }
-                (None, EventBus::local())
-            }
-        };
-        let tokens = Arc::new(TokenKeys::new(&config.jwt_secret));
-        let sealer = Sealer::new(&config.encryption_key);
-        let http_steps = HttpSteps::new(&config.settings)?;
-        let rendering = Rendering::new(&config.settings.steps);
-        let hashers = Hashers::new(&config.settings.hashing)?;
-        let rate_limiter = RateLimiter::new(&config.settings, redis.clone());
-        Ok(Self {
-            db,
-            config: Arc::new(config),
-            clock,
-            tokens,
-            sealer,
-            redis,
-            sql_statements,
-            bus,
-            streams: StreamRegistry::default(),
-            http_steps,
-            rendering,
-            revocations: Revocations::default(),
-            mailer,
-            rate_limiter,
-            hashers,
-        })
-    }
-
-    /// Runs this instance's workers, reaper and scheduler, without the HTTP API, until
-    /// `shutdown` resolves; then hands running executions back.
-    pub async fn run_workers(self, shutdown: impl Future<Output = ()>) {
-        let engine = Engine::start(&self).await;
-        tracing::info!(
-            workers = self.config.settings.workers,
-            "FlowPilot workers are running"
-        );
-        shutdown.await;
-        engine.shutdown().await;
-        self.db.close().await.ok();
-        tracing::info!("FlowPilot workers stopped");
-    }
-}
 
 /// A built server: connected, migrated and bound, not yet serving.
 pub struct App {
@@ -223,26 +104,4 @@ impl App {
         tracing::info!("FlowPilot stopped");
         served
     }
-}
-
-async fn connect_redis(url: &str) -> anyhow::Result<ConnectionManager> {
-    let failed = || format!("cannot connect to Redis at {}", redact_url(url));
-    let client = redis::Client::open(url).with_context(failed)?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(Duration::from_secs(2)))
-        .set_max_delay(Duration::from_secs(5));
-    let mut manager = tokio::time::timeout(
-        Duration::from_secs(10),
-        ConnectionManager::new_with_config(client, config),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("timed out"))
-    .with_context(failed)?
-    .with_context(failed)?;
-    redis::cmd("PING")
-        .query_async::<String>(&mut manager)
-        .await
-        .with_context(failed)?;
-    Ok(manager)
 }

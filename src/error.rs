@@ -155,6 +155,22 @@ pub fn plain_json_message(message: &str) -> String {
     format!("{before}expected {plain}{rest}")
 }
 
+/// Why a batch load failed; cloneable, as DataLoader requires.
+#[derive(Clone, Debug)]
+pub struct LoadError(std::sync::Arc<sea_orm::DbErr>);
+
+impl From<sea_orm::DbErr> for LoadError {
+    fn from(err: sea_orm::DbErr) -> Self {
+        Self(std::sync::Arc::new(err))
+    }
+}
+
+impl From<LoadError> for AppError {
+    fn from(err: LoadError) -> Self {
+        AppError::Internal(anyhow::anyhow!("batch load failed: {}", err.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

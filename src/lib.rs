@@ -2,10 +2,13 @@
 //!
 //! The binary in `main.rs` parses settings and calls [`app::App`]; tests
 //! build the same `App` in-process. Dependencies point one way:
-//! `http -> graphql -> {domain}::schema -> {domain}::service -> entity`.
+//! `app -> http -> graphql -> {domain}::schema -> {domain}::service ->
+//! {engine, events} -> state -> entity`; the `layering` test holds the
+//! engine, the events and the services to it.
 
 pub mod app;
 pub mod auth;
+pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod db;
@@ -16,9 +19,12 @@ pub mod events;
 pub mod executions;
 pub mod graphql;
 pub mod http;
+#[cfg(test)]
+mod layering;
 pub mod limits;
 pub mod mail;
 pub mod orgs;
 pub mod pagination;
+pub mod state;
 pub mod telemetry;
 pub mod workflows;

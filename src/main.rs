@@ -6,10 +6,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use flowpilot::app::{App, AppState};
+use flowpilot::app::App;
+use flowpilot::bench::{self, BenchOptions};
 use flowpilot::clock::Clock;
 use flowpilot::config::{Config, Settings};
 use flowpilot::graphql::persisted;
+use flowpilot::state::AppState;
 use flowpilot::{db, graphql, telemetry};
 use migration::{Migrator, MigratorTrait};
 
@@ -43,6 +45,24 @@ enum Command {
     Documents {
         #[command(subcommand)]
         action: DocumentsAction,
+    },
+    /// Measure the engine: executions drained per second, queued → started
+    /// latency and statements per execution, on the embedded database and,
+    /// given `--postgres`, on PostgreSQL.
+    Bench {
+        /// Seconds of steady draining to measure, at least.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Workers draining.
+        #[arg(long, default_value_t = 8)]
+        drain_workers: usize,
+        /// One-step executions run one at a time for the latency figures.
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+        /// A PostgreSQL database to measure too (the bench deletes what it
+        /// writes).
+        #[arg(long)]
+        postgres: Option<String>,
     },
     /// Render step templates from stdin, for a server's engine.
     #[command(hide = true)]
@@ -131,6 +151,22 @@ fn fail(err: &anyhow::Error) -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::Bench {
+        seconds,
+        drain_workers,
+        samples,
+        postgres,
+    }) = cli.command
+    {
+        let options = BenchOptions {
+            seconds,
+            workers: drain_workers,
+            samples,
+            postgres,
+        };
+        bench::run(cli.settings, options).await?;
+        return Ok(());
+    }
     let config = Config::from_settings(cli.settings)?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => App::build(config).await?.serve(shutdown_signal()).await,
@@ -143,7 +179,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate { action } => migrate(config, action).await,
         Command::Documents { action } => documents(config, action).await,
-        Command::Schema | Command::RenderWorker => unreachable!("handled before start-up"),
+        Command::Schema | Command::RenderWorker | Command::Bench { .. } => {
+            unreachable!("handled before start-up")
+        }
     }
 }
 

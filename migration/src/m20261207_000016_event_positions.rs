@@ -9,7 +9,9 @@
 //! it is a counter kept in `event_positions`, bumped by a trigger on every
 //! insert, so it is never reused (not even after the newest events are
 //! deleted). Events written before this migration stand at 0: committed
-//! before any cursor.
+//! before any cursor. On PostgreSQL the column defaults to the writing
+//! transaction's id, so an instance that does not set it yet (during a
+//! rolling upgrade) still writes a true position.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::DatabaseBackend;
@@ -43,6 +45,17 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        if manager.get_database_backend() == DatabaseBackend::Postgres {
+            // Rows written by an instance that does not set it yet (during
+            // a rolling upgrade) still get their transaction's position.
+            manager
+                .get_connection()
+                .execute_unprepared(
+                    "ALTER TABLE execution_events ALTER COLUMN position \
+                     SET DEFAULT (pg_current_xact_id()::text::bigint)",
+                )
+                .await?;
+        }
         if manager.get_database_backend() == DatabaseBackend::Sqlite {
             let db = manager.get_connection();
             db.execute_unprepared(

@@ -11,10 +11,10 @@ use super::service::{
     AuthenticatedUser, DeviceInfo, RevokeReason, announce_revoked, revoke_sessions,
 };
 use super::{Email, Password};
-use crate::app::AppState;
 use crate::db::begin_write;
 use crate::error::{AppError, AppResult};
 use crate::mail::{Mail, app_link};
+use crate::state::AppState;
 
 const LINK_INVALID: &str = "this link is invalid or has expired";
 

@@ -19,7 +19,6 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use super::tokens::{hash_token, new_opaque_token};
-use crate::app::AppState;
 use crate::db::begin_write;
 use crate::error::{AppError, AppResult};
 use crate::events::{BusMessage, Topic};
@@ -27,6 +26,7 @@ use crate::orgs::audit::{self, AuditAction, Target};
 use crate::orgs::policy::{self, Action};
 use crate::orgs::principal::{KeyGrant, Principal};
 use crate::pagination::{Page, Position};
+use crate::state::AppState;
 
 /// What every key starts with, so a leaked one is recognisable.
 const KEY_PREFIX: &str = "fp_";

@@ -20,9 +20,9 @@ use super::service::{
     lock_after_repeated_failures, lockout_mail, record_attempt,
 };
 use super::totp::{self, Enrollment};
-use crate::app::AppState;
 use crate::db::{begin_write, locked};
 use crate::error::{AppError, AppResult};
+use crate::state::AppState;
 
 /// Wrong codes one challenge allows before it is spent.
 pub const CHALLENGE_ATTEMPTS: i32 = 5;

@@ -20,12 +20,12 @@ use super::password::needs_rehash;
 use super::rate_limit::Limited;
 use super::tokens::{REFRESH_TOKEN_TTL, hash_token, new_refresh_token};
 use super::{DisplayName, Email, Password, account};
-use crate::app::AppState;
 use crate::db::{begin_write, is_unique_violation, locked};
 use crate::error::{AppError, AppResult};
 use crate::events::{BusMessage, Topic};
 use crate::mail::Mail;
 use crate::pagination::{Page, Position};
+use crate::state::AppState;
 
 /// `last_seen_at` is written at most this often per session.
 const LAST_SEEN_INTERVAL: Duration = Duration::minutes(1);

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 use super::runner::ERROR_BACKOFF;
 use super::store::{expired_leases, overdue_queued, requeue_expired, time_out_queued};
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// Most executions requeued in one pass.
 const BATCH: u64 = 100;

@@ -26,8 +26,8 @@ use super::state::{ExecutionChange, RequeueReason};
 use super::steps::{self, StepContext};
 use super::storable;
 use super::store::{self, Claimed, EngineError, ExecutionUpdate, Lease, StepUpdate};
-use crate::app::AppState;
 use crate::events::{BusMessage, Topic};
+use crate::state::AppState;
 use crate::workflows::definition::{StepConfig, StepDefinition, StepKind, WorkflowDefinition};
 
 /// Keeps a worker from spinning when the database fails repeatedly.

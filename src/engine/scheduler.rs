@@ -7,7 +7,7 @@
 use tokio::sync::watch;
 
 use super::runner::ERROR_BACKOFF;
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::workflows::triggers;
 
 /// Fires due schedules every `scheduler_interval` until `stop` fires.

@@ -24,10 +24,10 @@ use uuid::Uuid;
 use super::state::{
     ExecutionChange, IllegalTransition, RequeueReason, execution_transition, step_transition,
 };
-use crate::app::AppState;
 use crate::db::{begin_write, locked};
 use crate::events::log::{self, EventKind, ExecutionEventRecord, StepSnapshot};
 use crate::events::{BusMessage, Topic};
+use crate::state::AppState;
 
 /// A worker's hold on one execution: valid while owner and epoch match.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -14,9 +14,9 @@ use super::reaper::reap;
 use super::runner::{ERROR_BACKOFF, RunOutcome, run_execution};
 use super::scheduler::schedule;
 use super::store::{EngineError, claim_next_execution};
-use crate::app::AppState;
 use crate::events::Topic;
 use crate::events::bus::Subscription;
+use crate::state::AppState;
 
 /// How long `shutdown` waits, beyond the grace period for steps in flight,
 /// for workers to hand their executions back.

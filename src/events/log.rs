@@ -11,8 +11,8 @@ use entity::execution_event;
 use entity::status::{ExecutionStatus, StepStatus};
 use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -252,7 +252,9 @@ pub struct LoggedPosition {
 
 /// The organization's events that `to` covers and `from` does not, of
 /// these workflows' executions only unless the list is empty, at most
-/// `limit + 1` of them (more than `limit` means too many to replay).
+/// `limit + 1` of them (more than `limit` means too many to replay). Each
+/// of its (at most two) queries is an index range or lookups bounded by
+/// `limit`, whatever the watermarks say.
 pub async fn committed_between(
     conn: &impl ConnectionTrait,
     organization_id: Uuid,
@@ -262,34 +264,40 @@ pub async fn committed_between(
     limit: u64,
 ) -> Result<Vec<LoggedPosition>, DbErr> {
     use execution_event::Column;
-    let (first_uncovered, uncovered_below) = from.uncovered();
-    let (to_first_uncovered, _) = to.uncovered();
-    let rows: Vec<(Uuid, Uuid, i32, i64)> = execution_event::Entity::find()
-        .select_only()
-        .columns([
-            Column::Id,
-            Column::ExecutionId,
-            Column::Seq,
-            Column::Position,
-        ])
-        .filter(Column::OrganizationId.eq(organization_id))
-        .filter(
-            Condition::any()
-                .add(Column::Position.gte(first_uncovered))
-                .add(Column::Position.is_in(uncovered_below.iter().copied())),
-        )
-        .filter(Column::Position.lt(to_first_uncovered))
-        .apply_if(
-            (!workflow_ids.is_empty()).then_some(workflow_ids),
-            |query, ids| query.filter(Column::WorkflowId.is_in(ids.iter().copied())),
-        )
-        .order_by_asc(Column::Position)
-        .order_by_asc(Column::ExecutionId)
-        .order_by_asc(Column::Seq)
-        .limit(limit + 1)
+    let (from_first, from_below) = from.uncovered();
+    let (to_first, to_below) = to.uncovered();
+    let covered_by_to = || {
+        execution_event::Entity::find()
+            .select_only()
+            .columns([
+                Column::Id,
+                Column::ExecutionId,
+                Column::Seq,
+                Column::Position,
+            ])
+            .filter(Column::OrganizationId.eq(organization_id))
+            .filter(Column::Position.lt(to_first))
+            .filter(Column::Position.is_not_in(to_below.iter().copied()))
+            .apply_if(
+                (!workflow_ids.is_empty()).then_some(workflow_ids),
+                |query, ids| query.filter(Column::WorkflowId.is_in(ids.iter().copied())),
+            )
+            .order_by_asc(Column::Position)
+            .limit(limit + 1)
+    };
+    let mut rows: Vec<(Uuid, Uuid, i32, i64)> = covered_by_to()
+        .filter(Column::Position.gte(from_first))
         .into_tuple()
         .all(conn)
         .await?;
+    if !from_below.is_empty() {
+        let below: Vec<(Uuid, Uuid, i32, i64)> = covered_by_to()
+            .filter(Column::Position.is_in(from_below.iter().copied()))
+            .into_tuple()
+            .all(conn)
+            .await?;
+        rows.extend(below);
+    }
     Ok(rows
         .into_iter()
         .map(|(id, execution_id, seq, position)| LoggedPosition {
@@ -298,7 +306,6 @@ pub async fn committed_between(
             seq,
             position,
         })
-        .filter(|logged| to.covers(logged.position) && !from.covers(logged.position))
         .collect())
 }
 

@@ -10,9 +10,9 @@
 //!
 //! Per execution it is ordered and without duplicates: an event the
 //! watermark covers, or at or below the newest seq already handled, is
-//! dropped; an event beyond the next one fills the gap from the log first
-//! (so does the first event seen of an execution queued after the stream
-//! started, if it is not its first). When the bus says messages were lost
+//! dropped; an event beyond the next one fills the gap from the log first,
+//! and so does the first event seen of an execution already under way
+//! (one read per such execution, for what the watermark does not cover). When the bus says messages were lost
 //! (`Lagged`, `Reconnected`) the stream reads what committed meanwhile
 //! from the log and sends what it had not, exactly; only when that is more
 //! than `FLOWPILOT_STREAM_REPLAY_LIMIT` events does it send a resync
@@ -44,8 +44,8 @@ use super::log::{EventKind, ExecutionEventRecord, committed_between, events_afte
 use super::patience::patiently;
 use super::recheck::{FollowedExecutions, StreamRegistry};
 use super::watermark::{StreamCursor, Watermark};
-use crate::app::AppState;
 use crate::error::AppError;
+use crate::state::AppState;
 
 /// Executions whose newest seq a stream remembers; past it, what the log
 /// says is read to forget the finished ones, and when that is not enough
@@ -143,13 +143,13 @@ pub fn organization_events(
     async_stream::try_stream! {
         let mut live = state.bus.subscribe(Topic::Organization(organization_id)).await;
         let now = patiently("starting an organization stream", || Watermark::now(&state.db)).await?;
-        let mut order = Continuity::fresh(now.clone(), state.clock.now(), state.streams.clone());
+        let mut order = Continuity::fresh(now.clone(), state.streams.clone());
         let mut sent = Sent::at(now.clone());
         let mut pending = Coalesced::default();
         let resume = match after {
             None => Err(ResyncReason::Initial),
             Some(cursor) if cursor.watermark.source() != now.source()
-                || cursor.is_older_than(RESUME_WINDOW, state.clock.now()) =>
+                || !cursor.is_usable(RESUME_WINDOW, state.clock.now()) =>
             {
                 Err(ResyncReason::CursorExpired)
             }
@@ -168,7 +168,7 @@ pub fn organization_events(
                 sent.next = Some(now);
             }
             Err(reason) => {
-                order = Continuity::fresh(now.clone(), state.clock.now(), state.streams.clone());
+                order = Continuity::fresh(now.clone(), state.streams.clone());
                 sent = Sent::at(now);
                 if reason != ResyncReason::Initial {
                     tracing::info!(%organization_id, ?reason, "organization stream resumed with a resync");
@@ -248,7 +248,7 @@ pub fn organization_events(
                             // The refetch the client makes now supersedes them.
                             let reason = lost.unwrap_or(ResyncReason::TooFarBehind);
                             pending.clear();
-                            order = Continuity::fresh(to.clone(), state.clock.now(), state.streams.clone());
+                            order = Continuity::fresh(to.clone(), state.streams.clone());
                             sent = Sent::at(to);
                             tracing::info!(%organization_id, ?reason, "organization stream resynced");
                             yield sent.resync(reason, state.clock.now());
@@ -290,19 +290,15 @@ struct Continuity {
     /// The newest event handled per execution, for those with events it
     /// does not cover or not yet finished.
     newest: HashMap<Uuid, Newest>,
-    /// When the stream (re)started: an execution queued since then is
-    /// streamed from its first event.
-    started_at: DateTime<Utc>,
     /// The unfinished executions in `newest`, watched by the idle re-check.
     followed: FollowedExecutions,
 }
 
 impl Continuity {
-    fn fresh(handled_to: Watermark, started_at: DateTime<Utc>, streams: StreamRegistry) -> Self {
+    fn fresh(handled_to: Watermark, streams: StreamRegistry) -> Self {
         Self {
             handled_to,
             newest: HashMap::new(),
-            started_at,
             followed: FollowedExecutions::new(streams),
         }
     }
@@ -331,17 +327,22 @@ impl Continuity {
             return Ok(Vec::new());
         }
         let execution_id = event.execution.id;
+        // Position 0: from an instance that does not send it; the log has it.
+        let known = event.position != 0;
         let events = match self.newest.get(&execution_id).map(|newest| newest.seq) {
             Some(newest) if event.seq <= newest => return Ok(Vec::new()),
-            Some(newest) if event.seq > newest + 1 => {
+            Some(newest) if event.seq == newest + 1 && known => vec![event],
+            Some(newest) => {
                 patiently("filling a gap in an organization stream", || {
                     events_after(&state.db, execution_id, newest)
                 })
                 .await?
             }
-            // Queued after the stream started, so its earlier events were
-            // lost on the way: they come from the log.
-            None if event.seq > 1 && event.execution.queued_at >= self.started_at => {
+            None if event.seq == 1 && known => vec![event],
+            // The first seen of an execution already under way: whatever of
+            // it the watermark does not cover comes from the log first (its
+            // publish may have been lost), then this.
+            None => {
                 let logged = patiently("filling a gap in an organization stream", || {
                     events_after(&state.db, execution_id, 0)
                 })
@@ -351,7 +352,6 @@ impl Continuity {
                     .filter(|logged| !self.handled_to.covers(logged.position))
                     .collect()
             }
-            _ => vec![event],
         };
         self.passed_on(&events);
         Ok(events)
@@ -416,6 +416,10 @@ impl Continuity {
             })
             .await?
         };
+        // Ids come in commit order, which on PostgreSQL need not be the
+        // order of one execution's seqs across batches.
+        let mut events = events;
+        events.sort_by_key(|event| (event.execution.id, event.seq));
         for of_one in events.chunk_by(|a, b| a.execution.id == b.execution.id) {
             self.passed_on(of_one);
         }

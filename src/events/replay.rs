@@ -17,8 +17,8 @@ use uuid::Uuid;
 use super::bus::{BusMessage, BusSignal, Topic};
 use super::log::{ExecutionEventRecord, events_after};
 use super::patience::patiently;
-use crate::app::AppState;
 use crate::error::AppError;
+use crate::state::AppState;
 
 /// Every event of `execution_id` after `after_seq`, in seq order, ending
 /// with the terminal event.

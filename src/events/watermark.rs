@@ -148,9 +148,10 @@ const VERSION: u8 = 1;
 const MAX_ENCODED: usize = 64 * 1024;
 
 impl StreamCursor {
-    /// Whether it was issued more than `window` before `now`.
-    pub fn is_older_than(&self, window: TimeDelta, now: DateTime<Utc>) -> bool {
-        now - self.issued_at > window
+    /// Whether it was issued within `window` before `now` (and not in the
+    /// future, beyond a few minutes of clock skew between instances).
+    pub fn is_usable(&self, window: TimeDelta, now: DateTime<Utc>) -> bool {
+        self.issued_at <= now + TimeDelta::minutes(5) && now - self.issued_at <= window
     }
 
     /// The opaque text clients hold.

@@ -8,7 +8,7 @@ use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
 use super::service;
-use crate::graphql::loaders::LoadError;
+use crate::error::LoadError;
 
 /// Executions by id (for `input`, which events do not carry).
 pub struct ExecutionLoader(pub DatabaseConnection);

@@ -15,7 +15,6 @@ use sea_orm::{
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::db::{begin_write, locked};
 use crate::engine::storable;
 use crate::engine::store::{self as engine_store, CancelOutcome, publish_after_commit};
@@ -27,6 +26,7 @@ use crate::orgs::access::{AccessEnded, MembershipGrant, until_membership_ends};
 use crate::orgs::policy::{self, Action};
 use crate::orgs::principal::Principal;
 use crate::pagination::{Page, Position};
+use crate::state::AppState;
 use crate::workflows::definition::WorkflowDefinition;
 use crate::workflows::service as workflows;
 use crate::workflows::triggers::TriggerKind;

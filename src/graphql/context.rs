@@ -7,13 +7,13 @@ use async_graphql::{Context, ID};
 use uuid::Uuid;
 
 use super::loaders::Loaders;
-use crate::app::AppState;
 use crate::auth::api_keys;
 use crate::auth::service::{self, AuthenticatedUser, DeviceInfo};
 use crate::auth::tokens::ACCESS_TOKEN_EXPIRED;
 use crate::error::{AppError, AppResult};
 use crate::orgs::access::AccessEnded;
 use crate::orgs::principal::{KeyGrant, Principal};
+use crate::state::AppState;
 
 /// Who is making the request.
 #[derive(Clone, Debug)]

@@ -2,35 +2,16 @@
 //! execution step of a query into one statement and cache nothing, so a
 //! subscription that resolves many events never sees stale rows.
 
-use std::sync::Arc;
-
 use async_graphql::dataloader::DataLoader;
 
-use crate::app::AppState;
-use crate::error::AppError;
 use crate::executions::loaders::{
     ExecutionLoader, RecentExecutionsLoader, StepRunsByExecutionLoader,
 };
 use crate::orgs::loaders::{ApiKeyLoader, MembershipsByUserLoader, OrganizationLoader, UserLoader};
+use crate::state::AppState;
 use crate::workflows::loaders::{
     TriggerLoader, TriggersByWorkflowLoader, WorkflowLoader, WorkflowVersionLoader,
 };
-
-/// Why a batch load failed; cloneable, as DataLoader requires.
-#[derive(Clone, Debug)]
-pub struct LoadError(Arc<sea_orm::DbErr>);
-
-impl From<sea_orm::DbErr> for LoadError {
-    fn from(err: sea_orm::DbErr) -> Self {
-        Self(Arc::new(err))
-    }
-}
-
-impl From<LoadError> for AppError {
-    fn from(err: LoadError) -> Self {
-        AppError::Internal(anyhow::anyhow!("batch load failed: {}", err.0))
-    }
-}
 
 /// Every DataLoader a request may use.
 pub struct Loaders {

@@ -23,9 +23,9 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::app::AppState;
 use crate::graphql::AppSchema;
 use crate::graphql::persisted::PersistedQueries;
+use crate::state::AppState;
 
 /// What every handler can reach.
 #[derive(Clone)]

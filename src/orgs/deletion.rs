@@ -17,11 +17,11 @@ use uuid::Uuid;
 use super::members::{announce_changed, lock_organization};
 use super::policy::{self, Action};
 use super::principal::Principal;
-use crate::app::AppState;
 use crate::auth::api_keys;
 use crate::db::begin_write;
 use crate::engine::store::{self as engine_store, CancelOutcome};
 use crate::error::AppResult;
+use crate::state::AppState;
 
 /// How long deletion waits for running executions to stop.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);

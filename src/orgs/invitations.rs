@@ -18,13 +18,13 @@ use super::members::lock_organization;
 use super::policy::{self, Action};
 use super::principal::Principal;
 use super::service::{self, MemberOrganization};
-use crate::app::AppState;
 use crate::auth::Email;
 use crate::auth::tokens::{hash_token, new_opaque_token};
 use crate::db::begin_write;
 use crate::error::{AppError, AppResult};
 use crate::mail::{Mail, app_link};
 use crate::pagination::{Page, Position};
+use crate::state::AppState;
 
 /// How long an invitation link works.
 pub const INVITATION_LIFETIME: Duration = Duration::days(7);

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::service;
 use crate::auth::api_keys;
-use crate::graphql::loaders::LoadError;
+use crate::error::LoadError;
 
 /// Organizations by id.
 pub struct OrganizationLoader(pub DatabaseConnection);

@@ -19,11 +19,11 @@ use super::audit::{self, AuditAction, Target};
 use super::policy::{self, Action};
 use super::principal::Principal;
 use super::service::{MemberOrganization, as_member};
-use crate::app::AppState;
 use crate::db::{begin_write, locked};
 use crate::error::{AppError, AppResult};
 use crate::events::{BusMessage, Topic};
 use crate::pagination::{Page, Position};
+use crate::state::AppState;
 
 /// A member with the person behind the membership.
 #[derive(Clone, Debug)]

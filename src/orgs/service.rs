@@ -17,9 +17,9 @@ use super::audit::{self, AuditAction, Target};
 use super::members;
 use super::policy::{self, Action};
 use super::principal::Principal;
-use crate::app::AppState;
 use crate::db::{begin_write, is_unique_violation};
 use crate::error::{AppError, AppResult};
+use crate::state::AppState;
 
 /// The longest organization name, in characters.
 const MAX_NAME_CHARS: usize = 100;

@@ -19,12 +19,12 @@ use super::service::{
     MemberWorkflow, NewWorkflow, WorkflowName, active_version_id, find_for_member, insert_workflow,
 };
 use super::versions;
-use crate::app::AppState;
 use crate::db::{begin_write, locked};
 use crate::error::{AppError, AppResult};
 use crate::orgs::policy::{self, Action};
 use crate::orgs::principal::Principal;
 use crate::pagination::{Page, Position};
+use crate::state::AppState;
 
 /// Most tags a workflow may carry.
 const MAX_TAGS: usize = 20;

@@ -8,7 +8,7 @@ use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
 use super::{service, triggers};
-use crate::graphql::loaders::LoadError;
+use crate::error::LoadError;
 
 /// Workflows by id.
 pub struct WorkflowLoader(pub DatabaseConnection);

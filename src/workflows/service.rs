@@ -14,11 +14,11 @@ use uuid::Uuid;
 use super::catalog::Tags;
 use super::definition::WorkflowDefinition;
 use super::versions;
-use crate::app::AppState;
 use crate::db::{begin_write, locked};
 use crate::error::{AppError, AppResult};
 use crate::orgs::policy::{self, Action};
 use crate::orgs::principal::Principal;
+use crate::state::AppState;
 
 /// Longest workflow name, in characters.
 const MAX_NAME_CHARS: usize = 100;

@@ -30,7 +30,6 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::service as workflows;
-use crate::app::AppState;
 use crate::auth::tokens::{hash_token, new_opaque_token};
 use crate::db::{begin_write, locked};
 use crate::error::{AppError, AppResult};
@@ -40,6 +39,7 @@ use crate::executions::service::{
 use crate::orgs::audit::{self, AuditAction, Target};
 use crate::orgs::policy::{self, Action};
 use crate::orgs::principal::Principal;
+use crate::state::AppState;
 
 /// Most triggers one workflow may have.
 pub const MAX_TRIGGERS_PER_WORKFLOW: u64 = 20;

@@ -14,12 +14,12 @@ use uuid::Uuid;
 
 use super::definition::WorkflowDefinition;
 use super::service::{self as workflows, MemberWorkflow};
-use crate::app::AppState;
 use crate::db::{begin_write, locked};
 use crate::error::{AppError, AppResult};
 use crate::orgs::policy::{self, Action};
 use crate::orgs::principal::Principal;
 use crate::pagination::Page;
+use crate::state::AppState;
 
 /// Longest version message, in characters.
 const MAX_MESSAGE_CHARS: usize = 500;

@@ -1166,7 +1166,18 @@ async fn live_changes_reach_many_subscribers_without_a_database_read() {
     let owner = app.user().await;
     let organization = app.organization(&owner, "Acme").await;
     let workflow = app.workflow(&owner, &organization, two_steps()).await;
+    let mut dashboard = WsClient::connect_as(&app, Some(&owner.access_token)).await;
+    watch(
+        &mut dashboard,
+        "org",
+        &organization,
+        Value::Null,
+        Value::Null,
+    )
+    .await;
     let id = app.run(&owner, &workflow, json!({})).await;
+    let queued = read_until(&mut dashboard, |items| !items_of(items, "org").is_empty()).await;
+    assert_eq!(seqs(&of_execution(items_of(&queued, "org"), &id)), [1]);
 
     // Ten state views, ten event views and a dashboard, all live.
     let mut states = Vec::new();
@@ -1191,16 +1202,6 @@ async fn live_changes_reach_many_subscribers_without_a_database_read() {
         assert_eq!(event.events_until_seq("events", 1).await.len(), 1);
         events.push(event);
     }
-    let mut dashboard = WsClient::connect_as(&app, Some(&owner.access_token)).await;
-    watch(
-        &mut dashboard,
-        "org",
-        &organization,
-        Value::Null,
-        Value::Null,
-    )
-    .await;
-
     // The run happens where this server's bus cannot hear it; then its
     // changes are published here, and every subscriber reads them to the
     // end.

@@ -354,3 +354,64 @@ async fn a_filtered_dashboard_resumes_with_only_what_its_filter_admits() {
     assert_eq!(missed[0]["kind"], "EXECUTION_SUCCEEDED", "{missed:?}");
     assert_nothing_more(&mut client).await;
 }
+
+#[tokio::test]
+async fn an_execution_under_way_whose_event_was_never_published_reaches_a_new_dashboard_whole() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.run_engine = false;
+        settings.stream_recheck_ms = 3_600_000;
+    })
+    .await;
+    let (owner, organization, workflow) = acme_with(&app).await;
+    let running = app.run(&owner, &workflow, json!({})).await;
+    let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
+    watch(&mut client, "org", &organization, Value::Null, Value::Null).await;
+
+    // Its second event commits but its publish is lost; its third arrives.
+    for _ in 0..2 {
+        let txn = app.state.db.begin().await.unwrap();
+        let event = append_event(&txn, &app, &running, Utc::now()).await;
+        txn.commit().await.unwrap();
+        if event.seq == 3 {
+            publish(&app, &event).await;
+        }
+    }
+    let items = read_until(&mut client, |items| {
+        of_execution(items_of(items, "org"), &running).len() >= 2
+    })
+    .await;
+    assert_eq!(
+        seqs(&of_execution(items_of(&items, "org"), &running)),
+        [2, 3]
+    );
+
+    // A message without a position (from an instance that does not send
+    // it) is read from the log, once.
+    let txn = app.state.db.begin().await.unwrap();
+    let mut fourth = append_event(&txn, &app, &running, Utc::now()).await;
+    txn.commit().await.unwrap();
+    fourth.position = 0;
+    publish(&app, &fourth).await;
+    publish(&app, &fourth).await;
+    let items = read_until(&mut client, |items| !items_of(items, "org").is_empty()).await;
+    assert_eq!(seqs(&of_execution(items_of(&items, "org"), &running)), [4]);
+    let cursor = StreamCursor::decode(&last_cursor(items_of(&items, "org"))).unwrap();
+    assert!(
+        cursor.seen.contains(&(running.parse().unwrap(), 4)),
+        "{cursor:?}"
+    );
+    assert_nothing_more(&mut client).await;
+}
+
+#[test]
+fn a_cursor_from_the_future_is_not_usable() {
+    let now = Utc::now();
+    let cursor = |issued_at| StreamCursor {
+        issued_at,
+        ..StreamCursor::decode("AXMAAAGiT0wXqAAAAAAAAAABAAAAAAAAAAEAAAAAAAAAAA").unwrap()
+    };
+    let window = TimeDelta::hours(24);
+    assert!(cursor(now - TimeDelta::hours(1)).is_usable(window, now));
+    assert!(!cursor(now - TimeDelta::hours(25)).is_usable(window, now));
+    assert!(!cursor(now + TimeDelta::hours(1)).is_usable(window, now));
+}

@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use clap::Parser;
 use entity::role::Role;
-use flowpilot::app::{App, AppState};
+use flowpilot::app::App;
 use flowpilot::clock::Clock;
 use flowpilot::config::{Config, Settings};
 use flowpilot::events::log::ExecutionEventRecord;
 use flowpilot::mail::Mail;
+use flowpilot::state::AppState;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, EntityTrait, Statement};
 use serde_json::{Value, json};

@@ -1,0 +1,399 @@
+//! `flowpilot bench`: how fast the engine drains work, measured on a real
+//! database through the same services and workers the server runs.
+//!
+//! On the embedded default (a fresh SQLite file in the temporary
+//! directory) and, given `--postgres URL`, on PostgreSQL, it reports:
+//!
+//! - **latency**: queued → started of one-step executions run one at a
+//!   time on idle workers (p50, p99), and the SQL statements each cost,
+//!   from the request that queues it to its end;
+//! - **drain**: one-step executions queued ahead, then drained by the
+//!   workers, per second, over at least `--seconds` of steady work (a short
+//!   calibration drain sizes the backlog);
+//! - **20 steps**: linear 20-step executions drained per second.
+//!
+//! Everything the bench writes belongs to an organization it creates and
+//! deletes at the end. Figures are printed as a Markdown table; nothing
+//! here asserts a speed.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use entity::execution;
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::auth::service::{self as accounts, DeviceInfo, Registration};
+use crate::auth::{DisplayName, Email, Password};
+use crate::clock::Clock;
+use crate::config::{Config, Settings};
+use crate::engine::Engine;
+use crate::error::{AppError, AppResult};
+use crate::events::{BusMessage, BusSignal, Topic};
+use crate::executions::service::{self as executions, Priority, RunRequest};
+use crate::orgs::deletion;
+use crate::orgs::principal::Principal;
+use crate::orgs::service::{self as orgs, OrganizationName};
+use crate::state::AppState;
+use crate::workflows::catalog::Tags;
+use crate::workflows::definition::{StepDefinition, StepKind, WorkflowDefinition};
+use crate::workflows::service::{self as workflows, NewWorkflow, WorkflowName};
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Seconds of steady draining to measure, at least.
+    pub seconds: u64,
+    /// Workers draining.
+    pub workers: usize,
+    /// One-step executions run one at a time for the latency figures.
+    pub samples: usize,
+    /// A PostgreSQL database to measure too.
+    pub postgres: Option<String>,
+}
+
+/// The figures of one backend.
+#[derive(Clone, Debug)]
+pub struct EngineFigures {
+    pub backend: &'static str,
+    pub queued_to_started_p50_ms: f64,
+    pub queued_to_started_p99_ms: f64,
+    pub statements_per_execution: f64,
+    pub drained: u64,
+    pub drain_seconds: f64,
+    pub one_step_per_second: f64,
+    pub twenty_step_per_second: f64,
+}
+
+/// Runs the engine section on each backend and prints the table.
+pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<Vec<EngineFigures>> {
+    let scratch = std::env::temp_dir().join(format!("flowpilot-bench-{}.db", Uuid::now_v7()));
+    let mut targets = vec![(
+        "SQLite (embedded)",
+        format!("sqlite://{}?mode=rwc", scratch.display()),
+    )];
+    if let Some(url) = &options.postgres {
+        targets.push(("PostgreSQL", url.clone()));
+    }
+    let mut figures = Vec::new();
+    for (backend, url) in targets {
+        let mut settings = settings.clone();
+        settings.database_url = url;
+        settings.redis_url = None;
+        settings.workers = options.workers;
+        settings.run_engine = true;
+        if settings.jwt_secret.is_none() || settings.encryption_key.is_none() {
+            settings.jwt_secret = Some(format!("bench-{}", Uuid::now_v7().simple()));
+            settings.encryption_key = Some(format!("bench-{}", Uuid::now_v7().simple()));
+        }
+        let config = Config::from_settings(settings)?;
+        eprintln!("bench: {backend}");
+        let measured = measure(backend, config, &options)
+            .await
+            .with_context(|| format!("benchmarking on {backend}"))?;
+        figures.push(measured);
+    }
+    for suffix in ["", "-shm", "-wal"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", scratch.display()));
+    }
+    let _ = std::fs::remove_file(scratch.with_extension("secrets"));
+    println!("{}", table(&figures, &options));
+    Ok(figures)
+}
+
+/// The bench's organization and workflows on one backend.
+struct Bench {
+    state: AppState,
+    owner: Principal,
+    organization_id: Uuid,
+    one_step: Uuid,
+    twenty_steps: Uuid,
+}
+
+async fn measure(
+    backend: &'static str,
+    config: Config,
+    options: &BenchOptions,
+) -> anyhow::Result<EngineFigures> {
+    let state = AppState::build(config, Clock::system()).await?;
+    let bench = Bench::set_up(state).await.map_err(failed)?;
+    let result = bench.measure(backend, options).await;
+    bench.tear_down().await?;
+    result
+}
+
+impl Bench {
+    async fn set_up(state: AppState) -> AppResult<Self> {
+        let email = format!("bench-{}@flowpilot.invalid", Uuid::now_v7().simple());
+        let registration = Registration {
+            email: Email::parse(&email, "email")?,
+            password: Password::parse(&format!("{}-Bench!", Uuid::now_v7()), "password")?,
+            display_name: DisplayName::parse("Bench", "displayName")?,
+        };
+        let device = DeviceInfo {
+            ip: None,
+            user_agent: Some("flowpilot bench".to_owned()),
+        };
+        let user = accounts::register(&state, registration, device).await?.user;
+        let organization = orgs::create_organization(
+            &state,
+            user.id,
+            OrganizationName::parse("Bench", "name")?,
+            None,
+        )
+        .await?
+        .organization;
+        let owner = Principal::User(user.id);
+        let one_step = workflow(&state, owner, organization.id, "One step", 1).await?;
+        let twenty_steps = workflow(&state, owner, organization.id, "Twenty steps", 20).await?;
+        Ok(Self {
+            state,
+            owner,
+            organization_id: organization.id,
+            one_step,
+            twenty_steps,
+        })
+    }
+
+    async fn tear_down(self) -> anyhow::Result<()> {
+        deletion::delete_organization(&self.state, self.owner, self.organization_id)
+            .await
+            .map_err(failed)?;
+        self.state.db.close().await.ok();
+        Ok(())
+    }
+
+    async fn measure(
+        &self,
+        backend: &'static str,
+        options: &BenchOptions,
+    ) -> anyhow::Result<EngineFigures> {
+        let (p50, p99, statements) = self.latency(options.samples).await?;
+        eprintln!("bench:   latency p50 {p50:.2} ms, p99 {p99:.2} ms, {statements:.1} statements");
+        // A short drain sizes the backlog for the timed one.
+        let (calibration, calibration_secs) = self.drain(self.one_step, 300).await?;
+        let rate = calibration as f64 / calibration_secs;
+        let backlog = ((rate * options.seconds as f64) as u64).max(300);
+        eprintln!("bench:   calibrated at {rate:.0}/s; draining {backlog} queued ahead");
+        let (drained, drain_seconds) = self.drain(self.one_step, backlog).await?;
+        let one_step_per_second = drained as f64 / drain_seconds;
+        eprintln!("bench:   drained {drained} in {drain_seconds:.1} s: {one_step_per_second:.0}/s");
+        let (long, long_seconds) = self.drain(self.twenty_steps, 200).await?;
+        let twenty_step_per_second = long as f64 / long_seconds;
+        eprintln!("bench:   20 steps: {twenty_step_per_second:.0}/s");
+        Ok(EngineFigures {
+            backend,
+            queued_to_started_p50_ms: p50,
+            queued_to_started_p99_ms: p99,
+            statements_per_execution: statements,
+            drained,
+            drain_seconds,
+            one_step_per_second,
+            twenty_step_per_second,
+        })
+    }
+
+    /// Runs `samples` one-step executions one at a time on idle workers:
+    /// queued → started p50 and p99 in ms, and statements per execution.
+    async fn latency(&self, samples: usize) -> anyhow::Result<(f64, f64, f64)> {
+        let engine = Engine::start(&self.state).await;
+        let mut events = self
+            .state
+            .bus
+            .subscribe(Topic::Organization(self.organization_id))
+            .await;
+        // Workers settle into waiting before the first sample.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut waits = Vec::with_capacity(samples);
+        let before = self.state.sql_statements.get();
+        for _ in 0..samples {
+            let id = self.run(self.one_step).await?;
+            let started = loop {
+                match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
+                    Ok(Some(BusSignal::Message(BusMessage::ExecutionEvent(event))))
+                        if event.execution.id == id && event.is_terminal() =>
+                    {
+                        break event.execution;
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => anyhow::bail!("execution {id} did not finish in 30 s"),
+                }
+            };
+            let started_at = started.started_at.context("a finished run has started")?;
+            waits.push((started_at - started.queued_at).as_seconds_f64() * 1000.0);
+        }
+        let statements = (self.state.sql_statements.get() - before) as f64 / samples as f64;
+        engine.shutdown().await;
+        waits.sort_by(f64::total_cmp);
+        Ok((
+            percentile(&waits, 0.50),
+            percentile(&waits, 0.99),
+            statements,
+        ))
+    }
+
+    /// Queues `count` executions of `workflow_id` with the workers stopped,
+    /// then starts them and waits until all have finished: how many ran, in
+    /// how many seconds.
+    async fn drain(&self, workflow_id: Uuid, count: u64) -> anyhow::Result<(u64, f64)> {
+        const QUEUERS: u64 = 4;
+        let mut queuers = tokio::task::JoinSet::new();
+        for n in 0..QUEUERS {
+            let share = count / QUEUERS + u64::from(n < count % QUEUERS);
+            let bench = self.handle();
+            queuers.spawn(async move {
+                for _ in 0..share {
+                    bench.run(workflow_id).await?;
+                }
+                anyhow::Ok(())
+            });
+        }
+        while let Some(queued) = queuers.join_next().await {
+            queued??;
+        }
+        let before = self.finished().await?;
+        let started = Instant::now();
+        let engine = Engine::start(&self.state).await;
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if self.finished().await? - before >= count {
+                break;
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(3600),
+                "the drain took more than an hour"
+            );
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        engine.shutdown().await;
+        Ok((count, seconds))
+    }
+
+    /// What a queuing task needs of the bench.
+    fn handle(&self) -> Queuer {
+        Queuer {
+            state: self.state.clone(),
+            owner: self.owner,
+        }
+    }
+
+    async fn run(&self, workflow_id: Uuid) -> anyhow::Result<Uuid> {
+        self.handle().run(workflow_id).await
+    }
+
+    /// Executions of the bench's organization that have finished.
+    async fn finished(&self) -> anyhow::Result<u64> {
+        Ok(execution::Entity::find()
+            .filter(execution::Column::OrganizationId.eq(self.organization_id))
+            .filter(execution::Column::FinishedAt.is_not_null())
+            .count(&self.state.db)
+            .await?)
+    }
+}
+
+/// Queues executions as the API does.
+struct Queuer {
+    state: AppState,
+    owner: Principal,
+}
+
+impl Queuer {
+    async fn run(&self, workflow_id: Uuid) -> anyhow::Result<Uuid> {
+        let request = RunRequest {
+            workflow_id,
+            input: json!({}),
+            priority: Priority::Normal,
+            idempotency_key: None,
+            version_id: None,
+        };
+        let queued = executions::run_workflow(&self.state, self.owner, request)
+            .await
+            .map_err(failed)?;
+        Ok(queued.execution.id)
+    }
+}
+
+/// A workflow of `steps` TRANSFORM steps in a line.
+async fn workflow(
+    state: &AppState,
+    owner: Principal,
+    organization_id: Uuid,
+    name: &str,
+    steps: usize,
+) -> AppResult<Uuid> {
+    let steps = (0..steps)
+        .map(|n| StepDefinition {
+            id: format!("s{n}"),
+            kind: StepKind::Transform,
+            needs: (n > 0).then(|| format!("s{}", n - 1)).into_iter().collect(),
+            config: json!({ "output": n }),
+            retry: None,
+            timeout_ms: None,
+        })
+        .collect();
+    let new = NewWorkflow {
+        organization_id,
+        name: WorkflowName::parse(name, "name")?,
+        description: None,
+        definition: WorkflowDefinition::parse(steps, None, "definition")?,
+        max_concurrency: None,
+        tags: Tags::default(),
+    };
+    Ok(workflows::create_workflow(state, owner, new)
+        .await?
+        .workflow
+        .id)
+}
+
+/// An error of the services, for the bench's report.
+fn failed(err: AppError) -> anyhow::Error {
+    anyhow::anyhow!("{}: {}", err.code(), err.public_message())
+}
+
+/// The value below which a `share` of sorted `values` fall.
+fn percentile(sorted: &[f64], share: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((sorted.len() as f64 * share).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// The figures as a Markdown table.
+fn table(figures: &[EngineFigures], options: &BenchOptions) -> String {
+    let mut out = format!(
+        "Engine, {} workers; latency over {} one-step runs on idle workers\n\n\
+         | backend | queued → started p50 | p99 | statements per one-step execution | one-step drained | one-step executions/s | 20-step executions/s |\n\
+         |---|---|---|---|---|---|---|\n",
+        options.workers, options.samples
+    );
+    for f in figures {
+        out.push_str(&format!(
+            "| {} | {:.2} ms | {:.2} ms | {:.1} | {} in {:.1} s | {:.0} | {:.0} |\n",
+            f.backend,
+            f.queued_to_started_p50_ms,
+            f.queued_to_started_p99_ms,
+            f.statements_per_execution,
+            f.drained,
+            f.drain_seconds,
+            f.one_step_per_second,
+            f.twenty_step_per_second,
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_percentile_is_the_value_at_its_rank() {
+        let values: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&values, 0.50), 50.0);
+        assert_eq!(percentile(&values, 0.99), 99.0);
+        assert_eq!(percentile(&[7.0], 0.99), 7.0);
+        assert!(percentile(&[], 0.5).is_nan());
+    }
+}
