@@ -14,6 +14,7 @@ use crate::engine::Engine;
 use crate::events::Topic;
 use crate::mail::Mailer;
 use crate::state::AppState;
+use crate::workflows::scheduler::Scheduler;
 use crate::{graphql, http};
 
 /// A built server: connected, migrated and bound, not yet serving.
@@ -68,6 +69,7 @@ impl App {
         let (shutting_down_tx, shutting_down) = tokio::sync::watch::channel(false);
         let router = http::router(self.state.clone(), schema, shutting_down.clone());
         let engine = Engine::start(&self.state).await;
+        let scheduler = Scheduler::start(&self.state);
         let interval =
             std::time::Duration::from_millis(self.state.config.settings.stream_recheck_ms);
         let rechecks = tokio::spawn(self.state.streams.clone().run(
@@ -97,6 +99,7 @@ impl App {
         .with_graceful_shutdown(shutdown)
         .await
         .context("the HTTP server failed");
+        scheduler.stop().await;
         engine.shutdown().await;
         rechecks.abort();
         revocations.abort();

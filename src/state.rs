@@ -26,6 +26,7 @@ use crate::events::recheck::StreamRegistry;
 use crate::events::redis_bus::RedisBus;
 use crate::mail::Mailer;
 use crate::orgs::access::Revocations;
+use crate::workflows::scheduler::Scheduler;
 
 /// Shared state of one FlowPilot instance, cheap to clone into every
 /// request and background task.
@@ -123,11 +124,13 @@ impl AppState {
     /// `shutdown` resolves; then hands running executions back.
     pub async fn run_workers(self, shutdown: impl Future<Output = ()>) {
         let engine = Engine::start(&self).await;
+        let scheduler = Scheduler::start(&self);
         tracing::info!(
             workers = self.config.settings.workers,
             "FlowPilot workers are running"
         );
         shutdown.await;
+        scheduler.stop().await;
         engine.shutdown().await;
         self.db.close().await.ok();
         tracing::info!("FlowPilot workers stopped");

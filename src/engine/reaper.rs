@@ -6,8 +6,8 @@
 
 use tokio::sync::watch;
 
+use super::journal::{expired_leases, overdue_queued, requeue_expired, time_out_queued};
 use super::runner::ERROR_BACKOFF;
-use super::store::{expired_leases, overdue_queued, requeue_expired, time_out_queued};
 use crate::state::AppState;
 
 /// Most executions requeued in one pass.
@@ -31,7 +31,7 @@ pub async fn reap(state: AppState, mut stop: watch::Receiver<bool>) {
 /// One pass: requeues every execution whose lease has expired, and times
 /// out queued (parked) executions whose timeout passed. Returns how many
 /// executions it requeued.
-pub async fn reap_once(state: &AppState) -> Result<usize, super::store::EngineError> {
+pub async fn reap_once(state: &AppState) -> Result<usize, super::journal::EngineError> {
     let mut requeued = 0;
     for execution_id in expired_leases(state, BATCH).await? {
         if requeue_expired(state, execution_id).await? {

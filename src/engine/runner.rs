@@ -4,7 +4,7 @@
 //! concurrently); a step whose needs include a skipped, cancelled or failed
 //! step is SKIPPED. When a step FAILS the execution FAILS: running steps are
 //! cancelled and steps not yet run end CANCELLED. Every change goes through
-//! `store`, fenced by the lease; if the lease is lost the runner stops
+//! the `journal`, fenced by the lease; if the lease is lost the runner stops
 //! without writing. A heartbeat renews the lease while the runner works and
 //! stops with it, so a runner that errors out lets its lease expire and the
 //! reaper hands the execution to another worker.
@@ -22,10 +22,10 @@ use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
 use super::cancel::Cancellations;
+use super::journal::{self, Claimed, EngineError, ExecutionUpdate, Lease, StepUpdate};
 use super::state::{ExecutionChange, RequeueReason};
 use super::steps::{self, StepContext};
 use super::storable;
-use super::store::{self, Claimed, EngineError, ExecutionUpdate, Lease, StepUpdate};
 use crate::events::{BusMessage, Topic};
 use crate::state::AppState;
 use crate::workflows::definition::{StepConfig, StepDefinition, StepKind, WorkflowDefinition};
@@ -75,7 +75,7 @@ pub async fn run_execution(
             "it was claimed {} times without progress (FLOWPILOT_MAX_CLAIMS_WITHOUT_PROGRESS is {max_claims}); its worker may have crashed or its results may not be storable",
             claims - 1
         );
-        store::fail_without_progress(&state, &claimed.lease, error).await?;
+        journal::fail_without_progress(&state, &claimed.lease, error).await?;
         return Ok(RunOutcome::Finished(ExecutionStatus::Failed));
     }
     match Runner::load(state.clone(), claimed).await? {
@@ -86,7 +86,7 @@ pub async fn run_execution(
                 error: Some(reason),
                 ..ExecutionUpdate::default()
             };
-            store::change_execution(
+            journal::change_execution(
                 &state,
                 &lease,
                 ExecutionChange::To(ExecutionStatus::Failed),
@@ -152,7 +152,7 @@ async fn heartbeat(
     let lease_for = state.config.settings.lease_duration();
     loop {
         tokio::time::sleep(lease_for / 3).await;
-        match store::renew_lease(&state, &lease, lease_for).await {
+        match journal::renew_lease(&state, &lease, lease_for).await {
             Ok(true) => cancellations.cancel(lease.execution_id),
             Ok(false) => {}
             Err(EngineError::LeaseLost) => {
@@ -414,7 +414,7 @@ impl Runner {
             run_after: Some(until),
             ..ExecutionUpdate::default()
         };
-        store::change_execution(
+        journal::change_execution(
             &self.state,
             &self.lease,
             ExecutionChange::Requeue(RequeueReason::Parked),
@@ -676,10 +676,10 @@ impl Runner {
     async fn time_out(&mut self) -> Result<RunOutcome, EngineError> {
         self.cancel_unfinished_steps().await?;
         let update = ExecutionUpdate {
-            error: Some(store::timeout_error(self.timeout_ms)),
+            error: Some(journal::timeout_error(self.timeout_ms)),
             ..ExecutionUpdate::default()
         };
-        store::change_execution(
+        journal::change_execution(
             &self.state,
             &self.lease,
             ExecutionChange::To(ExecutionStatus::TimedOut),
@@ -723,7 +723,7 @@ impl Runner {
             error: Some(error),
             ..ExecutionUpdate::default()
         };
-        store::change_execution(
+        journal::change_execution(
             &self.state,
             &self.lease,
             ExecutionChange::To(ExecutionStatus::Failed),
@@ -758,7 +758,7 @@ impl Runner {
     async fn cancel(&mut self) -> Result<RunOutcome, EngineError> {
         self.cancel_unfinished_steps().await?;
         let change = ExecutionChange::To(ExecutionStatus::Cancelled);
-        store::change_execution(&self.state, &self.lease, change, ExecutionUpdate::default())
+        journal::change_execution(&self.state, &self.lease, change, ExecutionUpdate::default())
             .await?;
         Ok(RunOutcome::Finished(ExecutionStatus::Cancelled))
     }
@@ -777,7 +777,7 @@ impl Runner {
             output: Some(output),
             ..ExecutionUpdate::default()
         };
-        store::change_execution(
+        journal::change_execution(
             &self.state,
             &self.lease,
             ExecutionChange::To(ExecutionStatus::Succeeded),
@@ -812,7 +812,7 @@ impl Runner {
                 .await?;
         }
         let change = ExecutionChange::Requeue(RequeueReason::HandedBack);
-        store::change_execution(&self.state, &self.lease, change, ExecutionUpdate::default())
+        journal::change_execution(&self.state, &self.lease, change, ExecutionUpdate::default())
             .await?;
         self.state
             .bus
@@ -827,7 +827,7 @@ impl Runner {
         to: StepStatus,
         update: StepUpdate,
     ) -> Result<(), EngineError> {
-        let step = store::change_step(&self.state, &self.lease, step_id, to, update).await?;
+        let step = journal::change_step(&self.state, &self.lease, step_id, to, update).await?;
         self.steps.insert(step_id.to_owned(), step);
         Ok(())
     }

@@ -10,10 +10,9 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::cancel::{self, Cancellations};
+use super::journal::{EngineError, claim_next_execution};
 use super::reaper::reap;
 use super::runner::{ERROR_BACKOFF, RunOutcome, run_execution};
-use super::scheduler::schedule;
-use super::store::{EngineError, claim_next_execution};
 use crate::events::Topic;
 use crate::events::bus::Subscription;
 use crate::state::AppState;
@@ -22,7 +21,7 @@ use crate::state::AppState;
 /// for workers to hand their executions back.
 const HAND_BACK_TIME: Duration = Duration::from_secs(10);
 
-/// The workers, the reaper and the scheduler of one process.
+/// The workers and the reaper of one process.
 pub struct Engine {
     stop: Arc<watch::Sender<bool>>,
     workers: JoinSet<()>,
@@ -79,7 +78,6 @@ impl Engine {
         // Every instance reaps, workers or not, so a fleet of API-only
         // instances still recovers executions of a crashed worker process.
         workers.spawn(reap(state.clone(), stopped.clone()));
-        workers.spawn(schedule(state.clone(), stopped.clone()));
         engine(workers)
     }
 

@@ -3,7 +3,7 @@
 //! Each event carries a snapshot of the execution's scalar fields and of
 //! the step that changed, so streaming it to many subscribers needs no
 //! further reads. `seq` is allocated by the writer of the change, in the
-//! same transaction (see `engine::store`); the event's `position` in commit
+//! same transaction (see `engine::journal`); the event's `position` in commit
 //! order is set by the database as it is written (see `watermark`).
 
 use chrono::{DateTime, Utc};

@@ -4,32 +4,27 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use entity::role::Role;
-use entity::status::{ExecutionStatus, StepStatus};
-use entity::{execution, step_run, trigger, workflow, workflow_version};
+use entity::status::ExecutionStatus;
+use entity::{execution, step_run, workflow};
 use futures::Stream;
-use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set,
-};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::db::{begin_write, locked};
-use crate::engine::storable;
-use crate::engine::store::{self as engine_store, CancelOutcome, publish_after_commit};
+use crate::engine::journal::{self, CancelOutcome};
+pub use crate::engine::journal::{
+    IDEMPOTENCY_WINDOW, IdempotencyKey, NewExecution, Origin, Priority,
+};
 use crate::error::{AppError, AppResult};
-use crate::events::log::{self, EventKind, ExecutionEventRecord};
+use crate::events::log::{self, ExecutionEventRecord};
 use crate::events::organization_stream::{self, StreamItem, StreamStart};
-use crate::events::{BusMessage, Topic, replay};
+use crate::events::replay;
 use crate::orgs::access::{AccessEnded, MembershipGrant, until_membership_ends};
 use crate::orgs::policy::{self, Action};
 use crate::orgs::principal::Principal;
 use crate::pagination::{Page, Position};
 use crate::state::AppState;
-use crate::workflows::definition::WorkflowDefinition;
 use crate::workflows::service as workflows;
-use crate::workflows::triggers::TriggerKind;
 use crate::workflows::versions;
 
 /// An execution as one member sees it.
@@ -37,58 +32,6 @@ use crate::workflows::versions;
 pub struct MemberExecution {
     pub execution: execution::Model,
     pub role: Role,
-}
-
-/// How urgently an execution should be claimed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Priority {
-    High,
-    #[default]
-    Normal,
-    Low,
-}
-
-impl Priority {
-    /// The stored value: higher is claimed first.
-    pub fn as_i32(self) -> i32 {
-        match self {
-            Self::High => 1,
-            Self::Normal => 0,
-            Self::Low => -1,
-        }
-    }
-
-    /// The priority a stored value stands for.
-    pub fn from_i32(value: i32) -> Self {
-        match value {
-            v if v > 0 => Self::High,
-            0 => Self::Normal,
-            _ => Self::Low,
-        }
-    }
-}
-
-/// How long an idempotency key returns the execution it started.
-pub const IDEMPOTENCY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
-/// Longest idempotency key, in characters.
-const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
-
-/// An idempotency key: trimmed, 1 to 255 characters.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IdempotencyKey(String);
-
-impl IdempotencyKey {
-    /// Parses user input; `field` names the input field in the error.
-    pub fn parse(raw: &str, field: &str) -> AppResult<Self> {
-        let key = raw.trim();
-        if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS {
-            return Err(AppError::bad_input(
-                field,
-                format!("an idempotency key has 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters"),
-            ));
-        }
-        Ok(Self(key.to_owned()))
-    }
 }
 
 /// A request to start a workflow.
@@ -132,7 +75,7 @@ pub async fn run_workflow(
         retry_of_id: None,
         origin: Origin::Manual,
     };
-    let execution = enqueue(state, new).await?;
+    let execution = journal::enqueue(state, new).await?;
     Ok(MemberExecution {
         execution,
         role: found.role,
@@ -149,7 +92,7 @@ pub async fn cancel_execution(
 ) -> AppResult<MemberExecution> {
     let found = find_for_member(&state.db, actor, execution_id).await?;
     policy::authorize(found.role, Action::CancelExecution)?;
-    match engine_store::cancel(state, execution_id).await? {
+    match journal::cancel(state, execution_id).await? {
         CancelOutcome::Cancelled(execution) | CancelOutcome::Requested(execution) => {
             Ok(MemberExecution {
                 execution,
@@ -190,223 +133,11 @@ pub async fn retry_execution(
         retry_of_id: Some(original.execution.id),
         origin: Origin::Manual,
     };
-    let execution = enqueue(state, new).await?;
+    let execution = journal::enqueue(state, new).await?;
     Ok(MemberExecution {
         execution,
         role: original.role,
     })
-}
-
-/// What started an execution.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Origin {
-    /// `runWorkflow` or `retryExecution`, by a person or a key.
-    Manual,
-    /// A schedule or webhook trigger.
-    Trigger { kind: TriggerKind, id: Uuid },
-}
-
-impl Origin {
-    fn kind(self) -> &'static str {
-        match self {
-            Self::Manual => "MANUAL",
-            Self::Trigger { kind, .. } => kind.as_str(),
-        }
-    }
-
-    fn trigger_id(self) -> Option<Uuid> {
-        match self {
-            Self::Manual => None,
-            Self::Trigger { id, .. } => Some(id),
-        }
-    }
-}
-
-/// Refuses an execution input that is larger than the limit or holds text
-/// no backend can store, the same on every backend.
-fn check_input(input: &Value, max_bytes: usize) -> AppResult<()> {
-    if storable::has_nul(input) {
-        return Err(AppError::bad_input(
-            "input",
-            "text may not contain the NUL character (U+0000)",
-        ));
-    }
-    let len = storable::json_len(input);
-    if len > max_bytes {
-        return Err(AppError::bad_input(
-            "input",
-            format!("the input is {len} bytes, over the limit of {max_bytes}"),
-        ));
-    }
-    Ok(())
-}
-
-/// An execution to queue.
-pub struct NewExecution<'a> {
-    pub workflow: &'a workflow::Model,
-    pub version_id: Uuid,
-    pub input: Value,
-    pub priority: Priority,
-    pub idempotency_key: Option<IdempotencyKey>,
-    pub created_by: Option<Uuid>,
-    pub retry_of_id: Option<Uuid>,
-    pub origin: Origin,
-}
-
-/// Inserts a QUEUED execution with its PENDING step runs and its first
-/// event in one transaction, then publishes the event and wakes workers.
-/// With an idempotency key, the workflow row is locked first so two
-/// requests with the same key cannot both insert.
-pub(crate) async fn enqueue(
-    state: &AppState,
-    new: NewExecution<'_>,
-) -> AppResult<execution::Model> {
-    check_input(
-        &new.input,
-        state.config.settings.steps.max_step_output_bytes,
-    )?;
-    let now = state.clock.now();
-    let txn = begin_write(&state.db).await?;
-    if let Some(key) = &new.idempotency_key {
-        locked(workflow::Entity::find_by_id(new.workflow.id), &txn)
-            .one(&txn)
-            .await?;
-        // Keys are scoped to their source: manual runs of the workflow, or
-        // one trigger's deliveries.
-        let source = match new.origin.trigger_id() {
-            Some(trigger_id) => execution::Column::TriggerId.eq(trigger_id),
-            None => execution::Column::TriggerKind.eq(new.origin.kind()),
-        };
-        let earlier = execution::Entity::find()
-            .filter(execution::Column::WorkflowId.eq(new.workflow.id))
-            .filter(source)
-            .filter(execution::Column::IdempotencyKey.eq(key.0.as_str()))
-            .filter(execution::Column::QueuedAt.gt(now - IDEMPOTENCY_WINDOW))
-            .order_by_desc(execution::Column::QueuedAt)
-            .one(&txn)
-            .await?;
-        if let Some(earlier) = earlier {
-            txn.commit().await?;
-            return Ok(earlier);
-        }
-    }
-    let queued = insert_queued(&txn, new, now).await?;
-    txn.commit().await?;
-    Ok(announce_queued(state, queued).await)
-}
-
-/// An execution inserted by [`insert_queued`] whose transaction has not
-/// been announced yet.
-pub(crate) struct Queued {
-    execution: execution::Model,
-    event: ExecutionEventRecord,
-}
-
-/// Inserts a QUEUED execution, its PENDING step runs and its first event
-/// inside `txn`, and notes the firing on its trigger. The caller commits
-/// and then calls [`announce_queued`].
-pub(crate) async fn insert_queued(
-    txn: &DatabaseTransaction,
-    new: NewExecution<'_>,
-    now: DateTime<Utc>,
-) -> AppResult<Queued> {
-    let version = workflow_version::Entity::find_by_id(new.version_id)
-        .one(txn)
-        .await?
-        .ok_or_else(|| {
-            AppError::Internal(anyhow::anyhow!(
-                "workflow version {} is missing",
-                new.version_id
-            ))
-        })?;
-    let definition =
-        WorkflowDefinition::from_stored(&version.definition).map_err(AppError::Internal)?;
-    let execution = execution::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        organization_id: Set(new.workflow.organization_id),
-        workflow_id: Set(new.workflow.id),
-        workflow_version_id: Set(version.id),
-        status: Set(ExecutionStatus::Queued),
-        priority: Set(new.priority.as_i32()),
-        input: Set(new.input),
-        output: Set(None),
-        error: Set(None),
-        trigger_kind: Set(new.origin.kind().to_owned()),
-        trigger_id: Set(new.origin.trigger_id()),
-        idempotency_key: Set(new.idempotency_key.map(|key| key.0)),
-        attempt: Set(0),
-        lease_owner: Set(None),
-        lease_expires_at: Set(None),
-        lease_epoch: Set(0),
-        claims_without_progress: Set(0),
-        cancel_requested: Set(false),
-        run_after: Set(None),
-        last_event_seq: Set(1),
-        created_by: Set(new.created_by),
-        retry_of_id: Set(new.retry_of_id),
-        queued_at: Set(now),
-        started_at: Set(None),
-        finished_at: Set(None),
-        updated_at: Set(now),
-        timeout_ms: Set(definition.timeout_ms.map(|ms| ms as i64)),
-        timeout_at: Set(None),
-    }
-    .insert(txn)
-    .await?;
-    let steps: Vec<step_run::ActiveModel> = definition
-        .steps
-        .iter()
-        .zip(0..)
-        .map(|(step, position)| step_run::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            execution_id: Set(execution.id),
-            step_id: Set(step.id.clone()),
-            position: Set(position),
-            status: Set(StepStatus::Pending),
-            attempt: Set(0),
-            failed_attempts: Set(0),
-            input: Set(None),
-            output: Set(None),
-            error: Set(None),
-            next_retry_at: Set(None),
-            started_at: Set(None),
-            finished_at: Set(None),
-            updated_at: Set(now),
-        })
-        .collect();
-    step_run::Entity::insert_many(steps).exec(txn).await?;
-    if let Some(trigger_id) = new.origin.trigger_id() {
-        // Also orders the firing against a trigger being switched off or
-        // deleted meanwhile: then it starts nothing.
-        let fired = trigger::Entity::update_many()
-            .col_expr(trigger::Column::LastFiredAt, Expr::value(now))
-            .filter(trigger::Column::Id.eq(trigger_id))
-            .filter(trigger::Column::Enabled.eq(true))
-            .exec(txn)
-            .await?;
-        if fired.rows_affected == 0 {
-            return Err(AppError::NotFound("trigger"));
-        }
-    }
-    let event = log::append(txn, &execution, EventKind::ExecutionQueued, None, now).await?;
-    Ok(Queued { execution, event })
-}
-
-/// Publishes a committed execution's first event and wakes workers.
-pub(crate) async fn announce_queued(state: &AppState, queued: Queued) -> execution::Model {
-    let Queued { execution, event } = queued;
-    publish_after_commit(state, event).await;
-    state
-        .bus
-        .publish(Topic::Control, BusMessage::WorkerWakeup)
-        .await;
-    tracing::info!(
-        execution_id = %execution.id,
-        workflow_id = %execution.workflow_id,
-        trigger = execution.trigger_kind.as_str(),
-        "execution queued"
-    );
-    execution
 }
 
 /// The execution as a member with `role` sees it, if the role may view it.

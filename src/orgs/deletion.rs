@@ -19,7 +19,7 @@ use super::policy::{self, Action};
 use super::principal::Principal;
 use crate::auth::api_keys;
 use crate::db::begin_write;
-use crate::engine::store::{self as engine_store, CancelOutcome};
+use crate::engine::journal::{self, CancelOutcome};
 use crate::error::AppResult;
 use crate::state::AppState;
 
@@ -101,7 +101,7 @@ async fn cancel_unfinished(state: &AppState, organization_id: Uuid) -> AppResult
                 running = true;
                 continue;
             }
-            match engine_store::cancel(state, id).await? {
+            match journal::cancel(state, id).await? {
                 CancelOutcome::Cancelled(_) => {
                     cancelled.insert(id);
                 }

@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod catalog_schema;
 pub mod definition;
 pub mod loaders;
+pub mod scheduler;
 pub mod schema;
 pub mod service;
 pub mod step_configs;

@@ -32,10 +32,10 @@ use uuid::Uuid;
 use super::service as workflows;
 use crate::auth::tokens::{hash_token, new_opaque_token};
 use crate::db::{begin_write, locked};
-use crate::error::{AppError, AppResult};
-use crate::executions::service::{
+use crate::engine::journal::{
     IdempotencyKey, NewExecution, Origin, Priority, announce_queued, enqueue, insert_queued,
 };
+use crate::error::{AppError, AppResult};
 use crate::orgs::audit::{self, AuditAction, Target};
 use crate::orgs::policy::{self, Action};
 use crate::orgs::principal::Principal;
@@ -441,7 +441,7 @@ pub async fn fire_webhook(
         created_by: None,
         retry_of_id: None,
         origin: Origin::Trigger {
-            kind: TriggerKind::Webhook,
+            kind: TriggerKind::Webhook.as_str(),
             id: found.id,
         },
     };
@@ -533,7 +533,7 @@ async fn fire_schedule(
             created_by: None,
             retry_of_id: None,
             origin: Origin::Trigger {
-                kind: TriggerKind::Schedule,
+                kind: TriggerKind::Schedule.as_str(),
                 id: found.id,
             },
         };

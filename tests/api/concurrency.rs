@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use entity::role::Role;
 use entity::status::ExecutionStatus;
+use flowpilot::engine::journal::{self, Claimed, ExecutionUpdate};
 use flowpilot::engine::state::{ExecutionChange, RequeueReason};
-use flowpilot::engine::store::{self, Claimed, ExecutionUpdate};
 use serde_json::{Value, json};
 
 use crate::support::{GqlResponse, Session, TestApp};
@@ -50,14 +50,14 @@ async fn limited_workflow(
 }
 
 async fn claim(app: &TestApp) -> Option<Claimed> {
-    store::claim_next_execution(&app.state, "w", LEASE)
+    journal::claim_next_execution(&app.state, "w", LEASE)
         .await
         .unwrap()
 }
 
 async fn finish(app: &TestApp, claimed: &Claimed) {
     let done = ExecutionChange::To(ExecutionStatus::Succeeded);
-    store::change_execution(&app.state, &claimed.lease, done, ExecutionUpdate::default())
+    journal::change_execution(&app.state, &claimed.lease, done, ExecutionUpdate::default())
         .await
         .unwrap();
 }
@@ -88,7 +88,7 @@ async fn a_parked_execution_keeps_its_place_against_the_limit() {
     let running = claim(&app).await.unwrap();
     assert_eq!(running.execution.id.to_string(), older);
     let park = ExecutionChange::Requeue(RequeueReason::Parked);
-    store::change_execution(&app.state, &running.lease, park, ExecutionUpdate::default())
+    journal::change_execution(&app.state, &running.lease, park, ExecutionUpdate::default())
         .await
         .unwrap();
     // Parked, it still counts: the next claim resumes it, not the newer one.

@@ -8,8 +8,8 @@ use std::time::Duration;
 use chrono::Utc;
 use entity::status::{ExecutionStatus, StepStatus};
 use entity::{execution, execution_event, step_run};
+use flowpilot::engine::journal::{self, EngineError, ExecutionUpdate, StepUpdate};
 use flowpilot::engine::state::ExecutionChange;
-use flowpilot::engine::store::{self, EngineError, ExecutionUpdate, StepUpdate};
 use flowpilot::orgs::principal::Principal;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
@@ -87,17 +87,17 @@ async fn claims_take_the_highest_priority_then_the_oldest_due_execution() {
         .await
         .unwrap();
 
-    let first = store::claim_next_execution(&app.state, "w1", LEASE)
+    let first = journal::claim_next_execution(&app.state, "w1", LEASE)
         .await
         .unwrap()
         .unwrap();
-    let second = store::claim_next_execution(&app.state, "w1", LEASE)
+    let second = journal::claim_next_execution(&app.state, "w1", LEASE)
         .await
         .unwrap()
         .unwrap();
     assert_eq!((first.execution.id, second.execution.id), (urgent, oldest));
     assert!(
-        store::claim_next_execution(&app.state, "w1", LEASE)
+        journal::claim_next_execution(&app.state, "w1", LEASE)
             .await
             .unwrap()
             .is_none()
@@ -118,7 +118,7 @@ async fn concurrent_claimers_take_each_execution_exactly_once() {
         let state = app.state.clone();
         tokio::spawn(async move {
             let mut claimed = Vec::new();
-            while let Some(c) = store::claim_next_execution(&state, &format!("w{n}"), LEASE)
+            while let Some(c) = journal::claim_next_execution(&state, &format!("w{n}"), LEASE)
                 .await
                 .unwrap()
             {
@@ -143,7 +143,7 @@ async fn concurrent_claimers_take_each_execution_exactly_once() {
 async fn a_worker_whose_lease_was_taken_over_writes_nothing() {
     let (app, owner, workflow) = idle_app().await;
     let id = enqueue(&app, &owner, workflow).await;
-    let claimed = store::claim_next_execution(&app.state, "old-worker", LEASE)
+    let claimed = journal::claim_next_execution(&app.state, "old-worker", LEASE)
         .await
         .unwrap()
         .unwrap();
@@ -160,7 +160,7 @@ async fn a_worker_whose_lease_was_taken_over_writes_nothing() {
         .unwrap();
     let before = event_count(&app, id).await;
 
-    let step = store::change_step(
+    let step = journal::change_step(
         &app.state,
         &claimed.lease,
         "a",
@@ -169,7 +169,7 @@ async fn a_worker_whose_lease_was_taken_over_writes_nothing() {
     )
     .await;
     assert!(matches!(step, Err(EngineError::LeaseLost)), "{step:?}");
-    let finish = store::change_execution(
+    let finish = journal::change_execution(
         &app.state,
         &claimed.lease,
         ExecutionChange::To(ExecutionStatus::Succeeded),
@@ -178,7 +178,7 @@ async fn a_worker_whose_lease_was_taken_over_writes_nothing() {
     .await;
     assert!(matches!(finish, Err(EngineError::LeaseLost)), "{finish:?}");
     assert!(matches!(
-        store::renew_lease(&app.state, &claimed.lease, LEASE).await,
+        journal::renew_lease(&app.state, &claimed.lease, LEASE).await,
         Err(EngineError::LeaseLost)
     ));
 
@@ -198,11 +198,11 @@ async fn a_worker_whose_lease_was_taken_over_writes_nothing() {
 async fn an_illegal_step_transition_is_refused_and_not_applied() {
     let (app, owner, workflow) = idle_app().await;
     let id = enqueue(&app, &owner, workflow).await;
-    let claimed = store::claim_next_execution(&app.state, "w", LEASE)
+    let claimed = journal::claim_next_execution(&app.state, "w", LEASE)
         .await
         .unwrap()
         .unwrap();
-    let skipped_ahead = store::change_step(
+    let skipped_ahead = journal::change_step(
         &app.state,
         &claimed.lease,
         "a",
@@ -285,12 +285,12 @@ async fn shutdown_hands_running_executions_back_to_the_queue() {
 async fn the_reaper_requeues_a_lost_workers_execution_and_it_resumes_where_it_stopped() {
     let (app, owner, workflow) = idle_app().await;
     let id = enqueue(&app, &owner, workflow).await;
-    let dead = store::claim_next_execution(&app.state, "dead-worker", LEASE)
+    let dead = journal::claim_next_execution(&app.state, "dead-worker", LEASE)
         .await
         .unwrap()
         .unwrap();
     let lease = &dead.lease;
-    store::change_step(
+    journal::change_step(
         &app.state,
         lease,
         "a",
@@ -303,10 +303,10 @@ async fn the_reaper_requeues_a_lost_workers_execution_and_it_resumes_where_it_st
         output: Some(json!(1)),
         ..StepUpdate::default()
     };
-    store::change_step(&app.state, lease, "a", StepStatus::Succeeded, output)
+    journal::change_step(&app.state, lease, "a", StepStatus::Succeeded, output)
         .await
         .unwrap();
-    store::change_step(
+    journal::change_step(
         &app.state,
         lease,
         "b",
@@ -331,7 +331,7 @@ async fn the_reaper_requeues_a_lost_workers_execution_and_it_resumes_where_it_st
             .unwrap(),
         1
     );
-    let late_write = store::change_step(
+    let late_write = journal::change_step(
         &app.state,
         lease,
         "b",

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use chrono::Duration as Span;
 use entity::status::ExecutionStatus;
+use flowpilot::engine::journal::{self, ExecutionUpdate};
 use flowpilot::engine::state::{ExecutionChange, RequeueReason};
-use flowpilot::engine::store::{self, ExecutionUpdate};
 use flowpilot::orgs::principal::Principal;
 use serde_json::{Value, json};
 
@@ -226,13 +226,13 @@ async fn a_queued_execution_times_out_from_its_first_start_while_it_waits() {
     .await
     .unwrap();
     // Started once, then back in the queue (as when handed back or parked).
-    let claimed = store::claim_next_execution(&app.state, "w", Duration::from_secs(30))
+    let claimed = journal::claim_next_execution(&app.state, "w", Duration::from_secs(30))
         .await
         .unwrap()
         .unwrap();
     assert!(claimed.execution.timeout_at.is_some());
     let back = ExecutionChange::Requeue(RequeueReason::HandedBack);
-    store::change_execution(&app.state, &claimed.lease, back, ExecutionUpdate::default())
+    journal::change_execution(&app.state, &claimed.lease, back, ExecutionUpdate::default())
         .await
         .unwrap();
 
@@ -361,17 +361,17 @@ async fn a_crash_does_not_restart_a_delay_from_zero() {
     .await
     .unwrap();
     // A worker started the ten-minute DELAY nearly ten minutes ago, then died.
-    let dead = store::claim_next_execution(&app.state, "dead", Duration::from_secs(30))
+    let dead = journal::claim_next_execution(&app.state, "dead", Duration::from_secs(30))
         .await
         .unwrap()
         .unwrap();
     let until = app.clock.now() + Span::milliseconds(300);
     let input = json!({ "ms": 600000, "until": until });
-    let started = store::StepUpdate {
+    let started = journal::StepUpdate {
         input: Some(input),
-        ..store::StepUpdate::default()
+        ..journal::StepUpdate::default()
     };
-    store::change_step(
+    journal::change_step(
         &app.state,
         &dead.lease,
         "pause",

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::Duration as Span;
 use entity::role::Role;
-use flowpilot::engine::store;
+use flowpilot::engine::journal;
 use serde_json::{Value, json};
 
 use crate::support::{Session, TestApp};
@@ -62,9 +62,10 @@ async fn high_priority_executions_are_claimed_before_older_normal_ones() {
     );
 
     let mut order = Vec::new();
-    while let Some(claimed) = store::claim_next_execution(&app.state, "w", Duration::from_secs(30))
-        .await
-        .unwrap()
+    while let Some(claimed) =
+        journal::claim_next_execution(&app.state, "w", Duration::from_secs(30))
+            .await
+            .unwrap()
     {
         order.push(claimed.execution.id.to_string());
     }

@@ -1,22 +1,32 @@
-//! The engine's database work: claiming executions, renewing leases and
-//! applying status changes, each with its event, in one transaction.
+//! The execution journal: the one writer of an execution's life.
+//!
+//! Every write to an execution, its step runs and its event log goes
+//! through here: enqueue (with the step runs and the first event), claim,
+//! each transition of the execution or a step, cancel, requeue and hand
+//! back. Each happens in one transaction that also appends the change's
+//! event, with its seq allocated in one place ([`allocate_seq`]) on the
+//! locked execution row; the pure functions of `state` judge every change.
+//! Once committed, the events (and, when work became claimable, a worker
+//! wake-up) are published in one place ([`announce`]).
 //!
 //! Every write a worker makes is fenced by its [`Lease`]: it only applies
 //! while the execution's `lease_owner` and `lease_epoch` still match. A
-//! worker whose lease was taken over writes nothing. Each committed change
-//! is published on the bus after the commit.
+//! worker whose lease was taken over writes nothing.
+//!
+//! Services (`executions`, `workflows::triggers`, `orgs::deletion`) call the
+//! journal; it calls none of them.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use entity::status::{ExecutionStatus, StepStatus};
-use std::collections::HashMap;
-
-use entity::{execution, organization, step_run, workflow};
+use entity::{execution, organization, step_run, trigger, workflow, workflow_version};
+use sea_orm::ActiveValue::{NotSet, Set, Unchanged};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend,
-    DbErr, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    DbErr, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -24,10 +34,13 @@ use uuid::Uuid;
 use super::state::{
     ExecutionChange, IllegalTransition, RequeueReason, execution_transition, step_transition,
 };
+use super::storable;
 use crate::db::{begin_write, locked};
+use crate::error::{AppError, AppResult};
 use crate::events::log::{self, EventKind, ExecutionEventRecord, StepSnapshot};
 use crate::events::{BusMessage, Topic};
 use crate::state::AppState;
+use crate::workflows::definition::WorkflowDefinition;
 
 /// A worker's hold on one execution: valid while owner and epoch match.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,6 +99,265 @@ pub struct ExecutionUpdate {
     pub run_after: Option<DateTime<Utc>>,
 }
 
+/// How urgently an execution should be claimed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Priority {
+    High,
+    #[default]
+    Normal,
+    Low,
+}
+
+impl Priority {
+    /// The stored value: higher is claimed first.
+    pub fn as_i32(self) -> i32 {
+        match self {
+            Self::High => 1,
+            Self::Normal => 0,
+            Self::Low => -1,
+        }
+    }
+
+    /// The priority a stored value stands for.
+    pub fn from_i32(value: i32) -> Self {
+        match value {
+            v if v > 0 => Self::High,
+            0 => Self::Normal,
+            _ => Self::Low,
+        }
+    }
+}
+
+/// How long an idempotency key returns the execution it started.
+pub const IDEMPOTENCY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
+/// Longest idempotency key, in characters.
+const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+
+/// An idempotency key: trimmed, 1 to 255 characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// Parses user input; `field` names the input field in the error.
+    pub fn parse(raw: &str, field: &str) -> AppResult<Self> {
+        let key = raw.trim();
+        if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS {
+            return Err(AppError::bad_input(
+                field,
+                format!("an idempotency key has 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters"),
+            ));
+        }
+        Ok(Self(key.to_owned()))
+    }
+}
+
+/// What started an execution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// `runWorkflow` or `retryExecution`, by a person or a key.
+    Manual,
+    /// A schedule or webhook trigger: its kind's stored name
+    /// (`SCHEDULE`, `WEBHOOK`) and its id.
+    Trigger { kind: &'static str, id: Uuid },
+}
+
+impl Origin {
+    fn kind(self) -> &'static str {
+        match self {
+            Self::Manual => "MANUAL",
+            Self::Trigger { kind, .. } => kind,
+        }
+    }
+
+    fn trigger_id(self) -> Option<Uuid> {
+        match self {
+            Self::Manual => None,
+            Self::Trigger { id, .. } => Some(id),
+        }
+    }
+}
+
+/// Refuses an execution input that is larger than the limit or holds text
+/// no backend can store, the same on every backend.
+fn check_input(input: &Value, max_bytes: usize) -> AppResult<()> {
+    if storable::has_nul(input) {
+        return Err(AppError::bad_input(
+            "input",
+            "text may not contain the NUL character (U+0000)",
+        ));
+    }
+    let len = storable::json_len(input);
+    if len > max_bytes {
+        return Err(AppError::bad_input(
+            "input",
+            format!("the input is {len} bytes, over the limit of {max_bytes}"),
+        ));
+    }
+    Ok(())
+}
+
+/// An execution to queue.
+pub struct NewExecution<'a> {
+    pub workflow: &'a workflow::Model,
+    pub version_id: Uuid,
+    pub input: Value,
+    pub priority: Priority,
+    pub idempotency_key: Option<IdempotencyKey>,
+    pub created_by: Option<Uuid>,
+    pub retry_of_id: Option<Uuid>,
+    pub origin: Origin,
+}
+
+/// Inserts a QUEUED execution with its PENDING step runs and its first
+/// event in one transaction, then publishes the event and wakes workers.
+/// With an idempotency key, the workflow row is locked first so two
+/// requests with the same key cannot both insert.
+pub async fn enqueue(state: &AppState, new: NewExecution<'_>) -> AppResult<execution::Model> {
+    check_input(
+        &new.input,
+        state.config.settings.steps.max_step_output_bytes,
+    )?;
+    let now = state.clock.now();
+    let txn = begin_write(&state.db).await?;
+    if let Some(key) = &new.idempotency_key {
+        locked(workflow::Entity::find_by_id(new.workflow.id), &txn)
+            .one(&txn)
+            .await?;
+        // Keys are scoped to their source: manual runs of the workflow, or
+        // one trigger's deliveries.
+        let source = match new.origin.trigger_id() {
+            Some(trigger_id) => execution::Column::TriggerId.eq(trigger_id),
+            None => execution::Column::TriggerKind.eq(new.origin.kind()),
+        };
+        let earlier = execution::Entity::find()
+            .filter(execution::Column::WorkflowId.eq(new.workflow.id))
+            .filter(source)
+            .filter(execution::Column::IdempotencyKey.eq(key.0.as_str()))
+            .filter(execution::Column::QueuedAt.gt(now - IDEMPOTENCY_WINDOW))
+            .order_by_desc(execution::Column::QueuedAt)
+            .one(&txn)
+            .await?;
+        if let Some(earlier) = earlier {
+            txn.commit().await?;
+            return Ok(earlier);
+        }
+    }
+    let queued = insert_queued(&txn, new, now).await?;
+    txn.commit().await?;
+    Ok(announce_queued(state, queued).await)
+}
+
+/// An execution inserted by [`insert_queued`] whose transaction has not
+/// been announced yet.
+pub struct Queued {
+    execution: execution::Model,
+    event: ExecutionEventRecord,
+}
+
+/// Inserts a QUEUED execution, its PENDING step runs and its first event
+/// inside `txn`, and notes the firing on its trigger. The caller commits
+/// and then calls [`announce_queued`].
+pub async fn insert_queued(
+    txn: &DatabaseTransaction,
+    new: NewExecution<'_>,
+    now: DateTime<Utc>,
+) -> AppResult<Queued> {
+    let version = workflow_version::Entity::find_by_id(new.version_id)
+        .one(txn)
+        .await?
+        .ok_or_else(|| {
+            AppError::Internal(anyhow::anyhow!(
+                "workflow version {} is missing",
+                new.version_id
+            ))
+        })?;
+    let definition =
+        WorkflowDefinition::from_stored(&version.definition).map_err(AppError::Internal)?;
+    let execution = execution::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        organization_id: Set(new.workflow.organization_id),
+        workflow_id: Set(new.workflow.id),
+        workflow_version_id: Set(version.id),
+        status: Set(ExecutionStatus::Queued),
+        priority: Set(new.priority.as_i32()),
+        input: Set(new.input),
+        output: Set(None),
+        error: Set(None),
+        trigger_kind: Set(new.origin.kind().to_owned()),
+        trigger_id: Set(new.origin.trigger_id()),
+        idempotency_key: Set(new.idempotency_key.map(|key| key.0)),
+        attempt: Set(0),
+        lease_owner: Set(None),
+        lease_expires_at: Set(None),
+        lease_epoch: Set(0),
+        claims_without_progress: Set(0),
+        cancel_requested: Set(false),
+        run_after: Set(None),
+        last_event_seq: NotSet,
+        created_by: Set(new.created_by),
+        retry_of_id: Set(new.retry_of_id),
+        queued_at: Set(now),
+        started_at: Set(None),
+        finished_at: Set(None),
+        updated_at: Set(now),
+        timeout_ms: Set(definition.timeout_ms.map(|ms| ms as i64)),
+        timeout_at: Set(None),
+    };
+    let mut execution = execution;
+    allocate_seq(&mut execution);
+    let execution = execution.insert(txn).await?;
+    let steps: Vec<step_run::ActiveModel> = definition
+        .steps
+        .iter()
+        .zip(0..)
+        .map(|(step, position)| step_run::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            execution_id: Set(execution.id),
+            step_id: Set(step.id.clone()),
+            position: Set(position),
+            status: Set(StepStatus::Pending),
+            attempt: Set(0),
+            failed_attempts: Set(0),
+            input: Set(None),
+            output: Set(None),
+            error: Set(None),
+            next_retry_at: Set(None),
+            started_at: Set(None),
+            finished_at: Set(None),
+            updated_at: Set(now),
+        })
+        .collect();
+    step_run::Entity::insert_many(steps).exec(txn).await?;
+    if let Some(trigger_id) = new.origin.trigger_id() {
+        // Also orders the firing against a trigger being switched off or
+        // deleted meanwhile: then it starts nothing.
+        let fired = trigger::Entity::update_many()
+            .col_expr(trigger::Column::LastFiredAt, Expr::value(now))
+            .filter(trigger::Column::Id.eq(trigger_id))
+            .filter(trigger::Column::Enabled.eq(true))
+            .exec(txn)
+            .await?;
+        if fired.rows_affected == 0 {
+            return Err(AppError::NotFound("trigger"));
+        }
+    }
+    let event = log::append(txn, &execution, EventKind::ExecutionQueued, None, now).await?;
+    Ok(Queued { execution, event })
+}
+
+/// Publishes a committed execution's first event and wakes workers.
+pub async fn announce_queued(state: &AppState, queued: Queued) -> execution::Model {
+    let Queued { execution, event } = queued;
+    announce(state, vec![event], Wake::Workers).await;
+    tracing::info!(
+        execution_id = %execution.id,
+        workflow_id = %execution.workflow_id,
+        trigger = execution.trigger_kind.as_str(),
+        "execution queued"
+    );
+    execution
+}
+
 /// Claims the most urgent runnable execution (priority, then age, with
 /// `run_after` due) for `owner`, bumping its lease epoch. On PostgreSQL,
 /// `FOR UPDATE SKIP LOCKED` lets concurrent claimers pass each other; on
@@ -141,7 +413,7 @@ pub async fn claim_next_execution(
         epoch: candidate.lease_epoch + 1,
     };
     let started_at = candidate.started_at.unwrap_or(now);
-    let (attempt, seq) = (candidate.attempt + 1, candidate.last_event_seq + 1);
+    let attempt = candidate.attempt + 1;
     let claims = candidate.claims_without_progress.saturating_add(1);
     let mut active = candidate.into_active_model();
     active.status = Set(status);
@@ -158,13 +430,13 @@ pub async fn claim_next_execution(
     {
         active.timeout_at = Set(Some(started_at + chrono::Duration::milliseconds(ms)));
     }
-    active.last_event_seq = Set(seq);
+    allocate_seq(&mut active);
     active.updated_at = Set(now);
     active.claims_without_progress = Set(claims);
     let execution = active.update(&txn).await?;
     let event = log::append(&txn, &execution, EventKind::ExecutionStarted, None, now).await?;
     txn.commit().await?;
-    publish_after_commit(state, event).await;
+    announce(state, vec![event], Wake::Nobody).await;
     Ok(Some(Claimed { execution, lease }))
 }
 
@@ -324,7 +596,7 @@ pub async fn cancel(state: &AppState, execution_id: Uuid) -> Result<CancelOutcom
             )
             .await?;
             txn.commit().await?;
-            publish_all(state, events).await;
+            announce(state, events, Wake::Nobody).await;
             Ok(CancelOutcome::Cancelled(execution))
         }
         ExecutionStatus::Running => {
@@ -357,7 +629,7 @@ pub async fn change_step(
     let now = state.clock.now();
     let (_, step, event) = apply_step_change(&txn, execution, step_id, to, update, now).await?;
     txn.commit().await?;
-    publish_after_commit(state, event).await;
+    announce(state, vec![event], Wake::Nobody).await;
     Ok(step)
 }
 
@@ -375,7 +647,7 @@ pub async fn change_execution(
     let now = state.clock.now();
     let (execution, event) = apply_execution_change(&txn, execution, change, update, now).await?;
     txn.commit().await?;
-    publish_after_commit(state, event).await;
+    announce(state, vec![event], Wake::when_queued(&execution)).await;
     Ok(execution)
 }
 
@@ -424,11 +696,7 @@ pub async fn requeue_expired(state: &AppState, execution_id: Uuid) -> Result<boo
     )
     .await?;
     txn.commit().await?;
-    publish_all(state, events).await;
-    state
-        .bus
-        .publish(Topic::Control, BusMessage::WorkerWakeup)
-        .await;
+    announce(state, events, Wake::Workers).await;
     Ok(true)
 }
 
@@ -463,7 +731,7 @@ pub async fn fail_without_progress(
     )
     .await?;
     txn.commit().await?;
-    publish_all(state, events).await;
+    announce(state, events, Wake::Nobody).await;
     Ok(())
 }
 
@@ -513,7 +781,7 @@ pub async fn time_out_queued(state: &AppState, execution_id: Uuid) -> Result<boo
     )
     .await?;
     txn.commit().await?;
-    publish_all(state, events).await;
+    announce(state, events, Wake::Nobody).await;
     Ok(true)
 }
 
@@ -559,13 +827,6 @@ async fn settle(
     let (execution, event) = apply_execution_change(txn, execution, change, update, now).await?;
     events.push(event);
     Ok((execution, events))
-}
-
-/// Publishes committed events in order.
-async fn publish_all(state: &AppState, events: Vec<ExecutionEventRecord>) {
-    for event in events {
-        publish_after_commit(state, event).await;
-    }
 }
 
 /// Moves a step of the (locked) execution to `to` and appends its event.
@@ -642,7 +903,6 @@ async fn apply_execution_change(
     now: DateTime<Utc>,
 ) -> Result<(execution::Model, ExecutionEventRecord), EngineError> {
     let status = execution_transition(execution.status, change)?;
-    let seq = execution.last_event_seq + 1;
     // A park or a hand-back at shutdown is not a failed claim: it does not
     // count towards the limit.
     let unclaimed = matches!(
@@ -655,7 +915,7 @@ async fn apply_execution_change(
         active.claims_without_progress = Set(claims);
     }
     active.status = Set(status);
-    active.last_event_seq = Set(seq);
+    allocate_seq(&mut active);
     active.updated_at = Set(now);
     if status.is_terminal() {
         active.finished_at = Set(Some(now));
@@ -714,21 +974,64 @@ async fn bump_seq(
     now: DateTime<Utc>,
     progressed: bool,
 ) -> Result<execution::Model, DbErr> {
-    let seq = execution.last_event_seq + 1;
     let mut active = execution.into_active_model();
     if progressed {
         active.claims_without_progress = Set(0);
     }
-    active.last_event_seq = Set(seq);
+    allocate_seq(&mut active);
     active.updated_at = Set(now);
     active.update(txn).await
 }
 
-/// Publishes a committed event to its organization's topic.
-pub async fn publish_after_commit(state: &AppState, event: ExecutionEventRecord) {
-    let topic = Topic::Organization(event.execution.organization_id);
-    state
-        .bus
-        .publish(topic, BusMessage::ExecutionEvent(Box::new(event)))
-        .await;
+/// The one place an event's seq is allocated: the next after the
+/// execution's last (1 for a new execution), set on the row that the same
+/// transaction updates (or inserts) and locks.
+fn allocate_seq(execution: &mut execution::ActiveModel) -> i32 {
+    let seq = match &execution.last_event_seq {
+        Set(last) | Unchanged(last) => last + 1,
+        NotSet => 1,
+    };
+    execution.last_event_seq = Set(seq);
+    seq
+}
+
+/// Whether a committed change made work claimable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wake {
+    /// An execution is queued: idle workers should claim now.
+    Workers,
+    Nobody,
+}
+
+impl Wake {
+    /// Workers, for an execution back in the queue and claimable now (not
+    /// one parked until later).
+    fn when_queued(execution: &execution::Model) -> Self {
+        let due = execution
+            .run_after
+            .is_none_or(|at| at <= execution.updated_at);
+        if execution.status == ExecutionStatus::Queued && due {
+            Self::Workers
+        } else {
+            Self::Nobody
+        }
+    }
+}
+
+/// The one place committed changes are published: each event to its
+/// organization's topic, in order, then the worker wake-up if any.
+async fn announce(state: &AppState, events: Vec<ExecutionEventRecord>, wake: Wake) {
+    for event in events {
+        let topic = Topic::Organization(event.execution.organization_id);
+        state
+            .bus
+            .publish(topic, BusMessage::ExecutionEvent(Box::new(event)))
+            .await;
+    }
+    if wake == Wake::Workers {
+        state
+            .bus
+            .publish(Topic::Control, BusMessage::WorkerWakeup)
+            .await;
+    }
 }
