@@ -20,6 +20,7 @@ mod m20261124_000013_triggers;
 mod m20261207_000014_claims_without_progress;
 mod m20261207_000015_trusted_documents;
 mod m20261207_000016_event_positions;
+mod m20261207_000017_claim_order;
 
 /// The ordered list of FlowPilot's migrations.
 pub struct Migrator;
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000014_claims_without_progress::Migration),
             Box::new(m20261207_000015_trusted_documents::Migration),
             Box::new(m20261207_000016_event_positions::Migration),
+            Box::new(m20261207_000017_claim_order::Migration),
         ]
     }
 }

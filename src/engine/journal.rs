@@ -369,31 +369,28 @@ pub async fn claim_next_execution(
 ) -> Result<Option<Claimed>, EngineError> {
     let now = state.clock.now();
     let txn = begin_write(&state.db).await?;
-    let mut query = execution::Entity::find()
-        .filter(execution::Column::Status.eq(ExecutionStatus::Queued))
-        .filter(
-            Condition::any()
-                .add(execution::Column::RunAfter.is_null())
-                .add(execution::Column::RunAfter.lte(now)),
-        )
-        .order_by_desc(execution::Column::Priority)
-        .order_by_asc(execution::Column::QueuedAt)
-        .order_by_asc(execution::Column::Id)
-        .limit(CLAIM_CANDIDATES);
-    if txn.get_database_backend() == DbBackend::Postgres {
-        query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
-    }
+    let settings = &state.config.settings;
     let mut room = Room::default();
     let mut chosen = None;
-    for candidate in query.all(&txn).await? {
-        // A started execution (handed back, parked) already counts against
-        // the limits; only a first start needs room.
-        if candidate.started_at.is_some()
-            || room
-                .for_first_start(&txn, &candidate, state.config.settings.org_max_concurrency)
-                .await?
-        {
-            chosen = Some(candidate);
+    // A few candidates first: the first with room is nearly always among
+    // them, and each one read is locked until the claim commits. Only when
+    // none has room is the longer list read.
+    for page in [CLAIM_FIRST_CANDIDATES, CLAIM_CANDIDATES] {
+        let candidates = claim_candidates(&txn, now, page).await?;
+        let last_page = (candidates.len() as u64) < page;
+        for candidate in candidates {
+            // A started execution (handed back, parked) already counts
+            // against the limits; only a first start needs room.
+            if candidate.started_at.is_some()
+                || room
+                    .for_first_start(&txn, &candidate, settings.org_max_concurrency)
+                    .await?
+            {
+                chosen = Some(candidate);
+                break;
+            }
+        }
+        if chosen.is_some() || last_page {
             break;
         }
     }
@@ -440,8 +437,35 @@ pub async fn claim_next_execution(
     Ok(Some(Claimed { execution, lease }))
 }
 
+/// Queued executions a claim considers first, in order.
+const CLAIM_FIRST_CANDIDATES: u64 = 4;
 /// Queued executions one claim considers, in order, before giving up.
 const CLAIM_CANDIDATES: u64 = 100;
+
+/// The first `limit` runnable queued executions in claim order (priority,
+/// then age, with `run_after` due), locked; on PostgreSQL skipping those
+/// another claim holds. SQLite's write transaction is exclusive anyway.
+async fn claim_candidates(
+    txn: &DatabaseTransaction,
+    now: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<execution::Model>, DbErr> {
+    let mut query = execution::Entity::find()
+        .filter(execution::Column::Status.eq(ExecutionStatus::Queued))
+        .filter(
+            Condition::any()
+                .add(execution::Column::RunAfter.is_null())
+                .add(execution::Column::RunAfter.lte(now)),
+        )
+        .order_by_desc(execution::Column::Priority)
+        .order_by_asc(execution::Column::QueuedAt)
+        .order_by_asc(execution::Column::Id)
+        .limit(limit);
+    if txn.get_database_backend() == DbBackend::Postgres {
+        query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+    }
+    query.all(txn).await
+}
 
 /// Which workflows and organizations have room for another execution, as
 /// found during one claim. The first look at each locks its row for the
