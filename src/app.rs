@@ -69,7 +69,6 @@ impl App {
         let (shutting_down_tx, shutting_down) = tokio::sync::watch::channel(false);
         let router = http::router(self.state.clone(), schema, shutting_down.clone());
         let engine = Engine::start(&self.state).await;
-        let scheduler = Scheduler::start(&self.state);
         let interval =
             std::time::Duration::from_millis(self.state.config.settings.stream_recheck_ms);
         let rechecks = tokio::spawn(self.state.streams.clone().run(
@@ -85,6 +84,7 @@ impl App {
             interval,
             shutting_down.clone(),
         ));
+        let scheduler = Scheduler::start(&self.state, shutting_down.clone());
         let stop_engine = engine.stop_signal();
         let shutdown = async move {
             shutdown.await;
@@ -99,8 +99,7 @@ impl App {
         .with_graceful_shutdown(shutdown)
         .await
         .context("the HTTP server failed");
-        scheduler.stop().await;
-        engine.shutdown().await;
+        tokio::join!(scheduler.stopped(), engine.shutdown());
         rechecks.abort();
         revocations.abort();
         self.state.db.close().await.ok();

@@ -12,14 +12,16 @@
 //!   calibration drain sizes the backlog);
 //! - **20 steps**: linear 20-step executions drained per second.
 //!
-//! Everything the bench writes belongs to an organization it creates and
-//! deletes at the end. Figures are printed as a Markdown table; nothing
-//! here asserts a speed.
+//! Its workers claim every queued execution of the database they run on,
+//! so it refuses a database that holds any organization: give it an empty
+//! one. What it writes (a user, an organization, its workflows and
+//! executions) is deleted at the end, and the SQLite file is removed.
+//! Figures are printed as a Markdown table; nothing here asserts a speed.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use entity::execution;
+use entity::{execution, organization, user};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::json;
 use uuid::Uuid;
@@ -78,6 +80,7 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<Ve
     if let Some(url) = &options.postgres {
         targets.push(("PostgreSQL", url.clone()));
     }
+    let _scratch = ScratchFile(scratch);
     let mut figures = Vec::new();
     for (backend, url) in targets {
         let mut settings = settings.clone();
@@ -96,17 +99,26 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<Ve
             .with_context(|| format!("benchmarking on {backend}"))?;
         figures.push(measured);
     }
-    for suffix in ["", "-shm", "-wal"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", scratch.display()));
-    }
-    let _ = std::fs::remove_file(scratch.with_extension("secrets"));
     println!("{}", table(&figures, &options));
     Ok(figures)
+}
+
+/// The embedded database's files, removed however the bench ends.
+struct ScratchFile(std::path::PathBuf);
+
+impl Drop for ScratchFile {
+    fn drop(&mut self) {
+        for suffix in ["", "-shm", "-wal"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+        }
+        let _ = std::fs::remove_file(self.0.with_extension("secrets"));
+    }
 }
 
 /// The bench's organization and workflows on one backend.
 struct Bench {
     state: AppState,
+    user_id: Uuid,
     owner: Principal,
     organization_id: Uuid,
     one_step: Uuid,
@@ -119,10 +131,17 @@ async fn measure(
     options: &BenchOptions,
 ) -> anyhow::Result<EngineFigures> {
     let state = AppState::build(config, Clock::system()).await?;
+    let others = organization::Entity::find().count(&state.db).await?;
+    anyhow::ensure!(
+        others == 0,
+        "the database holds {others} organizations: the bench's workers would run their executions; give it an empty database"
+    );
     let bench = Bench::set_up(state).await.map_err(failed)?;
     let result = bench.measure(backend, options).await;
-    bench.tear_down().await?;
-    result
+    let torn_down = bench.tear_down().await;
+    let figures = result?;
+    torn_down?;
+    Ok(figures)
 }
 
 impl Bench {
@@ -151,6 +170,7 @@ impl Bench {
         let twenty_steps = workflow(&state, owner, organization.id, "Twenty steps", 20).await?;
         Ok(Self {
             state,
+            user_id: user.id,
             owner,
             organization_id: organization.id,
             one_step,
@@ -162,6 +182,9 @@ impl Bench {
         deletion::delete_organization(&self.state, self.owner, self.organization_id)
             .await
             .map_err(failed)?;
+        user::Entity::delete_by_id(self.user_id)
+            .exec(&self.state.db)
+            .await?;
         self.state.db.close().await.ok();
         Ok(())
     }

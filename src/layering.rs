@@ -41,10 +41,24 @@ fn forbidden_names(source: &str) -> Vec<(usize, &'static str)> {
         .flat_map(|(number, line)| {
             ABOVE_THE_API
                 .iter()
-                .filter(move |name| names(line, name))
+                .filter(move |name| names(line, name) || groups(line, name))
                 .map(move |name| (number + 1, *name))
         })
         .collect()
+}
+
+/// Whether `line` names `path` in a grouped import, `use crate::{…}`: one
+/// of the group's items starts with what follows `crate::`.
+fn groups(line: &str, path: &str) -> bool {
+    let (Some(item), Some(group)) = (path.strip_prefix("crate::"), line.split_once("crate::{"))
+    else {
+        return false;
+    };
+    group
+        .1
+        .split([',', '}'])
+        .map(|entry| entry.trim().split("::").next().unwrap_or_default())
+        .any(|first| first == item)
 }
 
 /// Whether `line` names `path` as a path of its own (so `crate::app` does
@@ -77,9 +91,14 @@ fn a_forbidden_name_is_found_in_code_but_not_in_comments_or_longer_names() {
     let source = "use crate::graphql::context::RequestContext;\n\
                   // crate::http is mentioned here\n\
                   let x = crate::application::run();\n\
-                  fn f(_: &async_graphql::Context<'_>) {}\n";
+                  fn f(_: &async_graphql::Context<'_>) {}\n\
+                  use crate::{engine::http, http::router};\n";
     assert_eq!(
         forbidden_names(source),
-        vec![(1, "crate::graphql"), (4, "async_graphql")]
+        vec![
+            (1, "crate::graphql"),
+            (4, "async_graphql"),
+            (5, "crate::http")
+        ]
     );
 }

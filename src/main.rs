@@ -54,13 +54,13 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         seconds: u64,
         /// Workers draining.
-        #[arg(long, default_value_t = 8)]
-        drain_workers: usize,
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+        drain_workers: u16,
         /// One-step executions run one at a time for the latency figures.
-        #[arg(long, default_value_t = 200)]
-        samples: usize,
-        /// A PostgreSQL database to measure too (the bench deletes what it
-        /// writes).
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+        samples: u32,
+        /// An empty PostgreSQL database to measure too (the bench deletes
+        /// what it writes).
         #[arg(long)]
         postgres: Option<String>,
     },
@@ -160,8 +160,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     {
         let options = BenchOptions {
             seconds,
-            workers: drain_workers,
-            samples,
+            workers: usize::from(drain_workers),
+            samples: samples as usize,
             postgres,
         };
         bench::run(cli.settings, options).await?;

@@ -124,14 +124,15 @@ impl AppState {
     /// `shutdown` resolves; then hands running executions back.
     pub async fn run_workers(self, shutdown: impl Future<Output = ()>) {
         let engine = Engine::start(&self).await;
-        let scheduler = Scheduler::start(&self);
+        let (stop_scheduler, stopping) = tokio::sync::watch::channel(false);
+        let scheduler = Scheduler::start(&self, stopping);
         tracing::info!(
             workers = self.config.settings.workers,
             "FlowPilot workers are running"
         );
         shutdown.await;
-        scheduler.stop().await;
-        engine.shutdown().await;
+        let _ = stop_scheduler.send(true);
+        tokio::join!(scheduler.stopped(), engine.shutdown());
         self.db.close().await.ok();
         tracing::info!("FlowPilot workers stopped");
     }

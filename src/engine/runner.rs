@@ -26,7 +26,6 @@ use super::journal::{self, Claimed, EngineError, ExecutionUpdate, Lease, StepUpd
 use super::state::{ExecutionChange, RequeueReason};
 use super::steps::{self, StepContext};
 use super::storable;
-use crate::events::{BusMessage, Topic};
 use crate::state::AppState;
 use crate::workflows::definition::{StepConfig, StepDefinition, StepKind, WorkflowDefinition};
 
@@ -812,12 +811,9 @@ impl Runner {
                 .await?;
         }
         let change = ExecutionChange::Requeue(RequeueReason::HandedBack);
+        // Back in the queue and claimable: the journal wakes the workers.
         journal::change_execution(&self.state, &self.lease, change, ExecutionUpdate::default())
             .await?;
-        self.state
-            .bus
-            .publish(Topic::Control, BusMessage::WorkerWakeup)
-            .await;
         Ok(RunOutcome::HandedBack)
     }
 

@@ -5,6 +5,8 @@
 //! instances run. It belongs to the triggers; the app starts it beside the
 //! engine, and the executions it queues go through the engine's journal.
 
+use std::time::Duration;
+
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -12,29 +14,35 @@ use super::triggers;
 use crate::engine::runner::ERROR_BACKOFF;
 use crate::state::AppState;
 
+/// How long a stopping scheduler may finish the pass under way.
+const STOP_TIME: Duration = Duration::from_secs(5);
+
 /// A running scheduler.
 pub struct Scheduler {
-    stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
 }
 
 impl Scheduler {
-    /// Starts firing due schedules, unless the settings turn the engine off.
-    pub fn start(state: &AppState) -> Self {
-        let (stop, stopped) = watch::channel(false);
+    /// Fires due schedules until `stop` turns true, unless the settings
+    /// turn the engine off.
+    pub fn start(state: &AppState, stop: watch::Receiver<bool>) -> Self {
         let task = state
             .config
             .settings
             .run_engine
-            .then(|| tokio::spawn(schedule(state.clone(), stopped)));
-        Self { stop, task }
+            .then(|| tokio::spawn(schedule(state.clone(), stop)));
+        Self { task }
     }
 
-    /// Stops it after the pass under way, if any.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        if let Some(task) = self.task {
-            let _ = task.await;
+    /// Waits, once `stop` has turned true, for the pass under way to end:
+    /// at most a few seconds, then it is abandoned (a schedule it had not
+    /// claimed fires on the next instance's pass).
+    pub async fn stopped(self) {
+        if let Some(mut task) = self.task
+            && tokio::time::timeout(STOP_TIME, &mut task).await.is_err()
+        {
+            tracing::warn!("the scheduler did not stop in time; its pass is abandoned");
+            task.abort();
         }
     }
 }
@@ -47,13 +55,20 @@ async fn schedule(state: AppState, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(interval) => {}
             _ = stop.changed() => return,
         }
-        match triggers::fire_due(&state).await {
-            Ok(0) => {}
-            Ok(fired) => tracing::debug!(fired, "scheduler pass"),
+        let wait = match triggers::fire_due(&state).await {
+            Ok(0) => continue,
+            Ok(fired) => {
+                tracing::debug!(fired, "scheduler pass");
+                continue;
+            }
             Err(err) => {
                 tracing::error!(error = ?err, "looking for due schedules failed");
-                tokio::time::sleep(ERROR_BACKOFF).await;
+                ERROR_BACKOFF
             }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
         }
     }
 }
