@@ -506,12 +506,16 @@ impl Sent {
     }
 
     fn cursor(&self, now: DateTime<Utc>) -> StreamCursor {
-        let mut seen = self.carried.clone();
-        seen.extend(self.beyond.iter().map(|(id, (seq, _))| (*id, *seq)));
+        let carried = self
+            .carried
+            .iter()
+            .filter(|(id, _)| !self.beyond.contains_key(id))
+            .map(|(id, seq)| (*id, *seq));
+        let beyond = self.beyond.iter().map(|(id, (seq, _))| (*id, *seq));
         StreamCursor {
             issued_at: now,
             watermark: self.watermark.clone(),
-            seen: seen.into_iter().collect(),
+            seen: carried.chain(beyond).collect(),
         }
     }
 

@@ -11,10 +11,8 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOr
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::engine::journal::{self, CancelOutcome};
-pub use crate::engine::journal::{
-    IDEMPOTENCY_WINDOW, IdempotencyKey, NewExecution, Origin, Priority,
-};
+use crate::engine::journal::{self, CancelOutcome, NewExecution, Origin};
+pub use crate::engine::journal::{IdempotencyKey, Priority};
 use crate::error::{AppError, AppResult};
 use crate::events::log::{self, ExecutionEventRecord};
 use crate::events::organization_stream::{self, StreamItem, StreamStart};
