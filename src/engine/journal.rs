@@ -639,7 +639,8 @@ pub async fn cancel(state: &AppState, execution_id: Uuid) -> Result<CancelOutcom
     }
 }
 
-/// Moves one step to `to` under the lease, recording its event.
+/// Moves one step to `to` under the lease and writes it on its own, as a
+/// [`Record`] of one change.
 pub async fn change_step(
     state: &AppState,
     lease: &Lease,
@@ -647,13 +648,27 @@ pub async fn change_step(
     to: StepStatus,
     update: StepUpdate,
 ) -> Result<step_run::Model, EngineError> {
-    let txn = begin_write(&state.db).await?;
-    let execution = fenced_execution(&txn, lease).await?;
-    // Timestamps are taken once the row is ours, so they order like commits.
-    let now = state.clock.now();
-    let (_, step, event) = apply_step_change(&txn, execution, step_id, to, update, now).await?;
-    txn.commit().await?;
-    announce(state, vec![event], Wake::Nobody).await;
+    let execution = execution::Entity::find_by_id(lease.execution_id)
+        .one(&state.db)
+        .await?
+        .ok_or(EngineError::LeaseLost)?;
+    if !holds(&execution, lease) {
+        return Err(EngineError::LeaseLost);
+    }
+    let step = step_run::Entity::find()
+        .filter(step_run::Column::ExecutionId.eq(lease.execution_id))
+        .filter(step_run::Column::StepId.eq(step_id))
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| {
+            DbErr::RecordNotFound(format!("step run {step_id} of execution {}", execution.id))
+        })?;
+    let mut record = Record::new(Claimed {
+        execution,
+        lease: lease.clone(),
+    });
+    let step = record.change_step(&step, to, update, state.clock.now())?;
+    record.write(state).await?;
     Ok(step)
 }
 
@@ -673,6 +688,132 @@ pub async fn change_execution(
     txn.commit().await?;
     announce(state, vec![event], Wake::when_queued(&execution)).await;
     Ok(execution)
+}
+
+/// The changes a worker makes to its claimed execution, in order: kept
+/// until [`Record::write`] writes them in one transaction, fenced by the
+/// lease. The runner writes before anything outside the engine can see a
+/// step (before an HTTP request, while it waits, at the end), so steps that
+/// run in memory and the execution's end meet in one commit.
+#[derive(Debug)]
+pub struct Record {
+    lease: Lease,
+    /// The execution as of the last change, written or not.
+    execution: execution::Model,
+    /// The execution as last written.
+    written: execution::Model,
+    /// Step rows changed since the last write, as they are now.
+    steps: Vec<step_run::Model>,
+    events: Vec<ExecutionEventRecord>,
+}
+
+/// Changes one [`Record`] holds before it writes them on its own.
+pub const RECORD_MAX_EVENTS: usize = 256;
+
+impl Record {
+    pub fn new(claimed: Claimed) -> Self {
+        Self {
+            lease: claimed.lease,
+            written: claimed.execution.clone(),
+            execution: claimed.execution,
+            steps: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// Changes not written yet.
+    pub fn pending(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Moves `step` (as this worker last saw it) to `to`; returns the row
+    /// as it is now.
+    pub fn change_step(
+        &mut self,
+        step: &step_run::Model,
+        to: StepStatus,
+        update: StepUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<step_run::Model, EngineError> {
+        let (step, progressed) = step_after(step.clone(), to, update, now)?;
+        let kind = step_event(step.status)?;
+        if progressed {
+            self.execution.claims_without_progress = 0;
+        }
+        self.execution.last_event_seq = next_seq(self.execution.last_event_seq);
+        self.execution.updated_at = now;
+        self.events.push(ExecutionEventRecord::of_change(
+            &self.execution,
+            kind,
+            Some(StepSnapshot::from(&step)),
+            now,
+        ));
+        match self.steps.iter_mut().find(|s| s.id == step.id) {
+            Some(kept) => *kept = step.clone(),
+            None => self.steps.push(step.clone()),
+        }
+        Ok(step)
+    }
+
+    /// Changes the execution's status. A terminal status or a requeue
+    /// releases the lease once written.
+    pub fn change_execution(
+        &mut self,
+        change: ExecutionChange,
+        update: ExecutionUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        self.execution = execution_after(self.execution.clone(), change, update, now)?;
+        self.events.push(ExecutionEventRecord::of_change(
+            &self.execution,
+            EventKind::for_execution(self.execution.status),
+            None,
+            now,
+        ));
+        Ok(())
+    }
+
+    /// Forgets the changes not written (after a failed write).
+    pub fn discard(&mut self) {
+        self.execution = self.written.clone();
+        self.steps.clear();
+        self.events.clear();
+    }
+
+    /// Writes the pending changes in one transaction: the execution row
+    /// (only while the lease holds), the changed step rows, and the events
+    /// in one statement; then publishes them. On an error nothing is
+    /// written and the changes stay pending.
+    pub async fn write(&mut self, state: &AppState) -> Result<(), EngineError> {
+        if self.events.is_empty() {
+            return Ok(());
+        }
+        let txn = begin_write(&state.db).await?;
+        let fenced = execution::Entity::update_many()
+            .set(owned_columns(self.execution.clone().into_active_model()))
+            .filter(execution::Column::Id.eq(self.lease.execution_id))
+            .filter(execution::Column::LeaseOwner.eq(self.lease.owner.as_str()))
+            .filter(execution::Column::LeaseEpoch.eq(self.lease.epoch))
+            .exec(&txn)
+            .await?;
+        if fenced.rows_affected != 1 {
+            return Err(EngineError::LeaseLost);
+        }
+        for step in &self.steps {
+            write_step(&txn, step).await?;
+        }
+        log::write(&txn, &mut self.events).await?;
+        txn.commit().await?;
+        self.written = self.execution.clone();
+        self.steps.clear();
+        let events = std::mem::take(&mut self.events);
+        announce(state, events, Wake::when_queued(&self.execution)).await;
+        Ok(())
+    }
 }
 
 /// RUNNING executions whose lease expired before `now`, oldest first.
@@ -870,51 +1011,80 @@ async fn apply_step_change(
         .ok_or_else(|| {
             DbErr::RecordNotFound(format!("step run {step_id} of execution {}", execution.id))
         })?;
+    let (step, progressed) = step_after(step, to, update, now)?;
+    write_step(txn, &step).await?;
+    let execution = bump_seq(txn, execution, now, progressed).await?;
+    let kind = step_event(step.status)?;
+    let event = log::append(txn, &execution, kind, Some(StepSnapshot::from(&step)), now).await?;
+    Ok((execution, step, event))
+}
+
+/// The step row after a change to `to`, as the transition rules allow it,
+/// and whether the change is progress (an outcome, not a start nor a lost
+/// worker's step going back), which starts the count of fruitless claims
+/// over.
+fn step_after(
+    step: step_run::Model,
+    to: StepStatus,
+    update: StepUpdate,
+    now: DateTime<Utc>,
+) -> Result<(step_run::Model, bool), IllegalTransition> {
     let status = step_transition(step.status, to)?;
-    let attempt = if status == StepStatus::Running {
-        step.attempt + 1
+    let mut step = step;
+    if status == StepStatus::Running {
+        step.attempt += 1;
+        step.started_at = Some(now);
+        step.input = update.input;
+        step.output = None;
+        step.error = None;
     } else {
-        step.attempt
-    };
-    let failed_attempts = step.failed_attempts + i32::from(update.failed);
-    let mut active = step.into_active_model();
-    active.status = Set(status);
-    active.attempt = Set(attempt);
-    active.failed_attempts = Set(failed_attempts);
-    active.next_retry_at = Set(if status == StepStatus::Retrying {
+        if update.input.is_some() {
+            step.input = update.input;
+        }
+        if update.output.is_some() {
+            step.output = update.output;
+        }
+        if update.error.is_some() {
+            step.error = update.error;
+        }
+    }
+    step.status = status;
+    step.failed_attempts += i32::from(update.failed);
+    step.next_retry_at = if status == StepStatus::Retrying {
         update.next_retry_at
     } else {
         None
-    });
-    if status == StepStatus::Running {
-        active.started_at = Set(Some(now));
-        active.input = Set(update.input);
-        active.output = Set(None);
-        active.error = Set(None);
-    } else {
-        if update.input.is_some() {
-            active.input = Set(update.input);
-        }
-        if update.output.is_some() {
-            active.output = Set(update.output);
-        }
-        if update.error.is_some() {
-            active.error = Set(update.error);
-        }
-    }
+    };
     if status.is_terminal() {
-        active.finished_at = Set(Some(now));
+        step.finished_at = Some(now);
     }
-    active.updated_at = Set(now);
-    let step = active.update(txn).await?;
-    // An outcome (not a start, nor a lost worker's step going back) is
-    // progress: the count of fruitless claims starts over.
+    step.updated_at = now;
     let progressed = status.is_terminal() || (status == StepStatus::Retrying && update.failed);
-    let execution = bump_seq(txn, execution, now, progressed).await?;
-    let kind = EventKind::for_step(status)
-        .ok_or_else(|| DbErr::Custom("a step never returns to PENDING".into()))?;
-    let event = log::append(txn, &execution, kind, Some(StepSnapshot::from(&step)), now).await?;
-    Ok((execution, step, event))
+    Ok((step, progressed))
+}
+
+/// The event a step emits on entering `status`.
+fn step_event(status: StepStatus) -> Result<EventKind, DbErr> {
+    EventKind::for_step(status)
+        .ok_or_else(|| DbErr::Custom("a step never returns to PENDING".into()))
+}
+
+/// Writes a step row as it is now (only the execution's lease holder
+/// changes its steps, under the execution row's lock).
+async fn write_step(txn: &DatabaseTransaction, step: &step_run::Model) -> Result<(), DbErr> {
+    let written = step_run::Entity::update_many()
+        .set(step.clone().into_active_model().reset_all())
+        .filter(step_run::Column::Id.eq(step.id))
+        .exec(txn)
+        .await?;
+    if written.rows_affected == 1 {
+        Ok(())
+    } else {
+        Err(DbErr::RecordNotFound(format!(
+            "step run {} of execution {}",
+            step.step_id, step.execution_id
+        )))
+    }
 }
 
 /// Changes the (locked) execution's status and appends its event. A
@@ -926,40 +1096,83 @@ async fn apply_execution_change(
     update: ExecutionUpdate,
     now: DateTime<Utc>,
 ) -> Result<(execution::Model, ExecutionEventRecord), EngineError> {
+    let execution = execution_after(execution, change, update, now)?;
+    let execution = execution.into_active_model();
+    let execution = owned_columns(execution).update(txn).await?;
+    let event = log::append(
+        txn,
+        &execution,
+        EventKind::for_execution(execution.status),
+        None,
+        now,
+    )
+    .await?;
+    Ok((execution, event))
+}
+
+/// The execution row after `change`, as the transition rules allow it, with
+/// its next event's seq allocated. A terminal status or a requeue releases
+/// the lease.
+fn execution_after(
+    execution: execution::Model,
+    change: ExecutionChange,
+    update: ExecutionUpdate,
+    now: DateTime<Utc>,
+) -> Result<execution::Model, IllegalTransition> {
     let status = execution_transition(execution.status, change)?;
+    let mut execution = execution;
     // A park or a hand-back at shutdown is not a failed claim: it does not
     // count towards the limit.
-    let unclaimed = matches!(
+    if matches!(
         change,
         ExecutionChange::Requeue(RequeueReason::Parked | RequeueReason::HandedBack)
-    )
-    .then(|| (execution.claims_without_progress - 1).max(0));
-    let mut active = execution.into_active_model();
-    if let Some(claims) = unclaimed {
-        active.claims_without_progress = Set(claims);
+    ) {
+        execution.claims_without_progress = (execution.claims_without_progress - 1).max(0);
     }
-    active.status = Set(status);
-    allocate_seq(&mut active);
-    active.updated_at = Set(now);
+    execution.status = status;
+    execution.last_event_seq = next_seq(execution.last_event_seq);
+    execution.updated_at = now;
     if status.is_terminal() {
-        active.finished_at = Set(Some(now));
+        execution.finished_at = Some(now);
     }
     if status.is_terminal() || status == ExecutionStatus::Queued {
-        active.lease_owner = Set(None);
-        active.lease_expires_at = Set(None);
+        execution.lease_owner = None;
+        execution.lease_expires_at = None;
     }
     if update.output.is_some() {
-        active.output = Set(update.output);
+        execution.output = update.output;
     }
     if update.error.is_some() {
-        active.error = Set(update.error);
+        execution.error = update.error;
     }
     if update.run_after.is_some() {
-        active.run_after = Set(update.run_after);
+        execution.run_after = update.run_after;
     }
-    let execution = active.update(txn).await?;
-    let event = log::append(txn, &execution, EventKind::for_execution(status), None, now).await?;
-    Ok((execution, event))
+    Ok(execution)
+}
+
+/// The columns of an execution its changes write, marked to be written:
+/// not `cancel_requested` nor a running lease's expiry, which others set
+/// while a worker holds the lease.
+fn owned_columns(mut execution: execution::ActiveModel) -> execution::ActiveModel {
+    use execution::Column;
+    for column in [
+        Column::Status,
+        Column::LastEventSeq,
+        Column::UpdatedAt,
+        Column::FinishedAt,
+        Column::Output,
+        Column::Error,
+        Column::RunAfter,
+        Column::ClaimsWithoutProgress,
+    ] {
+        execution.reset(column);
+    }
+    if execution.lease_owner.as_ref().is_none() {
+        execution.reset(Column::LeaseOwner);
+        execution.reset(Column::LeaseExpiresAt);
+    }
+    execution
 }
 
 /// The execution row, locked for this transaction on PostgreSQL (SQLite's
@@ -981,13 +1194,17 @@ async fn fenced_execution(
     let execution = locked_execution(txn, lease.execution_id)
         .await?
         .ok_or(EngineError::LeaseLost)?;
-    let held = execution.lease_owner.as_deref() == Some(lease.owner.as_str())
-        && execution.lease_epoch == lease.epoch;
-    if held {
+    if holds(&execution, lease) {
         Ok(execution)
     } else {
         Err(EngineError::LeaseLost)
     }
+}
+
+/// Whether `lease` still holds `execution`.
+fn holds(execution: &execution::Model, lease: &Lease) -> bool {
+    execution.lease_owner.as_deref() == Some(lease.owner.as_str())
+        && execution.lease_epoch == lease.epoch
 }
 
 /// Allocates the next event seq on the (locked) execution row, and clears
@@ -1012,11 +1229,16 @@ async fn bump_seq(
 /// transaction updates (or inserts) and locks.
 fn allocate_seq(execution: &mut execution::ActiveModel) -> i32 {
     let seq = match &execution.last_event_seq {
-        Set(last) | Unchanged(last) => last + 1,
+        Set(last) | Unchanged(last) => next_seq(*last),
         NotSet => 1,
     };
     execution.last_event_seq = Set(seq);
     seq
+}
+
+/// The seq after `last`.
+fn next_seq(last: i32) -> i32 {
+    last + 1
 }
 
 /// Whether a committed change made work claimable.

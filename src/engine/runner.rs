@@ -16,13 +16,16 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use entity::status::{ExecutionStatus, StepStatus};
 use entity::{step_run, workflow_version};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
 use super::cancel::Cancellations;
-use super::journal::{self, Claimed, EngineError, ExecutionUpdate, Lease, StepUpdate};
+use super::journal::{
+    self, Claimed, EngineError, ExecutionUpdate, Lease, RECORD_MAX_EVENTS, Record, StepUpdate,
+};
+use super::rendering::Rendering;
 use super::state::{ExecutionChange, RequeueReason};
 use super::steps::{self, StepContext};
 use super::storable;
@@ -181,6 +184,41 @@ impl Attempt {
     }
 }
 
+/// One attempt of a step: renders `config` and executes it, both within
+/// the step's timeout. The rendered config is kept as the attempt's input
+/// even when the attempt then times out.
+async fn attempt(
+    rendering: Rendering,
+    config: StepConfig,
+    template_context: Arc<Value>,
+    context: StepContext,
+) -> Attempt {
+    let timeout = context.timeout;
+    let rendered_input: Arc<Mutex<Option<Value>>> = Arc::default();
+    let kept = rendered_input.clone();
+    let run = async move {
+        let config = rendering
+            .render(config, template_context)
+            .await
+            .map_err(|message| format!("its config did not render: {message}"))?;
+        if let Ok(mut slot) = kept.lock() {
+            *slot = Some(config.to_json());
+        }
+        steps::execute(config, context).await
+    };
+    let result = match timeout {
+        Some(limit) => tokio::time::timeout(limit, run).await.unwrap_or_else(|_| {
+            Err(format!(
+                "the attempt timed out after {} ms",
+                limit.as_millis()
+            ))
+        }),
+        None => run.await,
+    };
+    let input = rendered_input.lock().ok().and_then(|mut slot| slot.take());
+    Attempt { input, result }
+}
+
 enum Loaded {
     Runnable(Box<Runner>),
     /// The version or its definition cannot be read back.
@@ -192,7 +230,11 @@ enum Loaded {
 
 struct Runner {
     state: AppState,
-    lease: Lease,
+    /// The changes made under the lease; written together (see `write`).
+    record: Record,
+    /// Whether changes wait to be written together; off after a write of
+    /// several failed, so the one at fault is found and handled alone.
+    batching: bool,
     input: Value,
     definition: WorkflowDefinition,
     steps: HashMap<String, step_run::Model>,
@@ -238,18 +280,27 @@ impl Runner {
             .into_iter()
             .map(|step| (step.step_id.clone(), step))
             .collect();
+        let (input, timeout_at, timeout_ms) = (
+            execution.input.clone(),
+            execution.timeout_at,
+            execution.timeout_ms,
+        );
         Ok(Loaded::Runnable(Box::new(Self {
             state,
-            lease: claimed.lease,
-            input: execution.input,
+            record: Record::new(Claimed {
+                execution,
+                lease: claimed.lease,
+            }),
+            batching: true,
+            input,
             definition,
             steps,
             running: HashMap::new(),
             task_steps: HashMap::new(),
             tasks: JoinSet::new(),
             delays: HashMap::new(),
-            timeout_at: execution.timeout_at,
-            timeout_ms: execution.timeout_ms,
+            timeout_at,
+            timeout_ms,
             draining_until: None,
         })))
     }
@@ -260,20 +311,36 @@ impl Runner {
         mut shutdown: watch::Receiver<bool>,
         cancel: &mut watch::Receiver<bool>,
     ) -> Result<RunOutcome, EngineError> {
-        let result = self.drive(&mut lost, &mut shutdown, cancel).await;
+        let result = match self.prepare(cancel).await {
+            Ok(Some(outcome)) => Ok(outcome),
+            Err(err) => Err(err),
+            Ok(None) => loop {
+                match self.drive(&mut lost, &mut shutdown, cancel).await {
+                    Err(EngineError::Db(err)) if self.batching => {
+                        tracing::warn!(execution_id = %self.record.lease().execution_id, error = %err, "changes written together could not be stored; writing them one at a time");
+                        if let Err(err) = self.write_one_at_a_time().await {
+                            break Err(err);
+                        }
+                    }
+                    other => break other,
+                }
+            },
+        };
         self.tasks.abort_all();
         result
     }
 
-    async fn drive(
+    /// Before the first step: steps a lost worker left running go back,
+    /// a cancel already asked for is honoured, and a failure a previous run
+    /// recorded without ending the execution is finished. `Some` when the
+    /// run ends here.
+    async fn prepare(
         &mut self,
-        lost: &mut watch::Receiver<bool>,
-        shutdown: &mut watch::Receiver<bool>,
         cancel: &mut watch::Receiver<bool>,
-    ) -> Result<RunOutcome, EngineError> {
+    ) -> Result<Option<RunOutcome>, EngineError> {
         self.recover_interrupted_steps().await?;
         if *cancel.borrow_and_update() {
-            return self.cancel().await;
+            return self.cancel().await.map(Some);
         }
         // A previous run may have stopped between a step failing for good and
         // the execution failing: finish that failure rather than go on.
@@ -282,8 +349,41 @@ impl Runner {
                 failed.step_id.clone(),
                 failed.error.clone().unwrap_or_default(),
             );
-            return self.fail(&step_id, error).await;
+            return self.fail(&step_id, error).await.map(Some);
         }
+        self.write().await?;
+        Ok(None)
+    }
+
+    /// After a write of several changes failed: forgets them, reads the
+    /// steps back as they were last written (steps whose work runs were
+    /// written before it started), and writes each change on its own from
+    /// now on, so a change the database refuses is handled alone.
+    async fn write_one_at_a_time(&mut self) -> Result<(), EngineError> {
+        self.batching = false;
+        self.record.discard();
+        self.steps = step_run::Entity::find()
+            .filter(step_run::Column::ExecutionId.eq(self.record.lease().execution_id))
+            .all(&self.state.db)
+            .await?
+            .into_iter()
+            .map(|step| (step.step_id.clone(), step))
+            .collect();
+        let steps = &self.steps;
+        self.delays.retain(|id, _| {
+            steps
+                .get(id)
+                .is_some_and(|s| s.status == StepStatus::Running)
+        });
+        Ok(())
+    }
+
+    async fn drive(
+        &mut self,
+        lost: &mut watch::Receiver<bool>,
+        shutdown: &mut watch::Receiver<bool>,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<RunOutcome, EngineError> {
         loop {
             if self
                 .timeout_at
@@ -312,6 +412,8 @@ impl Runner {
             {
                 return self.park(wake).await;
             }
+            // Everything done so far is written before the runner waits.
+            self.write().await?;
             let wait_until =
                 |at: Option<DateTime<Utc>>| at.map(|at| (at - now).to_std().unwrap_or_default());
             let (wake_wait, timeout_wait) = (wait_until(next_wake), wait_until(self.timeout_at));
@@ -413,13 +515,8 @@ impl Runner {
             run_after: Some(until),
             ..ExecutionUpdate::default()
         };
-        journal::change_execution(
-            &self.state,
-            &self.lease,
-            ExecutionChange::Requeue(RequeueReason::Parked),
-            update,
-        )
-        .await?;
+        self.end(ExecutionChange::Requeue(RequeueReason::Parked), update)
+            .await?;
         Ok(RunOutcome::Parked)
     }
 
@@ -500,9 +597,11 @@ impl Runner {
         }
     }
 
-    /// Starts `step`: a DELAY begins waiting here; any other kind runs as a
-    /// task that renders its config (see `rendering`) and executes it, both
-    /// within the step's timeout.
+    /// Starts `step`: a DELAY begins waiting here; a step that runs in
+    /// memory (see `steps::runs_in_memory`) renders, runs and completes
+    /// here, its changes written with the next ones; any other kind is
+    /// written as started, then runs as a task. Each renders its config (see
+    /// `rendering`) and executes it within the step's timeout.
     async fn start(&mut self, step: &StepDefinition) -> Result<Option<RunOutcome>, EngineError> {
         let config = match step.parsed_config() {
             Ok(config) => config,
@@ -519,38 +618,24 @@ impl Runner {
         }
         self.set_step(&step.id, StepStatus::Running, StepUpdate::default())
             .await?;
-        let step_id = step.id.clone();
-        let timeout = step.timeout_ms;
         let context = StepContext {
             http: self.state.http_steps.clone(),
-            idempotency_key: format!("{}:{}", self.lease.execution_id, step.id),
-            timeout: timeout.map(Duration::from_millis),
+            idempotency_key: format!("{}:{}", self.record.lease().execution_id, step.id),
+            timeout: step.timeout_ms.map(Duration::from_millis),
         };
         let rendering = self.state.rendering.clone();
         let template_context = Arc::new(self.template_context());
+        if steps::runs_in_memory(&config) {
+            let attempt = attempt(rendering, config, template_context, context).await;
+            return self.complete(step.id.clone(), attempt).await;
+        }
+        // What the step does outside may not happen before its start is
+        // written.
+        self.write().await?;
+        let step_id = step.id.clone();
         let handle = self.tasks.spawn(async move {
-            // The rendered config is kept as the step's input even when the
-            // attempt then times out.
-            let rendered_input: Arc<Mutex<Option<Value>>> = Arc::default();
-            let kept = rendered_input.clone();
-            let run = async move {
-                let config = rendering
-                    .render(config, template_context)
-                    .await
-                    .map_err(|message| format!("its config did not render: {message}"))?;
-                if let Ok(mut slot) = kept.lock() {
-                    *slot = Some(config.to_json());
-                }
-                steps::execute(config, context).await
-            };
-            let result = match timeout {
-                Some(ms) => tokio::time::timeout(Duration::from_millis(ms), run)
-                    .await
-                    .unwrap_or_else(|_| Err(format!("the attempt timed out after {ms} ms"))),
-                None => run.await,
-            };
-            let input = rendered_input.lock().ok().and_then(|mut slot| slot.take());
-            (step_id, Attempt { input, result })
+            let attempt = attempt(rendering, config, template_context, context).await;
+            (step_id, attempt)
         });
         self.task_steps.insert(handle.id(), step.id.clone());
         self.running.insert(step.id.clone(), handle);
@@ -623,7 +708,7 @@ impl Runner {
                 };
                 match self.set_step(&step_id, StepStatus::Succeeded, update).await {
                     Err(EngineError::Db(err)) => {
-                        tracing::warn!(execution_id = %self.lease.execution_id, step_id, error = %err, "a step's output could not be stored");
+                        tracing::warn!(execution_id = %self.record.lease().execution_id, step_id, error = %err, "a step's output could not be stored");
                         let message = "its output could not be stored".to_owned();
                         self.retry_or_fail(&step_id, input, message).await
                     }
@@ -678,13 +763,8 @@ impl Runner {
             error: Some(journal::timeout_error(self.timeout_ms)),
             ..ExecutionUpdate::default()
         };
-        journal::change_execution(
-            &self.state,
-            &self.lease,
-            ExecutionChange::To(ExecutionStatus::TimedOut),
-            update,
-        )
-        .await?;
+        self.end(ExecutionChange::To(ExecutionStatus::TimedOut), update)
+            .await?;
         Ok(RunOutcome::Finished(ExecutionStatus::TimedOut))
     }
 
@@ -722,13 +802,8 @@ impl Runner {
             error: Some(error),
             ..ExecutionUpdate::default()
         };
-        journal::change_execution(
-            &self.state,
-            &self.lease,
-            ExecutionChange::To(ExecutionStatus::Failed),
-            update,
-        )
-        .await?;
+        self.end(ExecutionChange::To(ExecutionStatus::Failed), update)
+            .await?;
         Ok(RunOutcome::Finished(ExecutionStatus::Failed))
     }
 
@@ -757,8 +832,7 @@ impl Runner {
     async fn cancel(&mut self) -> Result<RunOutcome, EngineError> {
         self.cancel_unfinished_steps().await?;
         let change = ExecutionChange::To(ExecutionStatus::Cancelled);
-        journal::change_execution(&self.state, &self.lease, change, ExecutionUpdate::default())
-            .await?;
+        self.end(change, ExecutionUpdate::default()).await?;
         Ok(RunOutcome::Finished(ExecutionStatus::Cancelled))
     }
 
@@ -776,13 +850,8 @@ impl Runner {
             output: Some(output),
             ..ExecutionUpdate::default()
         };
-        journal::change_execution(
-            &self.state,
-            &self.lease,
-            ExecutionChange::To(ExecutionStatus::Succeeded),
-            update,
-        )
-        .await?;
+        self.end(ExecutionChange::To(ExecutionStatus::Succeeded), update)
+            .await?;
         Ok(RunOutcome::Finished(ExecutionStatus::Succeeded))
     }
 
@@ -812,8 +881,7 @@ impl Runner {
         }
         let change = ExecutionChange::Requeue(RequeueReason::HandedBack);
         // Back in the queue and claimable: the journal wakes the workers.
-        journal::change_execution(&self.state, &self.lease, change, ExecutionUpdate::default())
-            .await?;
+        self.end(change, ExecutionUpdate::default()).await?;
         Ok(RunOutcome::HandedBack)
     }
 
@@ -823,9 +891,36 @@ impl Runner {
         to: StepStatus,
         update: StepUpdate,
     ) -> Result<(), EngineError> {
-        let step = journal::change_step(&self.state, &self.lease, step_id, to, update).await?;
+        let current = self.steps.get(step_id).ok_or_else(|| {
+            DbErr::RecordNotFound(format!(
+                "step run {step_id} of execution {}",
+                self.record.lease().execution_id
+            ))
+        })?;
+        let now = self.state.clock.now();
+        let step = self.record.change_step(current, to, update, now)?;
         self.steps.insert(step_id.to_owned(), step);
+        if !self.batching || self.record.pending() >= RECORD_MAX_EVENTS {
+            self.write().await?;
+        }
         Ok(())
+    }
+
+    /// Changes the execution (to its end, or back to the queue) and writes
+    /// it with every change still pending.
+    async fn end(
+        &mut self,
+        change: ExecutionChange,
+        update: ExecutionUpdate,
+    ) -> Result<(), EngineError> {
+        let now = self.state.clock.now();
+        self.record.change_execution(change, update, now)?;
+        self.write().await
+    }
+
+    /// Writes the pending changes together (see `journal::Record`).
+    async fn write(&mut self) -> Result<(), EngineError> {
+        self.record.write(&self.state).await
     }
 
     /// Whether `step_id` is a CONDITION that succeeded with a false result.

@@ -16,6 +16,17 @@ pub struct StepContext {
     pub timeout: Option<Duration>,
 }
 
+/// Whether a step of this config runs in memory at the cost of what it
+/// names: it waits on nothing outside, and its templates only look values
+/// up (no rendering process, nothing to cancel), so it can start and end in
+/// one write.
+pub fn runs_in_memory(config: &StepConfig) -> bool {
+    matches!(
+        config,
+        StepConfig::Transform { .. } | StepConfig::Fail { .. } | StepConfig::Condition { .. }
+    ) && config.renders_only_lookups()
+}
+
 /// Runs a rendered step; `Ok` carries the step's output, `Err` its error.
 pub async fn execute(config: StepConfig, context: StepContext) -> Result<Value, String> {
     match config {

@@ -144,6 +144,25 @@ pub struct ExecutionEventRecord {
 }
 
 impl ExecutionEventRecord {
+    /// The event of a change to `execution`, as it is after the change (its
+    /// `last_event_seq` names this event's seq); its position is known once
+    /// it is written.
+    pub fn of_change(
+        execution: &entity::execution::Model,
+        kind: EventKind,
+        step: Option<StepSnapshot>,
+        occurred_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            seq: execution.last_event_seq,
+            position: 0,
+            kind,
+            occurred_at,
+            execution: execution.into(),
+            step,
+        }
+    }
+
     /// Whether this is the execution's last event.
     pub fn is_terminal(&self) -> bool {
         self.execution.status.is_terminal() && self.step.is_none()
@@ -165,54 +184,78 @@ pub async fn append(
     step: Option<StepSnapshot>,
     occurred_at: DateTime<Utc>,
 ) -> Result<ExecutionEventRecord, DbErr> {
-    let mut record = ExecutionEventRecord {
-        seq: execution.last_event_seq,
-        position: 0,
+    let mut records = [ExecutionEventRecord::of_change(
+        execution,
         kind,
-        occurred_at,
-        execution: execution.into(),
         step,
+        occurred_at,
+    )];
+    write(conn, &mut records).await?;
+    let [record] = records;
+    Ok(record)
+}
+
+/// Writes `records` (events of one execution) in one statement, and sets
+/// the position the database gave each.
+pub async fn write(
+    conn: &impl ConnectionTrait,
+    records: &mut [ExecutionEventRecord],
+) -> Result<(), DbErr> {
+    let Some(first) = records.first() else {
+        return Ok(());
     };
-    let payload = serde_json::to_value(StoredPayload {
-        execution: record.execution.clone(),
-        step: record.step.clone(),
-    })
-    .map_err(|e| DbErr::Custom(format!("event payload: {e}")))?;
+    let execution_id = first.execution.id;
     use execution_event::Column;
-    let insert = Query::insert()
-        .into_table(execution_event::Entity)
-        .columns([
-            Column::Id,
-            Column::ExecutionId,
-            Column::OrganizationId,
-            Column::WorkflowId,
-            Column::Seq,
-            Column::Kind,
-            Column::Payload,
-            Column::OccurredAt,
-            Column::Position,
-        ])
-        .values_panic([
+    let mut insert = Query::insert();
+    insert.into_table(execution_event::Entity).columns([
+        Column::Id,
+        Column::ExecutionId,
+        Column::OrganizationId,
+        Column::WorkflowId,
+        Column::Seq,
+        Column::Kind,
+        Column::Payload,
+        Column::OccurredAt,
+        Column::Position,
+    ]);
+    for record in records.iter() {
+        debug_assert_eq!(record.execution.id, execution_id);
+        let payload = serde_json::to_value(StoredPayload {
+            execution: record.execution.clone(),
+            step: record.step.clone(),
+        })
+        .map_err(|e| DbErr::Custom(format!("event payload: {e}")))?;
+        insert.values_panic([
             Uuid::now_v7().into(),
-            execution.id.into(),
-            execution.organization_id.into(),
-            execution.workflow_id.into(),
+            record.execution.id.into(),
+            record.execution.organization_id.into(),
+            record.execution.workflow_id.into(),
             record.seq.into(),
-            kind.as_str().into(),
+            record.kind.as_str().into(),
             payload.into(),
-            occurred_at.into(),
+            record.occurred_at.into(),
             Expr::cust(watermark::position_of_this_write(
                 conn.get_database_backend(),
             )),
-        ])
-        .returning_col(Column::Position)
-        .to_owned();
-    let written = conn
-        .query_one(&insert)
-        .await?
-        .ok_or_else(|| DbErr::Custom("an appended event returned no position".to_owned()))?;
-    record.position = written.try_get("", "position")?;
-    Ok(record)
+        ]);
+    }
+    insert.returning(Query::returning().columns([Column::Seq, Column::Position]));
+    let written = conn.query_all(&insert).await?;
+    if written.len() != records.len() {
+        return Err(DbErr::Custom(format!(
+            "{} events written, {} returned",
+            records.len(),
+            written.len()
+        )));
+    }
+    for row in written {
+        let seq: i32 = row.try_get("", "seq")?;
+        let position: i64 = row.try_get("", "position")?;
+        if let Some(record) = records.iter_mut().find(|r| r.seq == seq) {
+            record.position = position;
+        }
+    }
+    Ok(())
 }
 
 /// Every event of `execution_id` with seq above `after_seq`, in order.
