@@ -19,6 +19,7 @@ use crate::clock::Clock;
 use crate::config::{Config, redact_url};
 use crate::db::{self, StatementCounter};
 use crate::engine::Engine;
+use crate::engine::definitions::Definitions;
 use crate::engine::http::HttpSteps;
 use crate::engine::rendering::Rendering;
 use crate::events::EventBus;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub http_steps: HttpSteps,
     /// Renders step configs off the runtime, on fuel, a few at once.
     pub rendering: Rendering,
+    /// Workflow definitions as workers last parsed them.
+    pub definitions: Definitions,
     /// Sessions with open connections here, closed when they end.
     pub revocations: Revocations,
     /// Sends account mail (SMTP, or the log).
@@ -113,6 +116,7 @@ impl AppState {
             streams: StreamRegistry::default(),
             http_steps,
             rendering,
+            definitions: Definitions::default(),
             revocations: Revocations::default(),
             mailer,
             rate_limiter,

@@ -6,6 +6,7 @@
 //! `http` (see the `layering` test).
 
 pub mod cancel;
+pub mod definitions;
 pub mod http;
 pub mod journal;
 pub mod reaper;

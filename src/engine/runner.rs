@@ -15,13 +15,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use entity::status::{ExecutionStatus, StepStatus};
-use entity::{step_run, workflow_version};
+use entity::step_run;
 use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
 use super::cancel::Cancellations;
+use super::definitions::Definition;
 use super::journal::{
     self, Claimed, EngineError, ExecutionUpdate, Lease, RECORD_MAX_EVENTS, Record, StepUpdate,
 };
@@ -236,7 +237,7 @@ struct Runner {
     /// several failed, so the one at fault is found and handled alone.
     batching: bool,
     input: Value,
-    definition: WorkflowDefinition,
+    definition: Arc<WorkflowDefinition>,
     steps: HashMap<String, step_run::Model>,
     running: HashMap<String, AbortHandle>,
     /// Which step each running task executes, to name a task that panicked.
@@ -255,21 +256,16 @@ struct Runner {
 impl Runner {
     async fn load(state: AppState, claimed: Claimed) -> Result<Loaded, EngineError> {
         let execution = claimed.execution;
-        let version = workflow_version::Entity::find_by_id(execution.workflow_version_id)
-            .one(&state.db)
-            .await?;
-        let definition = match version.map(|v| WorkflowDefinition::from_stored(&v.definition)) {
-            Some(Ok(definition)) => definition,
-            Some(Err(err)) => {
+        let definition = match state
+            .definitions
+            .get(&state.db, execution.workflow_version_id)
+            .await?
+        {
+            Definition::Readable(definition) => definition,
+            Definition::Unreadable(reason) => {
                 return Ok(Loaded::Unreadable {
                     lease: claimed.lease,
-                    reason: format!("its workflow version cannot be read: {err}"),
-                });
-            }
-            None => {
-                return Ok(Loaded::Unreadable {
-                    lease: claimed.lease,
-                    reason: "its workflow version no longer exists".into(),
+                    reason,
                 });
             }
         };

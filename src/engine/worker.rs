@@ -120,12 +120,12 @@ async fn work(
         match claim_next_execution(&state, &worker_id, lease_for).await {
             Ok(Some(claimed)) => {
                 let execution_id = claimed.execution.id;
-                tracing::info!(%execution_id, worker = %worker_id, "execution claimed");
+                tracing::debug!(%execution_id, worker = %worker_id, "execution claimed");
                 match run_execution(state.clone(), claimed, stop.clone(), cancellations.clone())
                     .await
                 {
                     Ok(RunOutcome::Finished(status)) => {
-                        tracing::info!(%execution_id, ?status, "execution finished")
+                        tracing::debug!(%execution_id, ?status, "execution finished")
                     }
                     Ok(RunOutcome::Parked) => {
                         tracing::info!(%execution_id, "execution parked until its next step is due")
