@@ -359,26 +359,47 @@ pub async fn announce_queued(state: &AppState, queued: Queued) -> execution::Mod
 }
 
 /// Claims the most urgent runnable execution (priority, then age, with
-/// `run_after` due) for `owner`, bumping its lease epoch. On PostgreSQL,
-/// `FOR UPDATE SKIP LOCKED` lets concurrent claimers pass each other; on
-/// SQLite the write transaction is exclusive anyway.
+/// `run_after` due) for `owner`; see [`claim_executions`].
 pub async fn claim_next_execution(
     state: &AppState,
     owner: &str,
     lease_for: Duration,
 ) -> Result<Option<Claimed>, EngineError> {
+    Ok(claim_executions(state, owner, lease_for, 1).await?.pop())
+}
+
+/// Claims up to `most` of the most urgent runnable executions (priority,
+/// then age, with `run_after` due) for `owner`, in one transaction, bumping
+/// each one's lease epoch; their EXECUTION_STARTED events are written in
+/// one statement. On PostgreSQL, `FOR UPDATE SKIP LOCKED` lets concurrent
+/// claimers pass each other; on SQLite the write transaction is exclusive
+/// anyway.
+pub async fn claim_executions(
+    state: &AppState,
+    owner: &str,
+    lease_for: Duration,
+    most: usize,
+) -> Result<Vec<Claimed>, EngineError> {
+    if most == 0 {
+        return Ok(Vec::new());
+    }
     let now = state.clock.now();
     let txn = begin_write(&state.db).await?;
     let settings = &state.config.settings;
     let mut room = Room::default();
-    let mut chosen = None;
-    // A few candidates first: the first with room is nearly always among
-    // them, and each one read is locked until the claim commits. Only when
-    // none has room is the longer list read.
-    for page in [CLAIM_FIRST_CANDIDATES, CLAIM_CANDIDATES] {
+    let mut chosen = Vec::with_capacity(most);
+    // As many candidates as are wanted, and a few more, first: those with
+    // room are nearly always among them, and each one read is locked until
+    // the claim commits. Only when too few have room is the longer list read.
+    let first_page = (most as u64 + CLAIM_FIRST_CANDIDATES).min(CLAIM_CANDIDATES);
+    let mut seen = std::collections::HashSet::new();
+    for page in [first_page, CLAIM_CANDIDATES] {
         let candidates = claim_candidates(&txn, now, page).await?;
         let last_page = (candidates.len() as u64) < page;
         for candidate in candidates {
+            if !seen.insert(candidate.id) {
+                continue;
+            }
             // A started execution (handed back, parked) already counts
             // against the limits; only a first start needs room.
             if candidate.started_at.is_some()
@@ -386,20 +407,49 @@ pub async fn claim_next_execution(
                     .for_first_start(&txn, &candidate, settings.org_max_concurrency)
                     .await?
             {
-                chosen = Some(candidate);
-                break;
+                room.took(&candidate);
+                chosen.push(candidate);
+                if chosen.len() == most {
+                    break;
+                }
             }
         }
-        if chosen.is_some() || last_page {
+        if chosen.len() == most || last_page {
             break;
         }
     }
-    let Some(candidate) = chosen else {
-        return Ok(None);
-    };
+    if chosen.is_empty() {
+        return Ok(Vec::new());
+    }
     // The start is stamped after the locks and counts above, so it is never
     // earlier than the finish of an execution whose room it took.
     let now = state.clock.now();
+    let mut claimed = Vec::with_capacity(chosen.len());
+    let mut events = Vec::with_capacity(chosen.len());
+    for candidate in chosen {
+        let (execution, lease) = start(&txn, candidate, owner, lease_for, now).await?;
+        events.push(ExecutionEventRecord::of_change(
+            &execution,
+            EventKind::ExecutionStarted,
+            None,
+            now,
+        ));
+        claimed.push(Claimed { execution, lease });
+    }
+    log::write(&txn, &mut events).await?;
+    txn.commit().await?;
+    announce(state, events, Wake::Nobody).await;
+    Ok(claimed)
+}
+
+/// Starts a claimed candidate under a new lease for `owner`.
+async fn start(
+    txn: &DatabaseTransaction,
+    candidate: execution::Model,
+    owner: &str,
+    lease_for: Duration,
+    now: DateTime<Utc>,
+) -> Result<(execution::Model, Lease), EngineError> {
     let status = execution_transition(
         candidate.status,
         ExecutionChange::To(ExecutionStatus::Running),
@@ -430,11 +480,8 @@ pub async fn claim_next_execution(
     allocate_seq(&mut active);
     active.updated_at = Set(now);
     active.claims_without_progress = Set(claims);
-    let execution = active.update(&txn).await?;
-    let event = log::append(&txn, &execution, EventKind::ExecutionStarted, None, now).await?;
-    txn.commit().await?;
-    announce(state, vec![event], Wake::Nobody).await;
-    Ok(Some(Claimed { execution, lease }))
+    let execution = active.update(txn).await?;
+    Ok((execution, lease))
 }
 
 /// Queued executions a claim considers first, in order.
@@ -467,16 +514,33 @@ async fn claim_candidates(
     query.all(txn).await
 }
 
-/// Which workflows and organizations have room for another execution, as
-/// found during one claim. The first look at each locks its row for the
-/// rest of the claim's transaction, so two claims can't both see room.
+/// How many more executions each workflow and organization can start, as
+/// found during one claim (and less what the claim itself started). The
+/// first look at each locks its row for the rest of the claim's
+/// transaction, so two claims can't both see the same room.
 #[derive(Default)]
 struct Room {
-    workflows: HashMap<Uuid, bool>,
-    organizations: HashMap<Uuid, bool>,
+    workflows: HashMap<Uuid, u64>,
+    organizations: HashMap<Uuid, u64>,
 }
 
 impl Room {
+    /// Counts a claimed first start against its workflow's and
+    /// organization's room for the rest of the claim.
+    fn took(&mut self, candidate: &execution::Model) {
+        if candidate.started_at.is_some() {
+            return;
+        }
+        for (id, room) in [
+            (candidate.workflow_id, &mut self.workflows),
+            (candidate.organization_id, &mut self.organizations),
+        ] {
+            if let Some(left) = room.get_mut(&id) {
+                *left = left.saturating_sub(1);
+            }
+        }
+    }
+
     async fn for_first_start(
         &mut self,
         txn: &DatabaseTransaction,
@@ -484,32 +548,31 @@ impl Room {
         org_cap: u32,
     ) -> Result<bool, DbErr> {
         let workflow_room = match self.workflows.get(&candidate.workflow_id) {
-            Some(known) => *known,
+            Some(left) => *left,
             None => {
                 let workflow = locked(workflow::Entity::find_by_id(candidate.workflow_id), txn)
                     .one(txn)
                     .await?;
-                let found = match workflow.and_then(|w| w.max_concurrency) {
-                    Some(limit) => {
+                let left = match workflow.and_then(|w| w.max_concurrency) {
+                    Some(limit) => (limit.max(0) as u64).saturating_sub(
                         started_unfinished(
                             txn,
                             execution::Column::WorkflowId,
                             candidate.workflow_id,
                         )
-                        .await?
-                            < limit as u64
-                    }
-                    None => true,
+                        .await?,
+                    ),
+                    None => u64::MAX,
                 };
-                self.workflows.insert(candidate.workflow_id, found);
-                found
+                self.workflows.insert(candidate.workflow_id, left);
+                left
             }
         };
-        if org_cap == 0 {
-            return Ok(workflow_room);
+        if org_cap == 0 || workflow_room == 0 {
+            return Ok(workflow_room > 0);
         }
         let organization_room = match self.organizations.get(&candidate.organization_id) {
-            Some(known) => *known,
+            Some(left) => *left,
             None => {
                 locked(
                     organization::Entity::find_by_id(candidate.organization_id),
@@ -517,18 +580,19 @@ impl Room {
                 )
                 .one(txn)
                 .await?;
-                let found = started_unfinished(
-                    txn,
-                    execution::Column::OrganizationId,
-                    candidate.organization_id,
-                )
-                .await?
-                    < u64::from(org_cap);
-                self.organizations.insert(candidate.organization_id, found);
-                found
+                let left = u64::from(org_cap).saturating_sub(
+                    started_unfinished(
+                        txn,
+                        execution::Column::OrganizationId,
+                        candidate.organization_id,
+                    )
+                    .await?,
+                );
+                self.organizations.insert(candidate.organization_id, left);
+                left
             }
         };
-        Ok(workflow_room && organization_room)
+        Ok(organization_room > 0)
     }
 }
 

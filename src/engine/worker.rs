@@ -1,16 +1,18 @@
-//! Worker loops: claim, run, repeat. An idle worker waits for a wake-up on
+//! The workers of one process: a dispatcher claims as many executions as
+//! there are idle workers, in one claim, and runs each on a worker of its
+//! own. When all are idle and nothing is claimable it waits for a wake-up on
 //! the control topic (published when work is enqueued) or, as a fallback,
 //! the poll interval.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::cancel::{self, Cancellations};
-use super::journal::{EngineError, claim_next_execution};
+use super::journal::{Claimed, EngineError, claim_executions};
 use super::reaper::reap;
 use super::runner::{ERROR_BACKOFF, RunOutcome, run_execution};
 use crate::events::Topic;
@@ -64,10 +66,10 @@ impl Engine {
                 stopped.clone(),
             ));
         }
-        for n in 0..state.config.settings.workers {
+        if state.config.settings.workers > 0 {
             let wakeups = state.bus.subscribe(Topic::Control).await;
-            let worker_id = format!("{}-{n}", &instance[instance.len() - 12..]);
-            workers.spawn(work(
+            let worker_id = instance[instance.len() - 12..].to_owned();
+            workers.spawn(dispatch(
                 state.clone(),
                 worker_id,
                 wakeups,
@@ -104,7 +106,9 @@ impl Engine {
     }
 }
 
-async fn work(
+/// Claims work for idle workers and runs it until `stop`; then waits for
+/// the runs in progress (which hand back at `stop`).
+async fn dispatch(
     state: AppState,
     worker_id: String,
     mut wakeups: Subscription,
@@ -113,42 +117,42 @@ async fn work(
 ) {
     let lease_for = state.config.settings.lease_duration();
     let poll = state.config.settings.poll_interval();
+    let idle = Arc::new(Semaphore::new(state.config.settings.workers));
+    let mut runs = JoinSet::new();
     loop {
+        while runs.try_join_next().is_some() {}
         if *stop.borrow() {
-            return;
+            break;
         }
-        match claim_next_execution(&state, &worker_id, lease_for).await {
-            Ok(Some(claimed)) => {
-                let execution_id = claimed.execution.id;
-                tracing::debug!(%execution_id, worker = %worker_id, "execution claimed");
-                match run_execution(state.clone(), claimed, stop.clone(), cancellations.clone())
-                    .await
-                {
-                    Ok(RunOutcome::Finished(status)) => {
-                        tracing::debug!(%execution_id, ?status, "execution finished")
-                    }
-                    Ok(RunOutcome::Parked) => {
-                        tracing::info!(%execution_id, "execution parked until its next step is due")
-                    }
-                    Ok(RunOutcome::HandedBack) => {
-                        tracing::info!(%execution_id, "execution handed back at shutdown")
-                    }
-                    Err(EngineError::LeaseLost) => {
-                        tracing::warn!(%execution_id, "lease lost; another worker owns the execution")
-                    }
-                    Err(err) => {
-                        tracing::error!(%execution_id, error = %err, "running an execution failed");
-                        tokio::time::sleep(ERROR_BACKOFF).await;
-                    }
+        let first = tokio::select! {
+            permit = idle.clone().acquire_owned() => permit,
+            _ = stop.changed() => break,
+        };
+        let Ok(first) = first else { break };
+        let mut permits = vec![first];
+        while let Ok(permit) = idle.clone().try_acquire_owned() {
+            permits.push(permit);
+        }
+        match claim_executions(&state, &worker_id, lease_for, permits.len()).await {
+            Ok(claimed) if !claimed.is_empty() => {
+                for (claimed, permit) in claimed.into_iter().zip(permits) {
+                    let run = run(state.clone(), claimed, stop.clone(), cancellations.clone());
+                    runs.spawn(async move {
+                        run.await;
+                        drop(permit);
+                    });
                 }
                 continue;
             }
-            Ok(None) => {}
+            Ok(_) => {}
             Err(err) => {
-                tracing::error!(error = %err, "claiming an execution failed");
+                tracing::error!(error = %err, "claiming executions failed");
+                drop(permits);
                 tokio::time::sleep(ERROR_BACKOFF).await;
+                continue;
             }
         }
+        drop(permits);
         tokio::select! {
             // Any signal (a wake-up, or a lag or reconnect that may have
             // hidden one) is a reason to look again; a closed bus falls back
@@ -159,7 +163,40 @@ async fn work(
                 }
             }
             _ = tokio::time::sleep(poll) => {}
-            _ = stop.changed() => return,
+            // A run ended: it may have made room (a concurrency limit) for
+            // an execution passed over.
+            Some(_) = runs.join_next(), if !runs.is_empty() => {}
+            _ = stop.changed() => break,
+        }
+    }
+    while runs.join_next().await.is_some() {}
+}
+
+/// Runs one claimed execution to its end on this worker.
+async fn run(
+    state: AppState,
+    claimed: Claimed,
+    stop: watch::Receiver<bool>,
+    cancellations: Cancellations,
+) {
+    let execution_id = claimed.execution.id;
+    tracing::debug!(%execution_id, "execution claimed");
+    match run_execution(state, claimed, stop, cancellations).await {
+        Ok(RunOutcome::Finished(status)) => {
+            tracing::debug!(%execution_id, ?status, "execution finished")
+        }
+        Ok(RunOutcome::Parked) => {
+            tracing::info!(%execution_id, "execution parked until its next step is due")
+        }
+        Ok(RunOutcome::HandedBack) => {
+            tracing::info!(%execution_id, "execution handed back at shutdown")
+        }
+        Err(EngineError::LeaseLost) => {
+            tracing::warn!(%execution_id, "lease lost; another worker owns the execution")
+        }
+        Err(err) => {
+            tracing::error!(%execution_id, error = %err, "running an execution failed");
+            tokio::time::sleep(ERROR_BACKOFF).await;
         }
     }
 }

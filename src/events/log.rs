@@ -195,16 +195,15 @@ pub async fn append(
     Ok(record)
 }
 
-/// Writes `records` (events of one execution) in one statement, and sets
-/// the position the database gave each.
+/// Writes `records` in one statement, and sets the position the database
+/// gave each.
 pub async fn write(
     conn: &impl ConnectionTrait,
     records: &mut [ExecutionEventRecord],
 ) -> Result<(), DbErr> {
-    let Some(first) = records.first() else {
+    if records.is_empty() {
         return Ok(());
-    };
-    let execution_id = first.execution.id;
+    }
     use execution_event::Column;
     let mut insert = Query::insert();
     insert.into_table(execution_event::Entity).columns([
@@ -219,7 +218,6 @@ pub async fn write(
         Column::Position,
     ]);
     for record in records.iter() {
-        debug_assert_eq!(record.execution.id, execution_id);
         let payload = serde_json::to_value(StoredPayload {
             execution: record.execution.clone(),
             step: record.step.clone(),
@@ -239,7 +237,11 @@ pub async fn write(
             )),
         ]);
     }
-    insert.returning(Query::returning().columns([Column::Seq, Column::Position]));
+    insert.returning(Query::returning().columns([
+        Column::ExecutionId,
+        Column::Seq,
+        Column::Position,
+    ]));
     let written = conn.query_all(&insert).await?;
     if written.len() != records.len() {
         return Err(DbErr::Custom(format!(
@@ -249,9 +251,13 @@ pub async fn write(
         )));
     }
     for row in written {
+        let execution_id: Uuid = row.try_get("", "execution_id")?;
         let seq: i32 = row.try_get("", "seq")?;
         let position: i64 = row.try_get("", "position")?;
-        if let Some(record) = records.iter_mut().find(|r| r.seq == seq) {
+        if let Some(record) = records
+            .iter_mut()
+            .find(|r| r.seq == seq && r.execution.id == execution_id)
+        {
             record.position = position;
         }
     }
