@@ -867,9 +867,7 @@ impl Record {
         if fenced.rows_affected != 1 {
             return Err(EngineError::LeaseLost);
         }
-        for step in &self.steps {
-            write_step(&txn, step).await?;
-        }
+        write_steps(&txn, &self.steps).await?;
         log::write(&txn, &mut self.events).await?;
         txn.commit().await?;
         self.written = self.execution.clone();
@@ -1147,6 +1145,79 @@ async fn write_step(txn: &DatabaseTransaction, step: &step_run::Model) -> Result
         Err(DbErr::RecordNotFound(format!(
             "step run {} of execution {}",
             step.step_id, step.execution_id
+        )))
+    }
+}
+
+/// Writes several step rows of one execution as they are now, in one
+/// statement (`UPDATE … FROM (VALUES …)`, which both backends read alike).
+async fn write_steps(txn: &DatabaseTransaction, steps: &[step_run::Model]) -> Result<(), DbErr> {
+    match steps {
+        [] => return Ok(()),
+        [step] => return write_step(txn, step).await,
+        _ => {}
+    }
+    const SET: [&str; 10] = [
+        "status",
+        "attempt",
+        "failed_attempts",
+        "input",
+        "output",
+        "error",
+        "next_retry_at",
+        "started_at",
+        "finished_at",
+        "updated_at",
+    ];
+    let backend = txn.get_database_backend();
+    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(steps.len() * (SET.len() + 1));
+    let mut rows = Vec::with_capacity(steps.len());
+    for step in steps {
+        let first = values.len();
+        values.extend([
+            step.id.into(),
+            sea_orm::ActiveEnum::to_value(&step.status).into(),
+            step.attempt.into(),
+            step.failed_attempts.into(),
+            step.input.clone().into(),
+            step.output.clone().into(),
+            step.error.clone().into(),
+            step.next_retry_at.into(),
+            step.started_at.into(),
+            step.finished_at.into(),
+            step.updated_at.into(),
+        ]);
+        let placeholders: Vec<String> = (first + 1..=values.len())
+            .map(|n| match backend {
+                DbBackend::Postgres => format!("${n}"),
+                _ => "?".to_owned(),
+            })
+            .collect();
+        rows.push(format!("({})", placeholders.join(", ")));
+    }
+    let set: Vec<String> = SET
+        .iter()
+        .enumerate()
+        .map(|(n, column)| format!("{column} = v.column{}", n + 2))
+        .collect();
+    let sql = format!(
+        "UPDATE step_runs SET {} FROM (VALUES {}) AS v WHERE step_runs.id = v.column1",
+        set.join(", "),
+        rows.join(", ")
+    );
+    let written = txn
+        .execute_raw(sea_orm::Statement::from_sql_and_values(
+            backend, sql, values,
+        ))
+        .await?;
+    if written.rows_affected() == steps.len() as u64 {
+        Ok(())
+    } else {
+        Err(DbErr::RecordNotFound(format!(
+            "{} of {} step runs of execution {}",
+            steps.len() as u64 - written.rows_affected(),
+            steps.len(),
+            steps[0].execution_id
         )))
     }
 }
