@@ -21,6 +21,7 @@ use crate::db::{self, StatementCounter};
 use crate::engine::Engine;
 use crate::engine::definitions::Definitions;
 use crate::engine::http::HttpSteps;
+use crate::engine::journal::Commits;
 use crate::engine::rendering::Rendering;
 use crate::events::EventBus;
 use crate::events::recheck::StreamRegistry;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub rendering: Rendering,
     /// Workflow definitions as workers last parsed them.
     pub definitions: Definitions,
+    /// Commits the changes workers record, together when they meet.
+    pub commits: Commits,
     /// Sessions with open connections here, closed when they end.
     pub revocations: Revocations,
     /// Sends account mail (SMTP, or the log).
@@ -117,6 +120,7 @@ impl AppState {
             http_steps,
             rendering,
             definitions: Definitions::default(),
+            commits: Commits::default(),
             revocations: Revocations::default(),
             mailer,
             rate_limiter,

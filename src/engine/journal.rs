@@ -17,6 +17,7 @@
 //! journal; it calls none of them.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -29,6 +30,7 @@ use sea_orm::{
     DbErr, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use serde_json::Value;
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::state::{
@@ -850,32 +852,219 @@ impl Record {
 
     /// Writes the pending changes in one transaction: the execution row
     /// (only while the lease holds), the changed step rows, and the events
-    /// in one statement; then publishes them. On an error nothing is
-    /// written and the changes stay pending.
+    /// in one statement; then publishes them. Records other workers write
+    /// at the same moment share the transaction (see [`Commits`]). On an
+    /// error nothing is written and the changes stay pending.
     pub async fn write(&mut self, state: &AppState) -> Result<(), EngineError> {
         if self.events.is_empty() {
             return Ok(());
         }
-        let txn = begin_write(&state.db).await?;
+        let batch = Batch {
+            lease: self.lease.clone(),
+            execution: self.execution.clone(),
+            steps: std::mem::take(&mut self.steps),
+            events: std::mem::take(&mut self.events),
+            outcome: None,
+        };
+        let mut batch = state.commits.submit(state, batch).await?;
+        match batch.outcome.take() {
+            Some(Ok(())) => {
+                self.written = self.execution.clone();
+                announce(state, batch.events, Wake::when_queued(&self.execution)).await;
+                Ok(())
+            }
+            Some(Err(err)) => {
+                (self.steps, self.events) = (batch.steps, batch.events);
+                Err(err)
+            }
+            None => {
+                (self.steps, self.events) = (batch.steps, batch.events);
+                Err(EngineError::Db(DbErr::Custom(
+                    "the write was interrupted".to_owned(),
+                )))
+            }
+        }
+    }
+}
+
+/// One record's pending changes, on their way to the database.
+#[derive(Debug)]
+struct Batch {
+    lease: Lease,
+    execution: execution::Model,
+    steps: Vec<step_run::Model>,
+    events: Vec<ExecutionEventRecord>,
+    /// Set once written, or once it could not be.
+    outcome: Option<Result<(), EngineError>>,
+}
+
+/// Group commit of the records workers write. A writer that finds no
+/// write in progress leads: it writes its batch together with every batch
+/// waiting, in one transaction, then hands the lead to the first writer
+/// that arrived meanwhile. So an idle engine writes at once, a busy one
+/// commits many executions' changes together, and no writer waits for more
+/// than the write before its own and its own.
+#[derive(Clone, Default)]
+pub struct Commits(Arc<std::sync::Mutex<Waiting>>);
+
+#[derive(Default)]
+struct Waiting {
+    leading: bool,
+    batches: std::collections::VecDeque<(Batch, oneshot::Sender<Answer>)>,
+}
+
+/// What a waiting writer is told.
+enum Answer {
+    /// Its batch, written or not, with why, in its outcome.
+    Written(Batch),
+    /// Its batch, not written yet: it leads the next write.
+    Lead(Batch),
+}
+
+/// Batches written together at most.
+const GROUP_MAX: usize = 64;
+
+impl Commits {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `batch`, written (or not, with why) in its `outcome`.
+    async fn submit(&self, state: &AppState, batch: Batch) -> Result<Batch, EngineError> {
+        let (sender, answer) = oneshot::channel();
+        let leads = {
+            let mut waiting = self.waiting();
+            if waiting.leading {
+                waiting.batches.push_back((batch, sender));
+                None
+            } else {
+                waiting.leading = true;
+                Some(batch)
+            }
+        };
+        let mine = match leads {
+            Some(batch) => batch,
+            None => match answer.await {
+                Ok(Answer::Written(batch)) => return Ok(batch),
+                Ok(Answer::Lead(batch)) => batch,
+                Err(_) => {
+                    return Err(DbErr::Custom("the write was interrupted".to_owned()).into());
+                }
+            },
+        };
+        let lead = Lead(self);
+        let (others, senders): (Vec<Batch>, Vec<oneshot::Sender<Answer>>) = {
+            let mut waiting = self.waiting();
+            let take = waiting.batches.len().min(GROUP_MAX - 1);
+            waiting.batches.drain(..take).unzip()
+        };
+        let mut batches = Vec::with_capacity(others.len() + 1);
+        batches.push(mine);
+        batches.extend(others);
+        write_group(state, &mut batches).await;
+        let mut batches = batches.into_iter();
+        let mine = batches.next().expect("the leader's batch is first");
+        for (batch, sender) in batches.zip(senders) {
+            // A writer that stopped waiting needs no answer.
+            let _ = sender.send(Answer::Written(batch));
+        }
+        drop(lead);
+        Ok(mine)
+    }
+
+    /// Passes the lead to the first writer still waiting, or ends it.
+    fn hand_on(&self) {
+        let mut waiting = self.waiting();
+        while let Some((batch, sender)) = waiting.batches.pop_front() {
+            if sender.send(Answer::Lead(batch)).is_ok() {
+                return;
+            }
+        }
+        waiting.leading = false;
+    }
+}
+
+/// The lead of a group commit, handed on when the leader is done, or
+/// stops mid-way (its group's writers are then told it was interrupted).
+struct Lead<'a>(&'a Commits);
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        self.0.hand_on();
+    }
+}
+
+/// Writes `batches` in one transaction; a batch whose lease was lost is
+/// left out. When the transaction fails, each batch is written on its own,
+/// so one the database refuses fails alone.
+async fn write_group(state: &AppState, batches: &mut [Batch]) {
+    if batches.len() > 1 {
+        match write_together(state, batches).await {
+            Ok(()) => return,
+            Err(err) => {
+                tracing::debug!(error = %err, batches = batches.len(), "a group commit failed; writing its batches one by one");
+            }
+        }
+    }
+    for batch in batches.iter_mut() {
+        let written = write_together(state, std::slice::from_mut(batch)).await;
+        if let Err(err) = written {
+            batch.outcome = Some(Err(err));
+        }
+    }
+}
+
+/// One transaction for `batches`: each execution row fenced by its lease,
+/// then the steps and events of those that held, each in one statement.
+/// Sets each batch's outcome when it commits.
+async fn write_together(state: &AppState, batches: &mut [Batch]) -> Result<(), EngineError> {
+    let txn = begin_write(&state.db).await?;
+    let mut held = Vec::with_capacity(batches.len());
+    for batch in batches.iter() {
         let fenced = execution::Entity::update_many()
-            .set(owned_columns(self.execution.clone().into_active_model()))
-            .filter(execution::Column::Id.eq(self.lease.execution_id))
-            .filter(execution::Column::LeaseOwner.eq(self.lease.owner.as_str()))
-            .filter(execution::Column::LeaseEpoch.eq(self.lease.epoch))
+            .set(owned_columns(batch.execution.clone().into_active_model()))
+            .filter(execution::Column::Id.eq(batch.lease.execution_id))
+            .filter(execution::Column::LeaseOwner.eq(batch.lease.owner.as_str()))
+            .filter(execution::Column::LeaseEpoch.eq(batch.lease.epoch))
             .exec(&txn)
             .await?;
-        if fenced.rows_affected != 1 {
-            return Err(EngineError::LeaseLost);
-        }
-        write_steps(&txn, &self.steps).await?;
-        log::write(&txn, &mut self.events).await?;
-        txn.commit().await?;
-        self.written = self.execution.clone();
-        self.steps.clear();
-        let events = std::mem::take(&mut self.events);
-        announce(state, events, Wake::when_queued(&self.execution)).await;
-        Ok(())
+        held.push(fenced.rows_affected == 1);
     }
+    let steps: Vec<step_run::Model> = batches
+        .iter()
+        .zip(&held)
+        .filter(|(_, held)| **held)
+        .flat_map(|(batch, _)| batch.steps.iter().cloned())
+        .collect();
+    write_steps(&txn, &steps).await?;
+    let mut events: Vec<ExecutionEventRecord> = batches
+        .iter_mut()
+        .zip(&held)
+        .filter(|(_, held)| **held)
+        .flat_map(|(batch, _)| std::mem::take(&mut batch.events))
+        .collect();
+    let written = log::write(&txn, &mut events).await;
+    // The events go back to their batches, with their positions if written.
+    for event in events {
+        if let Some(batch) = batches
+            .iter_mut()
+            .find(|b| b.execution.id == event.execution.id)
+        {
+            batch.events.push(event);
+        }
+    }
+    written?;
+    txn.commit().await?;
+    for (batch, held) in batches.iter_mut().zip(held) {
+        batch.outcome = Some(if held {
+            Ok(())
+        } else {
+            Err(EngineError::LeaseLost)
+        });
+    }
+    Ok(())
 }
 
 /// RUNNING executions whose lease expired before `now`, oldest first.
