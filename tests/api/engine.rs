@@ -140,6 +140,128 @@ async fn concurrent_claimers_take_each_execution_exactly_once() {
 }
 
 #[tokio::test]
+async fn one_claim_takes_several_executions_but_no_more_of_a_workflow_than_its_limit_leaves_room_for()
+ {
+    let (app, owner, workflow) = idle_app().await;
+    let mut queued = HashSet::new();
+    for _ in 0..4 {
+        queued.insert(enqueue(&app, &owner, workflow).await);
+    }
+    let limit = |max: Option<i32>| {
+        entity::workflow::Entity::update_many()
+            .col_expr(entity::workflow::Column::MaxConcurrency, Expr::value(max))
+            .filter(entity::workflow::Column::Id.eq(workflow))
+            .exec(&app.state.db)
+    };
+    limit(Some(2)).await.unwrap();
+
+    let first = journal::claim_executions(&app.state, "w", LEASE, 8)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert!(
+        journal::claim_executions(&app.state, "w", LEASE, 8)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the limit is full"
+    );
+    limit(None).await.unwrap();
+    let rest = journal::claim_executions(&app.state, "w", LEASE, 8)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 2, "{rest:?}");
+
+    let claimed: HashSet<Uuid> = first.iter().chain(&rest).map(|c| c.execution.id).collect();
+    assert_eq!(claimed, queued);
+    for claim in first.iter().chain(&rest) {
+        assert_eq!(claim.execution.status, ExecutionStatus::Running);
+        assert_eq!(claim.lease.epoch, 1);
+        assert_eq!(
+            event_kinds(&app, claim.execution.id).await,
+            ["EXECUTION_QUEUED", "EXECUTION_STARTED"]
+        );
+    }
+}
+
+#[tokio::test]
+async fn records_written_at_once_commit_only_where_their_lease_still_holds() {
+    let (app, owner, workflow) = idle_app().await;
+    for _ in 0..3 {
+        enqueue(&app, &owner, workflow).await;
+    }
+    let claimed = journal::claim_executions(&app.state, "w", LEASE, 3)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    let ids: Vec<Uuid> = claimed.iter().map(|c| c.execution.id).collect();
+    // The last one's lease is taken over before its worker writes.
+    execution::Entity::update_many()
+        .col_expr(execution::Column::LeaseEpoch, Expr::value(2))
+        .filter(execution::Column::Id.eq(ids[2]))
+        .exec(&app.state.db)
+        .await
+        .unwrap();
+    let mut records = Vec::new();
+    for claim in claimed {
+        let step = step_run::Entity::find()
+            .filter(step_run::Column::ExecutionId.eq(claim.execution.id))
+            .filter(step_run::Column::StepId.eq("a"))
+            .one(&app.state.db)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut record = journal::Record::new(claim);
+        record
+            .change_step(
+                &step,
+                StepStatus::Running,
+                StepUpdate::default(),
+                Utc::now(),
+            )
+            .unwrap();
+        records.push(record);
+    }
+    // The first writer leads; the two that arrive while it writes are
+    // written together after it.
+    let [mut a, mut b, mut c] = <[journal::Record; 3]>::try_from(records).unwrap();
+    let (a, b, c) = tokio::join!(
+        a.write(&app.state),
+        b.write(&app.state),
+        c.write(&app.state)
+    );
+    assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
+    assert!(matches!(c, Err(EngineError::LeaseLost)), "{c:?}");
+
+    for (id, started) in [(ids[0], true), (ids[1], true), (ids[2], false)] {
+        let mut expected = vec!["EXECUTION_QUEUED", "EXECUTION_STARTED"];
+        if started {
+            expected.push("STEP_STARTED");
+        }
+        assert_eq!(event_kinds(&app, id).await, expected);
+        let step = step_run::Entity::find()
+            .filter(step_run::Column::ExecutionId.eq(id))
+            .filter(step_run::Column::StepId.eq("a"))
+            .one(&app.state.db)
+            .await
+            .unwrap()
+            .unwrap();
+        let status = if started {
+            StepStatus::Running
+        } else {
+            StepStatus::Pending
+        };
+        assert_eq!(step.status, status);
+        let row = execution::Entity::find_by_id(id)
+            .one(&app.state.db)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.last_event_seq, if started { 3 } else { 2 });
+    }
+}
+
+#[tokio::test]
 async fn a_worker_whose_lease_was_taken_over_writes_nothing() {
     let (app, owner, workflow) = idle_app().await;
     let id = enqueue(&app, &owner, workflow).await;
