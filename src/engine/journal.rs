@@ -898,12 +898,15 @@ struct Batch {
     outcome: Option<Result<(), EngineError>>,
 }
 
-/// Group commit of the records workers write. A writer that finds no
-/// write in progress leads: it writes its batch together with every batch
-/// waiting, in one transaction, then hands the lead to the first writer
-/// that arrived meanwhile. So an idle engine writes at once, a busy one
-/// commits many executions' changes together, and no writer waits for more
-/// than the write before its own and its own.
+/// Group commit of the records workers write, on SQLite, where one write
+/// transaction runs at a time anyway. A writer that finds no write in
+/// progress leads: it writes its batch together with every batch waiting,
+/// in one transaction, then hands the lead to the first writer that arrived
+/// meanwhile. So an idle engine writes at once, a busy one commits many
+/// executions' changes together, and no writer waits for more than the
+/// write before its own and its own. On PostgreSQL each record commits in
+/// its own transaction, side by side with the others (measured: leading
+/// writers in line there drained 656 one-step executions/s against 926).
 #[derive(Clone, Default)]
 pub struct Commits(Arc<std::sync::Mutex<Waiting>>);
 
@@ -933,6 +936,15 @@ impl Commits {
 
     /// `batch`, written (or not, with why) in its `outcome`.
     async fn submit(&self, state: &AppState, batch: Batch) -> Result<Batch, EngineError> {
+        if state.db.get_database_backend() != DbBackend::Sqlite {
+            // PostgreSQL runs concurrent transactions side by side and
+            // flushes their commits together itself: one writer leading
+            // the others would only make them wait in line.
+            let mut batches = [batch];
+            write_group(state, &mut batches).await;
+            let [batch] = batches;
+            return Ok(batch);
+        }
         let (sender, answer) = oneshot::channel();
         let leads = {
             let mut waiting = self.waiting();
@@ -1017,7 +1029,7 @@ async fn write_group(state: &AppState, batches: &mut [Batch]) {
 }
 
 /// One transaction for `batches`: each execution row fenced by its lease,
-/// then the steps and events of those that held, each in one statement.
+/// then the steps and the events of each that held.
 /// Sets each batch's outcome when it commits.
 async fn write_together(state: &AppState, batches: &mut [Batch]) -> Result<(), EngineError> {
     let txn = begin_write(&state.db).await?;
@@ -1032,30 +1044,16 @@ async fn write_together(state: &AppState, batches: &mut [Batch]) -> Result<(), E
             .await?;
         held.push(fenced.rows_affected == 1);
     }
-    let steps: Vec<step_run::Model> = batches
-        .iter()
-        .zip(&held)
-        .filter(|(_, held)| **held)
-        .flat_map(|(batch, _)| batch.steps.iter().cloned())
-        .collect();
-    write_steps(&txn, &steps).await?;
-    let mut events: Vec<ExecutionEventRecord> = batches
-        .iter_mut()
-        .zip(&held)
-        .filter(|(_, held)| **held)
-        .flat_map(|(batch, _)| std::mem::take(&mut batch.events))
-        .collect();
-    let written = log::write(&txn, &mut events).await;
-    // The events go back to their batches, with their positions if written.
-    for event in events {
-        if let Some(batch) = batches
-            .iter_mut()
-            .find(|b| b.execution.id == event.execution.id)
-        {
-            batch.events.push(event);
+    // Each batch's steps and events in statements of their own: a
+    // statement's shape then depends on its workflow, not on how many
+    // batches met, so the database's prepared statements and plans serve
+    // again (one statement over many executions' rows plans worse).
+    for (batch, held) in batches.iter_mut().zip(&held) {
+        if *held {
+            write_steps(&txn, &batch.steps).await?;
+            log::write(&txn, &mut batch.events).await?;
         }
     }
-    written?;
     txn.commit().await?;
     for (batch, held) in batches.iter_mut().zip(held) {
         batch.outcome = Some(if held {

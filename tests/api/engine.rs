@@ -57,6 +57,17 @@ async fn enqueue(app: &TestApp, owner: &Session, workflow: Uuid) -> Uuid {
     .id
 }
 
+/// The run of step `a` of `execution_id`.
+async fn step_a(app: &TestApp, execution_id: Uuid) -> step_run::Model {
+    step_run::Entity::find()
+        .filter(step_run::Column::ExecutionId.eq(execution_id))
+        .filter(step_run::Column::StepId.eq("a"))
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 async fn event_count(app: &TestApp, execution_id: Uuid) -> u64 {
     execution_event::Entity::find()
         .filter(execution_event::Column::ExecutionId.eq(execution_id))
@@ -204,13 +215,7 @@ async fn records_written_at_once_commit_only_where_their_lease_still_holds() {
         .unwrap();
     let mut records = Vec::new();
     for claim in claimed {
-        let step = step_run::Entity::find()
-            .filter(step_run::Column::ExecutionId.eq(claim.execution.id))
-            .filter(step_run::Column::StepId.eq("a"))
-            .one(&app.state.db)
-            .await
-            .unwrap()
-            .unwrap();
+        let step = step_a(&app, claim.execution.id).await;
         let mut record = journal::Record::new(claim);
         record
             .change_step(
@@ -239,13 +244,7 @@ async fn records_written_at_once_commit_only_where_their_lease_still_holds() {
             expected.push("STEP_STARTED");
         }
         assert_eq!(event_kinds(&app, id).await, expected);
-        let step = step_run::Entity::find()
-            .filter(step_run::Column::ExecutionId.eq(id))
-            .filter(step_run::Column::StepId.eq("a"))
-            .one(&app.state.db)
-            .await
-            .unwrap()
-            .unwrap();
+        let step = step_a(&app, id).await;
         let status = if started {
             StepStatus::Running
         } else {
@@ -336,13 +335,7 @@ async fn an_illegal_step_transition_is_refused_and_not_applied() {
         matches!(skipped_ahead, Err(EngineError::Illegal(_))),
         "{skipped_ahead:?}"
     );
-    let step = step_run::Entity::find()
-        .filter(step_run::Column::ExecutionId.eq(id))
-        .filter(step_run::Column::StepId.eq("a"))
-        .one(&app.state.db)
-        .await
-        .unwrap()
-        .unwrap();
+    let step = step_a(&app, id).await;
     assert_eq!(step.status, StepStatus::Pending);
     assert_eq!(event_count(&app, id).await, 2);
 }
