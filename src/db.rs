@@ -21,6 +21,9 @@ use sea_orm::{
 
 use crate::config::{Config, DatabaseKind, redact_url};
 
+/// How long a SQLite writer waits for its turn before it gives up.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Key of the PostgreSQL advisory lock that serializes start-up migrations.
 const MIGRATION_LOCK_KEY: i64 = 0x0046_4C4F_5750_494C; // "FLOWPIL"
 
@@ -56,7 +59,7 @@ pub async fn connect(
             opts.create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(10))
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
                 .foreign_keys(true)
         });
     let mut db = Database::connect(options).await.with_context(|| {
@@ -119,11 +122,21 @@ pub async fn migrate_on_start(config: &Config, db: &DatabaseConnection) -> anyho
 /// cannot be upgraded; and writers of this process take their turn at an
 /// in-process gate first, so they wait in a queue woken at each commit
 /// rather than in SQLite's busy handler, which sleeps for up to 100 ms
-/// between looks. Other processes on the same file still meet at the busy
-/// timeout.
+/// between looks; one that waits longer than the busy timeout gives up, as
+/// it would there. Other processes on the same file still meet at SQLite's
+/// busy timeout.
 pub async fn begin_write(db: &DatabaseConnection) -> Result<WriteTxn, DbErr> {
     let turn = match db.get_database_backend() {
-        DbBackend::Sqlite => Some(sqlite_writers(db).lock_owned().await),
+        DbBackend::Sqlite => Some(
+            tokio::time::timeout(SQLITE_BUSY_TIMEOUT, sqlite_writers(db).lock_owned())
+                .await
+                .map_err(|_| {
+                    DbErr::Custom(format!(
+                        "the database was busy with other writes for {} s",
+                        SQLITE_BUSY_TIMEOUT.as_secs()
+                    ))
+                })?,
+        ),
         _ => None,
     };
     let txn = db

@@ -3,11 +3,14 @@
 //! Steps whose `needs` all SUCCEEDED start (independent ones run
 //! concurrently); a step whose needs include a skipped, cancelled or failed
 //! step is SKIPPED. When a step FAILS the execution FAILS: running steps are
-//! cancelled and steps not yet run end CANCELLED. Every change goes through
-//! the `journal`, fenced by the lease; if the lease is lost the runner stops
-//! without writing. A heartbeat renews the lease while the runner works and
-//! stops with it, so a runner that errors out lets its lease expire and the
-//! reaper hands the execution to another worker.
+//! cancelled and steps not yet run end CANCELLED. Every change goes into the
+//! run's `journal::Record`, written, fenced by the lease, before a step that
+//! acts outside starts, whenever the runner waits, and with the execution's
+//! end; steps that run in memory start and end between two writes. If the
+//! lease is lost the runner stops without writing. A heartbeat renews the
+//! lease while the runner works and stops with it, so a runner that errors
+//! out lets its lease expire and the reaper hands the execution to another
+//! worker.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

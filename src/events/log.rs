@@ -163,11 +163,45 @@ impl ExecutionEventRecord {
         }
     }
 
+    /// The event's stored columns but its position, in the order of
+    /// [`EVENT_COLUMNS`]: a new id, its execution's ids, seq, kind, payload
+    /// and time.
+    pub fn row(&self) -> Result<[sea_orm::Value; 8], DbErr> {
+        let payload = serde_json::to_value(StoredPayload {
+            execution: self.execution.clone(),
+            step: self.step.clone(),
+        })
+        .map_err(|e| DbErr::Custom(format!("event payload: {e}")))?;
+        Ok([
+            Uuid::now_v7().into(),
+            self.execution.id.into(),
+            self.execution.organization_id.into(),
+            self.execution.workflow_id.into(),
+            self.seq.into(),
+            self.kind.as_str().into(),
+            payload.into(),
+            self.occurred_at.into(),
+        ])
+    }
+
     /// Whether this is the execution's last event.
     pub fn is_terminal(&self) -> bool {
         self.execution.status.is_terminal() && self.step.is_none()
     }
 }
+
+/// The columns of [`ExecutionEventRecord::row`], then `position`.
+pub const EVENT_COLUMNS: [&str; 9] = [
+    "id",
+    "execution_id",
+    "organization_id",
+    "workflow_id",
+    "seq",
+    "kind",
+    "payload",
+    "occurred_at",
+    "position",
+];
 
 #[derive(Serialize, Deserialize)]
 struct StoredPayload {
@@ -217,25 +251,12 @@ pub async fn write(
         Column::OccurredAt,
         Column::Position,
     ]);
+    let position = watermark::position_of_this_write(conn.get_database_backend());
     for record in records.iter() {
-        let payload = serde_json::to_value(StoredPayload {
-            execution: record.execution.clone(),
-            step: record.step.clone(),
-        })
-        .map_err(|e| DbErr::Custom(format!("event payload: {e}")))?;
-        insert.values_panic([
-            Uuid::now_v7().into(),
-            record.execution.id.into(),
-            record.execution.organization_id.into(),
-            record.execution.workflow_id.into(),
-            record.seq.into(),
-            record.kind.as_str().into(),
-            payload.into(),
-            record.occurred_at.into(),
-            Expr::cust(watermark::position_of_this_write(
-                conn.get_database_backend(),
-            )),
-        ]);
+        let mut row: Vec<sea_orm::sea_query::SimpleExpr> =
+            record.row()?.into_iter().map(Into::into).collect();
+        row.push(Expr::cust(position));
+        insert.values_panic(row);
     }
     insert.returning(Query::returning().columns([
         Column::ExecutionId,
