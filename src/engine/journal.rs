@@ -871,24 +871,23 @@ impl Record {
             outcome: None,
         };
         let mut batch = state.commits.submit(state, batch).await?;
-        match batch.outcome.take() {
-            Some(Ok(())) => {
+        match batch.outcome.take().unwrap_or_else(|| Err(interrupted())) {
+            Ok(()) => {
                 self.written = self.execution.clone();
                 announce(state, batch.events, Wake::when_queued(&self.execution)).await;
                 Ok(())
             }
-            Some(Err(err)) => {
+            Err(err) => {
                 (self.steps, self.events) = (batch.steps, batch.events);
                 Err(err)
             }
-            None => {
-                (self.steps, self.events) = (batch.steps, batch.events);
-                Err(EngineError::Db(DbErr::Custom(
-                    "the write was interrupted".to_owned(),
-                )))
-            }
         }
     }
+}
+
+/// A write whose leader stopped before it answered.
+fn interrupted() -> EngineError {
+    DbErr::Custom("the write was interrupted".to_owned()).into()
 }
 
 /// One record's pending changes, on their way to the database.
@@ -965,9 +964,7 @@ impl Commits {
             None => match answer.await {
                 Ok(Answer::Written(batch)) => return Ok(batch),
                 Ok(Answer::Lead(batch)) => batch,
-                Err(_) => {
-                    return Err(DbErr::Custom("the write was interrupted".to_owned()).into());
-                }
+                Err(_) => return Err(interrupted()),
             },
         };
         let lead = Lead(self);
@@ -1018,51 +1015,31 @@ impl Drop for Lead<'_> {
 /// data-modifying `WITH` queries. One round trip instead of a transaction's
 /// five; no row back means the lease was lost.
 async fn write_in_one_statement(state: &AppState, batch: &mut Batch) -> Result<(), EngineError> {
-    let mut values: Vec<sea_orm::Value> = Vec::new();
-    let mut param = |value: sea_orm::Value| {
-        values.push(value);
-        format!("${}", values.len())
-    };
-    let execution = &batch.execution;
-    let mut set = vec![
-        format!(
-            "status = {}",
-            param(sea_orm::ActiveEnum::to_value(&execution.status).into())
-        ),
-        format!(
-            "last_event_seq = {}",
-            param(execution.last_event_seq.into())
-        ),
-        format!("updated_at = {}", param(execution.updated_at.into())),
-        format!("finished_at = {}", param(execution.finished_at.into())),
-        format!("output = {}", param(execution.output.clone().into())),
-        format!("error = {}", param(execution.error.clone().into())),
-        format!("run_after = {}", param(execution.run_after.into())),
-        format!(
-            "claims_without_progress = {}",
-            param(execution.claims_without_progress.into())
-        ),
-    ];
-    if execution.lease_owner.is_none() {
-        set.push("lease_owner = NULL".to_owned());
-        set.push("lease_expires_at = NULL".to_owned());
-    }
+    let mut params = Params::new(DbBackend::Postgres);
+    let execution = owned_columns(batch.execution.clone().into_active_model());
+    let set: Vec<String> = <execution::Column as sea_orm::Iterable>::iter()
+        .filter_map(|column| match execution.get(column) {
+            Set(value) => Some(format!(
+                "{} = {}",
+                sea_orm::IdenStatic::as_str(&column),
+                params.one(value)
+            )),
+            _ => None,
+        })
+        .collect();
     let fence = format!(
         "UPDATE executions SET {} WHERE id = {} AND lease_owner = {} AND lease_epoch = {} RETURNING id",
         set.join(", "),
-        param(batch.lease.execution_id.into()),
-        param(batch.lease.owner.clone().into()),
-        param(batch.lease.epoch.into()),
+        params.one(batch.lease.execution_id.into()),
+        params.one(batch.lease.owner.clone().into()),
+        params.one(batch.lease.epoch.into()),
     );
     let mut with = vec![format!("fenced AS ({fence})")];
     if !batch.steps.is_empty() {
         let rows: Vec<String> = batch
             .steps
             .iter()
-            .map(|step| {
-                let row: Vec<String> = step_row(step).into_iter().map(&mut param).collect();
-                format!("({})", row.join(", "))
-            })
+            .map(|s| params.row(step_row(s)))
             .collect();
         with.push(format!(
             "steps AS (UPDATE step_runs SET {} FROM (VALUES {}) AS v, fenced \
@@ -1073,8 +1050,7 @@ async fn write_in_one_statement(state: &AppState, batch: &mut Batch) -> Result<(
     }
     let mut rows = Vec::with_capacity(batch.events.len());
     for event in &batch.events {
-        let row: Vec<String> = event.row()?.into_iter().map(&mut param).collect();
-        rows.push(format!("({})", row.join(", ")));
+        rows.push(params.row(event.row()?));
     }
     let columns = log::EVENT_COLUMNS;
     let picked: Vec<String> = (1..columns.len()).map(|n| format!("v.column{n}")).collect();
@@ -1087,14 +1063,7 @@ async fn write_in_one_statement(state: &AppState, batch: &mut Batch) -> Result<(
         rows.join(", ")
     ));
     let sql = format!("WITH {} SELECT seq, position FROM events", with.join(", "));
-    let written = state
-        .db
-        .query_all_raw(sea_orm::Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            sql,
-            values,
-        ))
-        .await?;
+    let written = state.db.query_all_raw(params.statement(sql)).await?;
     if written.is_empty() {
         return Err(EngineError::LeaseLost);
     }
@@ -1106,6 +1075,40 @@ async fn write_in_one_statement(state: &AppState, batch: &mut Batch) -> Result<(
         }
     }
     Ok(())
+}
+
+/// The values of a raw statement, with the placeholder that names each.
+struct Params {
+    backend: DbBackend,
+    values: Vec<sea_orm::Value>,
+}
+
+impl Params {
+    fn new(backend: DbBackend) -> Self {
+        Self {
+            backend,
+            values: Vec::new(),
+        }
+    }
+
+    /// The placeholder of `value`.
+    fn one(&mut self, value: sea_orm::Value) -> String {
+        self.values.push(value);
+        match self.backend {
+            DbBackend::Postgres => format!("${}", self.values.len()),
+            _ => "?".to_owned(),
+        }
+    }
+
+    /// `(…)`: a `VALUES` row of `values`' placeholders.
+    fn row(&mut self, values: impl IntoIterator<Item = sea_orm::Value>) -> String {
+        let placeholders: Vec<String> = values.into_iter().map(|v| self.one(v)).collect();
+        format!("({})", placeholders.join(", "))
+    }
+
+    fn statement(self, sql: String) -> sea_orm::Statement {
+        sea_orm::Statement::from_sql_and_values(self.backend, sql, self.values)
+    }
 }
 
 /// Writes `batches` in one transaction; a batch whose lease was lost is
@@ -1444,32 +1447,14 @@ async fn write_steps(txn: &DatabaseTransaction, steps: &[step_run::Model]) -> Re
         [step] => return write_step(txn, step).await,
         _ => {}
     }
-    let backend = txn.get_database_backend();
-    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(steps.len() * STEP_COLUMNS.len());
-    let mut rows = Vec::with_capacity(steps.len());
-    for step in steps {
-        let placeholders: Vec<String> = step_row(step)
-            .into_iter()
-            .map(|value| {
-                values.push(value);
-                match backend {
-                    DbBackend::Postgres => format!("${}", values.len()),
-                    _ => "?".to_owned(),
-                }
-            })
-            .collect();
-        rows.push(format!("({})", placeholders.join(", ")));
-    }
+    let mut params = Params::new(txn.get_database_backend());
+    let rows: Vec<String> = steps.iter().map(|s| params.row(step_row(s))).collect();
     let sql = format!(
         "UPDATE step_runs SET {} FROM (VALUES {}) AS v WHERE step_runs.id = v.column1",
         step_assignments(),
         rows.join(", ")
     );
-    let written = txn
-        .execute_raw(sea_orm::Statement::from_sql_and_values(
-            backend, sql, values,
-        ))
-        .await?;
+    let written = txn.execute_raw(params.statement(sql)).await?;
     if written.rows_affected() == steps.len() as u64 {
         Ok(())
     } else {

@@ -223,6 +223,21 @@ async fn attempt(
     Attempt { input, result }
 }
 
+/// The step runs of an execution as written, by step id.
+async fn step_runs(
+    state: &AppState,
+    execution_id: uuid::Uuid,
+) -> Result<HashMap<String, step_run::Model>, DbErr> {
+    let steps = step_run::Entity::find()
+        .filter(step_run::Column::ExecutionId.eq(execution_id))
+        .all(&state.db)
+        .await?;
+    Ok(steps
+        .into_iter()
+        .map(|step| (step.step_id.clone(), step))
+        .collect())
+}
+
 enum Loaded {
     Runnable(Box<Runner>),
     /// The version or its definition cannot be read back.
@@ -272,13 +287,7 @@ impl Runner {
                 });
             }
         };
-        let steps = step_run::Entity::find()
-            .filter(step_run::Column::ExecutionId.eq(execution.id))
-            .all(&state.db)
-            .await?
-            .into_iter()
-            .map(|step| (step.step_id.clone(), step))
-            .collect();
+        let steps = step_runs(&state, execution.id).await?;
         let (input, timeout_at, timeout_ms) = (
             execution.input.clone(),
             execution.timeout_at,
@@ -361,13 +370,7 @@ impl Runner {
     async fn write_one_at_a_time(&mut self) -> Result<(), EngineError> {
         self.batching = false;
         self.record.discard();
-        self.steps = step_run::Entity::find()
-            .filter(step_run::Column::ExecutionId.eq(self.record.lease().execution_id))
-            .all(&self.state.db)
-            .await?
-            .into_iter()
-            .map(|step| (step.step_id.clone(), step))
-            .collect();
+        self.steps = step_runs(&self.state, self.record.lease().execution_id).await?;
         let steps = &self.steps;
         self.delays.retain(|id, _| {
             steps

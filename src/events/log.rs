@@ -240,17 +240,9 @@ pub async fn write(
     }
     use execution_event::Column;
     let mut insert = Query::insert();
-    insert.into_table(execution_event::Entity).columns([
-        Column::Id,
-        Column::ExecutionId,
-        Column::OrganizationId,
-        Column::WorkflowId,
-        Column::Seq,
-        Column::Kind,
-        Column::Payload,
-        Column::OccurredAt,
-        Column::Position,
-    ]);
+    insert
+        .into_table(execution_event::Entity)
+        .columns(EVENT_COLUMNS.map(sea_orm::sea_query::Alias::new));
     let position = watermark::position_of_this_write(conn.get_database_backend());
     for record in records.iter() {
         let mut row: Vec<sea_orm::sea_query::SimpleExpr> =
