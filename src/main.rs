@@ -63,6 +63,9 @@ enum Command {
         /// what it writes).
         #[arg(long)]
         postgres: Option<String>,
+        /// Measure PostgreSQL only, not the embedded database.
+        #[arg(long, requires = "postgres")]
+        skip_embedded: bool,
     },
     /// Render step templates from stdin, for a server's engine.
     #[command(hide = true)]
@@ -156,6 +159,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         drain_workers,
         samples,
         postgres,
+        skip_embedded,
     }) = cli.command
     {
         let options = BenchOptions {
@@ -163,6 +167,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             workers: usize::from(drain_workers),
             samples: samples as usize,
             postgres,
+            embedded: !skip_embedded,
         };
         bench::run(cli.settings, options).await?;
         return Ok(());

@@ -29,8 +29,9 @@ use entity::{execution, organization, step_run, trigger, workflow, workflow_vers
 use sea_orm::ActiveValue::{NotSet, Set, Unchanged};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend,
-    DbErr, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveEnum, ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction,
+    DbBackend, DbErr, EntityTrait, FromQueryResult, IntoActiveModel, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -77,11 +78,12 @@ impl From<EngineError> for crate::error::AppError {
     }
 }
 
-/// An execution a worker has just claimed.
+/// An execution a worker has just claimed, with its step runs as written.
 #[derive(Debug)]
 pub struct Claimed {
     pub execution: execution::Model,
     pub lease: Lease,
+    pub steps: Vec<step_run::Model>,
 }
 
 /// What a step change writes besides the status.
@@ -375,11 +377,12 @@ pub async fn claim_next_execution(
 }
 
 /// Claims up to `most` of the most urgent runnable executions (priority,
-/// then age, with `run_after` due) for `owner`, in one transaction, bumping
-/// each one's lease epoch; their EXECUTION_STARTED events are written in
-/// one statement. On PostgreSQL, `FOR UPDATE SKIP LOCKED` lets concurrent
-/// claimers pass each other; on SQLite the write transaction is exclusive
-/// anyway.
+/// then age, with `run_after` due) for `owner`, bumping each one's lease
+/// epoch and logging its EXECUTION_STARTED, and reads their step runs in
+/// one statement. On PostgreSQL, when no concurrency limit governs the
+/// candidates, the claim is one statement ([`claim_in_one_statement`]);
+/// otherwise one transaction weighs each candidate against its limits
+/// ([`claim_weighing_limits`]).
 pub async fn claim_executions(
     state: &AppState,
     owner: &str,
@@ -389,6 +392,166 @@ pub async fn claim_executions(
     if most == 0 {
         return Ok(Vec::new());
     }
+    let mut claimed = match claim_in_one_statement(state, owner, lease_for, most).await? {
+        Some(claimed) => claimed,
+        None => claim_weighing_limits(state, owner, lease_for, most).await?,
+    };
+    let ids: Vec<Uuid> = claimed.iter().map(|c| c.execution.id).collect();
+    if !ids.is_empty() {
+        let mut steps: HashMap<Uuid, Vec<step_run::Model>> = HashMap::new();
+        for step in step_run::Entity::find()
+            .filter(step_run::Column::ExecutionId.is_in(ids))
+            .all(&state.db)
+            .await?
+        {
+            steps.entry(step.execution_id).or_default().push(step);
+        }
+        for claim in &mut claimed {
+            claim.steps = steps.remove(&claim.execution.id).unwrap_or_default();
+        }
+    }
+    Ok(claimed)
+}
+
+/// On PostgreSQL, when no organization limit is set: claims up to `most`
+/// executions in one statement committed on its own. It locks the
+/// candidates (skipping those another claim holds), starts them and logs
+/// their EXECUTION_STARTED events, as data-modifying `WITH` queries. `None`
+/// when this claim is not for it: on SQLite, under an organization limit,
+/// or when a candidate is a first start its workflow's limit governs (then
+/// nothing is claimed here, so the claim that weighs limits keeps the
+/// order).
+async fn claim_in_one_statement(
+    state: &AppState,
+    owner: &str,
+    lease_for: Duration,
+    most: usize,
+) -> Result<Option<Vec<Claimed>>, EngineError> {
+    if state.db.get_database_backend() != DbBackend::Postgres
+        || state.config.settings.org_max_concurrency != 0
+    {
+        return Ok(None);
+    }
+    let running = execution_transition(
+        ExecutionStatus::Queued,
+        ExecutionChange::To(ExecutionStatus::Running),
+    )?;
+    let now = state.clock.now();
+    let mut params = Params::new(DbBackend::Postgres);
+    let queued = params.one(ExecutionStatus::Queued.to_value().into());
+    let now_at = params.one(now.into());
+    // A literal, so each size of claim has its own prepared statement whose
+    // generic plan reads the claim index in order; a parameter leaves the
+    // planner guessing the limit and planning every claim afresh.
+    let limit = most;
+    let status = params.one(running.to_value().into());
+    let lease_owner = params.one(owner.to_owned().into());
+    let expires =
+        params.one((now + chrono::Duration::from_std(lease_for).unwrap_or_default()).into());
+    let kind = params.one(EventKind::ExecutionStarted.as_str().into());
+    let ids: Vec<String> = (1..=most)
+        .map(|n| format!("({n}, {}::uuid)", params.one(Uuid::now_v7().into())))
+        .collect();
+    let snapshot: Vec<String> = [
+        "id",
+        "organization_id",
+        "workflow_id",
+        "status",
+        "error",
+        "output",
+        "queued_at",
+        "started_at",
+        "finished_at",
+        "last_event_seq",
+    ]
+    .iter()
+    .map(|column| format!("'{column}', s.{column}"))
+    .collect();
+    let sql = format!(
+        "WITH candidates AS (\
+           SELECT e.id, e.started_at IS NULL AND EXISTS (SELECT 1 FROM workflows AS w \
+             WHERE w.id = e.workflow_id AND w.max_concurrency IS NOT NULL) AS limited \
+           FROM executions AS e \
+           WHERE e.status = {queued} AND (e.run_after IS NULL OR e.run_after <= {now_at}) \
+           ORDER BY e.priority DESC, e.queued_at, e.id LIMIT {limit} \
+           FOR UPDATE SKIP LOCKED), \
+         started AS (\
+           UPDATE executions AS e SET status = {status}, lease_owner = {lease_owner}, \
+             lease_expires_at = {expires}, lease_epoch = e.lease_epoch + 1, \
+             attempt = e.attempt + 1, started_at = COALESCE(e.started_at, {now_at}), \
+             run_after = NULL, timeout_at = COALESCE(e.timeout_at, \
+               COALESCE(e.started_at, {now_at}) + e.timeout_ms * INTERVAL '1 millisecond'), \
+             last_event_seq = {next_seq}, updated_at = {now_at}, \
+             claims_without_progress = e.claims_without_progress + 1 \
+           FROM candidates AS c \
+           WHERE e.id = c.id AND NOT EXISTS (SELECT 1 FROM candidates WHERE limited) \
+           RETURNING e.*), \
+         numbered AS (SELECT s.*, row_number() OVER (ORDER BY s.id) AS n FROM started AS s), \
+         events AS (\
+           INSERT INTO execution_events ({event_columns}) \
+           SELECT ids.id, s.id, s.organization_id, s.workflow_id, s.last_event_seq, {kind}, \
+             jsonb_build_object('execution', jsonb_build_object({snapshot}), 'step', NULL::jsonb), \
+             {now_at}, {position} \
+           FROM numbered AS s JOIN (VALUES {ids}) AS ids (n, id) ON ids.n = s.n \
+           RETURNING execution_id, position) \
+         SELECT (SELECT count(*) FROM candidates) AS candidates, s.*, ev.position AS event_position \
+         FROM (SELECT 1) AS one \
+         LEFT JOIN (started AS s JOIN events AS ev ON ev.execution_id = s.id) ON true",
+        next_seq = NEXT_SEQ_SQL.replace("last_event_seq", "e.last_event_seq"),
+        event_columns = log::EVENT_COLUMNS.join(", "),
+        snapshot = snapshot.join(", "),
+        position = watermark::position_of_this_write(DbBackend::Postgres),
+        ids = ids.join(", "),
+    );
+    let rows = state.db.query_all_raw(params.statement(sql)).await?;
+    let mut claimed = Vec::with_capacity(rows.len());
+    let mut events = Vec::with_capacity(rows.len());
+    let mut candidates = 0;
+    for row in rows {
+        candidates = row.try_get::<i64>("", "candidates")?;
+        if row.try_get::<Option<Uuid>>("", "id")?.is_none() {
+            continue;
+        }
+        let execution = execution::Model::from_query_result(&row, "")?;
+        let mut event =
+            ExecutionEventRecord::of_change(&execution, EventKind::ExecutionStarted, None, now);
+        event.position = row.try_get("", "event_position")?;
+        events.push(event);
+        claimed.push(Claimed {
+            lease: Lease {
+                execution_id: execution.id,
+                owner: owner.to_owned(),
+                epoch: execution.lease_epoch,
+            },
+            execution,
+            steps: Vec::new(),
+        });
+    }
+    if claimed.is_empty() && candidates > 0 {
+        return Ok(None);
+    }
+    claimed.sort_by(|a, b| {
+        (b.execution.priority, a.execution.queued_at, a.execution.id).cmp(&(
+            a.execution.priority,
+            b.execution.queued_at,
+            b.execution.id,
+        ))
+    });
+    announce(state, events, Wake::Nobody).await;
+    Ok(Some(claimed))
+}
+
+/// Claims up to `most` executions in one transaction, in claim order,
+/// passing over first starts for which their workflow or organization has
+/// no room; their EXECUTION_STARTED events are written in one statement.
+/// On PostgreSQL, `FOR UPDATE SKIP LOCKED` lets concurrent claimers pass
+/// each other; on SQLite the write transaction is exclusive anyway.
+async fn claim_weighing_limits(
+    state: &AppState,
+    owner: &str,
+    lease_for: Duration,
+    most: usize,
+) -> Result<Vec<Claimed>, EngineError> {
     let now = state.clock.now();
     let txn = begin_write(&state.db).await?;
     let settings = &state.config.settings;
@@ -440,7 +603,11 @@ pub async fn claim_executions(
             None,
             now,
         ));
-        claimed.push(Claimed { execution, lease });
+        claimed.push(Claimed {
+            execution,
+            lease,
+            steps: Vec::new(),
+        });
     }
     log::write(&txn, &mut events).await?;
     txn.commit().await?;
@@ -733,10 +900,7 @@ pub async fn change_step(
         .ok_or_else(|| {
             DbErr::RecordNotFound(format!("step run {step_id} of execution {}", execution.id))
         })?;
-    let mut record = Record::new(Claimed {
-        execution,
-        lease: lease.clone(),
-    });
+    let mut record = Record::new(execution, lease.clone());
     let step = record.change_step(&step, to, update, state.clock.now())?;
     record.write(state).await?;
     Ok(step)
@@ -781,11 +945,11 @@ pub struct Record {
 pub const RECORD_MAX_EVENTS: usize = 256;
 
 impl Record {
-    pub fn new(claimed: Claimed) -> Self {
+    pub fn new(execution: execution::Model, lease: Lease) -> Self {
         Self {
-            lease: claimed.lease,
-            written: claimed.execution.clone(),
-            execution: claimed.execution,
+            lease,
+            written: execution.clone(),
+            execution,
             steps: Vec::new(),
             events: Vec::new(),
         }
@@ -1661,6 +1825,10 @@ fn allocate_seq(execution: &mut execution::ActiveModel) -> i32 {
 fn next_seq(last: i32) -> i32 {
     last + 1
 }
+
+/// [`next_seq`] as SQL, for a statement that allocates on the row it
+/// updates without reading it first.
+const NEXT_SEQ_SQL: &str = "last_event_seq + 1";
 
 /// Whether a committed change made work claimable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -287,7 +287,11 @@ impl Runner {
                 });
             }
         };
-        let steps = step_runs(&state, execution.id).await?;
+        let steps = claimed
+            .steps
+            .into_iter()
+            .map(|step| (step.step_id.clone(), step))
+            .collect();
         let (input, timeout_at, timeout_ms) = (
             execution.input.clone(),
             execution.timeout_at,
@@ -295,10 +299,7 @@ impl Runner {
         );
         Ok(Loaded::Runnable(Box::new(Self {
             state,
-            record: Record::new(Claimed {
-                execution,
-                lease: claimed.lease,
-            }),
+            record: Record::new(execution, claimed.lease),
             batching: true,
             input,
             definition,

@@ -196,6 +196,47 @@ async fn one_claim_takes_several_executions_but_no_more_of_a_workflow_than_its_l
 }
 
 #[tokio::test]
+async fn a_claim_logs_each_start_with_the_execution_as_it_started_and_hands_over_its_step_runs() {
+    let (app, owner, workflow) = idle_app().await;
+    for _ in 0..3 {
+        enqueue(&app, &owner, workflow).await;
+    }
+    let claimed = journal::claim_executions(&app.state, "w", LEASE, 8)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    for claim in &claimed {
+        let row = execution::Entity::find_by_id(claim.execution.id)
+            .one(&app.state.db)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claim.execution, row);
+        assert_eq!(row.last_event_seq, 2);
+        assert!(row.started_at.is_some());
+        let events = flowpilot::events::log::events_after(&app.state.db, row.id, 1)
+            .await
+            .unwrap();
+        let [started] = <[_; 1]>::try_from(events).unwrap();
+        let expected = flowpilot::events::log::ExecutionEventRecord::of_change(
+            &row,
+            flowpilot::events::log::EventKind::ExecutionStarted,
+            None,
+            started.occurred_at,
+        );
+        assert_eq!(started.execution, expected.execution);
+        assert_eq!(
+            (started.seq, started.kind, started.step),
+            (2, expected.kind, None)
+        );
+        let mut steps: Vec<&str> = claim.steps.iter().map(|s| s.step_id.as_str()).collect();
+        steps.sort_unstable();
+        assert_eq!(steps, ["a", "b"]);
+        assert!(claim.steps.iter().all(|s| s.execution_id == row.id));
+    }
+}
+
+#[tokio::test]
 async fn records_written_at_once_commit_only_where_their_lease_still_holds() {
     let (app, owner, workflow) = idle_app().await;
     for _ in 0..3 {
@@ -216,7 +257,7 @@ async fn records_written_at_once_commit_only_where_their_lease_still_holds() {
     let mut records = Vec::new();
     for claim in claimed {
         let step = step_a(&app, claim.execution.id).await;
-        let mut record = journal::Record::new(claim);
+        let mut record = journal::Record::new(claim.execution, claim.lease);
         record
             .change_step(
                 &step,
