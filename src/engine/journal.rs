@@ -4,11 +4,13 @@
 //! through here: enqueue (with the step runs and the first event), claims,
 //! each transition of the execution or a step, cancel, requeue and hand
 //! back. Each change is written in the same transaction as its event, with
-//! its seq allocated in one place ([`next_seq`]) on the execution row that
-//! transaction writes; the pure functions of `state` judge every change. A
-//! worker keeps the changes it makes in a [`Record`] and writes them
-//! together where something outside could see them (see `runner`); records
-//! written at the same moment on SQLite share one commit ([`Commits`]).
+//! its seq allocated in one place ([`next_seq`], written beside it as SQL
+//! for the claim statement that allocates on rows it has not read) on the
+//! execution row that transaction writes; the pure functions of `state`
+//! judge every change. A worker keeps the changes it makes in a [`Record`]
+//! and writes them together where something outside could see them (see
+//! `runner`); records written at the same moment on SQLite share one commit
+//! ([`Commits`]).
 //! Once committed, the events (and, when work became claimable, a worker
 //! wake-up) are published in one place ([`announce`]).
 //!
