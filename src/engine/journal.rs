@@ -442,10 +442,6 @@ async fn claim_in_one_statement(
     let mut params = Params::new(DbBackend::Postgres);
     let queued = params.one(ExecutionStatus::Queued.to_value().into());
     let now_at = params.one(now.into());
-    // A literal, so each size of claim has its own prepared statement whose
-    // generic plan reads the claim index in order; a parameter leaves the
-    // planner guessing the limit and planning every claim afresh.
-    let limit = most;
     let status = params.one(running.to_value().into());
     let lease_owner = params.one(owner.to_owned().into());
     let expires =
@@ -454,28 +450,13 @@ async fn claim_in_one_statement(
     let ids: Vec<String> = (1..=most)
         .map(|n| format!("({n}, {}::uuid)", params.one(Uuid::now_v7().into())))
         .collect();
-    let snapshot: Vec<String> = [
-        "id",
-        "organization_id",
-        "workflow_id",
-        "status",
-        "error",
-        "output",
-        "queued_at",
-        "started_at",
-        "finished_at",
-        "last_event_seq",
-    ]
-    .iter()
-    .map(|column| format!("'{column}', s.{column}"))
-    .collect();
     let sql = format!(
         "WITH candidates AS (\
            SELECT e.id, e.started_at IS NULL AND EXISTS (SELECT 1 FROM workflows AS w \
              WHERE w.id = e.workflow_id AND w.max_concurrency IS NOT NULL) AS limited \
            FROM executions AS e \
            WHERE e.status = {queued} AND (e.run_after IS NULL OR e.run_after <= {now_at}) \
-           ORDER BY e.priority DESC, e.queued_at, e.id LIMIT {limit} \
+           ORDER BY e.priority DESC, e.queued_at, e.id LIMIT {most} \
            FOR UPDATE SKIP LOCKED), \
          started AS (\
            UPDATE executions AS e SET status = {status}, lease_owner = {lease_owner}, \
@@ -483,7 +464,7 @@ async fn claim_in_one_statement(
              attempt = e.attempt + 1, started_at = COALESCE(e.started_at, {now_at}), \
              run_after = NULL, timeout_at = COALESCE(e.timeout_at, \
                COALESCE(e.started_at, {now_at}) + e.timeout_ms * INTERVAL '1 millisecond'), \
-             last_event_seq = {next_seq}, updated_at = {now_at}, \
+             last_event_seq = {NEXT_SEQ_SQL}, updated_at = {now_at}, \
              claims_without_progress = e.claims_without_progress + 1 \
            FROM candidates AS c \
            WHERE e.id = c.id AND NOT EXISTS (SELECT 1 FROM candidates WHERE limited) \
@@ -492,19 +473,21 @@ async fn claim_in_one_statement(
          events AS (\
            INSERT INTO execution_events ({event_columns}) \
            SELECT ids.id, s.id, s.organization_id, s.workflow_id, s.last_event_seq, {kind}, \
-             jsonb_build_object('execution', jsonb_build_object({snapshot}), 'step', NULL::jsonb), \
+             {payload}, \
              {now_at}, {position} \
            FROM numbered AS s JOIN (VALUES {ids}) AS ids (n, id) ON ids.n = s.n \
            RETURNING execution_id, position) \
          SELECT (SELECT count(*) FROM candidates) AS candidates, s.*, ev.position AS event_position \
          FROM (SELECT 1) AS one \
          LEFT JOIN (started AS s JOIN events AS ev ON ev.execution_id = s.id) ON true",
-        next_seq = NEXT_SEQ_SQL.replace("last_event_seq", "e.last_event_seq"),
         event_columns = log::EVENT_COLUMNS.join(", "),
-        snapshot = snapshot.join(", "),
+        payload = log::execution_payload_sql("s"),
         position = watermark::position_of_this_write(DbBackend::Postgres),
         ids = ids.join(", "),
     );
+    // `most` is a literal, so each size of claim has its own prepared
+    // statement whose generic plan reads the claim index in order; as a
+    // parameter it left the planner guessing and planning every claim.
     let rows = state.db.query_all_raw(params.statement(sql)).await?;
     let mut claimed = Vec::with_capacity(rows.len());
     let mut events = Vec::with_capacity(rows.len());
@@ -532,12 +515,12 @@ async fn claim_in_one_statement(
     if claimed.is_empty() && candidates > 0 {
         return Ok(None);
     }
-    claimed.sort_by(|a, b| {
-        (b.execution.priority, a.execution.queued_at, a.execution.id).cmp(&(
-            a.execution.priority,
-            b.execution.queued_at,
-            b.execution.id,
-        ))
+    claimed.sort_by_key(|c| {
+        (
+            std::cmp::Reverse(c.execution.priority),
+            c.execution.queued_at,
+            c.execution.id,
+        )
     });
     announce(state, events, Wake::Nobody).await;
     Ok(Some(claimed))
@@ -1829,7 +1812,7 @@ fn next_seq(last: i32) -> i32 {
 }
 
 /// [`next_seq`] as SQL, for a statement that allocates on the row it
-/// updates without reading it first.
+/// updates without reading it first (`SET last_event_seq = …`).
 const NEXT_SEQ_SQL: &str = "last_event_seq + 1";
 
 /// Whether a committed change made work claimable.

@@ -203,6 +203,33 @@ pub const EVENT_COLUMNS: [&str; 9] = [
     "position",
 ];
 
+/// The stored payload of an event without a step, as PostgreSQL builds it
+/// from `row`, an `executions` row as it is after the change: the JSON
+/// [`ExecutionEventRecord::row`] writes, each [`ExecutionSnapshot`] field
+/// read from the column of its name.
+pub fn execution_payload_sql(row: &str) -> String {
+    const SNAPSHOT_FIELDS: [&str; 10] = [
+        "id",
+        "organization_id",
+        "workflow_id",
+        "status",
+        "error",
+        "output",
+        "queued_at",
+        "started_at",
+        "finished_at",
+        "last_event_seq",
+    ];
+    let fields: Vec<String> = SNAPSHOT_FIELDS
+        .iter()
+        .map(|field| format!("'{field}', {row}.{field}"))
+        .collect();
+    format!(
+        "jsonb_build_object('execution', jsonb_build_object({}), 'step', NULL::jsonb)",
+        fields.join(", ")
+    )
+}
+
 #[derive(Serialize, Deserialize)]
 struct StoredPayload {
     execution: ExecutionSnapshot,
