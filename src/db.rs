@@ -24,6 +24,17 @@ use crate::config::{Config, DatabaseKind, redact_url};
 /// How long a SQLite writer waits for its turn before it gives up.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often the checkpointer copies an embedded database's write-ahead
+/// log back into its file.
+const SQLITE_CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Frames in the write-ahead log (pages, 4 KiB each) past which the
+/// checkpointer, once it has copied what it could beside the writers,
+/// copies the rest with this process's writers held at their gate, so the
+/// log starts over instead of growing under steady writes. SQLite's own
+/// automatic checkpoint starts at the same size.
+const SQLITE_WAL_RESTART_FRAMES: i64 = 1000;
+
 /// Key of the PostgreSQL advisory lock that serializes start-up migrations.
 const MIGRATION_LOCK_KEY: i64 = 0x0046_4C4F_5750_494C; // "FLOWPIL"
 
@@ -39,6 +50,13 @@ impl StatementCounter {
 }
 
 /// Opens the pool for `config`, with SQLite in WAL mode and a busy timeout.
+///
+/// An embedded database's file is checkpointed by a task of its own (see
+/// [`checkpoint`]) instead of by the commit that happens to fill the log,
+/// which made that commit, and every writer waiting at the gate behind
+/// it, wait for the copy and its flush to disk. Its connections are not
+/// pinged when taken from the pool: a file cannot hang up, and each ping
+/// is one more hand-off to the connection's thread.
 pub async fn connect(
     config: &Config,
     counter: &StatementCounter,
@@ -49,18 +67,29 @@ pub async fn connect(
         DatabaseKind::Sqlite { path: None } => 1,
         _ => settings.db_max_connections,
     };
+    let file_backed = matches!(config.database, DatabaseKind::Sqlite { path: Some(_) });
     let mut options = ConnectOptions::new(settings.database_url.clone());
+    if matches!(config.database, DatabaseKind::Sqlite { .. }) {
+        options.test_before_acquire(false);
+    }
     options
         .max_connections(max_connections)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(10))
         .sqlx_logging(false)
-        .map_sqlx_sqlite_opts(|opts| {
-            opts.create_if_missing(true)
+        .map_sqlx_sqlite_opts(move |opts| {
+            let opts = opts
+                .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(SQLITE_BUSY_TIMEOUT)
-                .foreign_keys(true)
+                .foreign_keys(true);
+            if file_backed {
+                // Commits leave the log to the checkpointer.
+                opts.pragma("wal_autocheckpoint", "0")
+            } else {
+                opts
+            }
         });
     let mut db = Database::connect(options).await.with_context(|| {
         format!(
@@ -69,10 +98,84 @@ pub async fn connect(
         )
     })?;
     let counter = counter.0.clone();
-    db.set_metric_callback(move |_| {
-        counter.fetch_add(1, Ordering::Relaxed);
+    db.set_metric_callback(move |info| {
+        // The checkpointer's statements are the database's upkeep, not the
+        // work of a request or an execution.
+        if info.statement.sql != CHECKPOINT_SQL {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
     });
+    if file_backed {
+        tokio::spawn(checkpoint(db.clone()));
+    }
     Ok(db)
+}
+
+/// Checkpoints an embedded database every [`SQLITE_CHECKPOINT_EVERY`]
+/// until its pool closes. Each pass first copies the log beside the
+/// writers (SQLite's `PASSIVE` checkpoint, which neither waits for nor
+/// blocks them, and flushes on this task's connection). When writers
+/// added frames meanwhile and the log has grown past
+/// [`SQLITE_WAL_RESTART_FRAMES`], it copies the few left with this
+/// process's writers held at the gate, so the next write starts the log
+/// over.
+async fn checkpoint(db: DatabaseConnection) {
+    let file = sqlite_file(&db);
+    let mut every = tokio::time::interval(SQLITE_CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if db.get_sqlite_connection_pool().is_closed() {
+            return;
+        }
+        let copied = match checkpoint_pass(&db).await {
+            Ok(Some(Wal { frames, copied }))
+                if copied < frames && frames >= SQLITE_WAL_RESTART_FRAMES =>
+            {
+                let _turn = file.writers.lock().await;
+                checkpoint_pass(&db).await
+            }
+            other => other,
+        };
+        match copied {
+            Ok(Some(wal)) => {
+                if wal.copied == wal.frames {
+                    file.checkpoints.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            // Not in WAL mode: nothing to copy, ever.
+            Ok(None) => return,
+            Err(_) if db.get_sqlite_connection_pool().is_closed() => return,
+            Err(err) => tracing::warn!(error = %err, "checkpointing the database failed"),
+        }
+    }
+}
+
+/// The write-ahead log after a checkpoint: its frames, and how many of
+/// them are in the database file.
+struct Wal {
+    frames: i64,
+    copied: i64,
+}
+
+/// The checkpointer's statement.
+const CHECKPOINT_SQL: &str = "PRAGMA wal_checkpoint(PASSIVE)";
+
+/// One `PASSIVE` checkpoint; `None` when the database is not in WAL mode.
+async fn checkpoint_pass(db: &DatabaseConnection) -> Result<Option<Wal>, DbErr> {
+    let row = db
+        .query_one_raw(Statement::from_string(DbBackend::Sqlite, CHECKPOINT_SQL))
+        .await?
+        .ok_or_else(|| DbErr::Custom("wal_checkpoint returned no row".to_owned()))?;
+    let frames: i64 = row.try_get_by_index(1)?;
+    let copied: i64 = row.try_get_by_index(2)?;
+    Ok((frames >= 0).then_some(Wal { frames, copied }))
+}
+
+/// Checkpoints of the embedded database `db` writes to that left every
+/// frame of its log copied into the file, since this process opened it.
+pub fn sqlite_checkpoints(db: &DatabaseConnection) -> u64 {
+    sqlite_file(db).checkpoints.load(Ordering::Relaxed)
 }
 
 /// Applies pending migrations. On PostgreSQL an advisory lock, held on a
@@ -128,14 +231,17 @@ pub async fn migrate_on_start(config: &Config, db: &DatabaseConnection) -> anyho
 pub async fn begin_write(db: &DatabaseConnection) -> Result<WriteTxn, DbErr> {
     let turn = match db.get_database_backend() {
         DbBackend::Sqlite => Some(
-            tokio::time::timeout(SQLITE_BUSY_TIMEOUT, sqlite_writers(db).lock_owned())
-                .await
-                .map_err(|_| {
-                    DbErr::Custom(format!(
-                        "the database was busy with other writes for {} s",
-                        SQLITE_BUSY_TIMEOUT.as_secs()
-                    ))
-                })?,
+            tokio::time::timeout(
+                SQLITE_BUSY_TIMEOUT,
+                sqlite_file(db).writers.clone().lock_owned(),
+            )
+            .await
+            .map_err(|_| {
+                DbErr::Custom(format!(
+                    "the database was busy with other writes for {} s",
+                    SQLITE_BUSY_TIMEOUT.as_secs()
+                ))
+            })?,
         ),
         _ => None,
     };
@@ -148,19 +254,28 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<WriteTxn, DbErr> {
     Ok(WriteTxn { txn, _turn: turn })
 }
 
-/// The gate of the SQLite database file `db` writes to.
-fn sqlite_writers(db: &DatabaseConnection) -> Arc<tokio::sync::Mutex<()>> {
-    static GATES: OnceLock<Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+/// What this process shares about one SQLite database file.
+#[derive(Default)]
+struct SqliteFile {
+    /// The gate its writers take their turn at.
+    writers: Arc<tokio::sync::Mutex<()>>,
+    /// Checkpoints that copied its whole log (see [`checkpoint`]).
+    checkpoints: AtomicU64,
+}
+
+/// The SQLite database file `db` writes to.
+fn sqlite_file(db: &DatabaseConnection) -> Arc<SqliteFile> {
+    static FILES: OnceLock<Mutex<HashMap<PathBuf, Arc<SqliteFile>>>> = OnceLock::new();
     let file = db
         .get_sqlite_connection_pool()
         .connect_options()
         .get_filename()
         .to_path_buf();
-    let mut gates = GATES
+    let mut files = FILES
         .get_or_init(Mutex::default)
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    gates.entry(file).or_default().clone()
+    files.entry(file).or_default().clone()
 }
 
 /// A write transaction (see [`begin_write`]), holding its writer's turn

@@ -88,6 +88,34 @@ pub struct Claimed {
     pub steps: Vec<step_run::Model>,
 }
 
+impl Claimed {
+    /// `execution` as a claim statement started it for `owner`, under the
+    /// epoch it wrote.
+    fn started(execution: execution::Model, owner: &str) -> Self {
+        Self {
+            lease: Lease {
+                execution_id: execution.id,
+                owner: owner.to_owned(),
+                epoch: execution.lease_epoch,
+            },
+            execution,
+            steps: Vec::new(),
+        }
+    }
+}
+
+/// Sorts executions a statement claimed (it returns them in no order) in
+/// claim order: priority, then age.
+fn in_claim_order(claimed: &mut [Claimed]) {
+    claimed.sort_by_key(|c| {
+        (
+            std::cmp::Reverse(c.execution.priority),
+            c.execution.queued_at,
+            c.execution.id,
+        )
+    });
+}
+
 /// What a step change writes besides the status.
 #[derive(Debug, Default)]
 pub struct StepUpdate {
@@ -381,10 +409,11 @@ pub async fn claim_next_execution(
 /// Claims up to `most` of the most urgent runnable executions (priority,
 /// then age, with `run_after` due) for `owner`, bumping each one's lease
 /// epoch and logging its EXECUTION_STARTED, and reads their step runs in
-/// one statement. On PostgreSQL, when no concurrency limit governs the
-/// candidates, the claim is one statement ([`claim_in_one_statement`]);
-/// otherwise one transaction weighs each candidate against its limits
-/// ([`claim_weighing_limits`]).
+/// one statement. When no concurrency limit governs the candidates, one
+/// statement starts them all: committed on its own on PostgreSQL
+/// ([`claim_in_one_statement`]), in a transaction with their events on
+/// SQLite ([`start_unlimited`]); otherwise one transaction weighs each
+/// candidate against its limits ([`claim_in_transaction`]).
 pub async fn claim_executions(
     state: &AppState,
     owner: &str,
@@ -396,7 +425,7 @@ pub async fn claim_executions(
     }
     let mut claimed = match claim_in_one_statement(state, owner, lease_for, most).await? {
         Some(claimed) => claimed,
-        None => claim_weighing_limits(state, owner, lease_for, most).await?,
+        None => claim_in_transaction(state, owner, lease_for, most).await?,
     };
     let ids: Vec<Uuid> = claimed.iter().map(|c| c.execution.id).collect();
     if !ids.is_empty() {
@@ -434,18 +463,15 @@ async fn claim_in_one_statement(
     {
         return Ok(None);
     }
-    let running = execution_transition(
-        ExecutionStatus::Queued,
-        ExecutionChange::To(ExecutionStatus::Running),
-    )?;
     let now = state.clock.now();
-    let mut params = Params::new(DbBackend::Postgres);
-    let queued = params.one(ExecutionStatus::Queued.to_value().into());
-    let now_at = params.one(now.into());
-    let status = params.one(running.to_value().into());
-    let lease_owner = params.one(owner.to_owned().into());
-    let expires =
-        params.one((now + chrono::Duration::from_std(lease_for).unwrap_or_default()).into());
+    let ClaimValues {
+        mut params,
+        queued,
+        due: now_at,
+        status,
+        lease_owner,
+        expires,
+    } = ClaimValues::new(DbBackend::Postgres, now, owner, lease_for)?;
     let kind = params.one(EventKind::ExecutionStarted.as_str().into());
     let ids: Vec<String> = (1..=most)
         .map(|n| format!("({n}, {}::uuid)", params.one(Uuid::now_v7().into())))
@@ -502,26 +528,12 @@ async fn claim_in_one_statement(
             ExecutionEventRecord::of_change(&execution, EventKind::ExecutionStarted, None, now);
         event.position = row.try_get("", "event_position")?;
         events.push(event);
-        claimed.push(Claimed {
-            lease: Lease {
-                execution_id: execution.id,
-                owner: owner.to_owned(),
-                epoch: execution.lease_epoch,
-            },
-            execution,
-            steps: Vec::new(),
-        });
+        claimed.push(Claimed::started(execution, owner));
     }
     if claimed.is_empty() && candidates > 0 {
         return Ok(None);
     }
-    claimed.sort_by_key(|c| {
-        (
-            std::cmp::Reverse(c.execution.priority),
-            c.execution.queued_at,
-            c.execution.id,
-        )
-    });
+    in_claim_order(&mut claimed);
     announce(state, events, Wake::Nobody).await;
     Ok(Some(claimed))
 }
@@ -529,16 +541,47 @@ async fn claim_in_one_statement(
 /// Claims up to `most` executions in one transaction, in claim order,
 /// passing over first starts for which their workflow or organization has
 /// no room; their EXECUTION_STARTED events are written in one statement.
-/// On PostgreSQL, `FOR UPDATE SKIP LOCKED` lets concurrent claimers pass
-/// each other; on SQLite the write transaction is exclusive anyway.
-async fn claim_weighing_limits(
+/// On SQLite, when no organization limit is set, one statement first tries
+/// to start the first candidates ([`start_unlimited`]); when it started
+/// none, the candidates are weighed against their limits
+/// ([`weigh_and_start`]). On PostgreSQL, `FOR UPDATE SKIP LOCKED` lets
+/// concurrent claimers pass each other; on SQLite the write transaction is
+/// exclusive anyway.
+async fn claim_in_transaction(
     state: &AppState,
     owner: &str,
     lease_for: Duration,
     most: usize,
 ) -> Result<Vec<Claimed>, EngineError> {
-    let now = state.clock.now();
     let txn = begin_write(&state.db).await?;
+    let mut started = (Vec::new(), Vec::new());
+    if txn.get_database_backend() == DbBackend::Sqlite
+        && state.config.settings.org_max_concurrency == 0
+    {
+        started = start_unlimited(state, &txn, owner, lease_for, most).await?;
+    }
+    if started.0.is_empty() {
+        started = weigh_and_start(state, &txn, owner, lease_for, most).await?;
+    }
+    let (claimed, events) = started;
+    if claimed.is_empty() {
+        return Ok(claimed);
+    }
+    txn.commit().await?;
+    announce(state, events, Wake::Nobody).await;
+    Ok(claimed)
+}
+
+/// The weighing claim of [`claim_in_transaction`], in the write transaction
+/// `txn`: the executions it started, and their events, written.
+async fn weigh_and_start(
+    state: &AppState,
+    txn: &DatabaseTransaction,
+    owner: &str,
+    lease_for: Duration,
+    most: usize,
+) -> Result<(Vec<Claimed>, Vec<ExecutionEventRecord>), EngineError> {
+    let now = state.clock.now();
     let settings = &state.config.settings;
     let mut room = Room::default();
     let mut chosen = Vec::with_capacity(most);
@@ -548,7 +591,7 @@ async fn claim_weighing_limits(
     let first_page = (most as u64 + CLAIM_FIRST_CANDIDATES).min(CLAIM_CANDIDATES);
     let mut seen = std::collections::HashSet::new();
     for page in [first_page, CLAIM_CANDIDATES] {
-        let candidates = claim_candidates(&txn, now, page).await?;
+        let candidates = claim_candidates(txn, now, page).await?;
         let last_page = (candidates.len() as u64) < page;
         for candidate in candidates {
             if !seen.insert(candidate.id) {
@@ -558,7 +601,7 @@ async fn claim_weighing_limits(
             // against the limits; only a first start needs room.
             if candidate.started_at.is_some()
                 || room
-                    .for_first_start(&txn, &candidate, settings.org_max_concurrency)
+                    .for_first_start(txn, &candidate, settings.org_max_concurrency)
                     .await?
             {
                 room.took(&candidate);
@@ -573,7 +616,7 @@ async fn claim_weighing_limits(
         }
     }
     if chosen.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     // The start is stamped after the locks and counts above, so it is never
     // earlier than the finish of an execution whose room it took.
@@ -581,7 +624,7 @@ async fn claim_weighing_limits(
     let mut claimed = Vec::with_capacity(chosen.len());
     let mut events = Vec::with_capacity(chosen.len());
     for candidate in chosen {
-        let (execution, lease) = start(&txn, candidate, owner, lease_for, now).await?;
+        let (execution, lease) = start(txn, candidate, owner, lease_for, now).await?;
         events.push(ExecutionEventRecord::of_change(
             &execution,
             EventKind::ExecutionStarted,
@@ -594,10 +637,123 @@ async fn claim_weighing_limits(
             steps: Vec::new(),
         });
     }
-    log::write(&txn, &mut events).await?;
-    txn.commit().await?;
-    announce(state, events, Wake::Nobody).await;
-    Ok(claimed)
+    log::write(txn, &mut events).await?;
+    Ok((claimed, events))
+}
+
+/// The values a claim statement binds, and their placeholders.
+struct ClaimValues {
+    params: Params,
+    /// The status of a candidate.
+    queued: String,
+    /// Now: a candidate's `run_after` is due by then.
+    due: String,
+    /// The status a claim gives, as `state` judges it.
+    status: String,
+    lease_owner: String,
+    /// When the lease expires.
+    expires: String,
+}
+
+impl ClaimValues {
+    fn new(
+        backend: DbBackend,
+        now: DateTime<Utc>,
+        owner: &str,
+        lease_for: Duration,
+    ) -> Result<Self, EngineError> {
+        let running = execution_transition(
+            ExecutionStatus::Queued,
+            ExecutionChange::To(ExecutionStatus::Running),
+        )?;
+        let mut params = Params::new(backend);
+        let queued = params.one(ExecutionStatus::Queued.to_value().into());
+        let due = params.one(now.into());
+        let status = params.one(running.to_value().into());
+        let lease_owner = params.one(owner.to_owned().into());
+        let expires =
+            params.one((now + chrono::Duration::from_std(lease_for).unwrap_or_default()).into());
+        Ok(Self {
+            params,
+            queued,
+            due,
+            status,
+            lease_owner,
+            expires,
+        })
+    }
+}
+
+/// On SQLite, in the claim's write transaction: one `UPDATE … RETURNING`
+/// that starts the first `most` candidates in claim order, unless a first
+/// start among them is governed by its workflow's limit; and their
+/// EXECUTION_STARTED events, written in one statement. None started when a
+/// limit governs one.
+async fn start_unlimited(
+    state: &AppState,
+    txn: &DatabaseTransaction,
+    owner: &str,
+    lease_for: Duration,
+    most: usize,
+) -> Result<(Vec<Claimed>, Vec<ExecutionEventRecord>), EngineError> {
+    let now = state.clock.now();
+    let ClaimValues {
+        mut params,
+        queued,
+        due,
+        status,
+        lease_owner,
+        expires,
+    } = ClaimValues::new(DbBackend::Sqlite, now, owner, lease_for)?;
+    // SQLite binds a value once per placeholder.
+    let started_at = params.one(now.into());
+    let updated_at = params.one(now.into());
+    let sql = format!(
+        "WITH candidates AS (\
+           SELECT e.id, e.started_at IS NULL AND EXISTS (SELECT 1 FROM workflows AS w \
+             WHERE w.id = e.workflow_id AND w.max_concurrency IS NOT NULL) AS limited \
+           FROM executions AS e \
+           WHERE e.status = {queued} AND (e.run_after IS NULL OR e.run_after <= {due}) \
+           ORDER BY e.priority DESC, e.queued_at, e.id LIMIT {most}) \
+         UPDATE executions SET status = {status}, lease_owner = {lease_owner}, \
+           lease_expires_at = {expires}, lease_epoch = lease_epoch + 1, \
+           attempt = attempt + 1, started_at = COALESCE(started_at, {started_at}), \
+           run_after = NULL, last_event_seq = {NEXT_SEQ_SQL}, updated_at = {updated_at}, \
+           claims_without_progress = claims_without_progress + 1 \
+         WHERE id IN (SELECT id FROM candidates) \
+           AND NOT EXISTS (SELECT 1 FROM candidates WHERE limited) \
+         RETURNING *"
+    );
+    let rows = txn.query_all_raw(params.statement(sql)).await?;
+    let mut claimed = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut execution = execution::Model::from_query_result(&row, "")?;
+        // A first start's deadline counts from it (the statement leaves it
+        // to here, as SQLite keeps times as text).
+        if execution.timeout_at.is_none()
+            && let (Some(ms), Some(started_at)) = (execution.timeout_ms, execution.started_at)
+        {
+            let deadline = started_at + chrono::Duration::milliseconds(ms);
+            execution::Entity::update_many()
+                .col_expr(execution::Column::TimeoutAt, Expr::value(deadline))
+                .filter(execution::Column::Id.eq(execution.id))
+                .exec(txn)
+                .await?;
+            execution.timeout_at = Some(deadline);
+        }
+        claimed.push(Claimed::started(execution, owner));
+    }
+    in_claim_order(&mut claimed);
+    let mut events: Vec<ExecutionEventRecord> = claimed
+        .iter()
+        .map(|c| {
+            ExecutionEventRecord::of_change(&c.execution, EventKind::ExecutionStarted, None, now)
+        })
+        .collect();
+    if !events.is_empty() {
+        log::write(txn, &mut events).await?;
+    }
+    Ok((claimed, events))
 }
 
 /// Starts a claimed candidate under a new lease for `owner`.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use flowpilot::app::App;
 use flowpilot::config::Config;
 use migration::MigratorTrait;
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
@@ -310,4 +311,55 @@ async fn the_server_logs_json_lines_with_the_request_id_and_stops_on_sigterm() {
         .expect("stops within 15 s")
         .unwrap();
     assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test]
+async fn an_embedded_database_file_is_written_by_its_checkpointer_while_commits_only_append_to_the_log()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flowpilot.db");
+    let config =
+        Config::from_settings(test_settings(&format!("sqlite://{}", file.display()))).unwrap();
+    let state = flowpilot::state::AppState::build(config, flowpilot::clock::Clock::system())
+        .await
+        .unwrap();
+    let db = &state.db;
+    let autocheckpoint = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "PRAGMA wal_autocheckpoint",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(autocheckpoint.try_get_by_index::<i64>(0).unwrap(), 0);
+
+    // 3,000 pages of 4 KiB, in commits of 100: three times what the log
+    // holds before a checkpoint copies it back.
+    db.execute_unprepared("CREATE TABLE ballast (page BLOB)")
+        .await
+        .unwrap();
+    for _ in 0..30 {
+        db.execute_unprepared(
+            "INSERT INTO ballast SELECT randomblob(4000) FROM \
+             (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) \
+              SELECT i FROM n)",
+        )
+        .await
+        .unwrap();
+    }
+    let written = flowpilot::db::sqlite_checkpoints(db);
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while flowpilot::db::sqlite_checkpoints(db) < written + 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the checkpointer copies the whole log within 30 s");
+    let in_file = std::fs::metadata(&file).unwrap().len();
+    assert!(
+        in_file >= 3_000 * 4_000,
+        "the database file holds {in_file} bytes"
+    );
+    state.db.close().await.unwrap();
 }
