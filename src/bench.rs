@@ -10,7 +10,12 @@
 //! - **drain**: one-step executions queued ahead, then drained by the
 //!   workers, per second, over at least `--seconds` of steady work (a short
 //!   calibration drain sizes the backlog);
-//! - **20 steps**: linear 20-step executions drained per second.
+//! - **20 steps**: linear 20-step executions drained per second;
+//! - **requests**: `{ __typename }` per second through the whole HTTP
+//!   stack (every middleware, the request context, the extensions) and
+//!   through a bare async-graphql router over the same schema, in the same
+//!   process, from `--connections` keep-alive connections of a client in
+//!   the process too: what the stack costs beside the library.
 //!
 //! Its workers claim every queued execution of the database they run on,
 //! so it refuses a database that holds any organization: give it an empty
@@ -55,6 +60,10 @@ pub struct BenchOptions {
     pub postgres: Option<String>,
     /// Whether to measure the embedded database.
     pub embedded: bool,
+    /// Seconds each router is loaded for the request figures.
+    pub request_seconds: u64,
+    /// Keep-alive connections the request figures are measured over.
+    pub connections: usize,
 }
 
 /// The figures of one backend.
@@ -70,6 +79,14 @@ pub struct EngineFigures {
     pub drain_seconds: f64,
     pub one_step_per_second: f64,
     pub twenty_step_per_second: f64,
+    pub requests: RequestFigures,
+}
+
+/// `{ __typename }` per second through the full stack and a bare router.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestFigures {
+    pub full_stack_per_second: f64,
+    pub bare_per_second: f64,
 }
 
 /// Runs the engine section on each backend and prints the table.
@@ -215,6 +232,11 @@ impl Bench {
         let (long, long_seconds) = self.drain(self.twenty_steps, 200).await?;
         let twenty_step_per_second = long as f64 / long_seconds;
         eprintln!("bench:   20 steps: {twenty_step_per_second:.0}/s");
+        let requests = requests::measure(&self.state, options).await?;
+        eprintln!(
+            "bench:   {{ __typename }}: {:.0}/s through the stack, {:.0}/s bare",
+            requests.full_stack_per_second, requests.bare_per_second
+        );
         Ok(EngineFigures {
             backend,
             queued_to_started_p50_ms: p50,
@@ -225,6 +247,7 @@ impl Bench {
             drain_seconds,
             one_step_per_second,
             twenty_step_per_second,
+            requests,
         })
     }
 
@@ -451,7 +474,116 @@ fn table(figures: &[EngineFigures], options: &BenchOptions) -> String {
             f.twenty_step_per_second,
         ));
     }
+    out.push_str(&format!(
+        "\nRequests: `{{ __typename }}` over {} keep-alive connections, {} s each\n\n\
+         | backend | through the full stack | bare async-graphql router | ratio |\n\
+         |---|---|---|---|\n",
+        options.connections, options.request_seconds
+    ));
+    for f in figures {
+        let r = f.requests;
+        out.push_str(&format!(
+            "| {} | {:.0}/s | {:.0}/s | {:.2}× |\n",
+            f.backend,
+            r.full_stack_per_second,
+            r.bare_per_second,
+            r.full_stack_per_second / r.bare_per_second,
+        ));
+    }
     out
+}
+
+/// The request figures: one router at a time, loaded by a client in
+/// this process.
+mod requests {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    use axum::Router;
+    use axum::routing::post;
+
+    use super::{BenchOptions, RequestFigures};
+    use crate::graphql::{self, AppSchema};
+    use crate::http;
+    use crate::state::AppState;
+
+    const TYPENAME: &str = r#"{"query":"{ __typename }"}"#;
+
+    pub async fn measure(
+        state: &AppState,
+        options: &BenchOptions,
+    ) -> anyhow::Result<RequestFigures> {
+        let (_stop, shutting_down) = tokio::sync::watch::channel(false);
+        let schema = graphql::build_schema(&state.config.settings);
+        let full = http::router(state.clone(), schema, shutting_down);
+        let bare_schema = graphql::bare_schema();
+        let bare = Router::new().route(
+            "/graphql",
+            post(move |request: axum::Json<async_graphql::Request>| {
+                let schema: AppSchema = bare_schema.clone();
+                async move { axum::Json(schema.execute(request.0).await) }
+            }),
+        );
+        let full_stack_per_second = load(full, options).await?;
+        let bare_per_second = load(bare, options).await?;
+        Ok(RequestFigures {
+            full_stack_per_second,
+            bare_per_second,
+        })
+    }
+
+    /// Serves `router` on a loopback port and posts `{ __typename }` to it
+    /// from `options.connections` connections for `options.request_seconds`
+    /// (after a second of warm-up): requests answered per second.
+    async fn load(router: Router, options: &BenchOptions) -> anyhow::Result<f64> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/graphql", listener.local_addr()?);
+        let server = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+        });
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(options.connections)
+            .build()?;
+        let answered = Arc::new(AtomicU64::new(0));
+        let warm_up = Duration::from_secs(1);
+        let started = Instant::now();
+        let until = started + warm_up + Duration::from_secs(options.request_seconds);
+        let mut clients = tokio::task::JoinSet::new();
+        for _ in 0..options.connections {
+            let (client, url, answered) = (client.clone(), url.clone(), answered.clone());
+            clients.spawn(async move {
+                while Instant::now() < until {
+                    let response = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(TYPENAME)
+                        .send()
+                        .await?;
+                    anyhow::ensure!(
+                        response.status().is_success(),
+                        "{{ __typename }} answered {}",
+                        response.status()
+                    );
+                    response.bytes().await?;
+                    if started.elapsed() >= warm_up {
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                anyhow::Ok(())
+            });
+        }
+        while let Some(done) = clients.join_next().await {
+            done??;
+        }
+        server.abort();
+        Ok(answered.load(Ordering::Relaxed) as f64 / options.request_seconds as f64)
+    }
 }
 
 #[cfg(test)]

@@ -66,6 +66,12 @@ enum Command {
         /// Measure PostgreSQL only, not the embedded database.
         #[arg(long, requires = "postgres")]
         skip_embedded: bool,
+        /// Seconds each router is loaded with `{ __typename }`.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+        request_seconds: u64,
+        /// Keep-alive connections that load it.
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+        connections: u16,
     },
     /// Render step templates from stdin, for a server's engine.
     #[command(hide = true)]
@@ -160,6 +166,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         samples,
         postgres,
         skip_embedded,
+        request_seconds,
+        connections,
     }) = cli.command
     {
         let options = BenchOptions {
@@ -168,6 +176,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             samples: samples as usize,
             postgres,
             embedded: !skip_embedded,
+            request_seconds,
+            connections: usize::from(connections),
         };
         bench::run(cli.settings, options).await?;
         return Ok(());

@@ -101,7 +101,7 @@ impl User {
     /// Every organization the viewer belongs to, oldest membership first.
     async fn memberships(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Membership>> {
         let memberships = RequestContext::of(ctx)
-            .loaders
+            .loaders()
             .memberships_by_user
             .load_one(self.id)
             .await

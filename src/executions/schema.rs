@@ -222,7 +222,7 @@ impl Execution {
             return Ok(details.clone());
         }
         let execution = RequestContext::of(ctx)
-            .loaders
+            .loaders()
             .executions
             .load_one(self.snapshot.id)
             .await
@@ -259,7 +259,7 @@ impl Execution {
             return Ok(None);
         };
         let trigger = RequestContext::of(ctx)
-            .loaders
+            .loaders()
             .triggers
             .load_one(trigger_id)
             .await
@@ -295,7 +295,7 @@ impl Execution {
             return Ok(None);
         };
         let original = RequestContext::of(ctx)
-            .loaders
+            .loaders()
             .executions
             .load_one(id)
             .await
@@ -320,7 +320,7 @@ impl Execution {
     /// Every step, in definition order, with its latest attempt.
     async fn steps(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<StepRun>> {
         let steps = RequestContext::of(ctx)
-            .loaders
+            .loaders()
             .step_runs
             .load_one(self.snapshot.id)
             .await

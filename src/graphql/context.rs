@@ -118,24 +118,29 @@ pub struct RequestContext {
     pub viewer: Viewer,
     /// Where the request comes from (recorded on new sessions).
     pub device: DeviceInfo,
-    /// This request's DataLoaders.
-    pub loaders: Loaders,
+    /// This request's DataLoaders, made when a resolver first needs one.
+    loaders: std::sync::OnceLock<Loaders>,
     /// Raised when a subscription of this request ended because its
     /// member's access did.
     pub access_ended: AccessEnded,
 }
 
 impl RequestContext {
-    /// Bundles a request's context, with fresh DataLoaders.
+    /// Bundles a request's context; its DataLoaders are made on first use,
+    /// so a request that reads nothing through them allocates none.
     pub fn new(state: AppState, viewer: Viewer, device: DeviceInfo) -> Arc<Self> {
-        let loaders = Loaders::new(&state);
         Arc::new(Self {
             state,
             viewer,
             device,
-            loaders,
+            loaders: std::sync::OnceLock::new(),
             access_ended: AccessEnded::default(),
         })
+    }
+
+    /// This request's DataLoaders.
+    pub fn loaders(&self) -> &Loaders {
+        self.loaders.get_or_init(|| Loaders::new(&self.state))
     }
 
     /// The context of the request `ctx` belongs to. Every request executed

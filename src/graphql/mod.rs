@@ -108,6 +108,12 @@ pub fn build_schema(settings: &Settings) -> AppSchema {
     builder.finish()
 }
 
+/// The schema without the server's limits and extensions: what a bare
+/// async-graphql router would serve (for `flowpilot bench`).
+pub fn bare_schema() -> AppSchema {
+    builder().finish()
+}
+
 /// The schema definition language of the API, as in `schema.graphql`.
 pub fn sdl() -> String {
     builder()

@@ -92,7 +92,7 @@ impl NodeQuery {
 async fn load(ctx: &Context<'_>, ids: &[Uuid]) -> AppResult<Vec<Option<Node>>> {
     let request = RequestContext::of(ctx);
     let principal = request.viewer.principal()?;
-    let loaders = &request.loaders;
+    let loaders = request.loaders();
     let keys = ids.to_vec();
     let (organizations, workflows, versions, executions, triggers, roles) = futures::try_join!(
         async {
@@ -188,7 +188,7 @@ async fn roles_of(
     match principal {
         Principal::ApiKey(grant) => Ok(HashMap::from([(grant.organization_id, grant.role)])),
         Principal::User(user_id) => Ok(request
-            .loaders
+            .loaders()
             .memberships_by_user
             .load_one(user_id)
             .await

@@ -34,7 +34,7 @@ pub async fn user_summary(
         return Ok(None);
     };
     let user = RequestContext::of(ctx)
-        .loaders
+        .loaders()
         .users
         .load_one(id)
         .await
@@ -191,7 +191,7 @@ impl AuditEntry {
             return Ok(None);
         };
         let key = RequestContext::of(ctx)
-            .loaders
+            .loaders()
             .api_keys
             .load_one(id)
             .await

@@ -229,7 +229,7 @@ impl Membership {
     /// The organization.
     async fn organization(&self, ctx: &Context<'_>) -> async_graphql::Result<Organization> {
         let organization = RequestContext::of(ctx)
-            .loaders
+            .loaders()
             .organizations
             .load_one(self.organization_id)
             .await

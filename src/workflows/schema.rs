@@ -380,7 +380,7 @@ impl Workflow {
         let triggers = match preloaded {
             Some(triggers) => triggers,
             None => RequestContext::of(ctx)
-                .loaders
+                .loaders()
                 .triggers_by_workflow
                 .load_one(self.model.id)
                 .await
@@ -427,7 +427,7 @@ impl Workflow {
     /// The organization it belongs to.
     async fn organization(&self, ctx: &Context<'_>) -> async_graphql::Result<Organization> {
         let organization = RequestContext::of(ctx)
-            .loaders
+            .loaders()
             .organizations
             .load_one(self.model.organization_id)
             .await
@@ -447,7 +447,7 @@ impl Workflow {
         let version = match preloaded {
             Some(version) => version,
             None => RequestContext::of(ctx)
-                .loaders
+                .loaders()
                 .workflow_versions
                 .load_one(id)
                 .await
@@ -492,7 +492,7 @@ impl Workflow {
         let mut executions = match preloaded {
             Some(executions) => executions,
             None => RequestContext::of(ctx)
-                .loaders
+                .loaders()
                 .recent_executions
                 .load_one(RecentExecutions {
                     workflow_id: self.model.id,
@@ -620,7 +620,7 @@ pub async fn load_workflow(
     role: entity::role::Role,
 ) -> async_graphql::Result<Workflow> {
     let workflow = RequestContext::of(ctx)
-        .loaders
+        .loaders()
         .workflows
         .load_one(id)
         .await
