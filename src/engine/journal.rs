@@ -477,13 +477,7 @@ async fn claim_in_one_statement(
         .map(|n| format!("({n}, {}::uuid)", params.one(Uuid::now_v7().into())))
         .collect();
     let sql = format!(
-        "WITH candidates AS (\
-           SELECT e.id, e.started_at IS NULL AND EXISTS (SELECT 1 FROM workflows AS w \
-             WHERE w.id = e.workflow_id AND w.max_concurrency IS NOT NULL) AS limited \
-           FROM executions AS e \
-           WHERE e.status = {queued} AND (e.run_after IS NULL OR e.run_after <= {now_at}) \
-           ORDER BY e.priority DESC, e.queued_at, e.id LIMIT {most} \
-           FOR UPDATE SKIP LOCKED), \
+        "WITH candidates AS ({candidates} FOR UPDATE SKIP LOCKED), \
          started AS (\
            UPDATE executions AS e SET status = {status}, lease_owner = {lease_owner}, \
              lease_expires_at = {expires}, lease_epoch = e.lease_epoch + 1, \
@@ -506,6 +500,7 @@ async fn claim_in_one_statement(
          SELECT (SELECT count(*) FROM candidates) AS candidates, s.*, ev.position AS event_position \
          FROM (SELECT 1) AS one \
          LEFT JOIN (started AS s JOIN events AS ev ON ev.execution_id = s.id) ON true",
+        candidates = claim_candidates_sql(&queued, &now_at, most),
         event_columns = log::EVENT_COLUMNS.join(", "),
         payload = log::execution_payload_sql("s"),
         position = watermark::position_of_this_write(DbBackend::Postgres),
@@ -554,7 +549,7 @@ async fn claim_in_transaction(
     most: usize,
 ) -> Result<Vec<Claimed>, EngineError> {
     let txn = begin_write(&state.db).await?;
-    let mut started = (Vec::new(), Vec::new());
+    let mut started: Started = (Vec::new(), Vec::new());
     if txn.get_database_backend() == DbBackend::Sqlite
         && state.config.settings.org_max_concurrency == 0
     {
@@ -580,7 +575,7 @@ async fn weigh_and_start(
     owner: &str,
     lease_for: Duration,
     most: usize,
-) -> Result<(Vec<Claimed>, Vec<ExecutionEventRecord>), EngineError> {
+) -> Result<Started, EngineError> {
     let now = state.clock.now();
     let settings = &state.config.settings;
     let mut room = Room::default();
@@ -684,6 +679,23 @@ impl ClaimValues {
     }
 }
 
+/// The first `most` runnable candidates of a claim statement, in claim
+/// order, each with whether it is a first start its workflow's limit
+/// governs (`limited`); `queued` and `due` are their placeholders, `most`
+/// a literal (see [`claim_in_one_statement`]).
+fn claim_candidates_sql(queued: &str, due: &str, most: usize) -> String {
+    format!(
+        "SELECT e.id, e.started_at IS NULL AND EXISTS (SELECT 1 FROM workflows AS w \
+           WHERE w.id = e.workflow_id AND w.max_concurrency IS NOT NULL) AS limited \
+         FROM executions AS e \
+         WHERE e.status = {queued} AND (e.run_after IS NULL OR e.run_after <= {due}) \
+         ORDER BY e.priority DESC, e.queued_at, e.id LIMIT {most}"
+    )
+}
+
+/// Executions a claim started, and their EXECUTION_STARTED events, written.
+type Started = (Vec<Claimed>, Vec<ExecutionEventRecord>);
+
 /// On SQLite, in the claim's write transaction: one `UPDATE … RETURNING`
 /// that starts the first `most` candidates in claim order, unless a first
 /// start among them is governed by its workflow's limit; and their
@@ -695,7 +707,7 @@ async fn start_unlimited(
     owner: &str,
     lease_for: Duration,
     most: usize,
-) -> Result<(Vec<Claimed>, Vec<ExecutionEventRecord>), EngineError> {
+) -> Result<Started, EngineError> {
     let now = state.clock.now();
     let ClaimValues {
         mut params,
@@ -709,12 +721,7 @@ async fn start_unlimited(
     let started_at = params.one(now.into());
     let updated_at = params.one(now.into());
     let sql = format!(
-        "WITH candidates AS (\
-           SELECT e.id, e.started_at IS NULL AND EXISTS (SELECT 1 FROM workflows AS w \
-             WHERE w.id = e.workflow_id AND w.max_concurrency IS NOT NULL) AS limited \
-           FROM executions AS e \
-           WHERE e.status = {queued} AND (e.run_after IS NULL OR e.run_after <= {due}) \
-           ORDER BY e.priority DESC, e.queued_at, e.id LIMIT {most}) \
+        "WITH candidates AS ({candidates}) \
          UPDATE executions SET status = {status}, lease_owner = {lease_owner}, \
            lease_expires_at = {expires}, lease_epoch = lease_epoch + 1, \
            attempt = attempt + 1, started_at = COALESCE(started_at, {started_at}), \
@@ -722,7 +729,8 @@ async fn start_unlimited(
            claims_without_progress = claims_without_progress + 1 \
          WHERE id IN (SELECT id FROM candidates) \
            AND NOT EXISTS (SELECT 1 FROM candidates WHERE limited) \
-         RETURNING *"
+         RETURNING *",
+        candidates = claim_candidates_sql(&queued, &due, most),
     );
     let rows = txn.query_all_raw(params.statement(sql)).await?;
     let mut claimed = Vec::with_capacity(rows.len());
