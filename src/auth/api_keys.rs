@@ -12,7 +12,7 @@ use entity::role::Role;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveEnum, ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set,
+    QueryFilter, QuerySelect, Set,
 };
 use serde_json::json;
 use std::collections::HashMap;
@@ -25,7 +25,7 @@ use crate::events::{BusMessage, Topic};
 use crate::orgs::audit::{self, AuditAction, Target};
 use crate::orgs::policy::{self, Action};
 use crate::orgs::principal::{KeyGrant, Principal};
-use crate::pagination::{Page, Position};
+use crate::pagination::{ListQuery, Position, RowList, Window};
 use crate::state::AppState;
 
 /// What every key starts with, so a leaked one is recognisable.
@@ -220,30 +220,42 @@ pub fn position_of(key: &api_key::Model) -> Position {
     }
 }
 
-/// A page of an organization's keys, newest first; revoked ones only when
-/// asked for. The caller authorizes.
-pub async fn list(
-    db: &DatabaseConnection,
-    organization_id: Uuid,
-    include_revoked: bool,
-    after: Option<Position>,
-    limit: u64,
-) -> AppResult<Page<api_key::Model>> {
-    let mut query =
-        api_key::Entity::find().filter(api_key::Column::OrganizationId.eq(organization_id));
-    if !include_revoked {
-        query = query.filter(api_key::Column::RevokedAt.is_null());
+/// Organizations' keys, newest first; revoked ones only when asked for.
+/// The caller authorizes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ApiKeyList {
+    pub include_revoked: bool,
+    pub window: Window<Position>,
+}
+
+impl ApiKeyList {
+    fn rows(&self) -> ListQuery<api_key::Entity> {
+        use api_key::Column;
+        let mut select = api_key::Entity::find();
+        if !self.include_revoked {
+            select = select.filter(Column::RevokedAt.is_null());
+        }
+        ListQuery {
+            select,
+            parent: Column::OrganizationId,
+            parent_of: |row| row.organization_id,
+            order: vec![Column::CreatedAt, Column::Id],
+            ascending: false,
+        }
     }
-    if let Some(after) = after {
-        query = query.filter(after.rows_after(api_key::Column::CreatedAt, api_key::Column::Id));
+}
+
+impl RowList for ApiKeyList {
+    type Entity = api_key::Entity;
+    type Key = Position;
+
+    fn query(&self, _now: chrono::DateTime<chrono::Utc>) -> ListQuery<api_key::Entity> {
+        self.rows()
     }
-    let rows = query
-        .order_by_desc(api_key::Column::CreatedAt)
-        .order_by_desc(api_key::Column::Id)
-        .limit(limit + 1)
-        .all(db)
-        .await?;
-    Ok(Page::from_rows(rows, limit))
+
+    fn window(&self) -> &Window<Position> {
+        &self.window
+    }
 }
 
 /// The key ids of an organization, for closing their connections.

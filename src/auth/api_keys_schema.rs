@@ -1,18 +1,18 @@
 //! GraphQL for API keys: making, listing and revoking them. Thin: read the
 //! viewer, call `api_keys`, convert.
 
-use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::api_key;
 use uuid::Uuid;
 
-use super::api_keys::{self, KeyName, KeyRole, NewApiKey};
+use super::api_keys::{self, ApiKeyList, KeyName, KeyRole, NewApiKey};
+use crate::graphql::connection::{ListConnection, PageArgs, list_connection};
 use crate::graphql::context::{RequestContext, parse_id};
 use crate::orgs::members_schema::{UserSummary, user_summary};
 use crate::orgs::policy::{self, Action};
 use crate::orgs::schema::Role;
-use crate::pagination::{decode_after, encode_cursor, page_size};
+use crate::pagination::encode_cursor;
 
 const API_KEY_CURSOR: &str = "api_key";
 
@@ -106,33 +106,18 @@ pub async fn api_keys_connection(
     organization_id: Uuid,
     viewer_role: entity::role::Role,
     include_revoked: bool,
-    first: Option<i32>,
-    after: Option<String>,
-) -> async_graphql::Result<Connection<String, ApiKey>> {
+    page: PageArgs,
+) -> async_graphql::Result<ListConnection<ApiKey>> {
     policy::authorize(viewer_role, Action::ManageApiKeys)?;
-    let request = RequestContext::of(ctx);
-    let limit = page_size(first)?;
-    let position = decode_after(API_KEY_CURSOR, after.as_deref())?;
-    let page = api_keys::list(
-        &request.state.db,
-        organization_id,
+    let list = ApiKeyList {
         include_revoked,
-        position,
-        limit,
-    )
-    .await?;
-    let mut connection = Connection::new(position.is_some(), page.has_next_page);
-    connection.edges = page
-        .items
-        .into_iter()
-        .map(|key| {
-            Edge::new(
-                encode_cursor(API_KEY_CURSOR, api_keys::position_of(&key)),
-                ApiKey(key),
-            )
-        })
-        .collect();
-    Ok(connection)
+        window: page.window(API_KEY_CURSOR)?,
+    };
+    list_connection(ctx, organization_id, list, |key| {
+        let cursor = encode_cursor(API_KEY_CURSOR, api_keys::position_of(&key));
+        Ok((cursor, ApiKey(key)))
+    })
+    .await
 }
 
 #[derive(Default)]

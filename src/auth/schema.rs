@@ -3,17 +3,17 @@
 //! input, call the service, convert. Account upkeep is in `account_schema`,
 //! MFA in `mfa_schema`.
 
-use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject, Union};
 use chrono::{DateTime, Utc};
 use entity::{user, user_session};
 
-use super::service::{self, IssuedSession, Registration, SignIn};
+use super::service::{self, IssuedSession, Registration, SessionList, SignIn};
 use super::{DisplayName, Email, Password};
 use crate::error::AppError;
+use crate::graphql::connection::{ListConnection, PageArgs, list_connection};
 use crate::graphql::context::{RequestContext, parse_id};
 use crate::orgs::schema::Membership;
-use crate::pagination::{decode_after, encode_cursor, page_size};
+use crate::pagination::encode_cursor;
 
 /// The signed-in person. Only ever the viewer: other people appear as
 /// summaries that reveal nothing beyond what is shared.
@@ -79,23 +79,20 @@ impl User {
         ctx: &Context<'_>,
         #[graphql(desc = "At most this many (default 20, at most 100).")] first: Option<i32>,
         #[graphql(desc = "The `endCursor` of the page before.")] after: Option<String>,
-    ) -> async_graphql::Result<Connection<String, Session>> {
+        #[graphql(desc = "The last this many (at most 100) before `before`.")] last: Option<i32>,
+        #[graphql(desc = "The `startCursor` of the page after.")] before: Option<String>,
+    ) -> async_graphql::Result<ListConnection<Session>> {
         let request = RequestContext::of(ctx);
-        let viewer = request.viewer.user()?;
-        let limit = page_size(first)?;
-        let position = decode_after(SESSION_CURSOR, after.as_deref())?;
-        let page = service::list_sessions(&request.state, self.id, position, limit).await?;
-        let mut connection = Connection::new(position.is_some(), page.has_next_page);
-        connection.edges = page
-            .items
-            .into_iter()
-            .map(|session| {
-                let cursor = encode_cursor(SESSION_CURSOR, service::position_of(&session));
-                let current = session.id == viewer.session_id;
-                Edge::new(cursor, Session { session, current })
-            })
-            .collect();
-        Ok(connection)
+        let current = request.viewer.user()?.session_id;
+        let list = SessionList {
+            window: PageArgs::new(first, after, last, before).window(SESSION_CURSOR)?,
+        };
+        list_connection(ctx, self.id, list, |session| {
+            let cursor = encode_cursor(SESSION_CURSOR, service::position_of(&session));
+            let current = session.id == current;
+            Ok((cursor, Session { session, current }))
+        })
+        .await
     }
 
     /// Every organization the viewer belongs to, oldest membership first.

@@ -11,7 +11,7 @@ use sea_orm::sea_query::Expr;
 use sea_orm::sea_query::IntoCondition;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set,
+    QueryFilter, QuerySelect, Set,
 };
 use uuid::Uuid;
 
@@ -24,7 +24,7 @@ use crate::db::{begin_write, is_unique_violation, locked};
 use crate::error::{AppError, AppResult};
 use crate::events::{BusMessage, Topic};
 use crate::mail::Mail;
-use crate::pagination::{Page, Position};
+use crate::pagination::{ListQuery, Position, RowList, Window};
 use crate::state::AppState;
 
 /// `last_seen_at` is written at most this often per session.
@@ -494,34 +494,44 @@ pub fn position_of(session: &user_session::Model) -> Position {
     }
 }
 
-/// A page of the user's active sessions (not revoked, not lapsed), newest
+/// Users' active sessions (not revoked, not lapsed when read), newest
 /// first.
-pub async fn list_sessions(
-    state: &AppState,
-    user_id: Uuid,
-    after: Option<Position>,
-    limit: u64,
-) -> AppResult<Page<user_session::Model>> {
-    let now = state.clock.now();
-    let mut query = user_session::Entity::find()
-        .filter(user_session::Column::UserId.eq(user_id))
-        .filter(user_session::Column::RevokedAt.is_null())
-        .filter(
-            Condition::any()
-                .add(user_session::Column::ExpiresAt.is_null())
-                .add(user_session::Column::ExpiresAt.gt(now)),
-        );
-    if let Some(after) = after {
-        query = query
-            .filter(after.rows_after(user_session::Column::CreatedAt, user_session::Column::Id));
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SessionList {
+    pub window: Window<Position>,
+}
+
+impl SessionList {
+    fn rows(now: DateTime<Utc>) -> ListQuery<user_session::Entity> {
+        use user_session::Column;
+        let select = user_session::Entity::find()
+            .filter(Column::RevokedAt.is_null())
+            .filter(
+                Condition::any()
+                    .add(Column::ExpiresAt.is_null())
+                    .add(Column::ExpiresAt.gt(now)),
+            );
+        ListQuery {
+            select,
+            parent: Column::UserId,
+            parent_of: |row| row.user_id,
+            order: vec![Column::CreatedAt, Column::Id],
+            ascending: false,
+        }
     }
-    let rows = query
-        .order_by_desc(user_session::Column::CreatedAt)
-        .order_by_desc(user_session::Column::Id)
-        .limit(limit + 1)
-        .all(&state.db)
-        .await?;
-    Ok(Page::from_rows(rows, limit))
+}
+
+impl RowList for SessionList {
+    type Entity = user_session::Entity;
+    type Key = Position;
+
+    fn query(&self, now: chrono::DateTime<chrono::Utc>) -> ListQuery<user_session::Entity> {
+        Self::rows(now)
+    }
+
+    fn window(&self) -> &Window<Position> {
+        &self.window
+    }
 }
 
 /// Revokes the live sessions `filter` picks, then tells every instance so

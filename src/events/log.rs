@@ -421,7 +421,7 @@ pub async fn events_by_id(
 /// Ids one query binds, well below every database's limit.
 const ID_BATCH: usize = 1_000;
 
-fn decode(row: execution_event::Model) -> Result<ExecutionEventRecord, DbErr> {
+pub fn decode(row: execution_event::Model) -> Result<ExecutionEventRecord, DbErr> {
     let kind: EventKind = serde_json::from_value(Value::String(row.kind.clone()))
         .map_err(|e| DbErr::Custom(format!("unknown event kind {}: {e}", row.kind)))?;
     let payload: StoredPayload = serde_json::from_value(row.payload)

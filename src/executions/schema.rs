@@ -2,7 +2,6 @@
 //! Event fields resolve from the event's snapshot without reading the
 //! database; `input`, `steps` and `workflow` go through DataLoaders.
 
-use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject, Subscription, Union};
 
 use crate::graphql::scalars::Json;
@@ -11,16 +10,20 @@ use entity::role::Role;
 use entity::status;
 use futures::{Stream, StreamExt};
 use serde_json::Value;
+use uuid::Uuid;
 
 use super::service::{
-    self, ExecutionFilter, ExecutionScope, IdempotencyKey, MemberExecution, Priority, RunRequest,
+    self, EventList, ExecutionFilter, ExecutionList, ExecutionParent, IdempotencyKey,
+    MemberExecution, Priority, RunRequest,
 };
 use crate::error::AppError;
 use crate::events::log::{EventKind, ExecutionEventRecord, ExecutionSnapshot};
 use crate::events::organization_stream::{ResyncReason, StreamFilter, StreamItem, StreamStart};
 use crate::events::watermark::StreamCursor;
+use crate::graphql::connection::{ListConnection, PageArgs, list_connection};
 use crate::graphql::context::{RequestContext, parse_id};
-use crate::pagination::{decode_after, encode_cursor, page_size};
+use crate::orgs::policy::{self, Action};
+use crate::pagination::encode_cursor;
 use crate::workflows::schema::{Workflow, load_workflow};
 use crate::workflows::triggers_schema::{Trigger, TriggerKind};
 
@@ -335,26 +338,21 @@ impl Execution {
         ctx: &Context<'_>,
         #[graphql(desc = "At most this many (default 20, at most 100).")] first: Option<i32>,
         #[graphql(desc = "The `endCursor` of the page before.")] after: Option<String>,
-    ) -> async_graphql::Result<Connection<String, ExecutionEvent>> {
-        let limit = page_size(first)?;
-        let after_seq = decode_after(EVENT_CURSOR, after.as_deref())?.unwrap_or(0);
-        let db = &RequestContext::of(ctx).state.db;
-        let page = service::list_events(db, self.snapshot.id, after_seq, limit).await?;
-        let mut connection = Connection::new(after_seq > 0, page.has_next_page);
-        connection.edges = page
-            .items
-            .into_iter()
-            .map(|record| {
-                let cursor = encode_cursor(EVENT_CURSOR, record.seq);
-                let event = ExecutionEvent {
-                    record,
-                    viewer_role: self.viewer_role,
-                    cursor: None,
-                };
-                Edge::new(cursor, event)
-            })
-            .collect();
-        Ok(connection)
+        #[graphql(desc = "The last this many (at most 100) before `before`.")] last: Option<i32>,
+        #[graphql(desc = "The `startCursor` of the page after.")] before: Option<String>,
+    ) -> async_graphql::Result<ListConnection<ExecutionEvent>> {
+        let window = PageArgs::new(first, after, last, before).window(EVENT_CURSOR)?;
+        let viewer_role = self.viewer_role;
+        list_connection(ctx, self.snapshot.id, EventList { window }, |record| {
+            let cursor = encode_cursor(EVENT_CURSOR, record.seq);
+            let event = ExecutionEvent {
+                record,
+                viewer_role,
+                cursor: None,
+            };
+            Ok((cursor, event))
+        })
+        .await
     }
 
     /// Seq of the latest event; subscribe with `afterSeq` to continue from it.
@@ -393,18 +391,18 @@ pub struct ExecutionFilterInput {
     pub until: Option<DateTime<Utc>>,
 }
 
-/// A newest-first page of executions in `scope`, for a member with `role`
-/// (the resolvers of `Workflow.executions` and `Organization.executions`).
+/// A newest-first page of the executions of `parent` (a workflow or an
+/// organization), for a member with `role` (the resolvers of
+/// `Workflow.executions` and `Organization.executions`).
 pub async fn executions_connection(
     ctx: &Context<'_>,
-    scope: ExecutionScope,
+    (kind, parent): (ExecutionParent, Uuid),
     role: Role,
-    first: Option<i32>,
-    after: Option<String>,
+    page: PageArgs,
     filter: Option<ExecutionFilterInput>,
-) -> async_graphql::Result<Connection<String, Execution>> {
-    let limit = page_size(first)?;
-    let position = decode_after(EXECUTION_CURSOR, after.as_deref())?;
+) -> async_graphql::Result<ListConnection<Execution>> {
+    policy::authorize(role, Action::ViewExecution)?;
+    let window = page.window(EXECUTION_CURSOR)?;
     let filter = filter.unwrap_or_default();
     let filter = ExecutionFilter {
         statuses: filter
@@ -416,18 +414,17 @@ pub async fn executions_connection(
         since: filter.since,
         until: filter.until,
     };
-    let db = &RequestContext::of(ctx).state.db;
-    let page = service::list_executions(db, role, scope, &filter, position, limit).await?;
-    let mut connection = Connection::new(position.is_some(), page.has_next_page);
-    connection.edges = page
-        .items
-        .into_iter()
-        .map(|execution| {
-            let cursor = encode_cursor(EXECUTION_CURSOR, service::position_of(&execution));
-            Edge::new(cursor, Execution::from(MemberExecution { execution, role }))
-        })
-        .collect();
-    Ok(connection)
+    filter.check()?;
+    let list = ExecutionList {
+        parent: kind,
+        filter,
+        window,
+    };
+    list_connection(ctx, parent, list, |execution| {
+        let cursor = encode_cursor(EXECUTION_CURSOR, service::position_of(&execution));
+        Ok((cursor, Execution::from(MemberExecution { execution, role })))
+    })
+    .await
 }
 
 /// One step of an execution, as of its latest attempt.

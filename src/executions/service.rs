@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use entity::role::Role;
 use entity::status::ExecutionStatus;
-use entity::{execution, step_run, workflow};
+use entity::{execution, execution_event, step_run, workflow};
 use futures::Stream;
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -20,7 +20,7 @@ use crate::events::replay;
 use crate::orgs::access::{AccessEnded, MembershipGrant, until_membership_ends};
 use crate::orgs::policy::{self, Action};
 use crate::orgs::principal::Principal;
-use crate::pagination::{Page, Position};
+use crate::pagination::{List, ListQuery, Page, Position, RowList, Window};
 use crate::state::AppState;
 use crate::workflows::service as workflows;
 use crate::workflows::versions;
@@ -228,20 +228,35 @@ pub async fn organization_stream(
     ))
 }
 
-/// Which executions a list holds.
-#[derive(Clone, Copy, Debug)]
-pub enum ExecutionScope {
-    Workflow(Uuid),
-    Organization(Uuid),
+/// Which parent a list of executions belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ExecutionParent {
+    Workflow,
+    Organization,
 }
 
 /// Narrows a list of executions: any of `statuses` (any status when
 /// empty), queued at or after `since` and before `until`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ExecutionFilter {
     pub statuses: Vec<ExecutionStatus>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
+}
+
+impl ExecutionFilter {
+    /// BAD_USER_INPUT when the filter can hold nothing by mistake.
+    pub fn check(&self) -> AppResult<()> {
+        if let (Some(since), Some(until)) = (self.since, self.until)
+            && since >= until
+        {
+            return Err(AppError::bad_input(
+                "filter.until",
+                "until must be later than since",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Where an execution stands in a newest-first list.
@@ -252,63 +267,106 @@ pub fn position_of(execution: &execution::Model) -> Position {
     }
 }
 
-/// A page of executions in `scope`, newest first, after `after`, for a
-/// member with `role` there.
-pub async fn list_executions(
-    db: &DatabaseConnection,
-    role: Role,
-    scope: ExecutionScope,
-    filter: &ExecutionFilter,
-    after: Option<Position>,
-    limit: u64,
-) -> AppResult<Page<execution::Model>> {
-    policy::authorize(role, Action::ViewExecution)?;
-    if let (Some(since), Some(until)) = (filter.since, filter.until)
-        && since >= until
-    {
-        return Err(AppError::bad_input(
-            "filter.until",
-            "until must be later than since",
-        ));
-    }
-    let mut query = match scope {
-        ExecutionScope::Workflow(id) => {
-            execution::Entity::find().filter(execution::Column::WorkflowId.eq(id))
-        }
-        ExecutionScope::Organization(id) => {
-            execution::Entity::find().filter(execution::Column::OrganizationId.eq(id))
-        }
-    };
-    if !filter.statuses.is_empty() {
-        query = query.filter(execution::Column::Status.is_in(filter.statuses.iter().copied()));
-    }
-    if let Some(since) = filter.since {
-        query = query.filter(execution::Column::QueuedAt.gte(since));
-    }
-    if let Some(until) = filter.until {
-        query = query.filter(execution::Column::QueuedAt.lt(until));
-    }
-    if let Some(after) = after {
-        query = query.filter(after.rows_after(execution::Column::QueuedAt, execution::Column::Id));
-    }
-    let rows = query
-        .order_by_desc(execution::Column::QueuedAt)
-        .order_by_desc(execution::Column::Id)
-        .limit(limit + 1)
-        .all(db)
-        .await?;
-    Ok(Page::from_rows(rows, limit))
+/// A list of executions of workflows or of organizations, newest first.
+/// The caller authorizes and checks the filter.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ExecutionList {
+    pub parent: ExecutionParent,
+    pub filter: ExecutionFilter,
+    pub window: Window<Position>,
 }
 
-/// A page of an execution's events in order, after seq `after_seq`.
-pub async fn list_events(
-    db: &DatabaseConnection,
-    execution_id: Uuid,
-    after_seq: i32,
-    limit: u64,
-) -> AppResult<Page<ExecutionEventRecord>> {
-    let rows = log::events_from(db, execution_id, after_seq, Some(limit + 1)).await?;
-    Ok(Page::from_rows(rows, limit))
+impl ExecutionList {
+    fn rows(&self) -> ListQuery<execution::Entity> {
+        use execution::Column;
+        let mut select = execution::Entity::find();
+        let filter = &self.filter;
+        if !filter.statuses.is_empty() {
+            select = select.filter(Column::Status.is_in(filter.statuses.iter().copied()));
+        }
+        if let Some(since) = filter.since {
+            select = select.filter(Column::QueuedAt.gte(since));
+        }
+        if let Some(until) = filter.until {
+            select = select.filter(Column::QueuedAt.lt(until));
+        }
+        let (parent, parent_of): (_, fn(&execution::Model) -> Uuid) = match self.parent {
+            ExecutionParent::Workflow => (Column::WorkflowId, |row| row.workflow_id),
+            ExecutionParent::Organization => (Column::OrganizationId, |row| row.organization_id),
+        };
+        ListQuery {
+            select,
+            parent,
+            parent_of,
+            order: vec![Column::QueuedAt, Column::Id],
+            ascending: false,
+        }
+    }
+}
+
+impl RowList for ExecutionList {
+    type Entity = execution::Entity;
+    type Key = Position;
+
+    fn query(&self, _now: chrono::DateTime<chrono::Utc>) -> ListQuery<execution::Entity> {
+        self.rows()
+    }
+
+    fn window(&self) -> &Window<Position> {
+        &self.window
+    }
+}
+
+/// The events of executions, in order (by seq).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EventList {
+    pub window: Window<i32>,
+}
+
+impl EventList {
+    fn query() -> ListQuery<execution_event::Entity> {
+        use execution_event::Column;
+        ListQuery {
+            select: execution_event::Entity::find(),
+            parent: Column::ExecutionId,
+            parent_of: |row| row.execution_id,
+            order: vec![Column::Seq],
+            ascending: true,
+        }
+    }
+}
+
+impl List for EventList {
+    type Item = ExecutionEventRecord;
+
+    async fn pages(
+        &self,
+        db: &DatabaseConnection,
+        _now: chrono::DateTime<chrono::Utc>,
+        parents: &[Uuid],
+    ) -> Result<HashMap<Uuid, Page<ExecutionEventRecord>>, DbErr> {
+        let pages = Self::query().pages(db, parents, &self.window).await?;
+        pages
+            .into_iter()
+            .map(|(parent, mut page)| {
+                let rows = std::mem::take(&mut page.items);
+                let events = rows
+                    .into_iter()
+                    .map(log::decode)
+                    .collect::<Result<_, _>>()?;
+                Ok((parent, page.with_items(events)))
+            })
+            .collect()
+    }
+
+    async fn counts(
+        &self,
+        db: &DatabaseConnection,
+        _now: chrono::DateTime<chrono::Utc>,
+        parents: &[Uuid],
+    ) -> Result<HashMap<Uuid, u64>, DbErr> {
+        Self::query().counts(db, parents).await
+    }
 }
 
 /// Executions by id, in one query.

@@ -1,11 +1,12 @@
 //! What a resolver knows about the request it serves: the application
-//! state, the viewer, the client's device and the request's DataLoaders.
+//! state, the viewer, the client's device and the request's loaders.
 
 use std::sync::Arc;
 
 use async_graphql::{Context, ID};
 use uuid::Uuid;
 
+use super::batch::Passes;
 use super::loaders::Loaders;
 use crate::auth::api_keys;
 use crate::auth::service::{self, AuthenticatedUser, DeviceInfo};
@@ -118,15 +119,17 @@ pub struct RequestContext {
     pub viewer: Viewer,
     /// Where the request comes from (recorded on new sessions).
     pub device: DeviceInfo,
-    /// This request's DataLoaders, made when a resolver first needs one.
+    /// This request's loaders, made when a resolver first needs one.
     loaders: std::sync::OnceLock<Loaders>,
+    /// The request's passes over its fields, which its loaders batch by.
+    pub passes: Arc<Passes>,
     /// Raised when a subscription of this request ended because its
     /// member's access did.
     pub access_ended: AccessEnded,
 }
 
 impl RequestContext {
-    /// Bundles a request's context; its DataLoaders are made on first use,
+    /// Bundles a request's context; its loaders are made on first use,
     /// so a request that reads nothing through them allocates none.
     pub fn new(state: AppState, viewer: Viewer, device: DeviceInfo) -> Arc<Self> {
         Arc::new(Self {
@@ -134,13 +137,15 @@ impl RequestContext {
             viewer,
             device,
             loaders: std::sync::OnceLock::new(),
+            passes: Arc::default(),
             access_ended: AccessEnded::default(),
         })
     }
 
-    /// This request's DataLoaders.
+    /// This request's loaders.
     pub fn loaders(&self) -> &Loaders {
-        self.loaders.get_or_init(|| Loaders::new(&self.state))
+        self.loaders
+            .get_or_init(|| Loaders::new(&self.state, &self.passes))
     }
 
     /// The context of the request `ctx` belongs to. Every request executed

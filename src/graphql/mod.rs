@@ -4,6 +4,8 @@
 //! merged here. The SDL in `schema.graphql` is [`sdl`]'s output, and a test
 //! fails when the two drift apart.
 
+pub mod batch;
+pub mod connection;
 pub mod context;
 pub mod document_guard;
 pub mod field_order;
@@ -89,7 +91,7 @@ fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
 }
 
 /// A Relay connection as the schema names it (`XConnection`).
-type Page<T> = async_graphql::connection::Connection<String, T>;
+type Page<T> = connection::ListConnection<T>;
 
 /// The schema as served, with the depth, complexity and introspection
 /// settings applied.
@@ -101,7 +103,8 @@ pub fn build_schema(settings: &Settings) -> AppSchema {
         .extension(document_guard::DocumentGuard::new(
             settings.documents.clone(),
         ))
-        .extension(field_order::FieldOrder);
+        .extension(field_order::FieldOrder)
+        .extension(batch::BatchPasses);
     if !settings.introspection {
         builder = builder.disable_introspection();
     }

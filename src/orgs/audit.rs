@@ -8,16 +8,13 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use entity::audit_entry;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
-};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, Set};
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::principal::Principal;
 use crate::error::AppResult;
-use crate::pagination::{Page, Position};
+use crate::pagination::{ListQuery, Position, RowList, Window};
 
 /// What was done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,26 +143,36 @@ pub fn position_of(entry: &audit_entry::Model) -> Position {
     }
 }
 
-/// A page of an organization's log, newest first. The caller authorizes.
-pub async fn list(
-    conn: &impl ConnectionTrait,
-    organization_id: Uuid,
-    after: Option<Position>,
-    limit: u64,
-) -> AppResult<Page<audit_entry::Model>> {
-    let mut query =
-        audit_entry::Entity::find().filter(audit_entry::Column::OrganizationId.eq(organization_id));
-    if let Some(after) = after {
-        query =
-            query.filter(after.rows_after(audit_entry::Column::CreatedAt, audit_entry::Column::Id));
+/// Organizations' logs, newest first. The caller authorizes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AuditList {
+    pub window: Window<Position>,
+}
+
+impl AuditList {
+    fn rows() -> ListQuery<audit_entry::Entity> {
+        use audit_entry::Column;
+        ListQuery {
+            select: audit_entry::Entity::find(),
+            parent: Column::OrganizationId,
+            parent_of: |row| row.organization_id,
+            order: vec![Column::CreatedAt, Column::Id],
+            ascending: false,
+        }
     }
-    let rows = query
-        .order_by_desc(audit_entry::Column::CreatedAt)
-        .order_by_desc(audit_entry::Column::Id)
-        .limit(limit + 1)
-        .all(conn)
-        .await?;
-    Ok(Page::from_rows(rows, limit))
+}
+
+impl RowList for AuditList {
+    type Entity = audit_entry::Entity;
+    type Key = Position;
+
+    fn query(&self, _now: chrono::DateTime<chrono::Utc>) -> ListQuery<audit_entry::Entity> {
+        Self::rows()
+    }
+
+    fn window(&self) -> &Window<Position> {
+        &self.window
+    }
 }
 
 #[cfg(test)]

@@ -6,10 +6,7 @@ use chrono::Duration;
 use entity::role::Role;
 use entity::{invitation, membership, user};
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveEnum, ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set,
-};
+use sea_orm::{ActiveEnum, ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -23,7 +20,7 @@ use crate::auth::tokens::{hash_token, new_opaque_token};
 use crate::db::begin_write;
 use crate::error::{AppError, AppResult};
 use crate::mail::{Mail, app_link};
-use crate::pagination::{Page, Position};
+use crate::pagination::{ListQuery, Position, RowList, Window};
 use crate::state::AppState;
 
 /// How long an invitation link works.
@@ -230,25 +227,39 @@ pub fn position_of(invitation: &invitation::Model) -> Position {
     }
 }
 
-/// A page of the organization's pending invitations, newest first. The
-/// caller authorizes.
-pub async fn list_pending(
-    db: &DatabaseConnection,
-    organization_id: Uuid,
-    now: chrono::DateTime<chrono::Utc>,
-    after: Option<Position>,
-    limit: u64,
-) -> AppResult<Page<invitation::Model>> {
-    let mut query = invitation::Entity::find().filter(pending(organization_id, now));
-    if let Some(after) = after {
-        query =
-            query.filter(after.rows_after(invitation::Column::CreatedAt, invitation::Column::Id));
+/// Organizations' invitations pending when read, newest first. The caller
+/// authorizes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct InvitationList {
+    pub window: Window<Position>,
+}
+
+impl InvitationList {
+    fn rows(now: chrono::DateTime<chrono::Utc>) -> ListQuery<invitation::Entity> {
+        use invitation::Column;
+        let select = invitation::Entity::find()
+            .filter(Column::AcceptedAt.is_null())
+            .filter(Column::RevokedAt.is_null())
+            .filter(Column::ExpiresAt.gt(now));
+        ListQuery {
+            select,
+            parent: Column::OrganizationId,
+            parent_of: |row| row.organization_id,
+            order: vec![Column::CreatedAt, Column::Id],
+            ascending: false,
+        }
     }
-    let rows = query
-        .order_by_desc(invitation::Column::CreatedAt)
-        .order_by_desc(invitation::Column::Id)
-        .limit(limit + 1)
-        .all(db)
-        .await?;
-    Ok(Page::from_rows(rows, limit))
+}
+
+impl RowList for InvitationList {
+    type Entity = invitation::Entity;
+    type Key = Position;
+
+    fn query(&self, now: chrono::DateTime<chrono::Utc>) -> ListQuery<invitation::Entity> {
+        Self::rows(now)
+    }
+
+    fn window(&self) -> &Window<Position> {
+        &self.window
+    }
 }

@@ -5,12 +5,14 @@
 //! changes cannot together leave it without an OWNER, and writes its audit
 //! entry in the same transaction.
 
+use std::collections::HashMap;
+
 use entity::role::Role;
 use entity::{membership, organization, user};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveEnum, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    ActiveEnum, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
+    PaginatorTrait, QueryFilter,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -22,7 +24,7 @@ use super::service::{MemberOrganization, as_member};
 use crate::db::{begin_write, locked};
 use crate::error::{AppError, AppResult};
 use crate::events::{BusMessage, Topic};
-use crate::pagination::{Page, Position};
+use crate::pagination::{List, ListQuery, Page, Position, Window};
 use crate::state::AppState;
 
 /// A member with the person behind the membership.
@@ -42,33 +44,66 @@ pub fn position_of(member: &Member) -> Position {
     }
 }
 
-/// A page of an organization's members, longest-standing first, each with
-/// their user (one query). The caller authorizes.
-pub async fn list(
-    db: &DatabaseConnection,
-    organization_id: Uuid,
-    after: Option<Position>,
-    limit: u64,
-) -> AppResult<Page<Member>> {
-    let mut query =
-        membership::Entity::find().filter(membership::Column::OrganizationId.eq(organization_id));
-    if let Some(after) = after {
-        query = query.filter(
-            after.rows_after_ascending(membership::Column::CreatedAt, membership::Column::Id),
-        );
+/// Organizations' members, longest-standing first, each with their user.
+/// The caller authorizes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MemberList {
+    pub window: Window<Position>,
+}
+
+impl MemberList {
+    fn query() -> ListQuery<membership::Entity> {
+        use membership::Column;
+        ListQuery {
+            select: membership::Entity::find(),
+            parent: Column::OrganizationId,
+            parent_of: |row| row.organization_id,
+            order: vec![Column::CreatedAt, Column::Id],
+            ascending: true,
+        }
     }
-    let rows = query
-        .find_also_related(user::Entity)
-        .order_by_asc(membership::Column::CreatedAt)
-        .order_by_asc(membership::Column::Id)
-        .limit(limit + 1)
-        .all(db)
-        .await?;
-    let members = rows
-        .into_iter()
-        .filter_map(|(membership, user)| user.map(|user| Member { membership, user }))
-        .collect();
-    Ok(Page::from_rows(members, limit))
+}
+
+impl List for MemberList {
+    type Item = Member;
+
+    /// The memberships in one statement, their users in one more.
+    async fn pages(
+        &self,
+        db: &DatabaseConnection,
+        _now: chrono::DateTime<chrono::Utc>,
+        parents: &[Uuid],
+    ) -> Result<HashMap<Uuid, Page<Member>>, DbErr> {
+        let pages = Self::query().pages(db, parents, &self.window).await?;
+        let user_ids: Vec<Uuid> = pages
+            .values()
+            .flat_map(|page| page.items.iter().map(|m| m.user_id))
+            .collect();
+        let users = super::service::users_by_id(db, &user_ids).await?;
+        Ok(pages
+            .into_iter()
+            .map(|(parent, mut page)| {
+                let memberships = std::mem::take(&mut page.items);
+                let members = memberships
+                    .into_iter()
+                    .filter_map(|membership| {
+                        let user = users.get(&membership.user_id).cloned()?;
+                        Some(Member { membership, user })
+                    })
+                    .collect();
+                (parent, page.with_items(members))
+            })
+            .collect())
+    }
+
+    async fn counts(
+        &self,
+        db: &DatabaseConnection,
+        _now: chrono::DateTime<chrono::Utc>,
+        parents: &[Uuid],
+    ) -> Result<HashMap<Uuid, u64>, DbErr> {
+        Self::query().counts(db, parents).await
+    }
 }
 
 /// Gives a member another role. An ADMIN may not make or change an OWNER,

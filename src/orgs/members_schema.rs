@@ -1,7 +1,6 @@
 //! GraphQL for an organization's people: members, invitations, ownership
 //! and the audit log. Thin: read the viewer, call the services, convert.
 
-use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 
 use crate::graphql::scalars::Json;
@@ -9,16 +8,18 @@ use chrono::{DateTime, Utc};
 use entity::{audit_entry, invitation, user};
 use uuid::Uuid;
 
-use super::audit::{self, AuditAction};
-use super::members::{self, Member as MemberRow};
+use super::audit::{self, AuditAction, AuditList};
+use super::invitations::InvitationList;
+use super::members::{self, Member as MemberRow, MemberList};
 use super::policy::{self, Action};
 use super::schema::{Organization, Role};
 use super::{invitations, service};
 use crate::auth::Email;
 use crate::auth::api_keys_schema::ApiKey;
 use crate::error::AppError;
+use crate::graphql::connection::{ListConnection, PageArgs, list_connection};
 use crate::graphql::context::{RequestContext, parse_id};
-use crate::pagination::{decode_after, encode_cursor, page_size};
+use crate::pagination::encode_cursor;
 
 const MEMBER_CURSOR: &str = "member";
 const INVITATION_CURSOR: &str = "invitation";
@@ -226,29 +227,19 @@ impl AuditEntry {
     }
 }
 
-/// `organization.members`: VIEWER and up.
 pub async fn members_connection(
     ctx: &Context<'_>,
     organization_id: Uuid,
     viewer_role: entity::role::Role,
-    first: Option<i32>,
-    after: Option<String>,
-) -> async_graphql::Result<Connection<String, Member>> {
+    page: PageArgs,
+) -> async_graphql::Result<ListConnection<Member>> {
     policy::authorize(viewer_role, Action::ViewMembers)?;
-    let request = RequestContext::of(ctx);
-    let limit = page_size(first)?;
-    let position = decode_after(MEMBER_CURSOR, after.as_deref())?;
-    let page = members::list(&request.state.db, organization_id, position, limit).await?;
-    let mut connection = Connection::new(position.is_some(), page.has_next_page);
-    connection.edges = page
-        .items
-        .into_iter()
-        .map(|member| {
-            let cursor = encode_cursor(MEMBER_CURSOR, members::position_of(&member));
-            Edge::new(cursor, Member::from(member))
-        })
-        .collect();
-    Ok(connection)
+    let window = page.window(MEMBER_CURSOR)?;
+    list_connection(ctx, organization_id, MemberList { window }, |member| {
+        let cursor = encode_cursor(MEMBER_CURSOR, members::position_of(&member));
+        Ok((cursor, Member::from(member)))
+    })
+    .await
 }
 
 /// `organization.invitations`: pending ones, ADMIN and up.
@@ -256,26 +247,17 @@ pub async fn invitations_connection(
     ctx: &Context<'_>,
     organization_id: Uuid,
     viewer_role: entity::role::Role,
-    first: Option<i32>,
-    after: Option<String>,
-) -> async_graphql::Result<Connection<String, Invitation>> {
+    page: PageArgs,
+) -> async_graphql::Result<ListConnection<Invitation>> {
     policy::authorize(viewer_role, Action::ManageInvitations)?;
-    let request = RequestContext::of(ctx);
-    let limit = page_size(first)?;
-    let position = decode_after(INVITATION_CURSOR, after.as_deref())?;
-    let now = request.state.clock.now();
-    let page =
-        invitations::list_pending(&request.state.db, organization_id, now, position, limit).await?;
-    let mut connection = Connection::new(position.is_some(), page.has_next_page);
-    connection.edges = page
-        .items
-        .into_iter()
-        .map(|invitation| {
-            let cursor = encode_cursor(INVITATION_CURSOR, invitations::position_of(&invitation));
-            Edge::new(cursor, Invitation::from(invitation))
-        })
-        .collect();
-    Ok(connection)
+    let list = InvitationList {
+        window: page.window(INVITATION_CURSOR)?,
+    };
+    list_connection(ctx, organization_id, list, |invitation| {
+        let cursor = encode_cursor(INVITATION_CURSOR, invitations::position_of(&invitation));
+        Ok((cursor, Invitation::from(invitation)))
+    })
+    .await
 }
 
 /// `organization.auditLog`: newest first, ADMIN and up.
@@ -283,24 +265,15 @@ pub async fn audit_log_connection(
     ctx: &Context<'_>,
     organization_id: Uuid,
     viewer_role: entity::role::Role,
-    first: Option<i32>,
-    after: Option<String>,
-) -> async_graphql::Result<Connection<String, AuditEntry>> {
+    page: PageArgs,
+) -> async_graphql::Result<ListConnection<AuditEntry>> {
     policy::authorize(viewer_role, Action::ViewAuditLog)?;
-    let request = RequestContext::of(ctx);
-    let limit = page_size(first)?;
-    let position = decode_after(AUDIT_CURSOR, after.as_deref())?;
-    let page = audit::list(&request.state.db, organization_id, position, limit).await?;
-    let mut connection = Connection::new(position.is_some(), page.has_next_page);
-    connection.edges = page
-        .items
-        .into_iter()
-        .map(|entry| {
-            let cursor = encode_cursor(AUDIT_CURSOR, audit::position_of(&entry));
-            Edge::new(cursor, AuditEntry(entry))
-        })
-        .collect();
-    Ok(connection)
+    let window = page.window(AUDIT_CURSOR)?;
+    list_connection(ctx, organization_id, AuditList { window }, |entry| {
+        let cursor = encode_cursor(AUDIT_CURSOR, audit::position_of(&entry));
+        Ok((cursor, AuditEntry(entry)))
+    })
+    .await
 }
 
 /// New name or slug; a field left out stays as it is.

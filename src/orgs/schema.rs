@@ -1,7 +1,6 @@
 //! GraphQL types and resolvers for organizations and memberships. Thin:
 //! read the viewer, call the service, convert.
 
-use async_graphql::connection::Connection;
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::{membership, organization};
@@ -16,7 +15,8 @@ use super::service::{self, MemberOrganization, OrganizationName};
 use crate::auth::api_keys_schema::{ApiKey, api_keys_connection};
 use crate::error::AppError;
 use crate::executions::schema::{Execution, ExecutionFilterInput, executions_connection};
-use crate::executions::service::ExecutionScope;
+use crate::executions::service::ExecutionParent;
+use crate::graphql::connection::{ListConnection, PageArgs};
 use crate::graphql::context::{RequestContext, parse_id};
 use crate::workflows::catalog_schema::{WorkflowFilterInput, WorkflowOrder, workflows_connection};
 use crate::workflows::schema::Workflow;
@@ -94,16 +94,20 @@ impl Organization {
         ctx: &Context<'_>,
         #[graphql(desc = "At most this many (default 20, at most 100).")] first: Option<i32>,
         #[graphql(desc = "The `endCursor` of the page before.")] after: Option<String>,
+        #[graphql(desc = "The last this many (at most 100) before `before`.")] last: Option<i32>,
+        #[graphql(desc = "The `startCursor` of the page after.")] before: Option<String>,
         #[graphql(desc = "Which executions; all when left out.")] filter: Option<
             ExecutionFilterInput,
         >,
-    ) -> async_graphql::Result<Connection<String, Execution>> {
-        let scope = ExecutionScope::Organization(self.id);
-        executions_connection(ctx, scope, self.viewer_role, first, after, filter).await
+    ) -> async_graphql::Result<ListConnection<Execution>> {
+        let parent = (ExecutionParent::Organization, self.id);
+        let page = PageArgs::new(first, after, last, before);
+        executions_connection(ctx, parent, self.viewer_role, page, filter).await
     }
 
     /// The organization's workflows (VIEWER and up): not archived ones
     /// unless the filter asks, newest first unless `orderBy` says otherwise.
+    #[allow(clippy::too_many_arguments)]
     async fn workflows(
         &self,
         ctx: &Context<'_>,
@@ -111,17 +115,18 @@ impl Organization {
         #[graphql(desc = "The `endCursor` of the page before, in the same order.")] after: Option<
             String,
         >,
+        #[graphql(desc = "The last this many (at most 100) before `before`.")] last: Option<i32>,
+        #[graphql(desc = "The `startCursor` of the page after.")] before: Option<String>,
         #[graphql(desc = "Which workflows; those not archived when left out.")] filter: Option<
             WorkflowFilterInput,
         >,
         #[graphql(default, desc = "CREATED_AT_DESC when left out.")] order_by: WorkflowOrder,
-    ) -> async_graphql::Result<Connection<String, Workflow>> {
+    ) -> async_graphql::Result<ListConnection<Workflow>> {
         workflows_connection(
             ctx,
             self.id,
             self.viewer_role,
-            first,
-            after,
+            PageArgs::new(first, after, last, before),
             filter,
             order_by,
         )
@@ -134,8 +139,11 @@ impl Organization {
         ctx: &Context<'_>,
         #[graphql(desc = "At most this many (default 20, at most 100).")] first: Option<i32>,
         #[graphql(desc = "The `endCursor` of the page before.")] after: Option<String>,
-    ) -> async_graphql::Result<Connection<String, Member>> {
-        members_connection(ctx, self.id, self.viewer_role, first, after).await
+        #[graphql(desc = "The last this many (at most 100) before `before`.")] last: Option<i32>,
+        #[graphql(desc = "The `startCursor` of the page after.")] before: Option<String>,
+    ) -> async_graphql::Result<ListConnection<Member>> {
+        let page = PageArgs::new(first, after, last, before);
+        members_connection(ctx, self.id, self.viewer_role, page).await
     }
 
     /// Pending invitations, newest first (ADMIN and up).
@@ -144,8 +152,11 @@ impl Organization {
         ctx: &Context<'_>,
         #[graphql(desc = "At most this many (default 20, at most 100).")] first: Option<i32>,
         #[graphql(desc = "The `endCursor` of the page before.")] after: Option<String>,
-    ) -> async_graphql::Result<Connection<String, Invitation>> {
-        invitations_connection(ctx, self.id, self.viewer_role, first, after).await
+        #[graphql(desc = "The last this many (at most 100) before `before`.")] last: Option<i32>,
+        #[graphql(desc = "The `startCursor` of the page after.")] before: Option<String>,
+    ) -> async_graphql::Result<ListConnection<Invitation>> {
+        let page = PageArgs::new(first, after, last, before);
+        invitations_connection(ctx, self.id, self.viewer_role, page).await
     }
 
     /// Changes to members, invitations, roles and settings, newest first
@@ -155,8 +166,11 @@ impl Organization {
         ctx: &Context<'_>,
         #[graphql(desc = "At most this many (default 20, at most 100).")] first: Option<i32>,
         #[graphql(desc = "The `endCursor` of the page before.")] after: Option<String>,
-    ) -> async_graphql::Result<Connection<String, AuditEntry>> {
-        audit_log_connection(ctx, self.id, self.viewer_role, first, after).await
+        #[graphql(desc = "The last this many (at most 100) before `before`.")] last: Option<i32>,
+        #[graphql(desc = "The `startCursor` of the page after.")] before: Option<String>,
+    ) -> async_graphql::Result<ListConnection<AuditEntry>> {
+        let page = PageArgs::new(first, after, last, before);
+        audit_log_connection(ctx, self.id, self.viewer_role, page).await
     }
 
     /// API keys, newest first; revoked ones only with `includeRevoked`
@@ -166,15 +180,16 @@ impl Organization {
         ctx: &Context<'_>,
         #[graphql(desc = "At most this many (default 20, at most 100).")] first: Option<i32>,
         #[graphql(desc = "The `endCursor` of the page before.")] after: Option<String>,
+        #[graphql(desc = "The last this many (at most 100) before `before`.")] last: Option<i32>,
+        #[graphql(desc = "The `startCursor` of the page after.")] before: Option<String>,
         #[graphql(default = false, desc = "Also list revoked keys.")] include_revoked: bool,
-    ) -> async_graphql::Result<Connection<String, ApiKey>> {
+    ) -> async_graphql::Result<ListConnection<ApiKey>> {
         api_keys_connection(
             ctx,
             self.id,
             self.viewer_role,
             include_revoked,
-            first,
-            after,
+            PageArgs::new(first, after, last, before),
         )
         .await
     }

@@ -9,8 +9,7 @@ use chrono::{DateTime, Utc};
 use entity::workflow;
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, IntoActiveModel, QueryFilter, Set, Value,
 };
 use uuid::Uuid;
 
@@ -23,7 +22,7 @@ use crate::db::{begin_write, locked};
 use crate::error::{AppError, AppResult};
 use crate::orgs::policy::{self, Action};
 use crate::orgs::principal::Principal;
-use crate::pagination::{Page, Position};
+use crate::pagination::{Key, ListQuery, Position, RowList, Window};
 use crate::state::AppState;
 
 /// Most tags a workflow may carry.
@@ -35,7 +34,7 @@ const MAX_SEARCH_CHARS: usize = 100;
 
 /// A workflow's tags: lower-case, unique, sorted; each 1 to 32 characters
 /// of `a-z 0-9 - _ : .`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Tags(BTreeSet<String>);
 
 impl Tags {
@@ -88,7 +87,7 @@ fn parse_tag(raw: &str, field: &str) -> AppResult<String> {
 }
 
 /// Which workflows a list holds.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct WorkflowFilter {
     /// Case-insensitive text in the name.
     pub search: Option<String>,
@@ -115,7 +114,7 @@ impl WorkflowFilter {
 }
 
 /// The order of a workflow list; ties are broken by id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum WorkflowOrder {
     #[default]
     CreatedNewestFirst,
@@ -156,7 +155,7 @@ impl WorkflowOrder {
 }
 
 /// The last workflow seen in a list, as its cursor carries it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ListPosition {
     At(Position),
     Name { name: String, id: Uuid },
@@ -201,88 +200,103 @@ fn escape_like(text: &str) -> String {
     escaped
 }
 
-/// A page of an organization's workflows, in `order`, after `after`.
-/// The caller authorizes.
-pub async fn list(
-    db: &DatabaseConnection,
-    organization_id: Uuid,
-    filter: &WorkflowFilter,
+impl Key for ListPosition {
+    fn values(&self) -> Vec<Value> {
+        match self {
+            Self::At(position) => position.values(),
+            Self::Name { name, id } => vec![name.clone().into(), (*id).into()],
+        }
+    }
+}
+
+/// Organizations' workflows, in `order`. The caller authorizes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct WorkflowList {
+    filter: WorkflowFilter,
     order: WorkflowOrder,
-    after: Option<ListPosition>,
-    limit: u64,
-) -> AppResult<Page<workflow::Model>> {
-    use workflow::Column;
-    let mut query = workflow::Entity::find().filter(Column::OrganizationId.eq(organization_id));
-    query = if filter.archived {
-        query.filter(Column::ArchivedAt.is_not_null())
-    } else {
-        query.filter(Column::ArchivedAt.is_null())
-    };
-    if let Some(search) = &filter.search {
-        let lower_name = Func::lower(Expr::col((workflow::Entity, Column::Name)));
-        query = query.filter(
-            Expr::expr(lower_name)
-                .like(LikeExpr::new(format!("%{}%", escape_like(search))).escape('\\')),
-        );
+    window: Window<ListPosition>,
+}
+
+impl WorkflowList {
+    /// The list, once its cursors are known to be of `order`.
+    pub fn new(
+        filter: WorkflowFilter,
+        order: WorkflowOrder,
+        window: Window<ListPosition>,
+    ) -> AppResult<Self> {
+        let by_name = order == WorkflowOrder::NameAscending;
+        for (argument, cursor) in [("after", &window.after), ("before", &window.before)] {
+            if let Some(position) = cursor
+                && by_name != matches!(position, ListPosition::Name { .. })
+            {
+                return Err(AppError::bad_input(
+                    argument,
+                    "this cursor is not one this list gave",
+                ));
+            }
+        }
+        Ok(Self {
+            filter,
+            order,
+            window,
+        })
     }
-    for tag in &filter.tags.0 {
-        // Stored as words joined by single spaces: match a whole word.
-        let escaped = escape_like(tag);
-        let like = |pattern: String| Column::Tags.like(LikeExpr::new(pattern).escape('\\'));
-        query = query.filter(
-            Condition::any()
-                .add(Column::Tags.eq(tag.as_str()))
-                .add(like(format!("{escaped} %")))
-                .add(like(format!("% {escaped}")))
-                .add(like(format!("% {escaped} %"))),
-        );
+
+    fn rows(&self) -> ListQuery<workflow::Entity> {
+        use workflow::Column;
+        let filter = &self.filter;
+        let mut select = workflow::Entity::find();
+        select = if filter.archived {
+            select.filter(Column::ArchivedAt.is_not_null())
+        } else {
+            select.filter(Column::ArchivedAt.is_null())
+        };
+        if let Some(search) = &filter.search {
+            let lower_name = Func::lower(Expr::col((workflow::Entity, Column::Name)));
+            select = select.filter(
+                Expr::expr(lower_name)
+                    .like(LikeExpr::new(format!("%{}%", escape_like(search))).escape('\\')),
+            );
+        }
+        for tag in &filter.tags.0 {
+            // Stored as words joined by single spaces: match a whole word.
+            let escaped = escape_like(tag);
+            let like = |pattern: String| Column::Tags.like(LikeExpr::new(pattern).escape('\\'));
+            select = select.filter(
+                Condition::any()
+                    .add(Column::Tags.eq(tag.as_str()))
+                    .add(like(format!("{escaped} %")))
+                    .add(like(format!("% {escaped}")))
+                    .add(like(format!("% {escaped} %"))),
+            );
+        }
+        let (order, ascending) = match self.order {
+            WorkflowOrder::CreatedNewestFirst => (vec![Column::CreatedAt, Column::Id], false),
+            WorkflowOrder::CreatedOldestFirst => (vec![Column::CreatedAt, Column::Id], true),
+            WorkflowOrder::UpdatedNewestFirst => (vec![Column::UpdatedAt, Column::Id], false),
+            WorkflowOrder::NameAscending => (vec![Column::Name, Column::Id], true),
+        };
+        ListQuery {
+            select,
+            parent: Column::OrganizationId,
+            parent_of: |row| row.organization_id,
+            order,
+            ascending,
+        }
     }
-    let invalid_cursor = || AppError::bad_input("after", "this cursor is not one this list gave");
-    let query = match order {
-        WorkflowOrder::CreatedNewestFirst | WorkflowOrder::UpdatedNewestFirst => {
-            let at = if order == WorkflowOrder::CreatedNewestFirst {
-                Column::CreatedAt
-            } else {
-                Column::UpdatedAt
-            };
-            let query = match after {
-                Some(ListPosition::At(position)) => {
-                    query.filter(position.rows_after(at, Column::Id))
-                }
-                Some(ListPosition::Name { .. }) => return Err(invalid_cursor()),
-                None => query,
-            };
-            query.order_by_desc(at).order_by_desc(Column::Id)
-        }
-        WorkflowOrder::CreatedOldestFirst => {
-            let query = match after {
-                Some(ListPosition::At(position)) => {
-                    query.filter(position.rows_after_ascending(Column::CreatedAt, Column::Id))
-                }
-                Some(ListPosition::Name { .. }) => return Err(invalid_cursor()),
-                None => query,
-            };
-            query
-                .order_by_asc(Column::CreatedAt)
-                .order_by_asc(Column::Id)
-        }
-        WorkflowOrder::NameAscending => {
-            let query = match after {
-                Some(ListPosition::Name { name, id }) => query.filter(
-                    Condition::any().add(Column::Name.gt(name.clone())).add(
-                        Condition::all()
-                            .add(Column::Name.eq(name))
-                            .add(Column::Id.gt(id)),
-                    ),
-                ),
-                Some(ListPosition::At(_)) => return Err(invalid_cursor()),
-                None => query,
-            };
-            query.order_by_asc(Column::Name).order_by_asc(Column::Id)
-        }
-    };
-    let rows = query.limit(limit + 1).all(db).await?;
-    Ok(Page::from_rows(rows, limit))
+}
+
+impl RowList for WorkflowList {
+    type Entity = workflow::Entity;
+    type Key = ListPosition;
+
+    fn query(&self, _now: chrono::DateTime<chrono::Utc>) -> ListQuery<workflow::Entity> {
+        self.rows()
+    }
+
+    fn window(&self) -> &Window<ListPosition> {
+        &self.window
+    }
 }
 
 /// Archives a workflow (EDITOR and up): it can no longer run and leaves

@@ -2,22 +2,20 @@
 //! versions, archiving, copying, and an organization's workflow list.
 //! Thin: parse input, call `versions` or `catalog`, convert.
 
-use std::sync::Arc;
-
-use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 
 use crate::graphql::scalars::Json;
 use uuid::Uuid;
 
-use super::catalog::{self, Tags, WorkflowFilter, WorkflowOrder as Order};
-use super::schema::{Preloaded, StepKind, Workflow, WorkflowDefinitionInput, WorkflowVersion};
+use super::catalog::{self, Tags, WorkflowFilter, WorkflowList, WorkflowOrder as Order};
+use super::schema::{StepKind, Workflow, WorkflowDefinitionInput, WorkflowVersion};
 use super::service::{MemberWorkflow, WorkflowName};
 use super::versions;
 use super::{definition, step_configs};
+use crate::graphql::connection::{ListConnection, PageArgs, list_connection};
 use crate::graphql::context::{RequestContext, parse_id};
 use crate::orgs::policy::{self, Action};
-use crate::pagination::{decode_after, encode_cursor, page_size};
+use crate::pagination::encode_cursor;
 
 /// Which of an organization's workflows to list.
 #[derive(InputObject, Default)]
@@ -63,13 +61,11 @@ pub async fn workflows_connection(
     ctx: &Context<'_>,
     organization_id: Uuid,
     role: entity::role::Role,
-    first: Option<i32>,
-    after: Option<String>,
+    page: PageArgs,
     filter: Option<WorkflowFilterInput>,
     order: WorkflowOrder,
-) -> async_graphql::Result<Connection<String, Workflow>> {
+) -> async_graphql::Result<ListConnection<Workflow>> {
     policy::authorize(role, Action::ViewWorkflow)?;
-    let request = RequestContext::of(ctx);
     let filter = filter.unwrap_or_default();
     let filter = WorkflowFilter {
         search: WorkflowFilter::parse_search(filter.search.as_deref(), "filter")?,
@@ -77,29 +73,12 @@ pub async fn workflows_connection(
         archived: filter.archived,
     };
     let order = Order::from(order);
-    let limit = page_size(first)?;
-    let position = decode_after(order.cursor_kind(), after.as_deref())?;
-    let page = catalog::list(
-        &request.state.db,
-        organization_id,
-        &filter,
-        order,
-        position.clone(),
-        limit,
-    )
-    .await?;
-    let preloaded = Arc::new(Preloaded::for_page(ctx, &page.items).await?);
-    let mut connection = Connection::new(position.is_some(), page.has_next_page);
-    connection.edges = page
-        .items
-        .into_iter()
-        .map(|workflow| {
-            let cursor = encode_cursor(order.cursor_kind(), order.position_of(&workflow));
-            let found = MemberWorkflow { workflow, role };
-            Edge::new(cursor, Workflow::in_list(found, preloaded.clone()))
-        })
-        .collect();
-    Ok(connection)
+    let list = WorkflowList::new(filter, order, page.window(order.cursor_kind())?)?;
+    list_connection(ctx, organization_id, list, |workflow| {
+        let cursor = encode_cursor(order.cursor_kind(), order.position_of(&workflow));
+        Ok((cursor, Workflow::from(MemberWorkflow { workflow, role })))
+    })
+    .await
 }
 
 /// A new version of a workflow.

@@ -1,31 +1,29 @@
 //! GraphQL types and resolvers for workflows. Thin: parse input, call the
 //! service, convert.
 
-use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object, SimpleObject};
 
 use crate::graphql::scalars::Json;
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
-use std::sync::Arc;
 
-use entity::{execution, trigger, user, workflow, workflow_version};
+use entity::{workflow, workflow_version};
 use uuid::Uuid;
 
 use super::catalog::Tags;
 use super::definition::{self, Problem, RetryPolicy, StepDefinition, WorkflowDefinition};
 use super::service::{self, MemberWorkflow, NewWorkflow, WorkflowChange, WorkflowName};
 use super::triggers_schema::Trigger;
-use super::versions::{self, MemberVersion};
+use super::versions::{MemberVersion, VersionList};
 use crate::error::AppError;
 use crate::executions::loaders::RecentExecutions;
 use crate::executions::schema::{Execution, ExecutionFilterInput, executions_connection};
-use crate::executions::service::ExecutionScope;
+use crate::executions::service::ExecutionParent;
+use crate::graphql::connection::{ListConnection, PageArgs, list_connection};
 use crate::graphql::context::{RequestContext, parse_id};
 use crate::orgs::members_schema::{UserSummary, user_summary};
 use crate::orgs::policy::{self, Action};
 use crate::orgs::schema::Organization;
-use crate::pagination::{decode_after, encode_cursor, page_size};
+use crate::pagination::encode_cursor;
 
 /// What a step does.
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,8 +215,6 @@ pub struct CreateWorkflowInput {
 pub struct Workflow {
     model: workflow::Model,
     viewer_role: entity::role::Role,
-    /// What the list this workflow came in loaded for all its workflows.
-    preloaded: Option<Arc<Preloaded>>,
 }
 
 impl From<MemberWorkflow> for Workflow {
@@ -226,95 +222,7 @@ impl From<MemberWorkflow> for Workflow {
         Self {
             model: found.workflow,
             viewer_role: found.role,
-            preloaded: None,
         }
-    }
-}
-
-impl Workflow {
-    /// A workflow of a list, reading what the list preloaded.
-    pub fn in_list(found: MemberWorkflow, preloaded: Arc<Preloaded>) -> Self {
-        Self {
-            preloaded: Some(preloaded),
-            ..Self::from(found)
-        }
-    }
-}
-
-/// What a page of workflows needs for the fields its query selects,
-/// loaded once for the whole page: one query per kind, whatever the page
-/// size, and independent of when each workflow's fields happen to resolve
-/// (which DataLoader batching depends on).
-#[derive(Default)]
-pub struct Preloaded {
-    /// Creators and active versions' authors.
-    users: Option<HashMap<Uuid, user::Model>>,
-    versions: Option<HashMap<Uuid, workflow_version::Model>>,
-    /// The newest executions of each workflow, up to the limit loaded.
-    recent: Option<(u32, HashMap<Uuid, Vec<execution::Model>>)>,
-    /// Each workflow's triggers.
-    triggers: Option<HashMap<Uuid, Vec<trigger::Model>>>,
-}
-
-impl Preloaded {
-    /// Loads what the selection under `edges.node` asks of `workflows`.
-    pub async fn for_page(
-        ctx: &Context<'_>,
-        workflows: &[workflow::Model],
-    ) -> async_graphql::Result<Self> {
-        let db = &RequestContext::of(ctx).state.db;
-        let node = ctx.look_ahead().field("edges").field("node");
-        let active_version = node.field("activeVersion");
-        let mut preloaded = Self::default();
-        if active_version.exists() {
-            let ids: Vec<Uuid> = workflows
-                .iter()
-                .filter_map(|w| w.active_version_id)
-                .collect();
-            preloaded.versions = Some(service::versions_by_id(db, &ids).await?);
-        }
-        let mut user_ids: Vec<Uuid> = Vec::new();
-        if node.field("createdBy").exists() {
-            user_ids.extend(workflows.iter().filter_map(|w| w.created_by));
-        }
-        if active_version.field("author").exists()
-            && let Some(versions) = &preloaded.versions
-        {
-            user_ids.extend(versions.values().filter_map(|v| v.author_id));
-        }
-        if node.field("createdBy").exists() || active_version.field("author").exists() {
-            user_ids.sort_unstable();
-            user_ids.dedup();
-            preloaded.users = Some(crate::orgs::service::users_by_id(db, &user_ids).await?);
-        }
-        let mut limit = if node.field("lastExecution").exists() {
-            1
-        } else {
-            0
-        };
-        for field in node.field("recentExecutions").selection_fields() {
-            let asked = field
-                .arguments()?
-                .into_iter()
-                .find(|(name, _)| name.as_str() == "limit")
-                .and_then(|(_, value)| match value {
-                    async_graphql::Value::Number(n) => n.as_u64(),
-                    _ => None,
-                })
-                .map_or(DEFAULT_RECENT_EXECUTIONS, |n| {
-                    u32::try_from(n).unwrap_or(MAX_RECENT_EXECUTIONS)
-                });
-            limit = limit.max(asked.min(MAX_RECENT_EXECUTIONS));
-        }
-        let ids: Vec<Uuid> = workflows.iter().map(|w| w.id).collect();
-        if node.field("triggers").exists() {
-            preloaded.triggers = Some(super::triggers::by_workflow(db, &ids).await?);
-        }
-        if limit > 0 {
-            let recent = crate::executions::service::recent_by_workflow(db, &ids, limit).await?;
-            preloaded.recent = Some((limit, recent));
-        }
-        Ok(preloaded)
     }
 }
 
@@ -328,12 +236,15 @@ impl Workflow {
         ctx: &Context<'_>,
         #[graphql(desc = "At most this many (default 20, at most 100).")] first: Option<i32>,
         #[graphql(desc = "The `endCursor` of the page before.")] after: Option<String>,
+        #[graphql(desc = "The last this many (at most 100) before `before`.")] last: Option<i32>,
+        #[graphql(desc = "The `startCursor` of the page after.")] before: Option<String>,
         #[graphql(desc = "Which executions; all when left out.")] filter: Option<
             ExecutionFilterInput,
         >,
-    ) -> async_graphql::Result<Connection<String, Execution>> {
-        let scope = ExecutionScope::Workflow(self.model.id);
-        executions_connection(ctx, scope, self.viewer_role, first, after, filter).await
+    ) -> async_graphql::Result<ListConnection<Execution>> {
+        let parent = (ExecutionParent::Workflow, self.model.id);
+        let page = PageArgs::new(first, after, last, before);
+        executions_connection(ctx, parent, self.viewer_role, page, filter).await
     }
 
     /// The newest executions, newest first: for dashboards, one query for
@@ -366,27 +277,22 @@ impl Workflow {
         ctx: &Context<'_>,
         #[graphql(desc = "At most this many (default 20, at most 100).")] first: Option<i32>,
         #[graphql(desc = "The `endCursor` of the page before.")] after: Option<String>,
-    ) -> async_graphql::Result<Connection<String, WorkflowVersion>> {
-        versions_connection(ctx, &self.model, self.viewer_role, first, after).await
+        #[graphql(desc = "The last this many (at most 100) before `before`.")] last: Option<i32>,
+        #[graphql(desc = "The `startCursor` of the page after.")] before: Option<String>,
+    ) -> async_graphql::Result<ListConnection<WorkflowVersion>> {
+        let page = PageArgs::new(first, after, last, before);
+        versions_connection(ctx, &self.model, self.viewer_role, page).await
     }
 
     /// Its schedules and webhooks, oldest first (at most 20).
     async fn triggers(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Trigger>> {
-        let preloaded = self
-            .preloaded
-            .as_ref()
-            .and_then(|p| p.triggers.as_ref())
-            .map(|triggers| triggers.get(&self.model.id).cloned().unwrap_or_default());
-        let triggers = match preloaded {
-            Some(triggers) => triggers,
-            None => RequestContext::of(ctx)
-                .loaders()
-                .triggers_by_workflow
-                .load_one(self.model.id)
-                .await
-                .map_err(AppError::from)?
-                .unwrap_or_default(),
-        };
+        let triggers = RequestContext::of(ctx)
+            .loaders()
+            .triggers_by_workflow
+            .load_one(self.model.id)
+            .await
+            .map_err(AppError::from)?
+            .unwrap_or_default();
         triggers
             .into_iter()
             .map(|found| Trigger::seen_as(found, self.viewer_role))
@@ -396,7 +302,7 @@ impl Workflow {
     /// Who created it; null when an API key did, or once their account is
     /// gone.
     async fn created_by(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<UserSummary>> {
-        load_user_summary(ctx, self.preloaded.as_deref(), self.model.created_by).await
+        user_summary(ctx, self.model.created_by).await
     }
 
     /// Sorted, lower-case labels to filter lists by.
@@ -439,24 +345,14 @@ impl Workflow {
     /// The version new executions run.
     async fn active_version(&self, ctx: &Context<'_>) -> async_graphql::Result<WorkflowVersion> {
         let id = service::active_version_id(&self.model)?;
-        let preloaded = self
-            .preloaded
-            .as_ref()
-            .and_then(|p| p.versions.as_ref())
-            .map(|versions| versions.get(&id).cloned());
-        let version = match preloaded {
-            Some(version) => version,
-            None => RequestContext::of(ctx)
-                .loaders()
-                .workflow_versions
-                .load_one(id)
-                .await
-                .map_err(AppError::from)?,
-        }
-        .ok_or(AppError::NotFound("workflow version"))?;
-        let mut version = WorkflowVersion::new(version, &self.model, self.viewer_role)?;
-        version.preloaded = self.preloaded.clone();
-        Ok(version)
+        let version = RequestContext::of(ctx)
+            .loaders()
+            .workflow_versions
+            .load_one(id)
+            .await
+            .map_err(AppError::from)?
+            .ok_or(AppError::NotFound("workflow version"))?;
+        WorkflowVersion::new(version, &self.model, self.viewer_role)
     }
 
     /// When it was created.
@@ -483,26 +379,17 @@ impl Workflow {
 
 impl Workflow {
     async fn recent(&self, ctx: &Context<'_>, limit: u32) -> async_graphql::Result<Vec<Execution>> {
-        let preloaded = self
-            .preloaded
-            .as_ref()
-            .and_then(|p| p.recent.as_ref())
-            .filter(|(loaded, _)| *loaded >= limit)
-            .map(|(_, recent)| recent.get(&self.model.id).cloned().unwrap_or_default());
-        let mut executions = match preloaded {
-            Some(executions) => executions,
-            None => RequestContext::of(ctx)
-                .loaders()
-                .recent_executions
-                .load_one(RecentExecutions {
-                    workflow_id: self.model.id,
-                    limit,
-                })
-                .await
-                .map_err(AppError::from)?
-                .unwrap_or_default(),
+        let key = RecentExecutions {
+            workflow_id: self.model.id,
+            limit,
         };
-        executions.truncate(limit as usize);
+        let executions = RequestContext::of(ctx)
+            .loaders()
+            .recent_executions
+            .load_one(key)
+            .await
+            .map_err(AppError::from)?
+            .unwrap_or_default();
         executions
             .into_iter()
             .map(|execution| {
@@ -519,7 +406,6 @@ pub struct WorkflowVersion {
     definition: WorkflowDefinition,
     workflow: workflow::Model,
     viewer_role: entity::role::Role,
-    preloaded: Option<Arc<Preloaded>>,
 }
 
 impl WorkflowVersion {
@@ -536,7 +422,6 @@ impl WorkflowVersion {
             definition,
             workflow: workflow.clone(),
             viewer_role: role,
-            preloaded: None,
         })
     }
 }
@@ -569,7 +454,7 @@ impl WorkflowVersion {
 
     /// Who made it; null when an API key did, or once their account is gone.
     async fn author(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<UserSummary>> {
-        load_user_summary(ctx, self.preloaded.as_deref(), self.model.author_id).await
+        user_summary(ctx, self.model.author_id).await
     }
 
     /// Whether new executions run this version.
@@ -582,7 +467,6 @@ impl WorkflowVersion {
         Workflow {
             model: self.workflow.clone(),
             viewer_role: self.viewer_role,
-            preloaded: None,
         }
     }
 
@@ -629,49 +513,25 @@ pub async fn load_workflow(
     Ok(service::as_member(workflow, role)?.into())
 }
 
-/// The person behind `user_id`: from what a list preloaded, or through
-/// the request's user loader.
-async fn load_user_summary(
-    ctx: &Context<'_>,
-    preloaded: Option<&Preloaded>,
-    user_id: Option<Uuid>,
-) -> async_graphql::Result<Option<UserSummary>> {
-    if let Some(users) = preloaded.and_then(|p| p.users.as_ref()) {
-        return Ok(user_id
-            .and_then(|id| users.get(&id).cloned())
-            .map(UserSummary::from));
-    }
-    user_summary(ctx, user_id).await
-}
-
 const VERSION_CURSOR: &str = "version";
 /// Most executions `recentExecutions` returns.
 const MAX_RECENT_EXECUTIONS: u32 = 20;
-/// What `recentExecutions` returns when `limit` is left out.
-const DEFAULT_RECENT_EXECUTIONS: u32 = 5;
 
 /// `workflow.versions`: VIEWER and up, newest first.
 async fn versions_connection(
     ctx: &Context<'_>,
     workflow: &workflow::Model,
     role: entity::role::Role,
-    first: Option<i32>,
-    after: Option<String>,
-) -> async_graphql::Result<Connection<String, WorkflowVersion>> {
+    page: PageArgs,
+) -> async_graphql::Result<ListConnection<WorkflowVersion>> {
     policy::authorize(role, Action::ViewWorkflow)?;
-    let request = RequestContext::of(ctx);
-    let limit = page_size(first)?;
-    let position: Option<i32> = decode_after(VERSION_CURSOR, after.as_deref())?;
-    let page = versions::list(&request.state.db, workflow.id, position, limit).await?;
-    let mut connection = Connection::new(position.is_some(), page.has_next_page);
-    for version in page.items {
+    let window = page.window(VERSION_CURSOR)?;
+    list_connection(ctx, workflow.id, VersionList { window }, |version| {
         let cursor = encode_cursor(VERSION_CURSOR, version.number);
-        connection.edges.push(Edge::new(
-            cursor,
-            WorkflowVersion::new(version, workflow, role)?,
-        ));
-    }
-    Ok(connection)
+        let version = WorkflowVersion::new(version, workflow, role)?;
+        Ok((cursor, version))
+    })
+    .await
 }
 
 /// A workflow version's steps.

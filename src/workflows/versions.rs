@@ -18,7 +18,7 @@ use crate::db::{begin_write, locked};
 use crate::error::{AppError, AppResult};
 use crate::orgs::policy::{self, Action};
 use crate::orgs::principal::Principal;
-use crate::pagination::Page;
+use crate::pagination::{ListQuery, RowList, Window};
 use crate::state::AppState;
 
 /// Longest version message, in characters.
@@ -202,23 +202,35 @@ pub async fn find_for_member(
     })
 }
 
-/// A page of a workflow's versions, newest (highest number) first, after
-/// version number `after`. The caller authorizes.
-pub async fn list(
-    db: &DatabaseConnection,
-    workflow_id: Uuid,
-    after: Option<i32>,
-    limit: u64,
-) -> AppResult<Page<workflow_version::Model>> {
-    let mut query = workflow_version::Entity::find()
-        .filter(workflow_version::Column::WorkflowId.eq(workflow_id));
-    if let Some(after) = after {
-        query = query.filter(workflow_version::Column::Number.lt(after));
+/// Workflows' versions, newest (highest number) first. The caller
+/// authorizes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct VersionList {
+    pub window: Window<i32>,
+}
+
+impl VersionList {
+    fn rows() -> ListQuery<workflow_version::Entity> {
+        use workflow_version::Column;
+        ListQuery {
+            select: workflow_version::Entity::find(),
+            parent: Column::WorkflowId,
+            parent_of: |row| row.workflow_id,
+            order: vec![Column::Number],
+            ascending: false,
+        }
     }
-    let rows = query
-        .order_by_desc(workflow_version::Column::Number)
-        .limit(limit + 1)
-        .all(db)
-        .await?;
-    Ok(Page::from_rows(rows, limit))
+}
+
+impl RowList for VersionList {
+    type Entity = workflow_version::Entity;
+    type Key = i32;
+
+    fn query(&self, _now: chrono::DateTime<chrono::Utc>) -> ListQuery<workflow_version::Entity> {
+        Self::rows()
+    }
+
+    fn window(&self) -> &Window<i32> {
+        &self.window
+    }
 }

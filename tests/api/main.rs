@@ -30,6 +30,7 @@ mod lists;
 mod lockout;
 mod members;
 mod mfa;
+mod nested_lists;
 mod nodes;
 mod org_deletion;
 mod organization_streams;
