@@ -82,11 +82,32 @@ pub struct EngineFigures {
     pub requests: RequestFigures,
 }
 
-/// `{ __typename }` per second through the full stack and a bare router.
-#[derive(Clone, Copy, Debug)]
+/// Workflows the dashboard figures list (beside the bench's own two).
+const DASHBOARD_WORKFLOWS: usize = 50;
+/// Executions queued for each of them.
+const DASHBOARD_RUNS: usize = 10;
+
+/// `{ __typename }` per second through the full stack and a bare router,
+/// and the dashboard query.
+#[derive(Clone, Debug)]
 pub struct RequestFigures {
     pub full_stack_per_second: f64,
     pub bare_per_second: f64,
+    /// The dashboard written naturally: `executions(first: 5)` under each
+    /// workflow.
+    pub dashboard_natural: LoadFigures,
+    /// The same with `recentExecutions(limit: 5)`.
+    pub dashboard_recent: LoadFigures,
+}
+
+/// One request under load through the full stack.
+#[derive(Clone, Debug)]
+pub struct LoadFigures {
+    pub per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Statements one such request costs.
+    pub statements: u64,
 }
 
 /// Runs the engine section on each backend and prints the table.
@@ -141,6 +162,8 @@ impl Drop for ScratchFile {
 struct Bench {
     state: AppState,
     user_id: Uuid,
+    /// The owner's access token, for the request figures.
+    access_token: String,
     owner: Principal,
     organization_id: Uuid,
     one_step: Uuid,
@@ -178,7 +201,8 @@ impl Bench {
             ip: None,
             user_agent: Some("flowpilot bench".to_owned()),
         };
-        let user = accounts::register(&state, registration, device).await?.user;
+        let signed_in = accounts::register(&state, registration, device).await?;
+        let (user, access_token) = (signed_in.user, signed_in.access_token);
         let organization = orgs::create_organization(
             &state,
             user.id,
@@ -193,6 +217,7 @@ impl Bench {
         Ok(Self {
             state,
             user_id: user.id,
+            access_token,
             owner,
             organization_id: organization.id,
             one_step,
@@ -232,11 +257,21 @@ impl Bench {
         let (long, long_seconds) = self.drain(self.twenty_steps, 200).await?;
         let twenty_step_per_second = long as f64 / long_seconds;
         eprintln!("bench:   20 steps: {twenty_step_per_second:.0}/s");
-        let requests = requests::measure(&self.state, options).await?;
+        let dashboard = self.seed_dashboard().await?;
+        let requests = requests::measure(&self.state, options, &dashboard).await?;
         eprintln!(
             "bench:   {{ __typename }}: {:.0}/s through the stack, {:.0}/s bare",
             requests.full_stack_per_second, requests.bare_per_second
         );
+        for (name, figures) in [
+            ("natural", &requests.dashboard_natural),
+            ("recentExecutions", &requests.dashboard_recent),
+        ] {
+            eprintln!(
+                "bench:   dashboard ({name}): {:.0}/s, p50 {:.1} ms, p99 {:.1} ms, {} statements",
+                figures.per_second, figures.p50_ms, figures.p99_ms, figures.statements
+            );
+        }
         Ok(EngineFigures {
             backend,
             queued_to_started_p50_ms: p50,
@@ -248,6 +283,24 @@ impl Bench {
             one_step_per_second,
             twenty_step_per_second,
             requests,
+        })
+    }
+
+    /// The dashboard's data: [`DASHBOARD_WORKFLOWS`] more workflows of the
+    /// organization, each with [`DASHBOARD_RUNS`] queued executions.
+    async fn seed_dashboard(&self) -> anyhow::Result<requests::Dashboard> {
+        for n in 0..DASHBOARD_WORKFLOWS {
+            let name = format!("Dashboard {n}");
+            let id = workflow(&self.state, self.owner, self.organization_id, &name, 1)
+                .await
+                .map_err(failed)?;
+            for _ in 0..DASHBOARD_RUNS {
+                self.run(id).await?;
+            }
+        }
+        Ok(requests::Dashboard {
+            organization_id: self.organization_id,
+            access_token: self.access_token.clone(),
         })
     }
 
@@ -481,7 +534,7 @@ fn table(figures: &[EngineFigures], options: &BenchOptions) -> String {
         options.connections, options.request_seconds
     ));
     for f in figures {
-        let r = f.requests;
+        let r = &f.requests;
         out.push_str(&format!(
             "| {} | {:.0}/s | {:.0}/s | {:.2}× |\n",
             f.backend,
@@ -490,6 +543,23 @@ fn table(figures: &[EngineFigures], options: &BenchOptions) -> String {
             r.full_stack_per_second / r.bare_per_second,
         ));
     }
+    out.push_str(&format!(
+        "\nDashboard: the organization's {DASHBOARD_WORKFLOWS} newest workflows, each with its active version and 5 newest executions ({DASHBOARD_RUNS} each), over {} connections, {} s each\n\n\
+         | backend | query | requests/s | p50 | p99 | statements per request |\n\
+         |---|---|---|---|---|---|\n",
+        options.connections, options.request_seconds
+    ));
+    for f in figures {
+        for (query, d) in [
+            ("`executions(first: 5)`", &f.requests.dashboard_natural),
+            ("`recentExecutions(limit: 5)`", &f.requests.dashboard_recent),
+        ] {
+            out.push_str(&format!(
+                "| {} | {query} | {:.0} | {:.1} ms | {:.1} ms | {} |\n",
+                f.backend, d.per_second, d.p50_ms, d.p99_ms, d.statements
+            ));
+        }
+    }
     out
 }
 
@@ -497,23 +567,43 @@ fn table(figures: &[EngineFigures], options: &BenchOptions) -> String {
 /// this process.
 mod requests {
     use std::net::SocketAddr;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::{Duration, Instant};
 
     use axum::Router;
     use axum::routing::post;
+    use serde_json::json;
+    use tower::ServiceExt;
+    use uuid::Uuid;
 
-    use super::{BenchOptions, RequestFigures};
+    use super::{BenchOptions, DASHBOARD_WORKFLOWS, LoadFigures, RequestFigures, percentile};
     use crate::graphql::{self, AppSchema};
     use crate::http;
     use crate::state::AppState;
 
     const TYPENAME: &str = r#"{"query":"{ __typename }"}"#;
 
+    /// The dashboard as a client writes it with the connections every list
+    /// has.
+    const NATURAL: &str = "query Dashboard($id: ID!, $first: Int!) { organization(id: $id) { workflows(first: $first) { nodes { id name activeVersion { number } executions(first: 5) { nodes { id status queuedAt finishedAt } } } } } }";
+    /// The same with the field built for it.
+    const RECENT: &str = "query Dashboard($id: ID!, $first: Int!) { organization(id: $id) { workflows(first: $first) { nodes { id name activeVersion { number } recentExecutions(limit: 5) { id status queuedAt finishedAt } } } } }";
+
+    /// Who reads the dashboard, and of which organization.
+    pub struct Dashboard {
+        pub organization_id: Uuid,
+        pub access_token: String,
+    }
+
+    /// A request: its body, and the token it is sent with.
+    struct Load {
+        body: String,
+        token: Option<String>,
+    }
+
     pub async fn measure(
         state: &AppState,
         options: &BenchOptions,
+        dashboard: &Dashboard,
     ) -> anyhow::Result<RequestFigures> {
         let (_stop, shutting_down) = tokio::sync::watch::channel(false);
         let schema = graphql::build_schema(&state.config.settings);
@@ -526,18 +616,81 @@ mod requests {
                 async move { axum::Json(schema.execute(request.0).await) }
             }),
         );
-        let full_stack_per_second = load(full, options).await?;
-        let bare_per_second = load(bare, options).await?;
+        let typename = || Load {
+            body: TYPENAME.to_owned(),
+            token: None,
+        };
+        let full_stack_per_second = load(full.clone(), options, typename()).await?.0;
+        let bare_per_second = load(bare, options, typename()).await?.0;
+        let mut dashboards = Vec::new();
+        for query in [NATURAL, RECENT] {
+            let request = || Load {
+                body: json!({
+                    "query": query,
+                    "variables": { "id": dashboard.organization_id, "first": DASHBOARD_WORKFLOWS },
+                })
+                .to_string(),
+                token: Some(dashboard.access_token.clone()),
+            };
+            // The second request is counted: the first also records the
+            // session's use, which happens at most once a minute.
+            once(&full, request()).await?;
+            let before = state.sql_statements.get();
+            once(&full, request()).await?;
+            let statements = state.sql_statements.get() - before;
+            let (per_second, mut latencies) = load(full.clone(), options, request()).await?;
+            latencies.sort_by(f64::total_cmp);
+            dashboards.push(LoadFigures {
+                per_second,
+                p50_ms: percentile(&latencies, 0.50),
+                p99_ms: percentile(&latencies, 0.99),
+                statements,
+            });
+        }
+        let dashboard_recent = dashboards.pop().expect("two dashboards");
+        let dashboard_natural = dashboards.pop().expect("two dashboards");
         Ok(RequestFigures {
             full_stack_per_second,
             bare_per_second,
+            dashboard_natural,
+            dashboard_recent,
         })
     }
 
-    /// Serves `router` on a loopback port and posts `{ __typename }` to it
-    /// from `options.connections` connections for `options.request_seconds`
-    /// (after a second of warm-up): requests answered per second.
-    async fn load(router: Router, options: &BenchOptions) -> anyhow::Result<f64> {
+    /// `request` through `router` once, in process; an error unless it
+    /// answered data without errors.
+    async fn once(router: &Router, request: Load) -> anyhow::Result<()> {
+        let mut builder = axum::http::Request::post("/graphql")
+            .header("content-type", "application/json")
+            .extension(axum::extract::ConnectInfo(SocketAddr::from((
+                [127, 0, 0, 1],
+                0,
+            ))));
+        if let Some(token) = &request.token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        let response = router
+            .clone()
+            .oneshot(builder.body(axum::body::Body::from(request.body))?)
+            .await?;
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await?;
+        let answer: serde_json::Value = serde_json::from_slice(&body)?;
+        anyhow::ensure!(
+            answer.get("errors").is_none(),
+            "the request failed: {answer}"
+        );
+        Ok(())
+    }
+
+    /// Serves `router` on a loopback port and sends `request` to it from
+    /// `options.connections` connections for `options.request_seconds`
+    /// (after a second of warm-up): requests answered per second, and each
+    /// one's time in ms.
+    async fn load(
+        router: Router,
+        options: &BenchOptions,
+        request: Load,
+    ) -> anyhow::Result<(f64, Vec<f64>)> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/graphql", listener.local_addr()?);
         let server = tokio::spawn(async move {
@@ -550,39 +703,45 @@ mod requests {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(options.connections)
             .build()?;
-        let answered = Arc::new(AtomicU64::new(0));
         let warm_up = Duration::from_secs(1);
         let started = Instant::now();
         let until = started + warm_up + Duration::from_secs(options.request_seconds);
         let mut clients = tokio::task::JoinSet::new();
         for _ in 0..options.connections {
-            let (client, url, answered) = (client.clone(), url.clone(), answered.clone());
+            let (client, url) = (client.clone(), url.clone());
+            let (body, token) = (request.body.clone(), request.token.clone());
             clients.spawn(async move {
+                let mut latencies = Vec::new();
                 while Instant::now() < until {
-                    let response = client
+                    let sent = Instant::now();
+                    let mut post = client
                         .post(&url)
                         .header("content-type", "application/json")
-                        .body(TYPENAME)
-                        .send()
-                        .await?;
+                        .body(body.clone());
+                    if let Some(token) = &token {
+                        post = post.bearer_auth(token);
+                    }
+                    let response = post.send().await?;
                     anyhow::ensure!(
                         response.status().is_success(),
-                        "{{ __typename }} answered {}",
+                        "the request answered {}",
                         response.status()
                     );
                     response.bytes().await?;
                     if started.elapsed() >= warm_up {
-                        answered.fetch_add(1, Ordering::Relaxed);
+                        latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
                     }
                 }
-                anyhow::Ok(())
+                anyhow::Ok(latencies)
             });
         }
+        let mut latencies = Vec::new();
         while let Some(done) = clients.join_next().await {
-            done??;
+            latencies.extend(done??);
         }
         server.abort();
-        Ok(answered.load(Ordering::Relaxed) as f64 / options.request_seconds as f64)
+        let per_second = latencies.len() as f64 / options.request_seconds as f64;
+        Ok((per_second, latencies))
     }
 }
 
