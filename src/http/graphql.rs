@@ -200,6 +200,20 @@ pub async fn post(
     if body.iter().all(u8::is_ascii_whitespace) {
         return bad_request(media, "the body is empty".to_owned());
     }
+    let batched = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    // One request, the common case, is read straight into its shape; a
+    // batch, or a body that does not fit, takes the general way, which
+    // also tells what is wrong with it.
+    if !batched && let Ok(wire) = serde_json::from_slice::<WireRequest>(&body) {
+        return match wire.into_request() {
+            Ok(request) => {
+                let context = request_context(&state, peer, &headers).await;
+                let response = resolve_and_execute(&state, context, request).await;
+                answer(media, BatchResponse::Single(response))
+            }
+            Err(message) => bad_request(media, message),
+        };
+    }
     let json: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(json) => json,
         Err(err) => {
@@ -242,7 +256,6 @@ pub async fn post(
         *response.status_mut() = StatusCode::BAD_REQUEST;
         return response;
     }
-    let batched = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     let mut requests = Vec::with_capacity(wires.len());
     for wire in wires {
         let request = serde_json::from_value::<WireRequest>(wire)
@@ -261,15 +274,11 @@ pub async fn post(
     let context = request_context(&state, peer, &headers).await;
     // The operations of a batch run at once, answered in order; a
     // persisted query that cannot be resolved is answered in its place.
-    let mut responses = futures::future::join_all(requests.into_iter().map(|mut request| {
-        let (state, context) = (&state, context.clone());
-        async move {
-            match state.persisted.resolve(&mut request).await {
-                Ok(registration) => execute(state, context, request, registration).await,
-                Err(error) => refused(error),
-            }
-        }
-    }))
+    let mut responses = futures::future::join_all(
+        requests
+            .into_iter()
+            .map(|request| resolve_and_execute(&state, context.clone(), request)),
+    )
     .await;
     if batched {
         answer(media, BatchResponse::Batch(responses))
@@ -337,6 +346,19 @@ fn refuse_non_query(
         .headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
     Some(response)
+}
+
+/// Runs `request` once its persisted query is resolved, or answers why it
+/// cannot be.
+async fn resolve_and_execute(
+    state: &HttpState,
+    context: Arc<RequestContext>,
+    mut request: Request,
+) -> Response {
+    match state.persisted.resolve(&mut request).await {
+        Ok(registration) => execute(state, context, request, registration).await,
+        Err(error) => refused(error),
+    }
 }
 
 /// Runs one resolved request, holds its response to the limits, and keeps

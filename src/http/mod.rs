@@ -67,7 +67,9 @@ pub fn router(
                     let path = loggable_path(request.uri().path());
                     tracing::info_span!("request", request_id = %request_id, method = %request.method(), path = %path)
                 })
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                // A line per request is for debugging; a server error is
+                // logged (at ERROR) whatever the level.
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TimeoutLayer::with_status_code(
