@@ -6,11 +6,15 @@
 //! together: within one poll of the request (a pass), or a few when
 //! `FuturesUnordered` cuts polls short (it does once two of its futures
 //! woke themselves, and a nested one that polled all its futures counts as
-//! woken). [`BatchPasses`] wraps the execution of every operation (and each
-//! event of a subscription) and ends a pass whenever a poll of it returns.
+//! woken). The transports run every operation (and subscription stream) in
+//! [`InPasses`], which ends a pass whenever a poll of it returns (outside
+//! async-graphql's extensions, whose hooks would cost a boxed future per
+//! field).
 //! The first load of a key type opens a batch, later loads join it, and
 //! the batch runs the loader once a pass has settled: no load opened or
-//! joined any batch of the request in it, and no batch was running. So
+//! joined any batch of the request in it, no batch finished in it, none
+//! was running, and every load of a finished batch has resumed (a
+//! `FuturesUnordered` may leave some for later passes). So
 //! every item that was going to ask has asked, and the rows that running
 //! batches bring (and the loads their fields then make) are waited for:
 //! the request's loads run in waves, one statement per key type and
@@ -34,15 +38,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use async_graphql::Response;
 use async_graphql::dataloader::Loader;
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextSubscribe,
-};
 use futures::future::{BoxFuture, FutureExt, Shared};
-use futures::stream::{BoxStream, Stream, StreamExt};
-
-use super::context::RequestContext;
+use futures::stream::Stream;
 
 /// What a batch of `K`s loaded, shared by every load in it.
 type Outcome<K, V, E> = Result<Arc<HashMap<K, V>>, E>;
@@ -56,15 +54,21 @@ pub struct Passes(Mutex<PassState>);
 
 #[derive(Default)]
 struct PassState {
-    /// Whether a [`BatchPasses`] wrapper ends the passes; without one a
-    /// batch yields once instead.
+    /// Whether an [`InPasses`] ends the passes; without one a batch yields
+    /// once instead.
     counted: bool,
-    /// Whether a load opened or joined a batch in the pass under way.
-    joined: bool,
+    /// Whether, in the pass under way, a load opened or joined a batch or
+    /// a batch finished (its loads resume in this pass or the next, and
+    /// may ask for more).
+    active: bool,
     /// Batches running their loader.
     loading: usize,
-    /// Passes that ended settled: no load joined a batch in them, and no
-    /// batch was running.
+    /// Loads whose batch has finished and that have not yet resumed: they
+    /// resume in the passes to come (a `FuturesUnordered` may leave some
+    /// for a later pass) and may ask for more.
+    unresumed: usize,
+    /// Passes that ended settled: nothing was active in them, and no batch
+    /// was running.
     settled: u64,
     /// Batches waiting for a settled pass.
     waiting: Vec<Waker>,
@@ -78,17 +82,18 @@ impl Passes {
     }
 
     /// The request's poll that was under way has returned. Waiting batches
-    /// are woken when the pass settled (they run) or when loads joined in
-    /// it (another pass tells whether more will); while batches run, the
-    /// end of the last one wakes them instead.
+    /// are woken when the pass settled (they run) or when it was active
+    /// (another pass tells whether more will come); while batches run or
+    /// their loads have yet to resume, the last of those wakes them instead.
     fn end(&self) {
         let waiting = {
             let mut state = self.state();
             state.counted = true;
-            let joined = std::mem::take(&mut state.joined);
-            if !joined && state.loading == 0 {
+            let active = std::mem::take(&mut state.active);
+            let busy = state.loading > 0 || state.unresumed > 0;
+            if !active && !busy {
                 state.settled += 1;
-            } else if !joined {
+            } else if !active {
                 return;
             }
             std::mem::take(&mut state.waiting)
@@ -129,11 +134,72 @@ impl Passes {
 /// A batch running its loader.
 struct Loading<'a>(&'a Passes);
 
+/// The loads waiting on one batch.
+#[derive(Default)]
+struct Waiters {
+    live: usize,
+    /// Whether the batch has finished.
+    done: bool,
+}
+
+/// One load waiting on a batch, until it resumes (or is dropped).
+struct Waiting {
+    passes: Arc<Passes>,
+    batch: Arc<Mutex<Waiters>>,
+}
+
+impl Waiting {
+    fn new(passes: &Arc<Passes>, batch: &Arc<Mutex<Waiters>>) -> Self {
+        lock(batch).live += 1;
+        Self {
+            passes: passes.clone(),
+            batch: batch.clone(),
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let mut batch = lock(&self.batch);
+        batch.live -= 1;
+        if !batch.done {
+            return;
+        }
+        let waiting = {
+            let mut state = self.passes.state();
+            state.unresumed -= 1;
+            if state.unresumed > 0 {
+                return;
+            }
+            std::mem::take(&mut state.waiting)
+        };
+        for waker in waiting {
+            waker.wake();
+        }
+    }
+}
+
+impl Passes {
+    /// `batch` finished: its live loads are yet to resume.
+    fn finished(&self, batch: &Mutex<Waiters>) {
+        let mut batch = lock(batch);
+        batch.done = true;
+        self.state().unresumed += batch.live;
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Drop for Loading<'_> {
     fn drop(&mut self) {
         let waiting = {
             let mut state = self.0.state();
             state.loading -= 1;
+            state.active = true;
             std::mem::take(&mut state.waiting)
         };
         for waker in waiting {
@@ -158,6 +224,7 @@ struct Inner<T> {
 struct Open<K, V, E> {
     keys: HashSet<K>,
     outcome: Pending<K, V, E>,
+    waiters: Arc<Mutex<Waiters>>,
 }
 
 impl<T: Send + Sync + 'static> Batcher<T> {
@@ -179,7 +246,8 @@ impl<T: Send + Sync + 'static> Batcher<T> {
         T::Error: Sync,
         K: Send + Sync + Hash + Eq + Clone + 'static,
     {
-        let outcome = self.join(std::iter::once(key.clone())).await?;
+        let (outcome, _waiting) = self.join(std::iter::once(key.clone()));
+        let outcome = outcome.await?;
         Ok(outcome.get(&key).cloned())
     }
 
@@ -198,15 +266,17 @@ impl<T: Send + Sync + 'static> Batcher<T> {
         if keys.is_empty() {
             return Ok(HashMap::new());
         }
-        let outcome = self.join(keys.iter().cloned()).await?;
+        let (outcome, _waiting) = self.join(keys.iter().cloned());
+        let outcome = outcome.await?;
         Ok(keys
             .into_iter()
             .filter_map(|key| outcome.get(&key).cloned().map(|value| (key, value)))
             .collect())
     }
 
-    /// Adds `keys` to the open batch of their type, opening one if none is.
-    fn join<K>(&self, keys: impl Iterator<Item = K>) -> Pending<K, T::Value, T::Error>
+    /// Adds `keys` to the open batch of their type, opening one if none is;
+    /// the load waits on the outcome while it holds the [`Waiting`].
+    fn join<K>(&self, keys: impl Iterator<Item = K>) -> (Pending<K, T::Value, T::Error>, Waiting)
     where
         T: Loader<K>,
         T::Error: Sync,
@@ -220,27 +290,34 @@ impl<T: Send + Sync + 'static> Batcher<T> {
             .expect("a key type has one kind of batch");
         let settled = {
             let mut passes = self.inner.passes.state();
-            passes.joined = true;
+            passes.active = true;
             passes.settled
         };
         if let Some(batch) = slot {
             batch.keys.extend(keys);
-            return batch.outcome.clone();
+            let waiting = Waiting::new(&self.inner.passes, &batch.waiters);
+            return (batch.outcome.clone(), waiting);
         }
         let inner = self.inner.clone();
+        let waiters = Arc::new(Mutex::new(Waiters::default()));
+        let batch = waiters.clone();
         let outcome = async move {
             inner.passes.settled_after(settled).await;
             let keys = inner.close::<K>();
             let _loading = inner.passes.loading();
-            inner.loader.load(&keys).await.map(Arc::new)
+            let outcome = inner.loader.load(&keys).await.map(Arc::new);
+            inner.passes.finished(&batch);
+            outcome
         }
         .boxed()
         .shared();
+        let waiting = Waiting::new(&self.inner.passes, &waiters);
         *slot = Some(Open {
             keys: keys.collect(),
             outcome: outcome.clone(),
+            waiters,
         });
-        outcome
+        (outcome, waiting)
     }
 }
 
@@ -262,54 +339,16 @@ impl<T: Send + Sync + 'static> Inner<T> {
     }
 }
 
-/// Ends a request's passes: wraps the execution of each operation, and
-/// the stream of each subscription, of requests that carry a
-/// [`RequestContext`].
-pub struct BatchPasses;
-
-impl ExtensionFactory for BatchPasses {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(BatchPasses)
-    }
-}
-
-#[async_graphql::async_trait::async_trait]
-impl Extension for BatchPasses {
-    async fn execute(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        operation_name: Option<&str>,
-        next: NextExecute<'_>,
-    ) -> Response {
-        let execution = next.run(ctx, operation_name);
-        match ctx.data_opt::<Arc<RequestContext>>() {
-            Some(request) => InPasses::new(execution, request.passes.clone()).await,
-            None => execution.await,
-        }
-    }
-
-    fn subscribe<'s>(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        stream: BoxStream<'s, Response>,
-        next: NextSubscribe<'_>,
-    ) -> BoxStream<'s, Response> {
-        let stream = next.run(ctx, stream);
-        match ctx.data_opt::<Arc<RequestContext>>() {
-            Some(request) => InPasses::new(stream, request.passes.clone()).boxed(),
-            None => stream,
-        }
-    }
-}
-
-/// A future or stream whose every poll is a pass.
-struct InPasses<F> {
+/// A request's execution (a future, or a subscription's stream) whose
+/// every poll is a pass of its batches. The transports run every
+/// operation in one.
+pub struct InPasses<F> {
     inner: Pin<Box<F>>,
     passes: Arc<Passes>,
 }
 
 impl<F> InPasses<F> {
-    fn new(inner: F, passes: Arc<Passes>) -> Self {
+    pub fn new(inner: F, passes: Arc<Passes>) -> Self {
         passes.state().counted = true;
         Self {
             inner: Box::pin(inner),

@@ -103,8 +103,7 @@ pub fn build_schema(settings: &Settings) -> AppSchema {
         .extension(document_guard::DocumentGuard::new(
             settings.documents.clone(),
         ))
-        .extension(field_order::FieldOrder)
-        .extension(batch::BatchPasses);
+        .extension(field_order::FieldOrder);
     if !settings.introspection {
         builder = builder.disable_introspection();
     }

@@ -32,6 +32,7 @@ use super::HttpState;
 use super::client::device_info;
 use super::playground;
 use crate::error::plain_json_message;
+use crate::graphql::batch::InPasses;
 use crate::graphql::context::{RequestContext, Viewer};
 use crate::graphql::document_guard;
 use crate::graphql::limits::{
@@ -369,7 +370,8 @@ async fn execute(
     request: Request,
     registration: Option<Registration>,
 ) -> Response {
-    let response = state.schema.execute(request.data(context)).await;
+    let passes = context.passes.clone();
+    let response = InPasses::new(state.schema.execute(request.data(context)), passes).await;
     let response = finish_response(response, &state.app.config.settings.documents);
     if let Some(registration) = registration
         && !is_request_error(&response)

@@ -25,6 +25,7 @@ use serde_json::json;
 use super::HttpState;
 use super::client::device_info;
 use crate::auth::tokens::ACCESS_TOKEN_EXPIRED;
+use crate::graphql::batch::InPasses;
 use crate::graphql::context::{RequestContext, Viewer};
 use crate::graphql::limits::{finish_response, is_request_error};
 use crate::graphql::persisted::{names_persisted_query, set_extensions};
@@ -122,9 +123,8 @@ pub async fn stream(
     let limits = state.app.config.settings.documents.clone();
     let persisted = state.persisted.clone();
     let mut registration = registration;
-    let results = state
-        .schema
-        .execute_stream(request.data(context))
+    let passes = context.passes.clone();
+    let results = InPasses::new(state.schema.execute_stream(request.data(context)), passes)
         .map(move |response| finish_response(response, &limits))
         .then(move |response| {
             let registration = registration.take().filter(|_| !is_request_error(&response));

@@ -49,6 +49,7 @@ use tokio::task::AbortHandle;
 use super::HttpState;
 use super::client::device_info;
 use crate::auth::service::DeviceInfo;
+use crate::graphql::batch::InPasses;
 use crate::graphql::context::{RequestContext, Viewer};
 use crate::graphql::limits::{finish_response, is_request_error};
 use crate::graphql::persisted::set_extensions;
@@ -497,7 +498,8 @@ impl Connection {
                     return;
                 }
             };
-            let mut responses = schema.execute_stream(request.data(context));
+            let passes = context.passes.clone();
+            let mut responses = InPasses::new(schema.execute_stream(request.data(context)), passes);
             let mut first = true;
             // The connection loop sends the final `complete` or `error` after
             // freeing the id, so a client may reuse the id as soon as it

@@ -263,6 +263,8 @@ async fn the_server_logs_json_lines_with_the_request_id_and_stops_on_sigterm() {
     let mut child = flowpilot(dir.path())
         .args(["--host", "127.0.0.1", "--port", "0"])
         .env("FLOWPILOT_LOG_FORMAT", "json")
+        // The line for each answered request is written at debug.
+        .env("FLOWPILOT_LOG", "info,tower_http=debug")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
