@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use async_graphql::dataloader::Loader;
-use futures::future::{BoxFuture, FutureExt, Shared};
+use futures::future::{BoxFuture, FutureExt, Shared, WeakShared};
 use futures::stream::Stream;
 
 /// What a batch of `K`s loaded, shared by every load in it.
@@ -117,7 +117,10 @@ impl Passes {
             if state.settled > settled {
                 Poll::Ready(())
             } else if state.counted {
-                state.waiting.push(cx.waker().clone());
+                // Every load of a batch polls it: one waker of each is enough.
+                if !state.waiting.iter().any(|w| w.will_wake(cx.waker())) {
+                    state.waiting.push(cx.waker().clone());
+                }
                 Poll::Pending
             } else if !yielded {
                 yielded = true;
@@ -220,10 +223,12 @@ struct Inner<T> {
     open: Mutex<HashMap<TypeId, Box<dyn Any + Send>>>,
 }
 
-/// A batch still taking keys.
+/// A batch still taking keys. Its outcome is held by its loads only: a
+/// batch whose loads were all dropped (a failed sibling, a closed
+/// connection) is dropped with them, and the next load opens another.
 struct Open<K, V, E> {
     keys: HashSet<K>,
-    outcome: Pending<K, V, E>,
+    outcome: WeakShared<BoxFuture<'static, Outcome<K, V, E>>>,
     waiters: Arc<Mutex<Waiters>>,
 }
 
@@ -293,10 +298,12 @@ impl<T: Send + Sync + 'static> Batcher<T> {
             passes.active = true;
             passes.settled
         };
-        if let Some(batch) = slot {
+        if let Some(batch) = slot
+            && let Some(outcome) = batch.outcome.upgrade()
+        {
             batch.keys.extend(keys);
             let waiting = Waiting::new(&self.inner.passes, &batch.waiters);
-            return (batch.outcome.clone(), waiting);
+            return (outcome, waiting);
         }
         let inner = self.inner.clone();
         let waiters = Arc::new(Mutex::new(Waiters::default()));
@@ -314,7 +321,7 @@ impl<T: Send + Sync + 'static> Batcher<T> {
         let waiting = Waiting::new(&self.inner.passes, &waiters);
         *slot = Some(Open {
             keys: keys.collect(),
-            outcome: outcome.clone(),
+            outcome: outcome.downgrade().expect("a batch has not run yet"),
             waiters,
         });
         (outcome, waiting)
@@ -437,11 +444,31 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_load_leaves_the_rest_of_its_batch_running() {
         let (batcher, passes) = doubler();
+        passes.state().counted = true;
         let mut first = Box::pin(batcher.load_one(1));
+        let mut second = Box::pin(batcher.load_one(2));
         assert!(futures::poll!(first.as_mut()).is_pending());
+        assert!(futures::poll!(second.as_mut()).is_pending());
         drop(first);
-        let second = InPasses::new(batcher.load_one(2), passes).await;
+        let second = InPasses::new(second, passes).await;
         assert_eq!(second, Ok(Some(4)));
+        assert_eq!(batcher.inner.loader.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_batch_whose_loads_were_all_dropped_gives_way_to_a_new_one() {
+        let (batcher, passes) = doubler();
+        let mut dropped = Box::pin(batcher.load_one(1));
+        assert!(futures::poll!(dropped.as_mut()).is_pending());
+        drop(dropped);
+        assert_eq!(
+            Arc::strong_count(&batcher.inner),
+            1,
+            "nothing holds the batcher"
+        );
+        let later = InPasses::new(batcher.load_many([2, 3]), passes).await;
+        assert_eq!(later.unwrap().len(), 2);
+        assert_eq!(batcher.inner.loader.largest_batch.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

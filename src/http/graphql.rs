@@ -177,7 +177,8 @@ pub async fn get(
         return refusal;
     }
     let context = request_context(&state, peer, &headers).await;
-    let response = execute(&state, context, request, registration).await;
+    let passes = context.passes.clone();
+    let response = InPasses::new(execute(&state, context, request, registration), passes).await;
     answer(media, BatchResponse::Single(response))
 }
 
@@ -209,7 +210,9 @@ pub async fn post(
         return match wire.into_request() {
             Ok(request) => {
                 let context = request_context(&state, peer, &headers).await;
-                let response = resolve_and_execute(&state, context, request).await;
+                let passes = context.passes.clone();
+                let execution = resolve_and_execute(&state, context, request);
+                let response = InPasses::new(execution, passes).await;
                 answer(media, BatchResponse::Single(response))
             }
             Err(message) => bad_request(media, message),
@@ -275,12 +278,12 @@ pub async fn post(
     let context = request_context(&state, peer, &headers).await;
     // The operations of a batch run at once, answered in order; a
     // persisted query that cannot be resolved is answered in its place.
-    let mut responses = futures::future::join_all(
-        requests
-            .into_iter()
-            .map(|request| resolve_and_execute(&state, context.clone(), request)),
-    )
-    .await;
+    // One request context, so the operations' passes are counted together.
+    let operations = requests
+        .into_iter()
+        .map(|request| resolve_and_execute(&state, context.clone(), request));
+    let passes = context.passes.clone();
+    let mut responses = InPasses::new(futures::future::join_all(operations), passes).await;
     if batched {
         answer(media, BatchResponse::Batch(responses))
     } else {
@@ -362,7 +365,8 @@ async fn resolve_and_execute(
     }
 }
 
-/// Runs one resolved request, holds its response to the limits, and keeps
+/// Runs one resolved request (in the passes of its context, see
+/// `graphql::batch`), holds its response to the limits, and keeps
 /// its persisted query once it ran.
 async fn execute(
     state: &HttpState,
@@ -370,8 +374,7 @@ async fn execute(
     request: Request,
     registration: Option<Registration>,
 ) -> Response {
-    let passes = context.passes.clone();
-    let response = InPasses::new(state.schema.execute(request.data(context)), passes).await;
+    let response = state.schema.execute(request.data(context)).await;
     let response = finish_response(response, &state.app.config.settings.documents);
     if let Some(registration) = registration
         && !is_request_error(&response)
