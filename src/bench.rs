@@ -622,38 +622,43 @@ mod requests {
         };
         let full_stack_per_second = load(full.clone(), options, typename()).await?.0;
         let bare_per_second = load(bare, options, typename()).await?.0;
-        let mut dashboards = Vec::new();
-        for query in [NATURAL, RECENT] {
-            let request = || Load {
-                body: json!({
-                    "query": query,
-                    "variables": { "id": dashboard.organization_id, "first": DASHBOARD_WORKFLOWS },
-                })
-                .to_string(),
-                token: Some(dashboard.access_token.clone()),
-            };
-            // The second request is counted: the first also records the
-            // session's use, which happens at most once a minute.
-            once(&full, request()).await?;
-            let before = state.sql_statements.get();
-            once(&full, request()).await?;
-            let statements = state.sql_statements.get() - before;
-            let (per_second, mut latencies) = load(full.clone(), options, request()).await?;
-            latencies.sort_by(f64::total_cmp);
-            dashboards.push(LoadFigures {
-                per_second,
-                p50_ms: percentile(&latencies, 0.50),
-                p99_ms: percentile(&latencies, 0.99),
-                statements,
-            });
-        }
-        let dashboard_recent = dashboards.pop().expect("two dashboards");
-        let dashboard_natural = dashboards.pop().expect("two dashboards");
         Ok(RequestFigures {
             full_stack_per_second,
             bare_per_second,
-            dashboard_natural,
-            dashboard_recent,
+            dashboard_natural: load_dashboard(state, &full, options, dashboard, NATURAL).await?,
+            dashboard_recent: load_dashboard(state, &full, options, dashboard, RECENT).await?,
+        })
+    }
+
+    /// The dashboard `query` through `full`: its statements, then its load.
+    async fn load_dashboard(
+        state: &AppState,
+        full: &Router,
+        options: &BenchOptions,
+        dashboard: &Dashboard,
+        query: &str,
+    ) -> anyhow::Result<LoadFigures> {
+        let request = || Load {
+            body: json!({
+                "query": query,
+                "variables": { "id": dashboard.organization_id, "first": DASHBOARD_WORKFLOWS },
+            })
+            .to_string(),
+            token: Some(dashboard.access_token.clone()),
+        };
+        // The second request is counted: the first also records the
+        // session's use, which happens at most once a minute.
+        once(full, request()).await?;
+        let before = state.sql_statements.get();
+        once(full, request()).await?;
+        let statements = state.sql_statements.get() - before;
+        let (per_second, mut latencies) = load(full.clone(), options, request()).await?;
+        latencies.sort_by(f64::total_cmp);
+        Ok(LoadFigures {
+            per_second,
+            p50_ms: percentile(&latencies, 0.50),
+            p99_ms: percentile(&latencies, 0.99),
+            statements,
         })
     }
 

@@ -310,21 +310,10 @@ pub async fn events_after(
     execution_id: Uuid,
     after_seq: i32,
 ) -> Result<Vec<ExecutionEventRecord>, DbErr> {
-    events_from(conn, execution_id, after_seq, None).await
-}
-
-/// At most `limit` events of `execution_id` with seq above `after_seq`, in order.
-pub async fn events_from(
-    conn: &impl ConnectionTrait,
-    execution_id: Uuid,
-    after_seq: i32,
-    limit: Option<u64>,
-) -> Result<Vec<ExecutionEventRecord>, DbErr> {
     let rows = execution_event::Entity::find()
         .filter(execution_event::Column::ExecutionId.eq(execution_id))
         .filter(execution_event::Column::Seq.gt(after_seq))
         .order_by_asc(execution_event::Column::Seq)
-        .limit(limit)
         .all(conn)
         .await?;
     rows.into_iter().map(decode).collect()

@@ -287,7 +287,7 @@ impl<T: Send + Sync + 'static> Batcher<T> {
         T::Error: Sync,
         K: Send + Sync + Hash + Eq + Clone + 'static,
     {
-        let mut open = self.inner.open.lock().expect("batches are never poisoned");
+        let mut open = lock(&self.inner.open);
         let slot = open
             .entry(TypeId::of::<K>())
             .or_insert_with(|| Box::new(None::<Open<K, T::Value, T::Error>>))
@@ -337,7 +337,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         T::Error: Sync,
         K: Send + Sync + Hash + Eq + Clone + 'static,
     {
-        let mut open = self.open.lock().expect("batches are never poisoned");
+        let mut open = lock(&self.open);
         open.get_mut(&TypeId::of::<K>())
             .and_then(|slot| slot.downcast_mut::<Option<Open<K, T::Value, T::Error>>>())
             .and_then(Option::take)

@@ -203,78 +203,20 @@ pub async fn post(
         return bad_request(media, "the body is empty".to_owned());
     }
     let batched = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
-    // One request, the common case, is read straight into its shape; a
-    // batch, or a body that does not fit, takes the general way, which
-    // also tells what is wrong with it.
-    if !batched && let Ok(wire) = serde_json::from_slice::<WireRequest>(&body) {
-        return match wire.into_request() {
-            Ok(request) => {
-                let context = request_context(&state, peer, &headers).await;
-                let passes = context.passes.clone();
-                let execution = resolve_and_execute(&state, context, request);
-                let response = InPasses::new(execution, passes).await;
-                answer(media, BatchResponse::Single(response))
-            }
-            Err(message) => bad_request(media, message),
-        };
-    }
-    let json: serde_json::Value = match serde_json::from_slice(&body) {
-        Ok(json) => json,
-        Err(err) => {
-            return bad_request(
-                media,
-                format!(
-                    "the body is not JSON: {}",
-                    plain_json_message(&err.to_string())
-                ),
-            );
-        }
-    };
-    let wires = match json {
-        serde_json::Value::Array(items) if items.is_empty() => {
-            return bad_request(media, "a batch holds at least one operation".to_owned());
-        }
-        serde_json::Value::Array(items) => items,
-        object @ serde_json::Value::Object(_) => vec![object],
-        _ => {
-            return bad_request(
-                media,
-                "the body is a GraphQL request (a JSON object) or a batch of them (an array)"
-                    .to_owned(),
-            );
-        }
-    };
     let limit = state.app.config.settings.max_batch_size;
-    if wires.len() > limit {
-        let message = format!(
-            "a batch may hold at most {limit} operations, this one holds {}",
-            wires.len()
-        );
-        let mut response = answer(
-            media,
-            BatchResponse::Single(Response::from_errors(vec![limit_exceeded(
-                "batchSize",
-                message,
-            )])),
-        );
-        *response.status_mut() = StatusCode::BAD_REQUEST;
-        return response;
-    }
-    let mut requests = Vec::with_capacity(wires.len());
-    for wire in wires {
-        let request = serde_json::from_value::<WireRequest>(wire)
-            .map_err(|err| {
-                format!(
-                    "the request is not a GraphQL request: {}",
-                    plain_json_message(&err.to_string())
-                )
-            })
-            .and_then(WireRequest::into_request);
-        match request {
-            Ok(request) => requests.push(request),
-            Err(message) => return bad_request(media, message),
+    let requests = match read_requests(&body, batched, limit) {
+        Ok(requests) => requests,
+        Err(Unreadable::Malformed(message)) => return bad_request(media, message),
+        Err(Unreadable::TooMany(message)) => {
+            let error = limit_exceeded("batchSize", message);
+            let mut response = answer(
+                media,
+                BatchResponse::Single(Response::from_errors(vec![error])),
+            );
+            *response.status_mut() = StatusCode::BAD_REQUEST;
+            return response;
         }
-    }
+    };
     let context = request_context(&state, peer, &headers).await;
     // The operations of a batch run at once, answered in order; a
     // persisted query that cannot be resolved is answered in its place.
@@ -289,6 +231,66 @@ pub async fn post(
     } else {
         answer(media, BatchResponse::Single(responses.remove(0)))
     }
+}
+
+/// Why a POST body holds no operations to run.
+enum Unreadable {
+    /// Not JSON, or not GraphQL requests.
+    Malformed(String),
+    /// More operations than a batch may hold.
+    TooMany(String),
+}
+
+/// The operations of a POST body (a batch when `batched`, of at most
+/// `limit`). One request, the common case, is read straight into its
+/// shape; a batch, or a body that does not fit, is read as JSON first,
+/// which also tells what is wrong with it.
+fn read_requests(body: &[u8], batched: bool, limit: usize) -> Result<Vec<Request>, Unreadable> {
+    if !batched && let Ok(wire) = serde_json::from_slice::<WireRequest>(body) {
+        return wire
+            .into_request()
+            .map(|request| vec![request])
+            .map_err(Unreadable::Malformed);
+    }
+    let json: serde_json::Value = serde_json::from_slice(body).map_err(|err| {
+        Unreadable::Malformed(format!(
+            "the body is not JSON: {}",
+            plain_json_message(&err.to_string())
+        ))
+    })?;
+    let wires = match json {
+        serde_json::Value::Array(items) if items.is_empty() => {
+            let message = "a batch holds at least one operation";
+            return Err(Unreadable::Malformed(message.to_owned()));
+        }
+        serde_json::Value::Array(items) => items,
+        object @ serde_json::Value::Object(_) => vec![object],
+        _ => {
+            let message =
+                "the body is a GraphQL request (a JSON object) or a batch of them (an array)";
+            return Err(Unreadable::Malformed(message.to_owned()));
+        }
+    };
+    if wires.len() > limit {
+        return Err(Unreadable::TooMany(format!(
+            "a batch may hold at most {limit} operations, this one holds {}",
+            wires.len()
+        )));
+    }
+    wires
+        .into_iter()
+        .map(|wire| {
+            serde_json::from_value::<WireRequest>(wire)
+                .map_err(|err| {
+                    format!(
+                        "the request is not a GraphQL request: {}",
+                        plain_json_message(&err.to_string())
+                    )
+                })
+                .and_then(WireRequest::into_request)
+                .map_err(Unreadable::Malformed)
+        })
+        .collect()
 }
 
 /// Whether the body is declared JSON (any parameters, e.g. a charset).
