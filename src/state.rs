@@ -24,6 +24,7 @@ use crate::engine::http::HttpSteps;
 use crate::engine::journal::Commits;
 use crate::engine::rendering::Rendering;
 use crate::events::EventBus;
+use crate::events::fan_out::FanOut;
 use crate::events::recheck::StreamRegistry;
 use crate::events::redis_bus::RedisBus;
 use crate::mail::Mailer;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub bus: EventBus,
     /// Executions streamed on this instance, for the idle re-check.
     pub streams: StreamRegistry,
+    /// Subscribers that share one resolution per event.
+    pub fan_out: FanOut,
     /// The client HTTP steps send their requests with.
     pub http_steps: HttpSteps,
     /// Renders step configs off the runtime, on fuel, a few at once.
@@ -117,6 +120,7 @@ impl AppState {
             sql_statements,
             bus,
             streams: StreamRegistry::default(),
+            fan_out: FanOut::default(),
             http_steps,
             rendering,
             definitions: Definitions::default(),

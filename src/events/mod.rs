@@ -6,6 +6,7 @@
 //! `graphql` or `http`.
 
 pub mod bus;
+pub mod fan_out;
 pub mod log;
 pub mod organization_stream;
 pub mod patience;

@@ -8,6 +8,7 @@ use crate::graphql::scalars::Json;
 use chrono::{DateTime, Utc};
 use entity::role::Role;
 use entity::status;
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use serde_json::Value;
 use uuid::Uuid;
@@ -22,6 +23,7 @@ use crate::events::organization_stream::{ResyncReason, StreamFilter, StreamItem,
 use crate::events::watermark::StreamCursor;
 use crate::graphql::connection::{ListConnection, PageArgs, list_connection};
 use crate::graphql::context::{RequestContext, parse_id};
+use crate::graphql::shared::{Feed, Keyed};
 use crate::orgs::policy::{self, Action};
 use crate::pagination::encode_cursor;
 use crate::workflows::schema::{Workflow, load_workflow};
@@ -922,23 +924,11 @@ impl ExecutionSubscription {
         ctx: &Context<'_>,
         #[graphql(desc = "The execution to follow.")] execution_id: ID,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Execution>> + use<>> {
-        let request = RequestContext::of(ctx);
-        let actor = request.viewer.principal()?;
-        let id = parse_id(&execution_id, "executionId")?;
-        let found = service::find_for_member(&request.state.db, actor, id).await?;
-        let viewer_role = found.role;
-        let after = found.execution.last_event_seq;
-        let changes =
-            service::event_stream(&request.state, actor, &found, after, &request.access_ended)?;
-        let now = futures::stream::once(std::future::ready(Ok(Execution::from(found))));
-        Ok(now.chain(changes.map(move |event| match event {
-            Ok(record) => Ok(Execution {
-                snapshot: record.execution,
-                details: None,
-                viewer_role,
-            }),
-            Err(err) => Err(err.into()),
-        })))
+        if let Some(feed) = ctx.data_opt::<Feed<Execution>>() {
+            return Ok(feed.items().left_stream());
+        }
+        let (_, updates) = execution_updates_of(RequestContext::of(ctx), &execution_id).await?;
+        Ok(updates.map(|update| update.item).right_stream())
     }
 
     /// Every event of an execution after `afterSeq`, replayed then live, in
@@ -954,25 +944,83 @@ impl ExecutionSubscription {
         after_seq: Option<i32>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<ExecutionEvent>> + use<>>
     {
+        if let Some(feed) = ctx.data_opt::<Feed<ExecutionEvent>>() {
+            return Ok(feed.items().left_stream());
+        }
         let request = RequestContext::of(ctx);
-        let actor = request.viewer.principal()?;
-        let id = parse_id(&execution_id, "executionId")?;
-        let found = service::find_for_member(&request.state.db, actor, id).await?;
-        let viewer_role = found.role;
-        let events = service::event_stream(
-            &request.state,
-            actor,
-            &found,
-            after_seq.unwrap_or(0),
-            &request.access_ended,
-        )?;
-        Ok(events.map(move |event| match event {
-            Ok(record) => Ok(ExecutionEvent {
+        let (_, events) =
+            execution_events_of(request, &execution_id, after_seq.unwrap_or(0)).await?;
+        Ok(events.map(|event| event.item).right_stream())
+    }
+}
+
+/// A subscriber's `executionEvents`: the execution found for its member
+/// (NOT_FOUND otherwise), its events after `after_seq` from the log then
+/// live, each named by its seq, ending when the member's access does.
+pub async fn execution_events_of(
+    request: &RequestContext,
+    execution_id: &ID,
+    after_seq: i32,
+) -> async_graphql::Result<(Role, BoxStream<'static, Keyed<ExecutionEvent>>)> {
+    let actor = request.viewer.principal()?;
+    let id = parse_id(execution_id, "executionId")?;
+    let found = service::find_for_member(&request.state.db, actor, id).await?;
+    let viewer_role = found.role;
+    let events = service::event_stream(
+        &request.state,
+        actor,
+        &found,
+        after_seq,
+        &request.access_ended,
+    )?;
+    let events = events.map(move |event| match event {
+        Ok(record) => Keyed {
+            seq: Some(record.seq),
+            item: Ok(ExecutionEvent {
                 record,
                 viewer_role,
                 cursor: None,
             }),
-            Err(err) => Err(err.into()),
-        }))
-    }
+        },
+        Err(err) => Keyed {
+            seq: None,
+            item: Err(err.into()),
+        },
+    });
+    Ok((viewer_role, events.boxed()))
+}
+
+/// A subscriber's `executionUpdated`: the execution as found for its member,
+/// then as of each later event, each named by the seq it stands at.
+pub async fn execution_updates_of(
+    request: &RequestContext,
+    execution_id: &ID,
+) -> async_graphql::Result<(Role, BoxStream<'static, Keyed<Execution>>)> {
+    let actor = request.viewer.principal()?;
+    let id = parse_id(execution_id, "executionId")?;
+    let found = service::find_for_member(&request.state.db, actor, id).await?;
+    let viewer_role = found.role;
+    let after = found.execution.last_event_seq;
+    let changes =
+        service::event_stream(&request.state, actor, &found, after, &request.access_ended)?;
+    let now = Keyed {
+        seq: Some(after),
+        item: Ok(Execution::from(found)),
+    };
+    let changes = changes.map(move |event| match event {
+        Ok(record) => Keyed {
+            seq: Some(record.seq),
+            item: Ok(Execution {
+                snapshot: record.execution,
+                details: None,
+                viewer_role,
+            }),
+        },
+        Err(err) => Keyed {
+            seq: None,
+            item: Err(err.into()),
+        },
+    });
+    let updates = futures::stream::once(std::future::ready(now)).chain(changes);
+    Ok((viewer_role, updates.boxed()))
 }

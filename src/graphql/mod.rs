@@ -14,6 +14,7 @@ pub mod loaders;
 pub mod node;
 pub mod persisted;
 pub mod scalars;
+pub mod shared;
 
 use async_graphql::{MergedObject, MergedSubscription, SDLExportOptions, Schema, SchemaBuilder};
 

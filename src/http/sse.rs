@@ -25,10 +25,10 @@ use serde_json::json;
 use super::HttpState;
 use super::client::device_info;
 use crate::auth::tokens::ACCESS_TOKEN_EXPIRED;
-use crate::graphql::batch::InPasses;
 use crate::graphql::context::{RequestContext, Viewer};
-use crate::graphql::limits::{finish_response, is_request_error};
+use crate::graphql::limits::is_request_error;
 use crate::graphql::persisted::{names_persisted_query, set_extensions};
+use crate::graphql::shared::{self, Delivery};
 
 /// An operation, as graphql-sse clients send it.
 #[derive(Deserialize)]
@@ -109,7 +109,9 @@ pub async fn stream(
     let registration = match state.persisted.resolve(&mut request).await {
         Ok(registration) => registration,
         Err(error) => {
-            let results = futures::stream::once(async move { Response::from_errors(vec![error]) });
+            let results = futures::stream::once(async move {
+                Delivery::Response(Box::new(Response::from_errors(vec![error])))
+            });
             return Sse::new(events(results, None, std::future::pending()))
                 .keep_alive(KeepAlive::default())
                 .into_response();
@@ -120,22 +122,21 @@ pub async fn stream(
         .map(|id| state.app.revocations.watch_credential(id));
     let device = device_info(peer, &headers, &state.app.config.settings.trusted_proxies);
     let context = RequestContext::new(state.app.clone(), viewer, device);
-    let limits = state.app.config.settings.documents.clone();
     let persisted = state.persisted.clone();
     let mut registration = registration;
-    let passes = context.passes.clone();
-    let results = InPasses::new(state.schema.execute_stream(request.data(context)), passes)
-        .map(move |response| finish_response(response, &limits))
-        .then(move |response| {
-            let registration = registration.take().filter(|_| !is_request_error(&response));
-            let persisted = persisted.clone();
-            async move {
-                if let Some(registration) = registration {
-                    persisted.register(registration).await;
-                }
-                response
+    let deliveries = shared::subscribe(state.schema.clone(), context, request).await;
+    let results = deliveries.then(move |delivery| {
+        let registration = registration
+            .take()
+            .filter(|_| !matches!(&delivery, Delivery::Response(r) if is_request_error(r)));
+        let persisted = persisted.clone();
+        async move {
+            if let Some(registration) = registration {
+                persisted.register(registration).await;
             }
-        });
+            delivery
+        }
+    });
     let mut stopping = state.shutting_down.clone();
     let events = events(results, credential, async move {
         let _ = stopping.wait_for(|stopping| *stopping).await;
@@ -148,7 +149,7 @@ pub async fn stream(
 /// `next` per result, then `complete`; a FORBIDDEN result first when the
 /// credential ends, and nothing more once `stop` resolves.
 fn events(
-    results: impl Stream<Item = Response> + Send + 'static,
+    results: impl Stream<Item = Delivery> + Send + 'static,
     credential: Option<crate::orgs::access::CredentialWatch>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
@@ -165,7 +166,12 @@ fn events(
             };
             tokio::select! {
                 result = results.next() => match result {
-                    Some(result) => yield Ok(next(&result)),
+                    Some(Delivery::Response(result)) => yield Ok(next(&result)),
+                    Some(Delivery::Rendered(payload)) => yield Ok(Event::default().event("next").data(&*payload)),
+                    Some(Delivery::AccessChanged(payload)) => {
+                        yield Ok(Event::default().event("next").data(&*payload));
+                        break;
+                    }
                     None => break,
                 },
                 _ = ended => {

@@ -49,10 +49,10 @@ use tokio::task::AbortHandle;
 use super::HttpState;
 use super::client::device_info;
 use crate::auth::service::DeviceInfo;
-use crate::graphql::batch::InPasses;
 use crate::graphql::context::{RequestContext, Viewer};
-use crate::graphql::limits::{finish_response, is_request_error};
+use crate::graphql::limits::is_request_error;
 use crate::graphql::persisted::set_extensions;
+use crate::graphql::shared::{self, Delivery};
 use crate::orgs::access::{CredentialWatch, Ending};
 
 /// The subprotocol this endpoint prefers.
@@ -484,7 +484,6 @@ impl Connection {
         let schema = self.state.schema.clone();
         let generation = self.generation;
         let next = self.protocol.name(ServerMessage::Next);
-        let limits = self.state.app.config.settings.documents.clone();
         tokio::spawn(async move {
             let mut request = request;
             let mut registration = match persisted.resolve(&mut request).await {
@@ -498,39 +497,47 @@ impl Connection {
                     return;
                 }
             };
-            let passes = context.passes.clone();
-            let mut responses = InPasses::new(schema.execute_stream(request.data(context)), passes);
+            let mut deliveries = shared::subscribe(schema, context, request).await;
             let mut first = true;
             // The connection loop sends the final `complete` or `error` after
             // freeing the id, so a client may reuse the id as soon as it
             // sees either.
-            while let Some(response) = responses.next().await {
-                let response = finish_response(response, &limits);
-                if first && is_request_error(&response) {
-                    let _ = finished.send(Finished {
-                        id,
-                        generation,
-                        end: End::Refused(json!(response.errors)),
-                    });
-                    return;
-                }
+            while let Some(delivery) = deliveries.next().await {
+                let message = match delivery {
+                    Delivery::Response(response) => {
+                        if first && is_request_error(&response) {
+                            let _ = finished.send(Finished {
+                                id,
+                                generation,
+                                end: End::Refused(json!(response.errors)),
+                            });
+                            return;
+                        }
+                        if access.get().is_some() {
+                            let _ = finished.send(Finished {
+                                id,
+                                generation,
+                                end: End::AccessChanged,
+                            });
+                            return;
+                        }
+                        json!({ "type": next, "id": id, "payload": response }).to_string()
+                    }
+                    Delivery::Rendered(payload) => next_message(next, &id, &payload),
+                    Delivery::AccessChanged(_) => {
+                        let _ = finished.send(Finished {
+                            id,
+                            generation,
+                            end: End::AccessChanged,
+                        });
+                        return;
+                    }
+                };
                 if let Some(registration) = registration.take() {
                     persisted.register(registration).await;
                 }
-                if access.get().is_some() {
-                    let _ = finished.send(Finished {
-                        id,
-                        generation,
-                        end: End::AccessChanged,
-                    });
-                    return;
-                }
                 first = false;
-                send(
-                    &outbox,
-                    json!({ "type": next, "id": id, "payload": response }),
-                )
-                .await;
+                let _ = outbox.send(Message::Text(Utf8Bytes::from(message))).await;
             }
             let _ = finished.send(Finished {
                 id,
@@ -540,6 +547,20 @@ impl Connection {
         })
         .abort_handle()
     }
+}
+
+/// A `next` message around a payload rendered once for many subscribers.
+fn next_message(kind: &str, id: &str, payload: &str) -> String {
+    let id = serde_json::to_string(id).unwrap_or_default();
+    let mut message = String::with_capacity(payload.len() + id.len() + 40);
+    message.push_str(r#"{"type":""#);
+    message.push_str(kind);
+    message.push_str(r#"","id":"#);
+    message.push_str(&id);
+    message.push_str(r#","payload":"#);
+    message.push_str(payload);
+    message.push('}');
+    message
 }
 
 /// `payload.authorization` (any case), as sent in `connection_init`.

@@ -45,6 +45,7 @@ mod scale;
 mod schema_sdl;
 mod secrets_at_rest;
 mod sessions;
+mod shared_subscriptions;
 mod shutdown;
 mod slow_consumers;
 mod sse;
