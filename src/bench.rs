@@ -15,7 +15,12 @@
 //!   stack (every middleware, the request context, the extensions) and
 //!   through a bare async-graphql router over the same schema, in the same
 //!   process, from `--connections` keep-alive connections of a client in
-//!   the process too: what the stack costs beside the library.
+//!   the process too: what the stack costs beside the library;
+//! - **the dashboard**: an organization's 50 workflows with their newest
+//!   executions, written naturally and with the field built for it;
+//! - **subscriptions**: what an idle subscription costs and how long an
+//!   event takes to reach 1,000 and 10,000 subscribers, on one instance
+//!   and, with `--redis`, across two (see [`subscriptions`]).
 //!
 //! Its workers claim every queued execution of the database they run on,
 //! so it refuses a database that holds any organization: give it an empty
@@ -47,6 +52,10 @@ use crate::workflows::catalog::Tags;
 use crate::workflows::definition::{StepDefinition, StepKind, WorkflowDefinition};
 use crate::workflows::service::{self as workflows, NewWorkflow, WorkflowName};
 
+mod subscriptions;
+
+pub use subscriptions::{SubscriptionFigures, subscribers};
+
 /// What to measure.
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
@@ -64,6 +73,10 @@ pub struct BenchOptions {
     pub request_seconds: u64,
     /// Keep-alive connections the request figures are measured over.
     pub connections: usize,
+    /// Subscriber counts the subscription figures are measured at.
+    pub subscribers: Vec<usize>,
+    /// Redis for the PostgreSQL backend (and a second instance).
+    pub redis: Option<String>,
 }
 
 /// The figures of one backend.
@@ -80,6 +93,7 @@ pub struct EngineFigures {
     pub one_step_per_second: f64,
     pub twenty_step_per_second: f64,
     pub requests: RequestFigures,
+    pub subscriptions: Vec<SubscriptionFigures>,
 }
 
 /// Workflows the dashboard figures list (beside the bench's own two).
@@ -118,17 +132,23 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<Ve
         targets.push((
             "SQLite (embedded)",
             format!("sqlite://{}?mode=rwc", scratch.display()),
+            None,
         ));
     }
     if let Some(url) = &options.postgres {
-        targets.push(("PostgreSQL", url.clone()));
+        let backend = if options.redis.is_some() {
+            "PostgreSQL + Redis"
+        } else {
+            "PostgreSQL"
+        };
+        targets.push((backend, url.clone(), options.redis.clone()));
     }
     let _scratch = ScratchFile(scratch);
     let mut figures = Vec::new();
-    for (backend, url) in targets {
+    for (backend, url, redis) in targets {
         let mut settings = settings.clone();
         settings.database_url = url;
-        settings.redis_url = None;
+        settings.redis_url = redis;
         settings.workers = options.workers;
         settings.run_engine = true;
         if settings.jwt_secret.is_none() || settings.encryption_key.is_none() {
@@ -241,6 +261,15 @@ impl Bench {
         backend: &'static str,
         options: &BenchOptions,
     ) -> anyhow::Result<EngineFigures> {
+        // First, while the process has allocated little: the subscriptions'
+        // figures include its resident memory.
+        let followed = subscriptions::Followed {
+            state: self.state.clone(),
+            owner: self.owner,
+            organization_id: self.organization_id,
+            access_token: self.access_token.clone(),
+        };
+        let subscriptions = subscriptions::measure(&followed, &options.subscribers).await?;
         let (p50, p99, statements, to_queue) = self.latency(options.samples).await?;
         eprintln!(
             "bench:   latency p50 {p50:.2} ms, p99 {p99:.2} ms, {statements:.1} statements ({to_queue:.1} to queue)"
@@ -283,6 +312,7 @@ impl Bench {
             one_step_per_second,
             twenty_step_per_second,
             requests,
+            subscriptions,
         })
     }
 
@@ -467,12 +497,26 @@ async fn workflow(
     name: &str,
     steps: usize,
 ) -> AppResult<Uuid> {
+    let line = (StepKind::Transform, |n| json!({ "output": n }));
+    line_workflow(state, owner, organization_id, name, steps, line).await
+}
+
+/// A workflow of `steps` steps of one kind in a line, each configured by
+/// `config` from its position.
+async fn line_workflow(
+    state: &AppState,
+    owner: Principal,
+    organization_id: Uuid,
+    name: &str,
+    steps: usize,
+    (kind, config): (StepKind, impl Fn(usize) -> serde_json::Value),
+) -> AppResult<Uuid> {
     let steps = (0..steps)
         .map(|n| StepDefinition {
             id: format!("s{n}"),
-            kind: StepKind::Transform,
+            kind,
             needs: (n > 0).then(|| format!("s{}", n - 1)).into_iter().collect(),
-            config: json!({ "output": n }),
+            config: config(n),
             retry: None,
             timeout_ms: None,
         })
@@ -557,6 +601,27 @@ fn table(figures: &[EngineFigures], options: &BenchOptions) -> String {
             out.push_str(&format!(
                 "| {} | {query} | {:.0} | {:.1} ms | {:.1} ms | {} |\n",
                 f.backend, d.per_second, d.p50_ms, d.p99_ms, d.statements
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "\nSubscriptions: one WebSocket connection per subscriber (in another process), each following one execution of {} DELAY steps; per idle subscriber, the heap this process holds and its resident memory's growth (only the first measurement of a process shows it); `occurredAt` (stamped where the event commits) → arrival at the client, over all the events of the run\n\n\
+         | backend | subscribers | instances | heap per idle subscription | resident | p50 | p99 | events received |\n\
+         |---|---|---|---|---|---|---|---|\n",
+        subscriptions::STEPS
+    ));
+    for f in figures {
+        for s in &f.subscriptions {
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {:.1} KiB | {:.1} ms | {:.1} ms | {} |\n",
+                f.backend,
+                s.subscribers,
+                s.instances,
+                subscriptions::kib(s.idle_heap_kib),
+                s.idle_rss_kib,
+                s.p50_ms,
+                s.p99_ms,
+                s.deliveries
             ));
         }
     }

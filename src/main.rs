@@ -72,6 +72,23 @@ enum Command {
         /// Keep-alive connections that load it.
         #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
         connections: u16,
+        /// Subscriber counts to measure subscriptions at.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+        subscribers: Vec<usize>,
+        /// Redis for the PostgreSQL measurement, which then also measures
+        /// subscribers across two instances.
+        #[arg(long, requires = "postgres")]
+        redis: Option<String>,
+    },
+    /// Subscribers for the bench's subscription figures.
+    #[command(hide = true)]
+    BenchSubscribers {
+        #[arg(long)]
+        execution: uuid::Uuid,
+        #[arg(long)]
+        count: usize,
+        #[arg(long, value_delimiter = ',', required = true)]
+        urls: Vec<String>,
     },
     /// Render step templates from stdin, for a server's engine.
     #[command(hide = true)]
@@ -168,6 +185,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         skip_embedded,
         request_seconds,
         connections,
+        subscribers,
+        redis,
     }) = cli.command
     {
         let options = BenchOptions {
@@ -178,9 +197,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             embedded: !skip_embedded,
             request_seconds,
             connections: usize::from(connections),
+            subscribers,
+            redis,
         };
         bench::run(cli.settings, options).await?;
         return Ok(());
+    }
+    if let Some(Command::BenchSubscribers {
+        execution,
+        count,
+        urls,
+    }) = cli.command
+    {
+        return bench::subscribers(urls, execution, count).await;
     }
     let config = Config::from_settings(cli.settings)?;
     match cli.command.unwrap_or(Command::Serve) {
@@ -194,7 +223,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate { action } => migrate(config, action).await,
         Command::Documents { action } => documents(config, action).await,
-        Command::Schema | Command::RenderWorker | Command::Bench { .. } => {
+        Command::Schema
+        | Command::RenderWorker
+        | Command::Bench { .. }
+        | Command::BenchSubscribers { .. } => {
             unreachable!("handled before start-up")
         }
     }

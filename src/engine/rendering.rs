@@ -334,7 +334,7 @@ fn peak_bytes() -> Option<usize> {
 }
 
 /// A size from `/proc/self/status` (`VmSize:`, `VmRSS:`, …), in bytes.
-fn status_bytes(field: &str) -> Option<usize> {
+pub fn status_bytes(field: &str) -> Option<usize> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kib: usize = status
         .lines()

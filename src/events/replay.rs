@@ -32,9 +32,11 @@ pub fn execution_events(
         let mut live = state.bus.subscribe(Topic::Organization(organization_id)).await;
         let mut next_seq = after_seq + 1;
 
-        let replayed = patiently("replaying an execution's events", || {
+        // The database reads are boxed: a stream that waits for live events
+        // holds none of their futures.
+        let replayed = Box::pin(patiently("replaying an execution's events", || {
             events_after(&state.db, execution_id, after_seq)
-        })
+        }))
         .await?;
         for event in replayed {
             next_seq = event.seq + 1;
@@ -45,9 +47,9 @@ pub fn execution_events(
             }
         }
         // Already finished, with nothing after `after_seq` left to send.
-        let current = patiently("reading a streamed execution", || {
+        let current = Box::pin(patiently("reading a streamed execution", || {
             execution::Entity::find_by_id(execution_id).one(&state.db)
-        })
+        }))
         .await?;
         if current.is_none_or(|e| e.status.is_terminal() && e.last_event_seq < next_seq) {
             return;
@@ -81,9 +83,9 @@ pub fn execution_events(
             };
             if fill_from_log {
                 let after = next_seq - 1;
-                let missed = patiently("filling a gap in an execution's events", || {
+                let missed = Box::pin(patiently("filling a gap in an execution's events", || {
                     events_after(&state.db, execution_id, after)
-                })
+                }))
                 .await?;
                 for event in missed {
                     next_seq = event.seq + 1;

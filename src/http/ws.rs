@@ -355,7 +355,11 @@ impl Connection {
                 _ = stopping.changed() => break Some((1001, "Server shutting down".to_owned())),
                 frame = stream.next() => match frame {
                     Some(Ok(Message::Text(text))) => {
-                        if let Next::Close(code, reason) = self.handle(text.as_str(), &outbox, &finished_tx).await {
+                        // Boxed: what handling a message awaits (signing in
+                        // reads the database) is held only while it runs,
+                        // not for the socket's whole life.
+                        let handled = Box::pin(self.handle(text.as_str(), &outbox, &finished_tx)).await;
+                        if let Next::Close(code, reason) = handled {
                             break Some((code, reason));
                         }
                     }
@@ -486,7 +490,9 @@ impl Connection {
         let next = self.protocol.name(ServerMessage::Next);
         tokio::spawn(async move {
             let mut request = request;
-            let mut registration = match persisted.resolve(&mut request).await {
+            // Boxed, as a message's handling is: an idle subscription holds
+            // its stream, not the futures that opened it.
+            let mut registration = match Box::pin(persisted.resolve(&mut request)).await {
                 Ok(registration) => registration,
                 Err(error) => {
                     let _ = finished.send(Finished {
@@ -497,7 +503,7 @@ impl Connection {
                     return;
                 }
             };
-            let mut deliveries = shared::subscribe(schema, context, request).await;
+            let mut deliveries = Box::pin(shared::subscribe(schema, context, request)).await;
             let mut first = true;
             // The connection loop sends the final `complete` or `error` after
             // freeing the id, so a client may reuse the id as soon as it
@@ -534,7 +540,7 @@ impl Connection {
                     }
                 };
                 if let Some(registration) = registration.take() {
-                    persisted.register(registration).await;
+                    Box::pin(persisted.register(registration)).await;
                 }
                 first = false;
                 let _ = outbox.send(Message::Text(Utf8Bytes::from(message))).await;
