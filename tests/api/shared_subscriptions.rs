@@ -253,3 +253,43 @@ async fn an_invalid_document_of_a_shared_field_is_refused_as_before() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn a_shared_selection_reaches_the_workflow_its_lists_and_the_steps_without_errors() {
+    let (app, owner, _, execution) = queued_run().await;
+    let query = "subscription($executionId: ID!) {
+      executionEvents(executionId: $executionId) {
+        seq
+        execution {
+          input priority
+          steps { stepId status }
+          events(first: 2) { totalCount nodes { seq } }
+          workflow {
+            name
+            activeVersion { number }
+            executions(first: 2) { totalCount nodes { id } }
+            versions(first: 1) { nodes { number } }
+          }
+        }
+      }
+    }";
+    let variables = json!({ "executionId": execution });
+    let mut client = WsClient::connect_as(&app, Some(&owner.access_token)).await;
+    subscribe_all(&mut client, 2, query, &variables).await;
+    let workers = start_workers(&app).await;
+    let runs = until_all_complete(&mut client, 2, "executionEvents").await;
+    workers.shutdown().await;
+    for events in runs.values() {
+        assert_eq!(events.len(), 5);
+        let last = &events[4]["execution"];
+        assert_eq!(last["steps"][0]["status"], "SUCCEEDED");
+        assert_eq!(last["events"]["totalCount"], 5);
+        assert_eq!(last["workflow"]["activeVersion"]["number"], 1);
+        assert_eq!(last["workflow"]["executions"]["totalCount"], 1);
+    }
+    assert_eq!(
+        app.state.fan_out.resolutions(),
+        5,
+        "one group rendered them"
+    );
+}
