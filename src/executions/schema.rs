@@ -954,6 +954,32 @@ impl ExecutionSubscription {
     }
 }
 
+/// The execution `execution_id` as found for the request's member
+/// (NOT_FOUND otherwise), and its events after `after_seq` (after its
+/// latest when `None`), from the log then live, ending when the member's
+/// access does.
+async fn followed(
+    request: &RequestContext,
+    execution_id: &ID,
+    after_seq: Option<i32>,
+) -> async_graphql::Result<(
+    MemberExecution,
+    impl Stream<Item = crate::error::AppResult<ExecutionEventRecord>> + use<>,
+)> {
+    let actor = request.viewer.principal()?;
+    let id = parse_id(execution_id, "executionId")?;
+    let found = service::find_for_member(&request.state.db, actor, id).await?;
+    let after_seq = after_seq.unwrap_or(found.execution.last_event_seq);
+    let events = service::event_stream(
+        &request.state,
+        actor,
+        &found,
+        after_seq,
+        &request.access_ended,
+    )?;
+    Ok((found, events))
+}
+
 /// A subscriber's `executionEvents`: the execution found for its member
 /// (NOT_FOUND otherwise), its events after `after_seq` from the log then
 /// live, each named by its seq, ending when the member's access does.
@@ -962,30 +988,17 @@ pub async fn execution_events_of(
     execution_id: &ID,
     after_seq: i32,
 ) -> async_graphql::Result<(Role, BoxStream<'static, Keyed<ExecutionEvent>>)> {
-    let actor = request.viewer.principal()?;
-    let id = parse_id(execution_id, "executionId")?;
-    let found = service::find_for_member(&request.state.db, actor, id).await?;
+    let (found, events) = followed(request, execution_id, Some(after_seq)).await?;
     let viewer_role = found.role;
-    let events = service::event_stream(
-        &request.state,
-        actor,
-        &found,
-        after_seq,
-        &request.access_ended,
-    )?;
-    let events = events.map(move |event| match event {
-        Ok(record) => Keyed {
-            seq: Some(record.seq),
-            item: Ok(ExecutionEvent {
+    let events = events.map(move |event| {
+        Keyed::of(event.map(|record| {
+            let event = ExecutionEvent {
                 record,
                 viewer_role,
                 cursor: None,
-            }),
-        },
-        Err(err) => Keyed {
-            seq: None,
-            item: Err(err.into()),
-        },
+            };
+            (event.record.seq, event)
+        }))
     });
     Ok((viewer_role, events.boxed()))
 }
@@ -996,30 +1009,18 @@ pub async fn execution_updates_of(
     request: &RequestContext,
     execution_id: &ID,
 ) -> async_graphql::Result<(Role, BoxStream<'static, Keyed<Execution>>)> {
-    let actor = request.viewer.principal()?;
-    let id = parse_id(execution_id, "executionId")?;
-    let found = service::find_for_member(&request.state.db, actor, id).await?;
+    let (found, changes) = followed(request, execution_id, None).await?;
     let viewer_role = found.role;
-    let after = found.execution.last_event_seq;
-    let changes =
-        service::event_stream(&request.state, actor, &found, after, &request.access_ended)?;
-    let now = Keyed {
-        seq: Some(after),
-        item: Ok(Execution::from(found)),
-    };
-    let changes = changes.map(move |event| match event {
-        Ok(record) => Keyed {
-            seq: Some(record.seq),
-            item: Ok(Execution {
+    let now = Keyed::of(Ok((found.execution.last_event_seq, Execution::from(found))));
+    let changes = changes.map(move |event| {
+        Keyed::of(event.map(|record| {
+            let execution = Execution {
                 snapshot: record.execution,
                 details: None,
                 viewer_role,
-            }),
-        },
-        Err(err) => Keyed {
-            seq: None,
-            item: Err(err.into()),
-        },
+            };
+            (record.seq, execution)
+        }))
     });
     let updates = futures::stream::once(std::future::ready(now)).chain(changes);
     Ok((viewer_role, updates.boxed()))

@@ -34,6 +34,7 @@ use super::context::{RequestContext, Viewer};
 use super::document_guard::{self, operation};
 use super::limits::finish_response;
 use crate::auth::service::DeviceInfo;
+use crate::error::AppResult;
 use crate::events::fan_out::ShareKey;
 use crate::executions::schema::{execution_events_of, execution_updates_of};
 use crate::limits::DocumentLimits;
@@ -74,6 +75,23 @@ pub enum Delivery {
 pub struct Keyed<T> {
     pub seq: Option<i32>,
     pub item: async_graphql::Result<T>,
+}
+
+impl<T> Keyed<T> {
+    /// An item named by its seq, or an error (rendered for its subscriber
+    /// alone).
+    pub fn of(item: AppResult<(i32, T)>) -> Self {
+        match item {
+            Ok((seq, item)) => Self {
+                seq: Some(seq),
+                item: Ok(item),
+            },
+            Err(err) => Self {
+                seq: None,
+                item: Err(err.into()),
+            },
+        }
+    }
 }
 
 /// Runs `request` as a subscription for `context`'s viewer: shared with
@@ -320,12 +338,11 @@ impl<T: OutputType + Send + Sync + 'static> Group<T> {
         let context = RequestContext::new(state.clone(), Viewer::Anonymous, DeviceInfo::default());
         let passes = context.passes.clone();
         let limits = state.config.settings.documents.clone();
-        let fan_out = state.fan_out.clone();
+        let counter = state.fan_out.clone();
         let responses = InPasses::new(
             schema.execute_stream(request.data(context).data(feed)),
             passes,
         );
-        let counter = fan_out.clone();
         tokio::spawn(async move {
             let mut responses = responses;
             while let Some(response) = responses.next().await {
@@ -347,7 +364,7 @@ impl<T: OutputType + Send + Sync + 'static> Group<T> {
             renders,
             rendered: Mutex::new(BTreeMap::new()),
             ready,
-            fan_out,
+            fan_out: state.fan_out,
             key,
         })
     }
