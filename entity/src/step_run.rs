@@ -5,7 +5,9 @@ use sea_orm::entity::prelude::*;
 
 use crate::status::StepStatus;
 
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+/// Deserialize reads a row as PostgreSQL's `row_to_json` spells it: a
+/// claim statement returns its executions' step runs that way.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Deserialize)]
 #[sea_orm(table_name = "step_runs")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
