@@ -153,6 +153,10 @@ fn joined<T: OutputType + Send + Sync + 'static>(
     let group = fan_out.join(key.clone(), || {
         Group::<T>::start(schema, &context, request, key)
     });
+    // Only the access watch is kept: the context itself is freed once the
+    // subscriber's stream is open.
+    let access_ended = context.access_ended.clone();
+    drop(context);
     async_stream::stream! {
         if let Err(errors) = group.ready().await {
             yield Delivery::Response(Box::new(Response::from_errors(errors)));
@@ -160,7 +164,7 @@ fn joined<T: OutputType + Send + Sync + 'static>(
         }
         let mut items = items;
         while let Some(Keyed { seq, item }) = items.next().await {
-            let ended = item.is_err() && context.access_ended.get().is_some();
+            let ended = item.is_err() && access_ended.get().is_some();
             let seq = seq.filter(|_| item.is_ok());
             let Some(payload) = group.render(seq, item).await else {
                 return;

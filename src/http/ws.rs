@@ -30,7 +30,7 @@
 //! and each subscription it makes again is authorized afresh, at the
 //! member's current role (or refused with NOT_FOUND once they are out).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,11 +40,10 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
+use futures::stream::{AbortHandle, Abortable, BoxStream, SelectAll, SplitSink};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
 
 use super::HttpState;
 use super::client::device_info;
@@ -63,12 +62,14 @@ pub const LEGACY_PROTOCOL: &str = "graphql-ws";
 const LEGACY_KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Socket buffers sized for small JSON messages: thousands of idle
 /// dashboards should not cost a 128 KiB read buffer each.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+const READ_BUFFER_BYTES: usize = 1024;
 const WRITE_BUFFER_BYTES: usize = 4 * 1024;
 /// Largest message a client may send.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Messages queued for a slow client before its operations wait.
 const OUTBOX_CAPACITY: usize = 256;
+/// How long a closing connection may take to send what it has queued.
+const CLOSING_TIME: Duration = Duration::from_secs(5);
 
 /// Upgrades to a WebSocket speaking graphql-transport-ws.
 pub async fn upgrade(
@@ -94,9 +95,12 @@ pub async fn upgrade(
         .and_then(|p| p.to_str().ok())
         .and_then(Protocol::named);
     let device = device_info(peer, &headers, &state.app.config.settings.trusted_proxies);
+    // Boxed before the upgrade: the connection's task holds a pointer to
+    // it, not copies of the state.
+    let connection = protocol.map(|protocol| Box::new(Connection::new(state, device, protocol)));
     ws.on_upgrade(move |socket| async move {
-        match protocol {
-            Some(protocol) => Connection::new(state, device, protocol).run(socket).await,
+        match connection {
+            Some(connection) => connection.run(socket).await,
             None => refuse(socket).await,
         }
     })
@@ -258,6 +262,14 @@ struct Finished {
     end: End,
 }
 
+/// What an operation's stream yields to its connection.
+enum Outgoing {
+    /// A message for the client.
+    Send(Message),
+    /// The operation ended; the connection frees its id and says so.
+    Finished(Finished),
+}
+
 /// How an operation ended.
 enum End {
     /// It completed.
@@ -274,6 +286,10 @@ enum Next {
     Close(u16, String),
 }
 
+/// One socket, served by one task: it reads the client's messages, polls
+/// the running operations' streams and writes what they yield, so an idle
+/// subscription costs its stream and a share of the socket, not tasks and
+/// channels of its own.
 struct Connection {
     state: HttpState,
     device: DeviceInfo,
@@ -284,6 +300,12 @@ struct Connection {
     /// Running operations by id, with a generation to tell reuses apart.
     operations: HashMap<String, (u64, AbortHandle)>,
     generation: u64,
+    /// The running operations' streams.
+    running: SelectAll<Abortable<BoxStream<'static, Outgoing>>>,
+    /// Messages not yet handed to the socket, in order.
+    outbox: VecDeque<Message>,
+    /// Messages were queued or handed to the socket and not yet flushed.
+    unflushed: bool,
 }
 
 impl Connection {
@@ -296,25 +318,14 @@ impl Connection {
             viewer: None,
             operations: HashMap::new(),
             generation: 0,
+            running: SelectAll::new(),
+            outbox: VecDeque::new(),
+            unflushed: false,
         }
     }
 
-    async fn run(mut self, socket: WebSocket) {
+    async fn run(mut self: Box<Self>, socket: WebSocket) {
         let (mut sink, mut stream) = socket.split();
-        let (outbox, mut outgoing) = mpsc::channel::<Message>(OUTBOX_CAPACITY);
-        let writer = tokio::spawn(async move {
-            while let Some(message) = outgoing.recv().await {
-                let closing = matches!(message, Message::Close(_));
-                if sink.send(message).await.is_err() || closing {
-                    break;
-                }
-            }
-            // A client's Close frame is answered with the same code: the
-            // WebSocket layer queues that answer when it reads the frame,
-            // and closing the sink sends it (RFC 6455 §5.5.1).
-            let _ = sink.close().await;
-        });
-        let (finished_tx, mut finished) = mpsc::unbounded_channel::<Finished>();
         let mut stopping = self.state.shutting_down.clone();
         let init_timeout = Duration::from_secs(self.state.app.config.settings.ws_init_timeout_secs);
         let init_deadline = tokio::time::sleep(init_timeout);
@@ -323,14 +334,15 @@ impl Connection {
         // Set once the connection is signed in: the end of its session or
         // API key closes it.
         let mut session: Option<CredentialWatch> = None;
-        let mut keep_alive = tokio::time::interval(LEGACY_KEEP_ALIVE);
-        let legacy = self.protocol == Protocol::Legacy;
+        let mut keep_alive =
+            (self.protocol == Protocol::Legacy).then(|| tokio::time::interval(LEGACY_KEEP_ALIVE));
         let close = loop {
             if session.is_none()
                 && let Some(credential) = self.viewer.as_ref().and_then(Viewer::credential_id)
             {
                 session = Some(self.state.app.revocations.watch_credential(credential));
             }
+            let room = self.outbox.len() < OUTBOX_CAPACITY;
             tokio::select! {
                 ending = session_ended(session.as_mut()), if session.is_some() => {
                     break Some((4403, credential_ended(self.viewer.as_ref(), ending).to_owned()));
@@ -338,18 +350,29 @@ impl Connection {
                 () = &mut init_deadline, if !self.init_received => {
                     break Some((4408, "Connection initialisation timeout".to_owned()));
                 }
-                _ = keep_alive.tick(), if legacy && self.viewer.is_some() => {
-                    send(&outbox, json!({ "type": "ka" })).await;
+                _ = tick(keep_alive.as_mut()), if self.viewer.is_some() => {
+                    self.queue(json!({ "type": "ka" }));
                 }
-                Some(done) = finished.recv() => {
-                    if self.operations.get(&done.id).is_some_and(|(g, _)| *g == done.generation) {
-                        self.operations.remove(&done.id);
-                        let message = match done.end {
-                            End::Refused(errors) => json!({ "type": self.protocol.name(ServerMessage::Error), "id": done.id, "payload": errors }),
-                            End::Completed => json!({ "type": self.protocol.name(ServerMessage::Complete), "id": done.id }),
-                            End::AccessChanged => break Some((4403, "access changed".to_owned())),
-                        };
-                        send(&outbox, message).await;
+                written = write_out(&mut sink, &mut self.outbox), if self.unflushed => {
+                    if written.is_err() {
+                        break None;
+                    }
+                    self.unflushed = false;
+                }
+                Some(outgoing) = self.running.next(), if room && !self.running.is_empty() => {
+                    match outgoing {
+                        Outgoing::Send(message) => self.queue_message(message),
+                        Outgoing::Finished(done) => {
+                            if self.operations.get(&done.id).is_some_and(|(g, _)| *g == done.generation) {
+                                self.operations.remove(&done.id);
+                                let message = match done.end {
+                                    End::Refused(errors) => json!({ "type": self.protocol.name(ServerMessage::Error), "id": done.id, "payload": errors }),
+                                    End::Completed => json!({ "type": self.protocol.name(ServerMessage::Complete), "id": done.id }),
+                                    End::AccessChanged => break Some((4403, "access changed".to_owned())),
+                                };
+                                self.queue(message);
+                            }
+                        }
                     }
                 }
                 _ = stopping.changed() => break Some((1001, "Server shutting down".to_owned())),
@@ -358,7 +381,7 @@ impl Connection {
                         // Boxed: what handling a message awaits (signing in
                         // reads the database) is held only while it runs,
                         // not for the socket's whole life.
-                        let handled = Box::pin(self.handle(text.as_str(), &outbox, &finished_tx)).await;
+                        let handled = Box::pin(self.handle(text.as_str())).await;
                         if let Next::Close(code, reason) = handled {
                             break Some((code, reason));
                         }
@@ -372,25 +395,36 @@ impl Connection {
         for (_, (_, handle)) in self.operations.drain() {
             handle.abort();
         }
+        self.running = SelectAll::new();
         if let Some((code, reason)) = close {
             let reason: String = reason.chars().take(120).collect();
-            let _ = outbox
-                .send(Message::Close(Some(CloseFrame {
-                    code,
-                    reason: Utf8Bytes::from(reason),
-                })))
-                .await;
+            self.queue_message(Message::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from(reason),
+            })));
         }
-        drop(outbox);
-        let _ = writer.await;
+        // A client's Close frame is answered with the same code: the
+        // WebSocket layer queues that answer when it reads the frame, and
+        // closing the sink sends it (RFC 6455 §5.5.1).
+        let _ = tokio::time::timeout(CLOSING_TIME, async {
+            if write_out(&mut sink, &mut self.outbox).await.is_ok() {
+                let _ = sink.close().await;
+            }
+        })
+        .await;
     }
 
-    async fn handle(
-        &mut self,
-        text: &str,
-        outbox: &mpsc::Sender<Message>,
-        finished: &mpsc::UnboundedSender<Finished>,
-    ) -> Next {
+    /// Queues a message built as JSON.
+    fn queue(&mut self, message: Value) {
+        self.queue_message(Message::Text(Utf8Bytes::from(message.to_string())));
+    }
+
+    fn queue_message(&mut self, message: Message) {
+        self.outbox.push_back(message);
+        self.unflushed = true;
+    }
+
+    async fn handle(&mut self, text: &str) -> Next {
         let message = match self.protocol.parse(text) {
             Ok(message) => message,
             Err(err) => return Next::Close(4400, format!("Invalid message received: {err}")),
@@ -416,7 +450,7 @@ impl Connection {
                     if self.protocol == Protocol::Legacy {
                         let refused =
                             json!({ "type": "connection_error", "payload": { "message": reason } });
-                        send(outbox, refused).await;
+                        self.queue(refused);
                     }
                     return Next::Close(code, reason.to_owned());
                 }
@@ -427,11 +461,11 @@ impl Connection {
                     return Next::Close(1013, "Try again later".to_owned());
                 }
                 self.viewer = Some(viewer);
-                send(outbox, json!({ "type": "connection_ack" })).await;
+                self.queue(json!({ "type": "connection_ack" }));
                 Next::Continue
             }
             ClientMessage::Ping { .. } => {
-                send(outbox, json!({ "type": "pong" })).await;
+                self.queue(json!({ "type": "pong" }));
                 Next::Continue
             }
             ClientMessage::Pong { .. } => Next::Continue,
@@ -443,13 +477,9 @@ impl Connection {
                     return Next::Close(4409, format!("Subscriber for {id} already exists"));
                 }
                 self.generation += 1;
-                let handle = self.start(
-                    id.clone(),
-                    payload,
-                    viewer,
-                    outbox.clone(),
-                    finished.clone(),
-                );
+                let (operation, handle) =
+                    futures::stream::abortable(self.start(id.clone(), payload, viewer));
+                self.running.push(operation);
                 self.operations.insert(id, (self.generation, handle));
                 Next::Continue
             }
@@ -463,24 +493,14 @@ impl Connection {
         }
     }
 
-    /// Runs one operation, sending `next` for each result and `complete` at
-    /// the end, or `error` when it fails before executing.
+    /// One operation's stream: `next` for each result, then its end
+    /// (`complete`, or `error` when it fails before executing).
     fn start(
         &self,
         id: String,
         payload: SubscribePayload,
         viewer: Viewer,
-        outbox: mpsc::Sender<Message>,
-        finished: mpsc::UnboundedSender<Finished>,
-    ) -> AbortHandle {
-        let mut request = Request::new(payload.query);
-        if let Some(name) = payload.operation_name {
-            request = request.operation_name(name);
-        }
-        if let Some(variables) = payload.variables {
-            request = request.variables(Variables::from_json(variables));
-        }
-        set_extensions(&mut request, payload.extensions);
+    ) -> BoxStream<'static, Outgoing> {
         let persisted = self.state.persisted.clone();
         let context: Arc<RequestContext> =
             RequestContext::new(self.state.app.clone(), viewer, self.device.clone());
@@ -488,54 +508,56 @@ impl Connection {
         let schema = self.state.schema.clone();
         let generation = self.generation;
         let next = self.protocol.name(ServerMessage::Next);
-        tokio::spawn(async move {
-            let mut request = request;
-            // Boxed, as a message's handling is: an idle subscription holds
-            // its stream, not the futures that opened it.
-            let mut registration = match Box::pin(persisted.resolve(&mut request)).await {
-                Ok(registration) => registration,
+        // Boxed, as a message's handling is: an idle subscription holds its
+        // stream, not the request and the futures that opened it.
+        let opening = Box::pin(async move {
+            let mut request = Request::new(payload.query);
+            if let Some(name) = payload.operation_name {
+                request = request.operation_name(name);
+            }
+            if let Some(variables) = payload.variables {
+                request = request.variables(Variables::from_json(variables));
+            }
+            set_extensions(&mut request, payload.extensions);
+            let registration = persisted.resolve(&mut request).await?;
+            let deliveries = shared::subscribe(schema, context, request).await;
+            Ok::<_, async_graphql::ServerError>((registration, deliveries, persisted))
+        });
+        let finished = move |id, end| {
+            Outgoing::Finished(Finished {
+                id,
+                generation,
+                end,
+            })
+        };
+        async_stream::stream! {
+            let (mut registration, mut deliveries, persisted) = match opening.await {
+                Ok(opened) => opened,
                 Err(error) => {
-                    let _ = finished.send(Finished {
-                        id,
-                        generation,
-                        end: End::Refused(json!([error])),
-                    });
+                    yield finished(id, End::Refused(json!([error])));
                     return;
                 }
             };
-            let mut deliveries = Box::pin(shared::subscribe(schema, context, request)).await;
             let mut first = true;
-            // The connection loop sends the final `complete` or `error` after
+            // The connection sends the final `complete` or `error` after
             // freeing the id, so a client may reuse the id as soon as it
             // sees either.
             while let Some(delivery) = deliveries.next().await {
                 let message = match delivery {
                     Delivery::Response(response) => {
                         if first && is_request_error(&response) {
-                            let _ = finished.send(Finished {
-                                id,
-                                generation,
-                                end: End::Refused(json!(response.errors)),
-                            });
+                            yield finished(id, End::Refused(json!(response.errors)));
                             return;
                         }
                         if access.get().is_some() {
-                            let _ = finished.send(Finished {
-                                id,
-                                generation,
-                                end: End::AccessChanged,
-                            });
+                            yield finished(id, End::AccessChanged);
                             return;
                         }
                         json!({ "type": next, "id": id, "payload": response }).to_string()
                     }
                     Delivery::Rendered(payload) => next_message(next, &id, &payload),
                     Delivery::AccessChanged(_) => {
-                        let _ = finished.send(Finished {
-                            id,
-                            generation,
-                            end: End::AccessChanged,
-                        });
+                        yield finished(id, End::AccessChanged);
                         return;
                     }
                 };
@@ -543,15 +565,11 @@ impl Connection {
                     Box::pin(persisted.register(registration)).await;
                 }
                 first = false;
-                let _ = outbox.send(Message::Text(Utf8Bytes::from(message))).await;
+                yield Outgoing::Send(Message::Text(Utf8Bytes::from(message)));
             }
-            let _ = finished.send(Finished {
-                id,
-                generation,
-                end: End::Completed,
-            });
-        })
-        .abort_handle()
+            yield finished(id, End::Completed);
+        }
+        .boxed()
     }
 }
 
@@ -579,10 +597,33 @@ fn authorization_of(payload: &Value) -> Option<String> {
         .map(str::to_owned)
 }
 
-async fn send(outbox: &mpsc::Sender<Message>, message: Value) {
-    let _ = outbox
-        .send(Message::Text(Utf8Bytes::from(message.to_string())))
-        .await;
+/// Hands the queued messages to the socket in order and flushes them.
+/// Cancel-safe: a message leaves the queue only when the socket has
+/// taken it.
+async fn write_out(
+    sink: &mut SplitSink<WebSocket, Message>,
+    outbox: &mut VecDeque<Message>,
+) -> Result<(), axum::Error> {
+    std::future::poll_fn(|cx| {
+        while !outbox.is_empty() {
+            std::task::ready!(sink.poll_ready_unpin(cx))?;
+            if let Some(message) = outbox.pop_front() {
+                sink.start_send_unpin(message)?;
+            }
+        }
+        sink.poll_flush_unpin(cx)
+    })
+    .await
+}
+
+/// The next keep-alive tick; never without a keep-alive.
+async fn tick(keep_alive: Option<&mut tokio::time::Interval>) {
+    match keep_alive {
+        Some(keep_alive) => {
+            keep_alive.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves when the watched session or key ends; never without one.
