@@ -102,7 +102,7 @@ impl App {
         tokio::join!(scheduler.stopped(), engine.shutdown());
         rechecks.abort();
         revocations.abort();
-        self.state.db.close().await.ok();
+        self.state.db.clone().close().await.ok();
         tracing::info!("FlowPilot stopped");
         served
     }

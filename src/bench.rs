@@ -252,7 +252,7 @@ impl Bench {
         user::Entity::delete_by_id(self.user_id)
             .exec(&self.state.db)
             .await?;
-        self.state.db.close().await.ok();
+        self.state.db.clone().close().await.ok();
         Ok(())
     }
 

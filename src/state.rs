@@ -31,10 +31,23 @@ use crate::mail::Mailer;
 use crate::orgs::access::Revocations;
 use crate::workflows::scheduler::Scheduler;
 
-/// Shared state of one FlowPilot instance, cheap to clone into every
-/// request and background task.
+/// Shared state of one FlowPilot instance: a pointer to its [`Services`],
+/// cloned into every request, subscription and background task at the
+/// cost of a reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// What every part of an instance shares.
+#[derive(Clone)]
+pub struct Services {
     /// The database pool (SQLite or PostgreSQL).
     pub db: DatabaseConnection,
     /// Validated configuration.
@@ -110,7 +123,7 @@ impl AppState {
         let rendering = Rendering::new(&config.settings.steps);
         let hashers = Hashers::new(&config.settings.hashing)?;
         let rate_limiter = RateLimiter::new(&config.settings, redis.clone());
-        Ok(Self {
+        Ok(Self(Arc::new(Services {
             db,
             config: Arc::new(config),
             clock,
@@ -129,7 +142,15 @@ impl AppState {
             mailer,
             rate_limiter,
             hashers,
-        })
+        })))
+    }
+
+    /// The same services under another configuration (a process that runs
+    /// beside this one on the same database and bus, with other settings).
+    pub fn with_config(&self, config: Config) -> Self {
+        let mut services = (*self.0).clone();
+        services.config = Arc::new(config);
+        Self(Arc::new(services))
     }
 
     /// Runs this instance's workers, reaper and scheduler, without the HTTP API, until
@@ -145,7 +166,7 @@ impl AppState {
         shutdown.await;
         let _ = stop_scheduler.send(true);
         tokio::join!(scheduler.stopped(), engine.shutdown());
-        self.db.close().await.ok();
+        self.db.clone().close().await.ok();
         tracing::info!("FlowPilot workers stopped");
     }
 }

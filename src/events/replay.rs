@@ -10,7 +10,7 @@
 //! again (see `patience`): the stream waits, it does not end.
 
 use entity::execution;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use sea_orm::EntityTrait;
 use uuid::Uuid;
 
@@ -28,6 +28,19 @@ pub fn execution_events(
     organization_id: Uuid,
     after_seq: i32,
 ) -> impl Stream<Item = Result<ExecutionEventRecord, AppError>> {
+    boxed_events(state, execution_id, organization_id, after_seq)
+        .map(|event| event.map(|event| *event))
+}
+
+/// [`execution_events`], each event boxed: a stream that waits holds a
+/// pointer where an event passes, not room for one at each place it can
+/// be yielded (thousands of idle subscribers each hold such a stream).
+fn boxed_events(
+    state: AppState,
+    execution_id: Uuid,
+    organization_id: Uuid,
+    after_seq: i32,
+) -> impl Stream<Item = Result<Box<ExecutionEventRecord>, AppError>> {
     async_stream::try_stream! {
         let mut live = state.bus.subscribe(Topic::Organization(organization_id)).await;
         let mut next_seq = after_seq + 1;
@@ -41,7 +54,7 @@ pub fn execution_events(
         for event in replayed {
             next_seq = event.seq + 1;
             let terminal = event.is_terminal();
-            yield event;
+            yield Box::new(event);
             if terminal {
                 return;
             }
@@ -67,7 +80,7 @@ pub fn execution_events(
                         if event.seq == next_seq {
                             next_seq += 1;
                             let terminal = event.is_terminal();
-                            yield *event;
+                            yield event;
                             if terminal {
                                 return;
                             }
@@ -90,7 +103,7 @@ pub fn execution_events(
                 for event in missed {
                     next_seq = event.seq + 1;
                     let terminal = event.is_terminal();
-                    yield event;
+                    yield Box::new(event);
                     if terminal {
                         return;
                     }

@@ -21,8 +21,10 @@ use crate::state::AppState;
 pub enum Viewer {
     /// No credentials were sent.
     Anonymous,
-    /// A valid access token for a live session.
-    User(AuthenticatedUser),
+    /// A valid access token for a live session. Shared: every request and
+    /// subscription of a socket points to the one its `connection_init`
+    /// signed in.
+    User(Arc<AuthenticatedUser>),
     /// A live API key: acts in its one organization with its role.
     ApiKey(KeyGrant),
     /// A well-signed access token whose time is up: refresh it and retry.
@@ -53,7 +55,9 @@ impl Viewer {
         let authenticated = if api_keys::is_api_key(token) {
             api_keys::authenticate(state, token).await.map(Self::ApiKey)
         } else {
-            service::authenticate(state, token).await.map(Self::User)
+            service::authenticate(state, token)
+                .await
+                .map(|user| Self::User(Arc::new(user)))
         };
         match authenticated {
             Ok(viewer) => viewer,

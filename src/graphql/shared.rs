@@ -166,7 +166,9 @@ fn joined<T: OutputType + Send + Sync + 'static>(
         while let Some(Keyed { seq, item }) = items.next().await {
             let ended = item.is_err() && access_ended.get().is_some();
             let seq = seq.filter(|_| item.is_ok());
-            let Some(payload) = group.render(seq, item).await else {
+            // Boxed: a subscriber that waits for its next item holds no
+            // room for an item being rendered.
+            let Some(payload) = Box::pin(group.render(seq, item)).await else {
                 return;
             };
             if ended {
@@ -368,7 +370,7 @@ impl<T: OutputType + Send + Sync + 'static> Group<T> {
             renders,
             rendered: Mutex::new(BTreeMap::new()),
             ready,
-            fan_out: state.fan_out,
+            fan_out: state.fan_out.clone(),
             key,
         })
     }

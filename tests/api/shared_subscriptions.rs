@@ -4,7 +4,6 @@
 //! never timed.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use entity::role::Role;
 use flowpilot::engine::Engine;
@@ -25,11 +24,9 @@ async fn queued_run() -> (TestApp, Session, String, String) {
 /// Starts workers on this server's state (its database and bus), which
 /// was spawned without any.
 async fn start_workers(app: &TestApp) -> Engine {
-    let mut state = app.state.clone();
-    let mut config = (*state.config).clone();
+    let mut config = (*app.state.config).clone();
     config.settings.workers = 2;
-    state.config = Arc::new(config);
-    Engine::start(&state).await
+    Engine::start(&app.state.with_config(config)).await
 }
 
 /// Subscribes `operations` operations (ids "0", "1", …) on `client` to

@@ -363,5 +363,5 @@ async fn an_embedded_database_file_is_written_by_its_checkpointer_while_commits_
         in_file >= 3_000 * 4_000,
         "the database file holds {in_file} bytes"
     );
-    state.db.close().await.unwrap();
+    state.db.clone().close().await.unwrap();
 }
