@@ -32,6 +32,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,7 +63,7 @@ pub const LEGACY_PROTOCOL: &str = "graphql-ws";
 const LEGACY_KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Socket buffers sized for small JSON messages: thousands of idle
 /// dashboards should not cost a 128 KiB read buffer each.
-const READ_BUFFER_BYTES: usize = 1024;
+const READ_BUFFER_BYTES: usize = 512;
 const WRITE_BUFFER_BYTES: usize = 4 * 1024;
 /// Largest message a client may send.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -328,29 +329,32 @@ impl Connection {
         let (mut sink, mut stream) = socket.split();
         let mut stopping = self.state.shutting_down.clone();
         let init_timeout = Duration::from_secs(self.state.app.config.settings.ws_init_timeout_secs);
-        let init_deadline = tokio::time::sleep(init_timeout);
-        tokio::pin!(init_deadline);
+        // Boxed, and freed once the client has sent `connection_init`.
+        let mut init_deadline = Some(Box::pin(tokio::time::sleep(init_timeout)));
 
         // Set once the connection is signed in: the end of its session or
         // API key closes it.
         let mut session: Option<CredentialWatch> = None;
-        let mut keep_alive =
-            (self.protocol == Protocol::Legacy).then(|| tokio::time::interval(LEGACY_KEEP_ALIVE));
+        let mut keep_alive = (self.protocol == Protocol::Legacy)
+            .then(|| Box::new(tokio::time::interval(LEGACY_KEEP_ALIVE)));
         let close = loop {
             if session.is_none()
                 && let Some(credential) = self.viewer.as_ref().and_then(Viewer::credential_id)
             {
                 session = Some(self.state.app.revocations.watch_credential(credential));
             }
+            if self.init_received {
+                init_deadline = None;
+            }
             let room = self.outbox.len() < OUTBOX_CAPACITY;
             tokio::select! {
                 ending = session_ended(session.as_mut()), if session.is_some() => {
                     break Some((4403, credential_ended(self.viewer.as_ref(), ending).to_owned()));
                 }
-                () = &mut init_deadline, if !self.init_received => {
+                () = deadline(init_deadline.as_mut()), if init_deadline.is_some() => {
                     break Some((4408, "Connection initialisation timeout".to_owned()));
                 }
-                _ = tick(keep_alive.as_mut()), if self.viewer.is_some() => {
+                _ = tick(keep_alive.as_deref_mut()), if self.viewer.is_some() => {
                     self.queue(json!({ "type": "ka" }));
                 }
                 written = write_out(&mut sink, &mut self.outbox), if self.unflushed => {
@@ -358,6 +362,8 @@ impl Connection {
                         break None;
                     }
                     self.unflushed = false;
+                    // An idle socket keeps no queue.
+                    self.outbox = VecDeque::new();
                 }
                 Some(outgoing) = self.running.next(), if room && !self.running.is_empty() => {
                     match outgoing {
@@ -614,6 +620,14 @@ async fn write_out(
         sink.poll_flush_unpin(cx)
     })
     .await
+}
+
+/// When the deadline passes; never without one.
+async fn deadline(deadline: Option<&mut Pin<Box<tokio::time::Sleep>>>) {
+    match deadline {
+        Some(deadline) => deadline.await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The next keep-alive tick; never without a keep-alive.
