@@ -60,11 +60,15 @@ fn boxed_events(
             }
         }
         // Already finished, with nothing after `after_seq` left to send.
-        let current = Box::pin(patiently("reading a streamed execution", || {
-            execution::Entity::find_by_id(execution_id).one(&state.db)
-        }))
-        .await?;
-        if current.is_none_or(|e| e.status.is_terminal() && e.last_event_seq < next_seq) {
+        // (In a block of its own, so the stream does not keep the row.)
+        let finished = {
+            let current = Box::pin(patiently("reading a streamed execution", || {
+                execution::Entity::find_by_id(execution_id).one(&state.db)
+            }))
+            .await?;
+            current.is_none_or(|e| e.status.is_terminal() && e.last_event_seq < next_seq)
+        };
+        if finished {
             return;
         }
 

@@ -163,7 +163,12 @@ fn joined<T: OutputType + Send + Sync + 'static>(
             return;
         }
         let mut items = items;
-        while let Some(Keyed { seq, item }) = items.next().await {
+        // `let … else`, not `while let`: the item is not kept while its
+        // render and delivery are awaited.
+        loop {
+            let Some(Keyed { seq, item }) = items.next().await else {
+                return;
+            };
             let ended = item.is_err() && access_ended.get().is_some();
             let seq = seq.filter(|_| item.is_ok());
             // Boxed: a subscriber that waits for its next item holds no

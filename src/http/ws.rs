@@ -63,7 +63,7 @@ pub const LEGACY_PROTOCOL: &str = "graphql-ws";
 const LEGACY_KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Socket buffers sized for small JSON messages: thousands of idle
 /// dashboards should not cost a 128 KiB read buffer each.
-const READ_BUFFER_BYTES: usize = 512;
+const READ_BUFFER_BYTES: usize = 1024;
 const WRITE_BUFFER_BYTES: usize = 4 * 1024;
 /// Largest message a client may send.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
