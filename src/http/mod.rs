@@ -6,6 +6,7 @@ mod client;
 mod graphql;
 mod health;
 mod hooks;
+mod operation;
 mod playground;
 mod sse;
 mod ws;

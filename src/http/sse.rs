@@ -12,44 +12,30 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
-use async_graphql::{Request, Response, ServerError, Variables};
+use async_graphql::{Response, ServerError};
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use futures::{Stream, StreamExt};
-use serde::Deserialize;
 use serde_json::json;
 
 use super::HttpState;
 use super::client::device_info;
+use super::operation::Operation;
 use crate::auth::tokens::ACCESS_TOKEN_EXPIRED;
 use crate::graphql::context::{RequestContext, Viewer};
 use crate::graphql::limits::is_request_error;
-use crate::graphql::persisted::{names_persisted_query, set_extensions};
+use crate::graphql::persisted::names_persisted_query;
 use crate::graphql::shared::{self, Delivery};
-
-/// An operation, as graphql-sse clients send it.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StreamRequest {
-    #[serde(default)]
-    query: String,
-    #[serde(default)]
-    operation_name: Option<String>,
-    #[serde(default)]
-    variables: Option<serde_json::Value>,
-    #[serde(default)]
-    extensions: Option<serde_json::Map<String, serde_json::Value>>,
-}
 
 /// Runs the operation and streams its results as events.
 pub async fn stream(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Result<Json<StreamRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<Operation>, axum::extract::rejection::JsonRejection>,
 ) -> HttpResponse {
     let Ok(Json(body)) = body else {
         return refuse(
@@ -98,14 +84,7 @@ pub async fn stream(
         }
         Viewer::Anonymous | Viewer::User(_) | Viewer::ApiKey(_) => {}
     }
-    let mut request = Request::new(body.query);
-    if let Some(name) = body.operation_name {
-        request = request.operation_name(name);
-    }
-    if let Some(variables) = body.variables {
-        request = request.variables(Variables::from_json(variables));
-    }
-    set_extensions(&mut request, body.extensions);
+    let mut request = body.into_request();
     let registration = match state.persisted.resolve(&mut request).await {
         Ok(registration) => registration,
         Err(error) => {

@@ -36,7 +36,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::{Request, Variables};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
@@ -48,10 +47,10 @@ use serde_json::{Value, json};
 
 use super::HttpState;
 use super::client::device_info;
+use super::operation::Operation;
 use crate::auth::service::DeviceInfo;
 use crate::graphql::context::{RequestContext, Viewer};
 use crate::graphql::limits::is_request_error;
-use crate::graphql::persisted::set_extensions;
 use crate::graphql::shared::{self, Delivery};
 use crate::orgs::access::{CredentialWatch, Ending};
 
@@ -195,7 +194,7 @@ enum LegacyClientMessage {
     },
     Start {
         id: String,
-        payload: SubscribePayload,
+        payload: Operation,
     },
     Stop {
         id: String,
@@ -233,7 +232,7 @@ enum ClientMessage {
     },
     Subscribe {
         id: String,
-        payload: SubscribePayload,
+        payload: Operation,
     },
     Complete {
         id: String,
@@ -241,19 +240,6 @@ enum ClientMessage {
     /// The legacy protocol's `connection_terminate`.
     #[serde(skip)]
     Terminate,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SubscribePayload {
-    #[serde(default)]
-    query: String,
-    #[serde(default)]
-    operation_name: Option<String>,
-    #[serde(default)]
-    variables: Option<Value>,
-    #[serde(default)]
-    extensions: Option<serde_json::Map<String, Value>>,
 }
 
 /// An operation that ran to its end (not one the client completed).
@@ -504,7 +490,7 @@ impl Connection {
     fn start(
         &self,
         id: String,
-        payload: SubscribePayload,
+        payload: Operation,
         viewer: Viewer,
     ) -> BoxStream<'static, Outgoing> {
         let persisted = self.state.persisted.clone();
@@ -517,14 +503,7 @@ impl Connection {
         // Boxed, as a message's handling is: an idle subscription holds its
         // stream, not the request and the futures that opened it.
         let opening = Box::pin(async move {
-            let mut request = Request::new(payload.query);
-            if let Some(name) = payload.operation_name {
-                request = request.operation_name(name);
-            }
-            if let Some(variables) = payload.variables {
-                request = request.variables(Variables::from_json(variables));
-            }
-            set_extensions(&mut request, payload.extensions);
+            let mut request = payload.into_request();
             let registration = persisted.resolve(&mut request).await?;
             let deliveries = shared::subscribe(schema, context, request).await;
             Ok::<_, async_graphql::ServerError>((registration, deliveries, persisted))
